@@ -1,0 +1,671 @@
+//! The CPU backend: faer for dense products (multi-threaded through rayon), and fused,
+//! rayon-parallel loops for the jet kernels. These loops are the CPU twins of the CUDA
+//! kernels in `kernels/*.cu`: same arguments, same formulas (DESIGN §1), and the
+//! reference the GPU and the emulated kernels are tested against.
+//!
+//! Checked by `tests/jet.rs` (forward Laplacian against the autodiff baseline and finite
+//! differences) and by the unit tests at the bottom of this file.
+
+use super::{AdamStep, Backend, JetShape, Lay, Tr};
+use crate::error::{Error, Result};
+use crate::scalar::Real;
+use faer::linalg::matmul::triangular::BlockStructure;
+use faer::{Accum, MatMut, MatRef, Par};
+use rayon::prelude::*;
+
+/// The CPU backend. Cheap to clone; holds no state.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cpu;
+
+/// Below this many multiply-adds a product runs on one thread: rayon's fork/join costs
+/// more than it saves on small matrices.
+const PAR_GEMM_MIN_MACS: usize = 1 << 18;
+/// Samples per rayon task in the jet kernels.
+const SAMPLES_PER_TASK: usize = 16;
+
+fn par_for(macs: usize) -> Par {
+    if macs >= PAR_GEMM_MIN_MACS && rayon::current_num_threads() > 1 {
+        Par::rayon(0)
+    } else {
+        Par::Seq
+    }
+}
+
+fn check_view(what: &str, len: usize, lay: Lay) -> Result<()> {
+    if lay.cols > lay.ld && lay.rows > 1 {
+        return Err(Error::Shape(format!("{what}: leading dimension {} < cols {}", lay.ld, lay.cols)));
+    }
+    if lay.off + lay.span() > len {
+        return Err(Error::Shape(format!(
+            "{what}: view {}x{} (ld {}) at offset {} exceeds buffer of {len}",
+            lay.rows, lay.cols, lay.ld, lay.off
+        )));
+    }
+    Ok(())
+}
+
+fn check_len(what: &str, len: usize, need: usize) -> Result<()> {
+    if need > len {
+        Err(Error::Shape(format!("{what}: need {need} elements, buffer has {len}")))
+    } else {
+        Ok(())
+    }
+}
+
+fn mat_ref<T: Real>(buf: &[T], lay: Lay, tr: Tr) -> MatRef<'_, T> {
+    let s = &buf[lay.off..lay.off + lay.span()];
+    let m = MatRef::from_row_major_slice_with_stride(s, lay.rows, lay.cols, lay.ld.max(1));
+    match tr {
+        Tr::N => m,
+        Tr::T => m.transpose(),
+    }
+}
+
+/// The transpose of a row-major view, as a column-major matrix over the same memory.
+///
+/// Products are always handed to faer as `Cᵀ = op(B)ᵀ op(A)ᵀ` with this column-major
+/// destination: faer 0.24.4's small-matrix kernels (nano-gemm) write out of bounds for
+/// some shapes when the destination is row-major (seen under valgrind for 3×3·3×9).
+fn mat_mut_t<T: Real>(buf: &mut [T], lay: Lay) -> MatMut<'_, T> {
+    let span = lay.span();
+    let s = &mut buf[lay.off..lay.off + span];
+    MatMut::from_column_major_slice_with_stride_mut(s, lay.cols, lay.rows, lay.ld.max(1))
+}
+
+/// A raw pointer that rayon tasks may share. Each task writes a disjoint set of
+/// indices (the jet rows of its own samples), which is what makes the sharing sound.
+#[derive(Clone, Copy)]
+struct SharedPtr<T>(*mut T);
+// SAFETY: only used by the jet kernels below, whose tasks touch disjoint sample rows.
+unsafe impl<T> Send for SharedPtr<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for SharedPtr<T> {}
+
+/// Run `f(i0, i1)` over sample ranges in parallel.
+fn par_samples(n: usize, f: impl Fn(usize, usize) + Send + Sync) {
+    let tasks = n.div_ceil(SAMPLES_PER_TASK);
+    (0..tasks).into_par_iter().for_each(|t| {
+        let i0 = t * SAMPLES_PER_TASK;
+        f(i0, (i0 + SAMPLES_PER_TASK).min(n));
+    });
+}
+
+// ---- CPU twins of the jet kernels -------------------------------------------------------
+//
+// Every function takes raw pointers so that the in-place and out-of-place variants
+// share one body; callers guarantee (and check) the buffer sizes.
+
+/// tanh jet forward for samples i0..i1. `src` and `dst` may be the same buffer: every
+/// element is read before it is written, by the same task.
+///
+/// # Safety
+/// `src` and `dst` must be valid for `shape.len()` elements; `coef` for `shape.k`.
+unsafe fn tanh_fwd_samples<T: Real>(src: *const T, dst: *mut T, coef: &[T], shape: JetShape, i0: usize, i1: usize) {
+    let JetShape { n, k, lap, h } = shape;
+    let mut s1 = vec![T::ZERO; h];
+    let mut s2 = vec![T::ZERO; h];
+    let mut acc = vec![T::ZERO; h];
+    for i in i0..i1 {
+        let v = i * h;
+        for j in 0..h {
+            let t = (*src.add(v + j)).tanh();
+            let d1 = T::ONE - t * t;
+            s1[j] = d1;
+            s2[j] = -(t + t) * d1;
+            acc[j] = T::ZERO;
+            *dst.add(v + j) = t;
+        }
+        for d in 0..k {
+            let row = ((1 + d) * n + i) * h;
+            let c = coef[d];
+            for j in 0..h {
+                let dz = *src.add(row + j);
+                acc[j] += c * dz * dz;
+                *dst.add(row + j) = s1[j] * dz;
+            }
+        }
+        if lap {
+            let row = ((1 + k) * n + i) * h;
+            for j in 0..h {
+                let lz = *src.add(row + j);
+                *dst.add(row + j) = s1[j] * lz + s2[j] * acc[j];
+            }
+        }
+    }
+}
+
+/// Reverse of [`tanh_fwd_samples`] for samples i0..i1; `g` is updated in place.
+///
+/// # Safety
+/// `z` and `g` must be valid for `shape.len()` elements and not overlap.
+unsafe fn tanh_bwd_samples<T: Real>(z: *const T, g: *mut T, coef: &[T], shape: JetShape, i0: usize, i1: usize) {
+    let JetShape { n, k, lap, h } = shape;
+    let two = T::from_f64(2.0);
+    let mut s1 = vec![T::ZERO; h];
+    let mut s2 = vec![T::ZERO; h];
+    let mut s3gl = vec![T::ZERO; h];
+    let mut gl = vec![T::ZERO; h];
+    let mut acc = vec![T::ZERO; h];
+    for i in i0..i1 {
+        let v = i * h;
+        let lrow = ((1 + k) * n + i) * h;
+        for j in 0..h {
+            let t = (*z.add(v + j)).tanh();
+            let d1 = T::ONE - t * t;
+            let d2 = -(t + t) * d1;
+            s1[j] = d1;
+            s2[j] = d2;
+            acc[j] = d1 * *g.add(v + j);
+            if lap {
+                let gla = *g.add(lrow + j);
+                gl[j] = gla;
+                // s3 = s1 (6 t² − 2)
+                s3gl[j] = d1 * (T::from_f64(6.0) * t * t - two) * gla;
+                acc[j] += d2 * *z.add(lrow + j) * gla;
+                *g.add(lrow + j) = d1 * gla;
+            }
+        }
+        for d in 0..k {
+            let row = ((1 + d) * n + i) * h;
+            let c = coef[d];
+            for j in 0..h {
+                let dz = *z.add(row + j);
+                let gd = *g.add(row + j);
+                let mut a = acc[j] + s2[j] * dz * gd;
+                let mut out = s1[j] * gd;
+                if lap {
+                    a += c * dz * dz * s3gl[j];
+                    out += two * c * s2[j] * dz * gl[j];
+                }
+                acc[j] = a;
+                *g.add(row + j) = out;
+            }
+        }
+        for j in 0..h {
+            *g.add(v + j) = acc[j];
+        }
+    }
+}
+
+/// Fused first layer + tanh for samples i0..i1 (value rows of `z` hold `x Wᵀ + b`).
+///
+/// # Safety
+/// `z` valid for `shape.len()` elements, `wv` for `k·h`, `coef` for `k`.
+unsafe fn input_tanh_samples<T: Real>(z: *mut T, wv: &[T], coef: &[T], shape: JetShape, i0: usize, i1: usize) {
+    let JetShape { n, k, lap, h } = shape;
+    // Σ_k c_k wv[k]² does not depend on the sample.
+    let mut q = vec![T::ZERO; h];
+    for d in 0..k {
+        for j in 0..h {
+            let w = wv[d * h + j];
+            q[j] += coef[d] * w * w;
+        }
+    }
+    for i in i0..i1 {
+        let v = i * h;
+        for j in 0..h {
+            let t = (*z.add(v + j)).tanh();
+            let s1 = T::ONE - t * t;
+            *z.add(v + j) = t;
+            for d in 0..k {
+                *z.add(((1 + d) * n + i) * h + j) = s1 * wv[d * h + j];
+            }
+            if lap {
+                *z.add(((1 + k) * n + i) * h + j) = -(t + t) * s1 * q[j];
+            }
+        }
+    }
+}
+
+impl Backend for Cpu {
+    type Buf<T: Real> = Vec<T>;
+
+    fn name(&self) -> String {
+        format!("cpu ({} threads)", rayon::current_num_threads())
+    }
+
+    fn alloc<T: Real>(&self, len: usize) -> Result<Vec<T>> {
+        let mut v = Vec::new();
+        v.try_reserve_exact(len).map_err(|_| {
+            Error::Device(format!(
+                "out of host memory: could not allocate {} bytes",
+                len.saturating_mul(std::mem::size_of::<T>())
+            ))
+        })?;
+        v.resize(len, T::ZERO);
+        Ok(v)
+    }
+    fn upload<T: Real>(&self, host: &[T]) -> Result<Vec<T>> {
+        Ok(host.to_vec())
+    }
+    fn download<T: Real>(&self, buf: &Vec<T>) -> Result<Vec<T>> {
+        Ok(buf.clone())
+    }
+    fn download_range<T: Real>(&self, buf: &Vec<T>, off: usize, dst: &mut [T]) -> Result<()> {
+        check_len("download_range", buf.len(), off + dst.len())?;
+        dst.copy_from_slice(&buf[off..off + dst.len()]);
+        Ok(())
+    }
+    fn upload_range<T: Real>(&self, src: &[T], buf: &mut Vec<T>, off: usize) -> Result<()> {
+        check_len("upload_range", buf.len(), off + src.len())?;
+        buf[off..off + src.len()].copy_from_slice(src);
+        Ok(())
+    }
+    fn len<T: Real>(&self, buf: &Vec<T>) -> usize {
+        buf.len()
+    }
+    fn copy<T: Real>(&self, src: &Vec<T>, src_off: usize, dst: &mut Vec<T>, dst_off: usize, len: usize) -> Result<()> {
+        check_len("copy (source)", src.len(), src_off + len)?;
+        check_len("copy (destination)", dst.len(), dst_off + len)?;
+        dst[dst_off..dst_off + len].copy_from_slice(&src[src_off..src_off + len]);
+        Ok(())
+    }
+    fn fill<T: Real>(&self, buf: &mut Vec<T>, off: usize, len: usize, value: T) -> Result<()> {
+        check_len("fill", buf.len(), off + len)?;
+        buf[off..off + len].fill(value);
+        Ok(())
+    }
+
+    fn gemm<T: Real>(
+        &self,
+        alpha: T,
+        a: &Vec<T>,
+        la: Lay,
+        ta: Tr,
+        b: &Vec<T>,
+        lb: Lay,
+        tb: Tr,
+        beta: T,
+        c: &mut Vec<T>,
+        lc: Lay,
+    ) -> Result<()> {
+        check_view("gemm A", a.len(), la)?;
+        check_view("gemm B", b.len(), lb)?;
+        check_view("gemm C", c.len(), lc)?;
+        let (m, ka) = ta.shape(la);
+        let (kb, nn) = tb.shape(lb);
+        if ka != kb || m != lc.rows || nn != lc.cols {
+            return Err(Error::Shape(format!(
+                "gemm: op(A) is {m}x{ka}, op(B) is {kb}x{nn}, C is {}x{}",
+                lc.rows, lc.cols
+            )));
+        }
+        if m == 0 || nn == 0 {
+            return Ok(());
+        }
+        // cm is Cᵀ (nn × m); see `mat_mut_t`.
+        let mut cm = mat_mut_t(c, lc);
+        let accum = if beta == T::ZERO {
+            Accum::Replace
+        } else {
+            if beta != T::ONE {
+                for r in 0..nn {
+                    for col in 0..m {
+                        cm[(r, col)] *= beta;
+                    }
+                }
+            }
+            Accum::Add
+        };
+        if ka == 0 {
+            if accum == Accum::Replace {
+                cm.fill(T::ZERO);
+            }
+            return Ok(());
+        }
+        let lhs = mat_ref(b, lb, tb).transpose();
+        let rhs = mat_ref(a, la, ta).transpose();
+        faer::linalg::matmul::matmul(cm, accum, lhs, rhs, alpha, par_for(m * nn * ka));
+        Ok(())
+    }
+
+    fn syrk<T: Real>(&self, alpha: T, a: &Vec<T>, la: Lay, beta: T, c: &mut Vec<T>, lc: Lay) -> Result<()> {
+        check_view("syrk A", a.len(), la)?;
+        check_view("syrk C", c.len(), lc)?;
+        let n = la.cols;
+        if lc.rows != n || lc.cols != n {
+            return Err(Error::Shape(format!("syrk: A has {n} columns, C is {}x{}", lc.rows, lc.cols)));
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        // Cᵀ = C for the symmetric result; `mat_mut_t` keeps faer's destination column-major.
+        let mut cm = mat_mut_t(c, lc);
+        let accum = if beta == T::ZERO {
+            Accum::Replace
+        } else {
+            if beta != T::ONE {
+                for r in 0..n {
+                    for col in 0..=r {
+                        cm[(r, col)] *= beta;
+                    }
+                }
+            }
+            Accum::Add
+        };
+        if la.rows == 0 {
+            if accum == Accum::Replace {
+                cm.fill(T::ZERO);
+            }
+        } else {
+            let am = mat_ref(a, la, Tr::N);
+            faer::linalg::matmul::triangular::matmul(
+                cm.as_mut(),
+                BlockStructure::TriangularLower,
+                accum,
+                am.transpose(),
+                BlockStructure::Rectangular,
+                am,
+                BlockStructure::Rectangular,
+                alpha,
+                par_for(n * n * la.rows / 2),
+            );
+        }
+        for r in 0..n {
+            for col in r + 1..n {
+                cm[(r, col)] = cm[(col, r)];
+            }
+        }
+        Ok(())
+    }
+
+    fn axpby<T: Real>(&self, alpha: T, x: &Vec<T>, beta: T, y: &mut Vec<T>) -> Result<()> {
+        if x.len() != y.len() {
+            return Err(Error::Shape(format!("axpby: x has {}, y has {} elements", x.len(), y.len())));
+        }
+        if beta == T::ONE {
+            y.iter_mut().zip(x).for_each(|(y, &x)| *y += alpha * x);
+        } else {
+            y.iter_mut().zip(x).for_each(|(y, &x)| *y = alpha * x + beta * *y);
+        }
+        Ok(())
+    }
+    fn scale<T: Real>(&self, alpha: T, x: &mut Vec<T>) -> Result<()> {
+        x.iter_mut().for_each(|v| *v *= alpha);
+        Ok(())
+    }
+    fn dot<T: Real>(&self, x: &Vec<T>, y: &Vec<T>) -> Result<f64> {
+        if x.len() != y.len() {
+            return Err(Error::Shape(format!("dot: x has {}, y has {} elements", x.len(), y.len())));
+        }
+        Ok(x.iter().zip(y).map(|(&a, &b)| a.to_f64() * b.to_f64()).sum())
+    }
+    fn adam_update<T: Real>(&self, p: &mut Vec<T>, g: &Vec<T>, m: &mut Vec<T>, v: &mut Vec<T>, s: AdamStep) -> Result<()> {
+        let n = p.len();
+        if g.len() != n || m.len() != n || v.len() != n {
+            return Err(Error::Shape(format!(
+                "adam_update: p {n}, g {}, m {}, v {}",
+                g.len(),
+                m.len(),
+                v.len()
+            )));
+        }
+        adam_ref(p, g, m, v, s);
+        Ok(())
+    }
+
+    fn add_bias<T: Real>(&self, x: &mut Vec<T>, rows: usize, cols: usize, bias: &Vec<T>, bias_off: usize) -> Result<()> {
+        check_len("add_bias (x)", x.len(), rows * cols)?;
+        check_len("add_bias (bias)", bias.len(), bias_off + cols)?;
+        if cols == 0 {
+            return Ok(());
+        }
+        let b = &bias[bias_off..bias_off + cols];
+        x[..rows * cols].par_chunks_mut(cols).for_each(|row| {
+            row.iter_mut().zip(b).for_each(|(x, &b)| *x += b);
+        });
+        Ok(())
+    }
+
+    fn jet_input<T: Real>(&self, x: &Vec<T>, x_off: usize, dirs: &Vec<T>, out: &mut Vec<T>, shape: JetShape) -> Result<()> {
+        let JetShape { n, k, lap, h } = shape;
+        check_len("jet_input (x)", x.len(), x_off + n * h)?;
+        check_len("jet_input (dirs)", dirs.len(), k * h)?;
+        check_len("jet_input (out)", out.len(), shape.len())?;
+        out[..n * h].copy_from_slice(&x[x_off..x_off + n * h]);
+        for d in 0..k {
+            let blk = &mut out[(1 + d) * n * h..(2 + d) * n * h];
+            if h > 0 {
+                blk.chunks_mut(h).for_each(|r| r.copy_from_slice(&dirs[d * h..(d + 1) * h]));
+            }
+        }
+        if lap {
+            out[(1 + k) * n * h..(2 + k) * n * h].fill(T::ZERO);
+        }
+        Ok(())
+    }
+
+    fn jet_broadcast_dirs<T: Real>(&self, z: &mut Vec<T>, wv: &Vec<T>, shape: JetShape) -> Result<()> {
+        let JetShape { n, k, lap, h } = shape;
+        check_len("jet_broadcast_dirs (z)", z.len(), shape.len())?;
+        check_len("jet_broadcast_dirs (wv)", wv.len(), k * h)?;
+        if h == 0 {
+            return Ok(());
+        }
+        for d in 0..k {
+            z[(1 + d) * n * h..(2 + d) * n * h]
+                .par_chunks_mut(h)
+                .for_each(|r| r.copy_from_slice(&wv[d * h..(d + 1) * h]));
+        }
+        if lap {
+            z[(1 + k) * n * h..(2 + k) * n * h].fill(T::ZERO);
+        }
+        Ok(())
+    }
+
+    fn jet_input_tanh<T: Real>(&self, z: &mut Vec<T>, wv: &Vec<T>, coef: &Vec<T>, shape: JetShape) -> Result<()> {
+        check_len("jet_input_tanh (z)", z.len(), shape.len())?;
+        check_len("jet_input_tanh (wv)", wv.len(), shape.k * shape.h)?;
+        check_len("jet_input_tanh (coef)", coef.len(), shape.k)?;
+        let p = SharedPtr(z.as_mut_ptr());
+        par_samples(shape.n, |i0, i1| {
+            let p = p;
+            // SAFETY: lengths checked above; each task writes only the rows of samples i0..i1.
+            unsafe { input_tanh_samples(p.0, wv, coef, shape, i0, i1) }
+        });
+        Ok(())
+    }
+
+    fn jet_tanh<T: Real>(&self, z: &Vec<T>, a: &mut Vec<T>, coef: &Vec<T>, shape: JetShape) -> Result<()> {
+        check_len("jet_tanh (z)", z.len(), shape.len())?;
+        check_len("jet_tanh (a)", a.len(), shape.len())?;
+        check_len("jet_tanh (coef)", coef.len(), shape.k)?;
+        let src = SharedPtr(z.as_ptr() as *mut T);
+        let dst = SharedPtr(a.as_mut_ptr());
+        par_samples(shape.n, |i0, i1| {
+            let (src, dst) = (src, dst);
+            // SAFETY: lengths checked above; `z` is only read; each task writes only the
+            // rows of its own samples i0..i1 of `a`.
+            unsafe { tanh_fwd_samples(src.0, dst.0, coef, shape, i0, i1) }
+        });
+        Ok(())
+    }
+
+    fn jet_tanh_inplace<T: Real>(&self, z: &mut Vec<T>, coef: &Vec<T>, shape: JetShape) -> Result<()> {
+        check_len("jet_tanh_inplace (z)", z.len(), shape.len())?;
+        check_len("jet_tanh_inplace (coef)", coef.len(), shape.k)?;
+        let p = SharedPtr(z.as_mut_ptr());
+        par_samples(shape.n, |i0, i1| {
+            let p = p;
+            // SAFETY: lengths checked above; each task reads then writes only the rows of
+            // its own samples, each element read before it is overwritten.
+            unsafe { tanh_fwd_samples(p.0, p.0, coef, shape, i0, i1) }
+        });
+        Ok(())
+    }
+
+    fn jet_tanh_backward<T: Real>(&self, z: &Vec<T>, g: &mut Vec<T>, coef: &Vec<T>, shape: JetShape) -> Result<()> {
+        check_len("jet_tanh_backward (z)", z.len(), shape.len())?;
+        check_len("jet_tanh_backward (g)", g.len(), shape.len())?;
+        check_len("jet_tanh_backward (coef)", coef.len(), shape.k)?;
+        let zp = SharedPtr(z.as_ptr() as *mut T);
+        let gp = SharedPtr(g.as_mut_ptr());
+        par_samples(shape.n, |i0, i1| {
+            let (zp, gp) = (zp, gp);
+            // SAFETY: lengths checked above; `z` and `g` are distinct buffers (one shared,
+            // one exclusive borrow); each task touches only rows of samples i0..i1.
+            unsafe { tanh_bwd_samples(zp.0, gp.0, coef, shape, i0, i1) }
+        });
+        Ok(())
+    }
+
+    fn scale_jet_rows<T: Real>(&self, g: &mut Vec<T>, w: &Vec<T>, shape: JetShape) -> Result<()> {
+        check_len("scale_jet_rows (g)", g.len(), shape.len())?;
+        check_len("scale_jet_rows (w)", w.len(), shape.n)?;
+        let (n, h) = (shape.n, shape.h);
+        if h == 0 || n == 0 {
+            return Ok(());
+        }
+        g[..shape.len()].par_chunks_mut(h).enumerate().for_each(|(r, row)| {
+            let s = w[r % n];
+            row.iter_mut().for_each(|x| *x *= s);
+        });
+        Ok(())
+    }
+
+    fn ad_tanh_rev<T: Real>(&self, a: &Vec<T>, g: &mut Vec<T>, shape: JetShape) -> Result<()> {
+        check_len("ad_tanh_rev (a)", a.len(), shape.len())?;
+        check_len("ad_tanh_rev (g)", g.len(), shape.len())?;
+        if shape.lap {
+            return Err(Error::Shape("ad_tanh_rev: the autodiff block has no Laplacian rows".into()));
+        }
+        let (n, h) = (shape.n, shape.h);
+        if n == 0 || h == 0 {
+            return Ok(());
+        }
+        let (gv, gt) = g[..shape.len()].split_at_mut(n * h);
+        let av = &a[..n * h];
+        // tangent rows first: they read the value-row cotangent before it is overwritten
+        gt.par_chunks_mut(n * h).enumerate().for_each(|(d, blk)| {
+            let at = &a[(1 + d) * n * h..(2 + d) * n * h];
+            for idx in 0..n * h {
+                let av = av[idx];
+                blk[idx] = (T::ONE - av * av) * blk[idx] - (av + av) * at[idx] * gv[idx];
+            }
+        });
+        gv.par_chunks_mut(h).zip(av.par_chunks(h)).for_each(|(gr, ar)| {
+            gr.iter_mut().zip(ar).for_each(|(g, &a)| *g *= T::ONE - a * a);
+        });
+        Ok(())
+    }
+
+    fn col_sum<T: Real>(&self, alpha: T, x: &Vec<T>, rows: usize, cols: usize, beta: T, out: &mut Vec<T>, out_off: usize) -> Result<()> {
+        check_len("col_sum (x)", x.len(), rows * cols)?;
+        check_len("col_sum (out)", out.len(), out_off + cols)?;
+        let o = &mut out[out_off..out_off + cols];
+        let mut acc = vec![T::ZERO; cols];
+        if cols > 0 {
+            for row in x[..rows * cols].chunks(cols) {
+                acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
+            }
+        }
+        for (o, a) in o.iter_mut().zip(acc) {
+            *o = if beta == T::ZERO { alpha * a } else { beta * *o + alpha * a };
+        }
+        Ok(())
+    }
+}
+
+/// CPU twin of the Adam kernel.
+pub fn adam_ref<T: Real>(p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], s: AdamStep) {
+    let (b1, b2) = (T::from_f64(s.beta1), T::from_f64(s.beta2));
+    let lr = T::from_f64(s.lr / s.bc1);
+    let rbc2 = T::from_f64(1.0 / s.bc2.sqrt());
+    let eps = T::from_f64(s.eps);
+    for i in 0..p.len() {
+        let gi = g[i];
+        m[i] = b1 * m[i] + (T::ONE - b1) * gi;
+        v[i] = b2 * v[i] + (T::ONE - b2) * gi * gi;
+        p[i] -= lr * m[i] / (v[i].sqrt() * rbc2 + eps);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive_gemm(a: &[f64], la: Lay, ta: Tr, b: &[f64], lb: Lay, tb: Tr) -> Vec<f64> {
+        let get = |x: &[f64], l: Lay, t: Tr, r: usize, c: usize| match t {
+            Tr::N => x[l.off + r * l.ld + c],
+            Tr::T => x[l.off + c * l.ld + r],
+        };
+        let (m, k) = ta.shape(la);
+        let (_, n) = tb.shape(lb);
+        let mut out = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] = (0..k).map(|p| get(a, la, ta, i, p) * get(b, lb, tb, p, j)).sum();
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn gemm_matches_naive_for_all_transposes_and_strides() {
+        let cpu = Cpu;
+        let a: Vec<f64> = (0..200).map(|i| ((i * 37) % 11) as f64 - 5.0).collect();
+        let b: Vec<f64> = (0..200).map(|i| ((i * 13) % 7) as f64 - 3.0).collect();
+        for (ta, tb) in [(Tr::N, Tr::N), (Tr::T, Tr::N), (Tr::N, Tr::T), (Tr::T, Tr::T)] {
+            // op(A): 5x4, op(B): 4x3, stored with padding and offsets.
+            let la = match ta {
+                Tr::N => Lay { off: 3, rows: 5, cols: 4, ld: 6 },
+                Tr::T => Lay { off: 3, rows: 4, cols: 5, ld: 7 },
+            };
+            let lb = match tb {
+                Tr::N => Lay { off: 1, rows: 4, cols: 3, ld: 3 },
+                Tr::T => Lay { off: 1, rows: 3, cols: 4, ld: 5 },
+            };
+            let want = naive_gemm(&a, la, ta, &b, lb, tb);
+            let mut c = vec![1.0; 40];
+            let lc = Lay { off: 2, rows: 5, cols: 3, ld: 4 };
+            cpu.gemm(2.0, &a, la, ta, &b, lb, tb, 0.5, &mut c, lc).unwrap();
+            for i in 0..5 {
+                for j in 0..3 {
+                    assert_eq!(c[2 + i * 4 + j], 2.0 * want[i * 3 + j] + 0.5, "({ta:?},{tb:?}) at {i},{j}");
+                }
+            }
+            // padding untouched
+            assert_eq!(c[0], 1.0);
+            assert_eq!(c[2 + 3], 1.0);
+        }
+    }
+
+    #[test]
+    fn gemm_rejects_bad_shapes() {
+        let cpu = Cpu;
+        let a = vec![0.0; 6];
+        let mut c = vec![0.0; 4];
+        let e = cpu.gemm(1.0, &a, Lay::dense(2, 3), Tr::N, &a, Lay::dense(2, 3), Tr::N, 0.0, &mut c, Lay::dense(2, 2));
+        assert!(matches!(e, Err(Error::Shape(_))));
+        let e = cpu.gemm(1.0, &a, Lay::dense(3, 3), Tr::N, &a, Lay::dense(3, 3), Tr::N, 0.0, &mut c, Lay::dense(3, 3));
+        assert!(matches!(e, Err(Error::Shape(_))));
+    }
+
+    #[test]
+    fn syrk_matches_gemm() {
+        let cpu = Cpu;
+        let a: Vec<f64> = (0..35).map(|i| (i as f64 * 0.37).sin()).collect();
+        let la = Lay::dense(7, 5);
+        let mut want = vec![0.0; 25];
+        cpu.gemm(1.5, &a, la, Tr::T, &a, la, Tr::N, 0.0, &mut want, Lay::dense(5, 5)).unwrap();
+        let mut c = vec![2.0; 25];
+        cpu.syrk(1.5, &a, la, 0.25, &mut c, Lay::dense(5, 5)).unwrap();
+        for (x, y) in c.iter().zip(&want) {
+            assert!((x - (y + 0.5)).abs() < 1e-13);
+        }
+    }
+
+    #[test]
+    fn col_sum_and_scale_rows() {
+        let cpu = Cpu;
+        let x: Vec<f64> = (0..12).map(|i| i as f64).collect();
+        let mut out = vec![1.0; 5];
+        cpu.col_sum(2.0, &x, 3, 3, 1.0, &mut out, 1).unwrap();
+        assert_eq!(out, vec![1.0, 1.0 + 2.0 * 9.0, 1.0 + 2.0 * 12.0, 1.0 + 2.0 * 15.0, 1.0]);
+        // 2 samples, k = 1, no Laplacian: rows [v0, v1, d0, d1]
+        let mut g = vec![1.0; 8];
+        let w = vec![2.0, 3.0];
+        cpu.scale_jet_rows(&mut g, &w, JetShape { n: 2, k: 1, lap: false, h: 2 }).unwrap();
+        assert_eq!(g, vec![2.0, 2.0, 3.0, 3.0, 2.0, 2.0, 3.0, 3.0]);
+    }
+}

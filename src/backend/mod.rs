@@ -1,0 +1,207 @@
+//! The backend seam: every array operation the engine performs on its hot path goes
+//! through [`Backend`]. The CPU implementation ([`cpu::Cpu`]) is the reference that every
+//! other implementation (the CUDA backend) is tested against; each elementwise operation
+//! here corresponds to one GPU kernel, and the `*_ref` functions in `cpu` are the
+//! CPU twins those kernels are compared with.
+//!
+//! Conventions: all matrices are row-major; a [`Lay`] describes a (possibly strided)
+//! view into a buffer. Jet matrices use the block layout of DESIGN §1: for a chunk of `n`
+//! samples with `S` jet rows each, row `s·n + i` holds jet component `s` of sample `i`
+//! (s = 0 value, s = 1..=K directions, s = K+1 weighted Laplacian when present).
+
+pub mod cpu;
+pub mod device;
+
+use crate::error::Result;
+use crate::scalar::Real;
+
+/// Row-major view of a matrix inside a buffer: element (r, c) is at `off + r·ld + c`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lay {
+    pub off: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub ld: usize,
+}
+
+impl Lay {
+    /// A dense `rows × cols` matrix starting at offset 0.
+    pub fn dense(rows: usize, cols: usize) -> Self {
+        Lay { off: 0, rows, cols, ld: cols }
+    }
+    /// A dense `rows × cols` matrix starting at `off`.
+    pub fn at(off: usize, rows: usize, cols: usize) -> Self {
+        Lay { off, rows, cols, ld: cols }
+    }
+    /// Number of elements spanned (the last element's index + 1 − off).
+    pub fn span(&self) -> usize {
+        if self.rows == 0 || self.cols == 0 {
+            0
+        } else {
+            (self.rows - 1) * self.ld + self.cols
+        }
+    }
+}
+
+/// Whether a gemm operand is used as is or transposed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tr {
+    N,
+    T,
+}
+
+impl Tr {
+    /// Shape of `op(A)` for a stored view `lay`.
+    pub fn shape(self, lay: Lay) -> (usize, usize) {
+        match self {
+            Tr::N => (lay.rows, lay.cols),
+            Tr::T => (lay.cols, lay.rows),
+        }
+    }
+}
+
+/// Shape of a chunk of jets: `n` samples, `k` first-order directions, an optional
+/// (weighted) Laplacian row, `h` columns. Rows = n · S with S = 1 + k + lap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JetShape {
+    pub n: usize,
+    pub k: usize,
+    pub lap: bool,
+    pub h: usize,
+}
+
+impl JetShape {
+    /// Jet rows per sample.
+    pub fn s(&self) -> usize {
+        1 + self.k + usize::from(self.lap)
+    }
+    pub fn rows(&self) -> usize {
+        self.n * self.s()
+    }
+    pub fn len(&self) -> usize {
+        self.rows() * self.h
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn with_h(self, h: usize) -> Self {
+        JetShape { h, ..self }
+    }
+}
+
+/// Hyperparameters of one Adam update (bias corrections already folded into `lr_t`).
+#[derive(Clone, Copy, Debug)]
+pub struct AdamStep {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// 1 − β1^t
+    pub bc1: f64,
+    /// 1 − β2^t
+    pub bc2: f64,
+}
+
+/// The operations the training engine needs from a compute device.
+///
+/// Buffers are typed by element; `Buf<T>` for the CPU is a `Vec<T>`. Every operation
+/// validates its arguments against the buffer lengths and returns
+/// [`crate::Error::Shape`] instead of reading out of bounds.
+#[allow(clippy::too_many_arguments)]
+pub trait Backend: Clone + Send + Sync + 'static {
+    type Buf<T: Real>: Send + Sync;
+
+    /// Human-readable device description.
+    fn name(&self) -> String;
+
+    // ---- memory -------------------------------------------------------------------
+    /// A zero-filled buffer of `len` elements.
+    fn alloc<T: Real>(&self, len: usize) -> Result<Self::Buf<T>>;
+    fn upload<T: Real>(&self, host: &[T]) -> Result<Self::Buf<T>>;
+    fn download<T: Real>(&self, buf: &Self::Buf<T>) -> Result<Vec<T>>;
+    /// Copy `dst.len()` elements starting at `off` to the host.
+    fn download_range<T: Real>(&self, buf: &Self::Buf<T>, off: usize, dst: &mut [T]) -> Result<()>;
+    /// Copy `src` into `buf` starting at `off`.
+    fn upload_range<T: Real>(&self, src: &[T], buf: &mut Self::Buf<T>, off: usize) -> Result<()>;
+    fn len<T: Real>(&self, buf: &Self::Buf<T>) -> usize;
+    /// `dst[dst_off..dst_off+len] = src[src_off..src_off+len]`
+    fn copy<T: Real>(
+        &self,
+        src: &Self::Buf<T>,
+        src_off: usize,
+        dst: &mut Self::Buf<T>,
+        dst_off: usize,
+        len: usize,
+    ) -> Result<()>;
+    /// `buf[off..off+len] = value`
+    fn fill<T: Real>(&self, buf: &mut Self::Buf<T>, off: usize, len: usize, value: T) -> Result<()>;
+
+    // ---- dense linear algebra -----------------------------------------------------
+    /// `C = alpha · op(A) · op(B) + beta · C` (beta = 0 ignores C's previous contents).
+    fn gemm<T: Real>(
+        &self,
+        alpha: T,
+        a: &Self::Buf<T>,
+        la: Lay,
+        ta: Tr,
+        b: &Self::Buf<T>,
+        lb: Lay,
+        tb: Tr,
+        beta: T,
+        c: &mut Self::Buf<T>,
+        lc: Lay,
+    ) -> Result<()>;
+    /// `C = alpha · Aᵀ A + beta · C` for an `m × n` view A and a full `n × n` C
+    /// (both triangles written).
+    fn syrk<T: Real>(&self, alpha: T, a: &Self::Buf<T>, la: Lay, beta: T, c: &mut Self::Buf<T>, lc: Lay) -> Result<()>;
+
+    // ---- vectors (whole buffers of equal length) -----------------------------------
+    /// `y = alpha · x + beta · y`
+    fn axpby<T: Real>(&self, alpha: T, x: &Self::Buf<T>, beta: T, y: &mut Self::Buf<T>) -> Result<()>;
+    /// `x = alpha · x`
+    fn scale<T: Real>(&self, alpha: T, x: &mut Self::Buf<T>) -> Result<()>;
+    /// `Σ x_i y_i`, accumulated in f64.
+    fn dot<T: Real>(&self, x: &Self::Buf<T>, y: &Self::Buf<T>) -> Result<f64>;
+    /// One Adam update of `p` with gradient `g` and moments `m`, `v`.
+    fn adam_update<T: Real>(
+        &self,
+        p: &mut Self::Buf<T>,
+        g: &Self::Buf<T>,
+        m: &mut Self::Buf<T>,
+        v: &mut Self::Buf<T>,
+        step: AdamStep,
+    ) -> Result<()>;
+
+    // ---- forward Laplacian (jet) kernels -------------------------------------------
+    /// Add `bias` (length `cols`, at `bias_off`) to the first `rows` rows of `x` (row-major, `cols` wide).
+    fn add_bias<T: Real>(&self, x: &mut Self::Buf<T>, rows: usize, cols: usize, bias: &Self::Buf<T>, bias_off: usize) -> Result<()>;
+    /// Input jet `A₀` of a chunk: value rows = the points `x` (`shape.n × shape.h`, at
+    /// `x_off`), direction row k of every sample = `dirs[k]` (a `k × h` matrix), Laplacian rows = 0.
+    fn jet_input<T: Real>(&self, x: &Self::Buf<T>, x_off: usize, dirs: &Self::Buf<T>, out: &mut Self::Buf<T>, shape: JetShape) -> Result<()>;
+    /// First linear layer of the jet: value rows already hold `x Wᵀ + b`; writes direction
+    /// row k of every sample = `wv[k]` (row k of `V Wᵀ`) and zero Laplacian rows.
+    fn jet_broadcast_dirs<T: Real>(&self, z: &mut Self::Buf<T>, wv: &Self::Buf<T>, shape: JetShape) -> Result<()>;
+    /// Fused first layer + tanh, in place: value rows hold `x Wᵀ + b`; writes the tanh jet
+    /// with directions `s1 · wv[k]` and Laplacian `s2 · Σ_k c_k wv[k]²` without forming
+    /// the pre-activation jet.
+    fn jet_input_tanh<T: Real>(&self, z: &mut Self::Buf<T>, wv: &Self::Buf<T>, coef: &Self::Buf<T>, shape: JetShape) -> Result<()>;
+    /// `a = tanh` jet of the pre-activation jet `z` (DESIGN §1), out of place.
+    fn jet_tanh<T: Real>(&self, z: &Self::Buf<T>, a: &mut Self::Buf<T>, coef: &Self::Buf<T>, shape: JetShape) -> Result<()>;
+    /// The same, in place.
+    fn jet_tanh_inplace<T: Real>(&self, z: &mut Self::Buf<T>, coef: &Self::Buf<T>, shape: JetShape) -> Result<()>;
+    /// Reverse mode through the tanh jet: `g` holds the gradient with respect to the
+    /// activation jet on entry and the gradient with respect to the pre-activation jet
+    /// `z` on exit.
+    fn jet_tanh_backward<T: Real>(&self, z: &Self::Buf<T>, g: &mut Self::Buf<T>, coef: &Self::Buf<T>, shape: JetShape) -> Result<()>;
+    /// Multiply every jet row of sample `i` by `w[i]`.
+    fn scale_jet_rows<T: Real>(&self, g: &mut Self::Buf<T>, w: &Self::Buf<T>, shape: JetShape) -> Result<()>;
+    /// `out[out_off + j] = beta·out[out_off + j] + alpha · Σ_{r < rows} x[r, j]` (column sums of the first rows).
+    fn col_sum<T: Real>(&self, alpha: T, x: &Self::Buf<T>, rows: usize, cols: usize, beta: T, out: &mut Self::Buf<T>, out_off: usize) -> Result<()>;
+
+    // ---- autodiff baseline kernels ------------------------------------------------
+    /// Forward-over-reverse through tanh for the nested-differentiation baseline. `a` is
+    /// the stored activation block (value rows `a`, tangent rows `ȧ`, `shape.k` tangents,
+    /// no Laplacian); `g` holds the cotangent block (`ḡa`, its tangents `dḡa`) on entry and
+    /// that of the pre-activation on exit: `ḡz = s1 ḡa`, `dḡz = s1 dḡa − 2 a ȧ ḡa`.
+    fn ad_tanh_rev<T: Real>(&self, a: &Self::Buf<T>, g: &mut Self::Buf<T>, shape: JetShape) -> Result<()>;
+}

@@ -1,0 +1,460 @@
+//! The forward Laplacian: a Taylor-mode pass that carries, per sample, the value, the K
+//! directional derivatives and the weighted Laplacian of every hidden vector through the
+//! tanh MLP in one sweep (DESIGN §1), and its reverse mode.
+//!
+//! Jets of a chunk of `n` samples are `(n·S) × h` matrices in block layout (rows
+//! `s·n + i`), so each linear layer is one matrix product. The batch is processed in
+//! chunks of samples: products stay cache-sized and memory is O(chunk), not O(N).
+//!
+//! Checked by `tests/jet.rs`: against the independent autodiff baseline
+//! (`crate::autodiff`), against finite differences, in f32 and f64, for D = 1, widths of
+//! 1 and several layers; the reverse mode against finite differences of the loss.
+
+mod operator;
+
+pub use operator::Operator;
+
+use crate::backend::{Backend, JetShape, Lay, Tr};
+use crate::error::{Error, Result};
+use crate::model::{LayerLayout, Mlp};
+use crate::scalar::Real;
+
+/// Target number of jet rows (samples × S) per chunk: large enough for efficient
+/// products, small enough to stay in cache (DESIGN §1 measured 1024-row chunks faster
+/// than one tall product).
+pub const DEFAULT_CHUNK_ROWS: usize = 2048;
+
+/// What the output jet carries: values only, or values, K directional derivatives and
+/// the weighted second-order term of an [`Operator`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum JetKind {
+    Value,
+    Full(Operator),
+}
+
+impl JetKind {
+    pub fn k(&self) -> usize {
+        match self {
+            JetKind::Value => 0,
+            JetKind::Full(op) => op.k(),
+        }
+    }
+    pub fn lap(&self) -> bool {
+        matches!(self, JetKind::Full(_))
+    }
+    /// Jet rows per sample.
+    pub fn s(&self) -> usize {
+        1 + self.k() + usize::from(self.lap())
+    }
+}
+
+/// One layer's data during the backward pass, handed to a visitor: the layer's input
+/// jet `a` (rows × fan_in; for layer 0 the input jet of the points) and the gradient
+/// `g` of the seeded outputs with respect to the layer's pre-activation jet
+/// (rows × fan_out). The visitor may modify `g` (it is not used afterwards).
+pub struct LayerView<'a, B: Backend, T: Real> {
+    pub index: usize,
+    pub layout: LayerLayout,
+    /// Shape of the chunk with `h = fan_in`.
+    pub shape: JetShape,
+    pub a: &'a B::Buf<T>,
+    pub g: &'a mut B::Buf<T>,
+}
+
+impl<B: Backend, T: Real> LayerView<'_, B, T> {
+    pub fn rows(&self) -> usize {
+        self.shape.rows()
+    }
+    pub fn a_lay(&self) -> Lay {
+        Lay::dense(self.rows(), self.layout.fan_in)
+    }
+    pub fn g_lay(&self) -> Lay {
+        Lay::dense(self.rows(), self.layout.fan_out)
+    }
+    pub fn out_shape(&self) -> JetShape {
+        self.shape.with_h(self.layout.fan_out)
+    }
+}
+
+/// `grad[W] += alpha · Gᵀ A`, `grad[b] += alpha · Σ_value rows G`: the parameter gradient of
+/// whatever was seeded, for one layer and chunk.
+pub fn accumulate_grad<B: Backend, T: Real>(be: &B, v: &LayerView<'_, B, T>, alpha: T, grad: &mut B::Buf<T>) -> Result<()> {
+    let l = v.layout;
+    be.gemm(
+        alpha,
+        v.g,
+        v.g_lay(),
+        Tr::T,
+        v.a,
+        v.a_lay(),
+        Tr::N,
+        T::ONE,
+        grad,
+        Lay::at(l.w_off, l.fan_out, l.fan_in),
+    )?;
+    be.col_sum(alpha, v.g, v.shape.n, l.fan_out, T::ONE, grad, l.b_off)
+}
+
+struct TrainBufs<B: Backend, T: Real> {
+    /// Input jet of every layer (a[0] = the points' jet).
+    a: Vec<B::Buf<T>>,
+    /// Pre-activation jet of every hidden layer.
+    z: Vec<B::Buf<T>>,
+    /// Gradient ping-pong buffers.
+    g: [B::Buf<T>; 2],
+}
+
+/// Forward Laplacian engine for one network and one jet kind. Buffers are allocated on
+/// first use for a chunk of `chunk` samples and reused.
+pub struct JetEngine<B: Backend, T: Real> {
+    be: B,
+    mlp: Mlp,
+    kind: JetKind,
+    chunk: usize,
+    coef: B::Buf<T>,
+    dirs: B::Buf<T>,
+    wv: B::Buf<T>,
+    y: B::Buf<T>,
+    /// Number of samples in the chunk held by the buffers (valid after a forward pass).
+    n_cur: usize,
+    stored: bool,
+    train: Option<TrainBufs<B, T>>,
+    eval: Option<[B::Buf<T>; 2]>,
+}
+
+impl<B: Backend, T: Real> JetEngine<B, T> {
+    /// `chunk_rows`: target jet rows per chunk (None: [`DEFAULT_CHUNK_ROWS`]).
+    pub fn new(be: B, mlp: Mlp, kind: JetKind, chunk_rows: Option<usize>) -> Result<Self> {
+        if let JetKind::Full(op) = &kind {
+            if op.dim() != mlp.input_dim() {
+                return Err(Error::Shape(format!(
+                    "operator acts on {} input dimensions, the network {} has {}",
+                    op.dim(),
+                    mlp.describe(),
+                    mlp.input_dim()
+                )));
+            }
+        }
+        let rows = chunk_rows.unwrap_or(DEFAULT_CHUNK_ROWS);
+        if rows == 0 {
+            return Err(Error::invalid("chunk rows", 0, "a positive number of jet rows"));
+        }
+        let chunk = (rows / kind.s()).max(1);
+        let (coef, dirs) = match &kind {
+            JetKind::Value => (be.alloc(0)?, be.alloc(0)?),
+            JetKind::Full(op) => (
+                be.upload(&crate::scalar::convert::<f64, T>(op.coef()))?,
+                be.upload(&crate::scalar::convert::<f64, T>(op.dirs()))?,
+            ),
+        };
+        let wv = be.alloc(kind.k() * mlp.widths()[1])?;
+        let y = be.alloc(chunk * kind.s() * mlp.output_dim())?;
+        Ok(JetEngine { be, mlp, kind, chunk, coef, dirs, wv, y, n_cur: 0, stored: false, train: None, eval: None })
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.be
+    }
+    pub fn mlp(&self) -> &Mlp {
+        &self.mlp
+    }
+    pub fn kind(&self) -> &JetKind {
+        &self.kind
+    }
+    /// Samples per chunk.
+    pub fn chunk(&self) -> usize {
+        self.chunk
+    }
+    fn shape(&self, n: usize, h: usize) -> JetShape {
+        JetShape { n, k: self.kind.k(), lap: self.kind.lap(), h }
+    }
+
+    /// Bytes held by the engine's buffers (for memory reports).
+    pub fn workspace_bytes(&self) -> usize {
+        let b = |x: &B::Buf<T>| self.be.len(x) * std::mem::size_of::<T>();
+        let mut s = b(&self.coef) + b(&self.dirs) + b(&self.wv) + b(&self.y);
+        if let Some(t) = &self.train {
+            s += t.a.iter().chain(&t.z).chain(&t.g).map(b).sum::<usize>();
+        }
+        if let Some(e) = &self.eval {
+            s += e.iter().map(b).sum::<usize>();
+        }
+        s
+    }
+
+    fn ensure_train(&mut self) -> Result<()> {
+        if self.train.is_none() {
+            let w = self.mlp.widths();
+            let rows = self.chunk * self.kind.s();
+            let nl = self.mlp.num_layers();
+            let a = (0..nl).map(|l| self.be.alloc(rows * w[l])).collect::<Result<Vec<_>>>()?;
+            let z = (0..nl - 1).map(|l| self.be.alloc(rows * w[l + 1])).collect::<Result<Vec<_>>>()?;
+            let gmax = *w[1..].iter().max().unwrap();
+            let g = [self.be.alloc(rows * gmax)?, self.be.alloc(rows * gmax)?];
+            self.train = Some(TrainBufs { a, z, g });
+        }
+        Ok(())
+    }
+
+    fn ensure_eval(&mut self) -> Result<()> {
+        if self.eval.is_none() {
+            let w = self.mlp.widths();
+            let hmax = w[1..w.len() - 1].iter().copied().max().unwrap_or(0);
+            let rows = self.chunk * self.kind.s();
+            self.eval = Some([self.be.alloc(rows * hmax)?, self.be.alloc(rows * hmax)?]);
+        }
+        Ok(())
+    }
+
+    fn check_inputs(&self, params: &B::Buf<T>, x: &B::Buf<T>, first: usize, n: usize) -> Result<()> {
+        self.mlp.check_params(self.be.len(params))?;
+        let d = self.mlp.input_dim();
+        if n > self.chunk {
+            return Err(Error::Shape(format!("chunk of {n} samples exceeds the engine's {}", self.chunk)));
+        }
+        if (first + n) * d > self.be.len(x) {
+            return Err(Error::Shape(format!(
+                "points {first}..{} requested from a buffer of {} points of dimension {d}",
+                first + n,
+                self.be.len(x) / d.max(1)
+            )));
+        }
+        Ok(())
+    }
+
+    /// `V Wᵀ` for the first layer: the first layer's directional derivatives.
+    fn first_layer_dirs(&mut self, params: &B::Buf<T>) -> Result<()> {
+        let k = self.kind.k();
+        if k == 0 {
+            return Ok(());
+        }
+        let l0 = self.mlp.layer(0);
+        self.be.gemm(
+            T::ONE,
+            &self.dirs,
+            Lay::dense(k, l0.fan_in),
+            Tr::N,
+            params,
+            Lay::at(l0.w_off, l0.fan_out, l0.fan_in),
+            Tr::T,
+            T::ZERO,
+            &mut self.wv,
+            Lay::dense(k, l0.fan_out),
+        )
+    }
+
+    /// `dst[0..n rows] = x Wᵀ + b` for layer `l` whose input rows are `src[0..rows]`.
+    fn linear(be: &B, params: &B::Buf<T>, l: LayerLayout, src: &B::Buf<T>, src_lay: Lay, dst: &mut B::Buf<T>, value_rows: usize) -> Result<()> {
+        be.gemm(
+            T::ONE,
+            src,
+            src_lay,
+            Tr::N,
+            params,
+            Lay::at(l.w_off, l.fan_out, l.fan_in),
+            Tr::T,
+            T::ZERO,
+            dst,
+            Lay::dense(src_lay.rows, l.fan_out),
+        )?;
+        be.add_bias(dst, value_rows, l.fan_out, params, l.b_off)
+    }
+
+    /// Forward pass of samples `first..first+n` of `x` (row-major points, D columns).
+    /// With `store`, every layer's jets are kept for [`Self::backward`]; without, the pass
+    /// runs in place in two ping-pong buffers. The output jet is left in the engine
+    /// (read it with [`Self::output`]).
+    pub fn forward_chunk(&mut self, params: &B::Buf<T>, x: &B::Buf<T>, first: usize, n: usize, store: bool) -> Result<()> {
+        self.check_inputs(params, x, first, n)?;
+        self.first_layer_dirs(params)?;
+        let nl = self.mlp.num_layers();
+        let d = self.mlp.input_dim();
+        let w = self.mlp.widths().to_vec();
+        let rows = n * self.kind.s();
+        let x_lay = Lay::at(first * d, n, d);
+        let l0 = self.mlp.layer(0);
+        let (kk, lap) = (self.kind.k(), self.kind.lap());
+        let shape = move |n: usize, h: usize| JetShape { n, k: kk, lap, h };
+        self.n_cur = n;
+        self.stored = store;
+        if nl == 1 {
+            // A linear model: the first layer is the output layer.
+            Self::linear(&self.be, params, l0, x, x_lay, &mut self.y, n)?;
+            let sh = shape(n, w[1]);
+            self.be.jet_broadcast_dirs(&mut self.y, &self.wv, sh)?;
+            if store {
+                self.ensure_train()?;
+                let t = self.train.as_mut().unwrap();
+                self.be.jet_input(x, first * d, &self.dirs, &mut t.a[0], shape(n, d))?;
+            }
+            return Ok(());
+        }
+        if store {
+            self.ensure_train()?;
+            let sh_in = shape(n, d);
+            let sh1 = shape(n, w[1]);
+            let t = self.train.as_mut().unwrap();
+            self.be.jet_input(x, first * d, &self.dirs, &mut t.a[0], sh_in)?;
+            Self::linear(&self.be, params, l0, x, x_lay, &mut t.z[0], n)?;
+            self.be.jet_broadcast_dirs(&mut t.z[0], &self.wv, sh1)?;
+            self.be.jet_tanh(&t.z[0], &mut t.a[1], &self.coef, sh1)?;
+            for l in 1..nl {
+                let lay = self.mlp.layer(l);
+                let src_lay = Lay::dense(rows, w[l]);
+                if l + 1 == nl {
+                    Self::linear(&self.be, params, lay, &t.a[l], src_lay, &mut self.y, n)?;
+                } else {
+                    Self::linear(&self.be, params, lay, &t.a[l], src_lay, &mut t.z[l], n)?;
+                    let sh = shape(n, w[l + 1]);
+                    self.be.jet_tanh(&t.z[l], &mut t.a[l + 1], &self.coef, sh)?;
+                }
+            }
+        } else {
+            self.ensure_eval()?;
+            let sh1 = shape(n, w[1]);
+            let [e0, e1] = self.eval.as_mut().unwrap();
+            Self::linear(&self.be, params, l0, x, x_lay, e0, n)?;
+            self.be.jet_input_tanh(e0, &self.wv, &self.coef, sh1)?;
+            for l in 1..nl {
+                let lay = self.mlp.layer(l);
+                let (src, dst) = if l % 2 == 1 { (&*e0, &mut *e1) } else { (&*e1, &mut *e0) };
+                let src_lay = Lay::dense(rows, w[l]);
+                if l + 1 == nl {
+                    Self::linear(&self.be, params, lay, src, src_lay, &mut self.y, n)?;
+                } else {
+                    Self::linear(&self.be, params, lay, src, src_lay, dst, n)?;
+                    self.be.jet_tanh_inplace(dst, &self.coef, shape(n, w[l + 1]))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The output jet of the last forward chunk on the host, sample-major: per sample
+    /// `S·m` values `[u (m), ∂_1 u (m), …, ∂_K u (m), Δ_C u (m)]`, the derivatives along
+    /// the coordinate axes (rotated back if the operator's directions are not).
+    pub fn output(&self) -> Result<Vec<f64>> {
+        let n = self.n_cur;
+        let m = self.mlp.output_dim();
+        let s = self.kind.s();
+        let mut blk = vec![T::ZERO; n * s * m];
+        self.be.download_range(&self.y, 0, &mut blk)?;
+        let mut out = vec![0.0; n * s * m];
+        for i in 0..n {
+            for r in 0..s {
+                for j in 0..m {
+                    out[(i * s + r) * m + j] = blk[(r * n + i) * m + j].to_f64();
+                }
+            }
+        }
+        if let JetKind::Full(op) = &self.kind {
+            if !op.is_identity() {
+                rotate_dirs(op, &mut out, n, m, s, false);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reverse mode through the stored jets of the last forward chunk. `seeds` are the
+    /// sample-major output-jet cotangents (layout of [`Self::output`]). `visit` is called
+    /// for every layer, last to first, with the layer's input jet and the cotangent of its
+    /// pre-activation jet.
+    pub fn backward(&mut self, params: &B::Buf<T>, seeds: &[f64], mut visit: impl FnMut(&B, LayerView<'_, B, T>) -> Result<()>) -> Result<()> {
+        if !self.stored {
+            return Err(Error::Shape("backward needs a forward pass with stored jets".into()));
+        }
+        let n = self.n_cur;
+        let m = self.mlp.output_dim();
+        let s = self.kind.s();
+        if seeds.len() != n * s * m {
+            return Err(Error::Shape(format!("seeds have {} entries, expected {}", seeds.len(), n * s * m)));
+        }
+        let mut sd = seeds.to_vec();
+        if let JetKind::Full(op) = &self.kind {
+            if !op.is_identity() {
+                rotate_dirs(op, &mut sd, n, m, s, true);
+            }
+        }
+        let mut blk = vec![T::ZERO; n * s * m];
+        for i in 0..n {
+            for r in 0..s {
+                for j in 0..m {
+                    blk[(r * n + i) * m + j] = T::from_f64(sd[(i * s + r) * m + j]);
+                }
+            }
+        }
+        let nl = self.mlp.num_layers();
+        let w = self.mlp.widths().to_vec();
+        let rows = n * s;
+        let shape = self.shape(n, 0);
+        let t = self.train.as_mut().unwrap();
+        let [g0, g1] = &mut t.g;
+        self.be.upload_range(&blk, g0, 0)?;
+        for l in (0..nl).rev() {
+            let lay = self.mlp.layer(l);
+            let (cur, next) = if (nl - 1 - l) % 2 == 0 { (&mut *g0, &mut *g1) } else { (&mut *g1, &mut *g0) };
+            if l > 0 {
+                // cotangent of the layer input a_l = G W, then through tanh to z_{l-1}
+                self.be.gemm(
+                    T::ONE,
+                    cur,
+                    Lay::dense(rows, w[l + 1]),
+                    Tr::N,
+                    params,
+                    Lay::at(lay.w_off, lay.fan_out, lay.fan_in),
+                    Tr::N,
+                    T::ZERO,
+                    next,
+                    Lay::dense(rows, w[l]),
+                )?;
+                self.be.jet_tanh_backward(&t.z[l - 1], next, &self.coef, shape.with_h(w[l]))?;
+            }
+            visit(&self.be, LayerView { index: l, layout: lay, shape: shape.with_h(w[l]), a: &t.a[l], g: cur })?;
+        }
+        Ok(())
+    }
+
+    /// Evaluate the output jet of all `n` points of `x` (row-major, D columns) in chunks,
+    /// sample-major as in [`Self::output`].
+    pub fn forward(&mut self, params: &B::Buf<T>, x: &B::Buf<T>, n: usize) -> Result<Vec<f64>> {
+        let per = self.kind.s() * self.mlp.output_dim();
+        let mut out = Vec::with_capacity(n * per);
+        let mut first = 0;
+        while first < n {
+            let c = self.chunk.min(n - first);
+            self.forward_chunk(params, x, first, c, false)?;
+            out.extend(self.output()?);
+            first += c;
+        }
+        Ok(out)
+    }
+}
+
+/// Rotate the first-order block of sample-major jets between the operator's directions
+/// and the coordinate axes: `∇u = Vᵀ ∂_V u` (to_dirs = false) or `∂_V = V ∇` (true).
+fn rotate_dirs(op: &Operator, y: &mut [f64], n: usize, m: usize, s: usize, to_dirs: bool) {
+    let k = op.k();
+    let d = op.dim();
+    let v = op.dirs();
+    let mut tmp = vec![0.0; k.max(d)];
+    for i in 0..n {
+        for j in 0..m {
+            let at = |r: usize| (i * s + 1 + r) * m + j;
+            if to_dirs {
+                for (kk, t) in tmp.iter_mut().enumerate().take(k) {
+                    *t = (0..d).map(|dd| v[kk * d + dd] * y[at(dd)]).sum();
+                }
+                for kk in 0..k {
+                    y[at(kk)] = tmp[kk];
+                }
+            } else {
+                for (dd, t) in tmp.iter_mut().enumerate().take(d) {
+                    *t = (0..k).map(|kk| v[kk * d + dd] * y[at(kk)]).sum();
+                }
+                for dd in 0..d {
+                    y[at(dd)] = tmp[dd];
+                }
+            }
+        }
+    }
+}

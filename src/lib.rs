@@ -1,0 +1,16 @@
+//! kfac-pinn: a trainer for physics-informed neural networks with second-order
+//! optimizers (KFAC, KFAC*, ENGD, Hessian-free, HIG), built on the forward Laplacian.
+//!
+//! Layout (one folder per concern): [`backend`] (the device seam: CPU now, CUDA next),
+//! [`model`] (the tanh MLP), [`jet`] (forward Laplacian and its reverse mode),
+//! [`autodiff`] (the nested-differentiation baseline), [`pde`] (problems), [`loss`]
+//! (least-squares objectives), [`optim`], [`train`], [`cli`].
+
+pub mod autodiff;
+pub mod backend;
+pub mod error;
+pub mod jet;
+pub mod model;
+pub mod scalar;
+
+pub use error::{Error, Result};

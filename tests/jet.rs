@@ -1,0 +1,168 @@
+//! Forward Laplacian (jet) against the autodiff baseline (relative 1e-10 in f64) and
+//! against finite differences of the plain network (looser), on random nets: D = 1,
+//! widths of 1, several layers, a linear model, vector outputs, weighted and general
+//! operators, f32, and chunked evaluation.
+
+mod common;
+
+use common::{assert_close, rng, uniform};
+use kfac_pinn::autodiff::Autodiff;
+use kfac_pinn::backend::cpu::Cpu;
+use kfac_pinn::backend::Backend;
+use kfac_pinn::jet::{JetEngine, JetKind, Operator};
+use kfac_pinn::model::Mlp;
+use kfac_pinn::scalar::{convert, Real};
+
+/// Forward-Laplacian output split into (u, grad, op) as sample-major arrays.
+fn jet_eval<T: Real>(mlp: &Mlp, params: &[f64], x: &[f64], op: &Operator, chunk_rows: Option<usize>) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let be = Cpu;
+    let d = mlp.input_dim();
+    let m = mlp.output_dim();
+    let n = x.len() / d;
+    let mut eng = JetEngine::<Cpu, T>::new(be, mlp.clone(), JetKind::Full(op.clone()), chunk_rows).unwrap();
+    let p = be.upload(&convert::<f64, T>(params)).unwrap();
+    let xb = be.upload(&convert::<f64, T>(x)).unwrap();
+    let y = eng.forward(&p, &xb, n).unwrap();
+    let s = d + 2;
+    let (mut u, mut g, mut l) = (vec![], vec![], vec![]);
+    for i in 0..n {
+        for j in 0..m {
+            u.push(y[(i * s) * m + j]);
+            for a in 0..d {
+                g.push(y[(i * s + 1 + a) * m + j]);
+            }
+            l.push(y[(i * s + 1 + d) * m + j]);
+        }
+    }
+    (u, g, l)
+}
+
+fn check_against_autodiff(widths: &[usize], op: Operator, seed: u64) {
+    let mlp = Mlp::new(widths).unwrap();
+    let params: Vec<f64> = mlp.init(seed);
+    let d = mlp.input_dim();
+    let n = 7;
+    let x = uniform(&mut rng(seed + 100), n * d, -1.0, 1.0);
+    let (u, g, l) = jet_eval::<f64>(&mlp, &params, &x, &op, None);
+    let mut ad = Autodiff::<Cpu, f64>::new(Cpu, mlp.clone()).unwrap();
+    let der = ad.derivatives(&params, &x, n).unwrap();
+    let what = format!("{widths:?}");
+    assert_close(&format!("{what} u"), &u, &der.u, 1e-12, 1e-14);
+    assert_close(&format!("{what} grad"), &g, &der.grad, 1e-10, 1e-13);
+    assert_close(&format!("{what} operator"), &l, &der.operator(&op.matrix()), 1e-10, 1e-13);
+}
+
+#[test]
+fn forward_laplacian_matches_autodiff() {
+    check_against_autodiff(&[2, 16, 1], Operator::laplacian(2), 1);
+    check_against_autodiff(&[1, 5, 1], Operator::laplacian(1), 2);
+    check_against_autodiff(&[3, 1, 1], Operator::laplacian(3), 3);
+    check_against_autodiff(&[3, 1, 4, 1, 1], Operator::laplacian(3), 4);
+    check_against_autodiff(&[5, 12, 9, 7, 6, 1], Operator::laplacian(5), 5);
+    check_against_autodiff(&[4, 3], Operator::laplacian(4), 6); // linear model: Δu = 0
+    check_against_autodiff(&[3, 8, 8, 2], Operator::laplacian(3), 7); // vector output
+}
+
+#[test]
+fn weighted_and_general_operators_match_autodiff() {
+    // heat: no second-order term in time
+    check_against_autodiff(&[3, 10, 10, 1], Operator::weighted(vec![0.0, 0.25, 0.25]).unwrap(), 11);
+    let c = [1.0, 0.3, -0.2, 0.3, 2.0, 0.1, -0.2, 0.1, 0.5];
+    check_against_autodiff(&[3, 10, 6, 1], Operator::from_matrix(3, &c).unwrap(), 12);
+    // indefinite coefficients
+    let c = [1.0, 0.9, 0.9, -1.0];
+    check_against_autodiff(&[2, 7, 2], Operator::from_matrix(2, &c).unwrap(), 13);
+}
+
+/// Central differences of the plain host forward pass.
+fn fd_derivs(mlp: &Mlp, p: &[f64], x: &[f64], h: f64) -> (Vec<f64>, Vec<f64>) {
+    let d = x.len();
+    let f = |x: &[f64]| mlp.eval_host(p, x)[0];
+    let f0 = f(x);
+    let mut g = vec![0.0; d];
+    let mut lap = 0.0;
+    for a in 0..d {
+        let mut xp = x.to_vec();
+        let mut xm = x.to_vec();
+        xp[a] += h;
+        xm[a] -= h;
+        let (fp, fm) = (f(&xp), f(&xm));
+        g[a] = (fp - fm) / (2.0 * h);
+        lap += (fp - 2.0 * f0 + fm) / (h * h);
+    }
+    (g, vec![lap])
+}
+
+#[test]
+fn forward_laplacian_matches_finite_differences() {
+    for (k, widths) in [vec![2usize, 20, 1], vec![1, 4, 4, 1], vec![4, 9, 7, 1]].into_iter().enumerate() {
+        let mlp = Mlp::new(&widths).unwrap();
+        let p: Vec<f64> = mlp.init(20 + k as u64);
+        let d = mlp.input_dim();
+        let x = uniform(&mut rng(30 + k as u64), 3 * d, -1.0, 1.0);
+        let (_, g, l) = jet_eval::<f64>(&mlp, &p, &x, &Operator::laplacian(d), None);
+        for i in 0..3 {
+            let (gf, lf) = fd_derivs(&mlp, &p, &x[i * d..(i + 1) * d], 1e-4);
+            assert_close("fd grad", &g[i * d..(i + 1) * d], &gf, 1e-6, 1e-8);
+            assert_close("fd laplacian", &l[i..i + 1], &lf, 1e-4, 1e-5);
+        }
+    }
+}
+
+#[test]
+fn f32_matches_f64() {
+    let mlp = Mlp::new(&[3, 16, 16, 1]).unwrap();
+    let p: Vec<f64> = mlp.init(3);
+    // parameters representable in f32, so the only difference is arithmetic precision
+    let p: Vec<f64> = p.iter().map(|&v| v as f32 as f64).collect();
+    let x: Vec<f64> = uniform(&mut rng(4), 10 * 3, -1.0, 1.0).iter().map(|&v| v as f32 as f64).collect();
+    let op = Operator::laplacian(3);
+    let (u64_, g64, l64) = jet_eval::<f64>(&mlp, &p, &x, &op, None);
+    let (u32_, g32, l32) = jet_eval::<f32>(&mlp, &p, &x, &op, None);
+    assert_close("f32 u", &u32_, &u64_, 1e-5, 1e-6);
+    assert_close("f32 grad", &g32, &g64, 1e-4, 1e-5);
+    assert_close("f32 laplacian", &l32, &l64, 1e-4, 1e-5);
+}
+
+#[test]
+fn chunking_does_not_change_results() {
+    let mlp = Mlp::new(&[4, 11, 6, 1]).unwrap();
+    let p: Vec<f64> = mlp.init(9);
+    let x = uniform(&mut rng(10), 37 * 4, 0.0, 1.0);
+    let op = Operator::laplacian(4);
+    let whole = jet_eval::<f64>(&mlp, &p, &x, &op, Some(10_000));
+    // 6 rows per sample: chunks of 1, 3 and 5 samples (37 is not a multiple of any)
+    for rows in [6, 18, 30] {
+        let part = jet_eval::<f64>(&mlp, &p, &x, &op, Some(rows));
+        assert_close("chunked u", &part.0, &whole.0, 1e-14, 0.0);
+        assert_close("chunked grad", &part.1, &whole.1, 1e-14, 1e-16);
+        assert_close("chunked laplacian", &part.2, &whole.2, 1e-13, 1e-15);
+    }
+}
+
+#[test]
+fn stored_and_in_place_forward_agree() {
+    let be = Cpu;
+    let mlp = Mlp::new(&[3, 9, 5, 1]).unwrap();
+    let p = be.upload(&mlp.init::<f64>(1)).unwrap();
+    let x = be.upload(&uniform(&mut rng(2), 8 * 3, -1.0, 1.0)).unwrap();
+    let mut eng = JetEngine::<Cpu, f64>::new(be, mlp, JetKind::Full(Operator::laplacian(3)), None).unwrap();
+    eng.forward_chunk(&p, &x, 2, 5, true).unwrap();
+    let a = eng.output().unwrap();
+    eng.forward_chunk(&p, &x, 2, 5, false).unwrap();
+    let b = eng.output().unwrap();
+    assert_close("stored vs in place", &a, &b, 1e-15, 0.0);
+}
+
+#[test]
+fn bad_inputs_are_errors_not_panics() {
+    let be = Cpu;
+    let mlp = Mlp::new(&[3, 4, 1]).unwrap();
+    assert!(JetEngine::<Cpu, f64>::new(be, mlp.clone(), JetKind::Full(Operator::laplacian(2)), None).is_err());
+    let mut eng = JetEngine::<Cpu, f64>::new(be, mlp.clone(), JetKind::Value, None).unwrap();
+    let p = be.upload(&vec![0.0; 5]).unwrap();
+    let x = be.upload(&vec![0.0; 6]).unwrap();
+    assert!(eng.forward(&p, &x, 2).is_err(), "wrong parameter count");
+    let p = be.upload(&mlp.init::<f64>(0)).unwrap();
+    assert!(eng.forward(&p, &x, 3).is_err(), "too few points");
+}

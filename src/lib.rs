@@ -10,7 +10,9 @@ pub mod autodiff;
 pub mod backend;
 pub mod error;
 pub mod jet;
+pub mod loss;
 pub mod model;
+pub mod pde;
 pub mod scalar;
 
 pub use error::{Error, Result};

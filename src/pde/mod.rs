@@ -1,0 +1,84 @@
+//! Problems: least-squares terms (interior PDE residual, boundary/initial data), their
+//! samplers, exact solutions and reference setups (DESIGN §4, docs/paper-setups.md).
+//!
+//! A [`Residual`] maps the output jet of one sample to residual values and their
+//! Gauss–Newton seeds (the Jacobian of the residual with respect to the output jet).
+//! Checked by `tests/problems.rs`: every problem's exact solution, pushed through its own
+//! residual with exact derivatives, gives residuals ≈ 0 on its own sampler's points.
+
+mod problems;
+
+pub use problems::{builtin, builtin_names, BoxProblem, Boundary};
+
+use crate::error::Result;
+use crate::jet::JetKind;
+use rand_chacha::ChaCha8Rng;
+use std::sync::Arc;
+
+/// Residuals of one least-squares term, per sample.
+///
+/// `y` is the sample's output jet, `S·m` values laid out as `[u (m), ∂_1 u (m), …,
+/// ∂_K u (m), Δ_C u (m)]` (only `u` for value-only terms). `r` receives `n_res()`
+/// residuals; `jac`, when given, receives `∂r/∂y` as `n_res() × (S·m)`, row-major.
+pub trait Residual: Send + Sync {
+    fn n_res(&self) -> usize {
+        1
+    }
+    fn eval(&self, x: &[f64], y: &[f64], r: &mut [f64], jac: Option<&mut [f64]>);
+    /// True if the residual is affine in `y` (linear PDE): the Gauss–Newton model is
+    /// then exact.
+    fn is_linear(&self) -> bool {
+        true
+    }
+}
+
+/// One term of a least-squares loss `Σ_terms w/(2N) Σ_n ‖r_n‖²`.
+#[derive(Clone)]
+pub struct TermSpec {
+    pub name: String,
+    pub kind: JetKind,
+    pub residual: Arc<dyn Residual>,
+    /// Multiplies the term's mean (1 for every paper setup).
+    pub weight: f64,
+}
+
+impl std::fmt::Debug for TermSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TermSpec").field("name", &self.name).field("kind", &self.kind).field("weight", &self.weight).finish()
+    }
+}
+
+/// Reference setup of a problem: network and point counts (the paper's, DESIGN §4).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Setup {
+    pub widths: Vec<usize>,
+    /// Points per term (same order as [`Problem::terms`]).
+    pub points: Vec<usize>,
+    /// Resample the training points every this many steps (0 = fixed).
+    pub resample: usize,
+    pub eval_points: usize,
+    /// The paper's wall-clock budget in seconds.
+    pub budget_seconds: f64,
+}
+
+/// A problem: terms, samplers, and (optionally) the exact solution.
+pub trait Problem: Send + Sync {
+    fn name(&self) -> &str;
+    /// One line: the equation, domain and solution.
+    fn summary(&self) -> String;
+    /// Network input dimension.
+    fn dim(&self) -> usize;
+    fn out_dim(&self) -> usize {
+        1
+    }
+    fn terms(&self) -> Vec<TermSpec>;
+    /// `n` points (row-major, `dim()` columns) for term `term`.
+    fn sample(&self, term: usize, n: usize, rng: &mut ChaCha8Rng) -> Result<Vec<f64>>;
+    /// Points for measuring the error (default: like the first term's).
+    fn sample_eval(&self, n: usize, rng: &mut ChaCha8Rng) -> Result<Vec<f64>> {
+        self.sample(0, n, rng)
+    }
+    /// The exact solution at `x` (`out_dim()` values), if known.
+    fn exact(&self, x: &[f64], out: &mut [f64]) -> bool;
+    fn setup(&self) -> Setup;
+}

@@ -46,7 +46,11 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn invalid(name: impl Into<String>, got: impl ToString, expected: impl Into<String>) -> Self {
+    pub fn invalid(
+        name: impl Into<String>,
+        got: impl ToString,
+        expected: impl Into<String>,
+    ) -> Self {
         Error::Invalid {
             name: name.into(),
             got: got.to_string(),

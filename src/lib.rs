@@ -8,11 +8,15 @@
 
 pub mod autodiff;
 pub mod backend;
+pub mod curvature;
 pub mod error;
 pub mod jet;
 pub mod loss;
+pub mod mem;
 pub mod model;
+pub mod optim;
 pub mod pde;
 pub mod scalar;
+pub mod train;
 
 pub use error::{Error, Result};

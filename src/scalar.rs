@@ -33,11 +33,7 @@ impl std::str::FromStr for DType {
         match s.to_ascii_lowercase().as_str() {
             "f32" | "float32" | "single" => Ok(DType::F32),
             "f64" | "float64" | "double" => Ok(DType::F64),
-            _ => Err(crate::Error::invalid(
-                "dtype",
-                s,
-                "one of f32, f64",
-            )),
+            _ => Err(crate::Error::invalid("dtype", s, "one of f32, f64")),
         }
     }
 }

@@ -11,7 +11,12 @@ use kfac_pinn::loss::Objective;
 use kfac_pinn::model::Mlp;
 use kfac_pinn::pde::builtin;
 
-fn objective(problem: &str, widths: &[usize], n: &[usize], seed: u64) -> (Objective<Cpu, f64>, Vec<f64>) {
+fn objective(
+    problem: &str,
+    widths: &[usize],
+    n: &[usize],
+    seed: u64,
+) -> (Objective<Cpu, f64>, Vec<f64>) {
     let p = builtin(problem).unwrap();
     let mlp = Mlp::new(widths).unwrap();
     let mut obj = Objective::<Cpu, f64>::new(Cpu, mlp.clone(), p.terms(), Some(40)).unwrap();

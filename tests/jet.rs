@@ -14,12 +14,19 @@ use kfac_pinn::model::Mlp;
 use kfac_pinn::scalar::{convert, Real};
 
 /// Forward-Laplacian output split into (u, grad, op) as sample-major arrays.
-fn jet_eval<T: Real>(mlp: &Mlp, params: &[f64], x: &[f64], op: &Operator, chunk_rows: Option<usize>) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+fn jet_eval<T: Real>(
+    mlp: &Mlp,
+    params: &[f64],
+    x: &[f64],
+    op: &Operator,
+    chunk_rows: Option<usize>,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let be = Cpu;
     let d = mlp.input_dim();
     let m = mlp.output_dim();
     let n = x.len() / d;
-    let mut eng = JetEngine::<Cpu, T>::new(be, mlp.clone(), JetKind::Full(op.clone()), chunk_rows).unwrap();
+    let mut eng =
+        JetEngine::<Cpu, T>::new(be, mlp.clone(), JetKind::Full(op.clone()), chunk_rows).unwrap();
     let p = be.upload(&convert::<f64, T>(params)).unwrap();
     let xb = be.upload(&convert::<f64, T>(x)).unwrap();
     let y = eng.forward(&p, &xb, n).unwrap();
@@ -49,7 +56,13 @@ fn check_against_autodiff(widths: &[usize], op: Operator, seed: u64) {
     let what = format!("{widths:?}");
     assert_close(&format!("{what} u"), &u, &der.u, 1e-12, 1e-14);
     assert_close(&format!("{what} grad"), &g, &der.grad, 1e-10, 1e-13);
-    assert_close(&format!("{what} operator"), &l, &der.operator(&op.matrix()), 1e-10, 1e-13);
+    assert_close(
+        &format!("{what} operator"),
+        &l,
+        &der.operator(&op.matrix()),
+        1e-10,
+        1e-13,
+    );
 }
 
 #[test]
@@ -66,7 +79,11 @@ fn forward_laplacian_matches_autodiff() {
 #[test]
 fn weighted_and_general_operators_match_autodiff() {
     // heat: no second-order term in time
-    check_against_autodiff(&[3, 10, 10, 1], Operator::weighted(vec![0.0, 0.25, 0.25]).unwrap(), 11);
+    check_against_autodiff(
+        &[3, 10, 10, 1],
+        Operator::weighted(vec![0.0, 0.25, 0.25]).unwrap(),
+        11,
+    );
     let c = [1.0, 0.3, -0.2, 0.3, 2.0, 0.1, -0.2, 0.1, 0.5];
     check_against_autodiff(&[3, 10, 6, 1], Operator::from_matrix(3, &c).unwrap(), 12);
     // indefinite coefficients
@@ -95,7 +112,10 @@ fn fd_derivs(mlp: &Mlp, p: &[f64], x: &[f64], h: f64) -> (Vec<f64>, Vec<f64>) {
 
 #[test]
 fn forward_laplacian_matches_finite_differences() {
-    for (k, widths) in [vec![2usize, 20, 1], vec![1, 4, 4, 1], vec![4, 9, 7, 1]].into_iter().enumerate() {
+    for (k, widths) in [vec![2usize, 20, 1], vec![1, 4, 4, 1], vec![4, 9, 7, 1]]
+        .into_iter()
+        .enumerate()
+    {
         let mlp = Mlp::new(&widths).unwrap();
         let p: Vec<f64> = mlp.init(20 + k as u64);
         let d = mlp.input_dim();
@@ -115,7 +135,10 @@ fn f32_matches_f64() {
     let p: Vec<f64> = mlp.init(3);
     // parameters representable in f32, so the only difference is arithmetic precision
     let p: Vec<f64> = p.iter().map(|&v| v as f32 as f64).collect();
-    let x: Vec<f64> = uniform(&mut rng(4), 10 * 3, -1.0, 1.0).iter().map(|&v| v as f32 as f64).collect();
+    let x: Vec<f64> = uniform(&mut rng(4), 10 * 3, -1.0, 1.0)
+        .iter()
+        .map(|&v| v as f32 as f64)
+        .collect();
     let op = Operator::laplacian(3);
     let (u64_, g64, l64) = jet_eval::<f64>(&mlp, &p, &x, &op, None);
     let (u32_, g32, l32) = jet_eval::<f32>(&mlp, &p, &x, &op, None);
@@ -146,7 +169,8 @@ fn stored_and_in_place_forward_agree() {
     let mlp = Mlp::new(&[3, 9, 5, 1]).unwrap();
     let p = be.upload(&mlp.init::<f64>(1)).unwrap();
     let x = be.upload(&uniform(&mut rng(2), 8 * 3, -1.0, 1.0)).unwrap();
-    let mut eng = JetEngine::<Cpu, f64>::new(be, mlp, JetKind::Full(Operator::laplacian(3)), None).unwrap();
+    let mut eng =
+        JetEngine::<Cpu, f64>::new(be, mlp, JetKind::Full(Operator::laplacian(3)), None).unwrap();
     eng.forward_chunk(&p, &x, 2, 5, true).unwrap();
     let a = eng.output().unwrap();
     eng.forward_chunk(&p, &x, 2, 5, false).unwrap();
@@ -158,7 +182,13 @@ fn stored_and_in_place_forward_agree() {
 fn bad_inputs_are_errors_not_panics() {
     let be = Cpu;
     let mlp = Mlp::new(&[3, 4, 1]).unwrap();
-    assert!(JetEngine::<Cpu, f64>::new(be, mlp.clone(), JetKind::Full(Operator::laplacian(2)), None).is_err());
+    assert!(JetEngine::<Cpu, f64>::new(
+        be,
+        mlp.clone(),
+        JetKind::Full(Operator::laplacian(2)),
+        None
+    )
+    .is_err());
     let mut eng = JetEngine::<Cpu, f64>::new(be, mlp.clone(), JetKind::Value, None).unwrap();
     let p = be.upload(&vec![0.0; 5]).unwrap();
     let x = be.upload(&vec![0.0; 6]).unwrap();

@@ -56,7 +56,11 @@ fn exact_solutions_satisfy_their_residuals() {
                 worst = worst.max(res[0].abs());
             }
             // second differences at h = 1e-4 carry ~1e-7 relative error
-            assert!(worst < 1e-5 * scale, "{name} term {} residual {worst:e} (scale {scale:e})", term.name);
+            assert!(
+                worst < 1e-5 * scale,
+                "{name} term {} residual {worst:e} (scale {scale:e})",
+                term.name
+            );
         }
     }
 }
@@ -79,12 +83,19 @@ fn samplers_respect_domains_and_faces() {
         let b = p.sample(1, 200, &mut r).unwrap();
         let time = name.starts_with("heat") || fp;
         for (k, pt) in b.chunks(d).enumerate() {
-            let on_face = pt.iter().enumerate().skip(usize::from(time)).any(|(_, v)| *v == 0.0 || *v == 1.0);
+            let on_face = pt
+                .iter()
+                .enumerate()
+                .skip(usize::from(time))
+                .any(|(_, v)| *v == 0.0 || *v == 1.0);
             let initial = time && pt[0] == 0.0;
             if fp {
                 assert!(initial, "{name}: data point {k} not at t = 0");
             } else if name.starts_with("heat") {
-                assert!(if k < 100 { on_face } else { initial }, "{name}: point {k} {pt:?}");
+                assert!(
+                    if k < 100 { on_face } else { initial },
+                    "{name}: point {k} {pt:?}"
+                );
             } else {
                 assert!(on_face, "{name}: boundary point {k} not on a face: {pt:?}");
             }
@@ -92,7 +103,10 @@ fn samplers_respect_domains_and_faces() {
     }
     // same seed, same points
     let p = builtin("heat4d").unwrap();
-    assert_eq!(p.sample(1, 10, &mut rng(3)).unwrap(), p.sample(1, 10, &mut rng(3)).unwrap());
+    assert_eq!(
+        p.sample(1, 10, &mut rng(3)).unwrap(),
+        p.sample(1, 10, &mut rng(3)).unwrap()
+    );
 }
 
 #[test]

@@ -70,7 +70,14 @@ impl<B: Backend, T: Real> Autodiff<B, T> {
     pub fn new(be: B, mlp: Mlp) -> Result<Self> {
         let ones = be.alloc(0)?;
         let cot = [be.alloc(0)?, be.alloc(0)?];
-        Ok(Autodiff { be, mlp, acts: vec![], cot, ones, n_alloc: 0 })
+        Ok(Autodiff {
+            be,
+            mlp,
+            acts: vec![],
+            cot,
+            ones,
+            n_alloc: 0,
+        })
     }
 
     fn ensure(&mut self, n: usize) -> Result<()> {
@@ -80,7 +87,9 @@ impl<B: Backend, T: Real> Autodiff<B, T> {
         let w = self.mlp.widths();
         let d = w[0];
         let rows = (1 + d) * n;
-        self.acts = (0..self.mlp.num_layers()).map(|l| self.be.alloc(rows * w[l])).collect::<Result<_>>()?;
+        self.acts = (0..self.mlp.num_layers())
+            .map(|l| self.be.alloc(rows * w[l]))
+            .collect::<Result<_>>()?;
         let wmax = *w.iter().max().unwrap();
         self.cot = [self.be.alloc(rows * wmax)?, self.be.alloc(rows * wmax)?];
         self.n_alloc = n;
@@ -95,18 +104,32 @@ impl<B: Backend, T: Real> Autodiff<B, T> {
 
     /// Values, gradients and full Hessians of every output at the `n` points of `x`
     /// (row-major, D columns), all in one batch.
-    pub fn derivatives(&mut self, params: &B::Buf<T>, x: &B::Buf<T>, n: usize) -> Result<Derivatives> {
+    pub fn derivatives(
+        &mut self,
+        params: &B::Buf<T>,
+        x: &B::Buf<T>,
+        n: usize,
+    ) -> Result<Derivatives> {
         self.mlp.check_params(self.be.len(params))?;
         let w = self.mlp.widths().to_vec();
         let d = w[0];
         let m = *w.last().unwrap();
         if self.be.len(x) < n * d {
-            return Err(Error::Shape(format!("{n} points of dimension {d} need {} values, got {}", n * d, self.be.len(x))));
+            return Err(Error::Shape(format!(
+                "{n} points of dimension {d} need {} values, got {}",
+                n * d,
+                self.be.len(x)
+            )));
         }
         self.ensure(n)?;
         let nl = self.mlp.num_layers();
         let rows = (1 + d) * n;
-        let blk = |h: usize| JetShape { n, k: d, lap: false, h };
+        let blk = |h: usize| JetShape {
+            n,
+            k: d,
+            lap: false,
+            h,
+        };
         // input block: primal x, tangent block d = e_d for every sample
         let mut eye = vec![T::ZERO; d * d];
         for i in 0..d {
@@ -166,7 +189,11 @@ impl<B: Backend, T: Real> Autodiff<B, T> {
             self.be.upload_range(&seed, c0, 0)?;
             for l in (0..nl).rev() {
                 let lay = self.mlp.layer(l);
-                let (cur, next) = if (nl - 1 - l) % 2 == 0 { (&mut *c0, &mut *c1) } else { (&mut *c1, &mut *c0) };
+                let (cur, next) = if (nl - 1 - l) % 2 == 0 {
+                    (&mut *c0, &mut *c1)
+                } else {
+                    (&mut *c1, &mut *c0)
+                };
                 self.be.gemm(
                     T::ONE,
                     cur,
@@ -183,7 +210,11 @@ impl<B: Backend, T: Real> Autodiff<B, T> {
                     self.be.ad_tanh_rev(&self.acts[l], next, blk(w[l]))?;
                 }
             }
-            let fin = if nl % 2 == 1 { &self.cot[1] } else { &self.cot[0] };
+            let fin = if nl % 2 == 1 {
+                &self.cot[1]
+            } else {
+                &self.cot[0]
+            };
             let mut g = vec![T::ZERO; rows * d];
             self.be.download_range(fin, 0, &mut g)?;
             for i in 0..n {
@@ -191,7 +222,8 @@ impl<B: Backend, T: Real> Autodiff<B, T> {
                     res.grad[(i * m + j) * d + a] = g[i * d + a].to_f64();
                     for b in 0..d {
                         // tangent block a, sample i: (H e_a)_b
-                        res.hess[((i * m + j) * d + a) * d + b] = g[((1 + a) * n + i) * d + b].to_f64();
+                        res.hess[((i * m + j) * d + a) * d + b] =
+                            g[((1 + a) * n + i) * d + b].to_f64();
                     }
                 }
             }

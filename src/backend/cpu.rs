@@ -6,7 +6,7 @@
 //! Checked by `tests/jet.rs` (forward Laplacian against the autodiff baseline and finite
 //! differences) and by the unit tests at the bottom of this file.
 
-use super::{AdamStep, Backend, JetShape, Lay, Tr};
+use super::{AdamStep, Backend, JacRows, JetShape, Lay, Tr};
 use crate::error::{Error, Result};
 use crate::scalar::Real;
 use faer::linalg::matmul::triangular::BlockStructure;
@@ -33,7 +33,10 @@ fn par_for(macs: usize) -> Par {
 
 fn check_view(what: &str, len: usize, lay: Lay) -> Result<()> {
     if lay.cols > lay.ld && lay.rows > 1 {
-        return Err(Error::Shape(format!("{what}: leading dimension {} < cols {}", lay.ld, lay.cols)));
+        return Err(Error::Shape(format!(
+            "{what}: leading dimension {} < cols {}",
+            lay.ld, lay.cols
+        )));
     }
     if lay.off + lay.span() > len {
         return Err(Error::Shape(format!(
@@ -46,7 +49,9 @@ fn check_view(what: &str, len: usize, lay: Lay) -> Result<()> {
 
 fn check_len(what: &str, len: usize, need: usize) -> Result<()> {
     if need > len {
-        Err(Error::Shape(format!("{what}: need {need} elements, buffer has {len}")))
+        Err(Error::Shape(format!(
+            "{what}: need {need} elements, buffer has {len}"
+        )))
     } else {
         Ok(())
     }
@@ -100,7 +105,14 @@ fn par_samples(n: usize, f: impl Fn(usize, usize) + Send + Sync) {
 ///
 /// # Safety
 /// `src` and `dst` must be valid for `shape.len()` elements; `coef` for `shape.k`.
-unsafe fn tanh_fwd_samples<T: Real>(src: *const T, dst: *mut T, coef: &[T], shape: JetShape, i0: usize, i1: usize) {
+unsafe fn tanh_fwd_samples<T: Real>(
+    src: *const T,
+    dst: *mut T,
+    coef: &[T],
+    shape: JetShape,
+    i0: usize,
+    i1: usize,
+) {
     let JetShape { n, k, lap, h } = shape;
     let mut s1 = vec![T::ZERO; h];
     let mut s2 = vec![T::ZERO; h];
@@ -138,7 +150,14 @@ unsafe fn tanh_fwd_samples<T: Real>(src: *const T, dst: *mut T, coef: &[T], shap
 ///
 /// # Safety
 /// `z` and `g` must be valid for `shape.len()` elements and not overlap.
-unsafe fn tanh_bwd_samples<T: Real>(z: *const T, g: *mut T, coef: &[T], shape: JetShape, i0: usize, i1: usize) {
+unsafe fn tanh_bwd_samples<T: Real>(
+    z: *const T,
+    g: *mut T,
+    coef: &[T],
+    shape: JetShape,
+    i0: usize,
+    i1: usize,
+) {
     let JetShape { n, k, lap, h } = shape;
     let two = T::from_f64(2.0);
     let mut s1 = vec![T::ZERO; h];
@@ -191,7 +210,14 @@ unsafe fn tanh_bwd_samples<T: Real>(z: *const T, g: *mut T, coef: &[T], shape: J
 ///
 /// # Safety
 /// `z` valid for `shape.len()` elements, `wv` for `k·h`, `coef` for `k`.
-unsafe fn input_tanh_samples<T: Real>(z: *mut T, wv: &[T], coef: &[T], shape: JetShape, i0: usize, i1: usize) {
+unsafe fn input_tanh_samples<T: Real>(
+    z: *mut T,
+    wv: &[T],
+    coef: &[T],
+    shape: JetShape,
+    i0: usize,
+    i1: usize,
+) {
     let JetShape { n, k, lap, h } = shape;
     // Σ_k c_k wv[k]² does not depend on the sample.
     let mut q = vec![T::ZERO; h];
@@ -254,7 +280,14 @@ impl Backend for Cpu {
     fn len<T: Real>(&self, buf: &Vec<T>) -> usize {
         buf.len()
     }
-    fn copy<T: Real>(&self, src: &Vec<T>, src_off: usize, dst: &mut Vec<T>, dst_off: usize, len: usize) -> Result<()> {
+    fn copy<T: Real>(
+        &self,
+        src: &Vec<T>,
+        src_off: usize,
+        dst: &mut Vec<T>,
+        dst_off: usize,
+        len: usize,
+    ) -> Result<()> {
         check_len("copy (source)", src.len(), src_off + len)?;
         check_len("copy (destination)", dst.len(), dst_off + len)?;
         dst[dst_off..dst_off + len].copy_from_slice(&src[src_off..src_off + len]);
@@ -319,12 +352,23 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn syrk<T: Real>(&self, alpha: T, a: &Vec<T>, la: Lay, beta: T, c: &mut Vec<T>, lc: Lay) -> Result<()> {
+    fn syrk<T: Real>(
+        &self,
+        alpha: T,
+        a: &Vec<T>,
+        la: Lay,
+        beta: T,
+        c: &mut Vec<T>,
+        lc: Lay,
+    ) -> Result<()> {
         check_view("syrk A", a.len(), la)?;
         check_view("syrk C", c.len(), lc)?;
         let n = la.cols;
         if lc.rows != n || lc.cols != n {
-            return Err(Error::Shape(format!("syrk: A has {n} columns, C is {}x{}", lc.rows, lc.cols)));
+            return Err(Error::Shape(format!(
+                "syrk: A has {n} columns, C is {}x{}",
+                lc.rows, lc.cols
+            )));
         }
         if n == 0 {
             return Ok(());
@@ -371,12 +415,18 @@ impl Backend for Cpu {
 
     fn axpby<T: Real>(&self, alpha: T, x: &Vec<T>, beta: T, y: &mut Vec<T>) -> Result<()> {
         if x.len() != y.len() {
-            return Err(Error::Shape(format!("axpby: x has {}, y has {} elements", x.len(), y.len())));
+            return Err(Error::Shape(format!(
+                "axpby: x has {}, y has {} elements",
+                x.len(),
+                y.len()
+            )));
         }
         if beta == T::ONE {
             y.iter_mut().zip(x).for_each(|(y, &x)| *y += alpha * x);
         } else {
-            y.iter_mut().zip(x).for_each(|(y, &x)| *y = alpha * x + beta * *y);
+            y.iter_mut()
+                .zip(x)
+                .for_each(|(y, &x)| *y = alpha * x + beta * *y);
         }
         Ok(())
     }
@@ -386,11 +436,25 @@ impl Backend for Cpu {
     }
     fn dot<T: Real>(&self, x: &Vec<T>, y: &Vec<T>) -> Result<f64> {
         if x.len() != y.len() {
-            return Err(Error::Shape(format!("dot: x has {}, y has {} elements", x.len(), y.len())));
+            return Err(Error::Shape(format!(
+                "dot: x has {}, y has {} elements",
+                x.len(),
+                y.len()
+            )));
         }
-        Ok(x.iter().zip(y).map(|(&a, &b)| a.to_f64() * b.to_f64()).sum())
+        Ok(x.iter()
+            .zip(y)
+            .map(|(&a, &b)| a.to_f64() * b.to_f64())
+            .sum())
     }
-    fn adam_update<T: Real>(&self, p: &mut Vec<T>, g: &Vec<T>, m: &mut Vec<T>, v: &mut Vec<T>, s: AdamStep) -> Result<()> {
+    fn adam_update<T: Real>(
+        &self,
+        p: &mut Vec<T>,
+        g: &Vec<T>,
+        m: &mut Vec<T>,
+        v: &mut Vec<T>,
+        s: AdamStep,
+    ) -> Result<()> {
         let n = p.len();
         if g.len() != n || m.len() != n || v.len() != n {
             return Err(Error::Shape(format!(
@@ -404,7 +468,14 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn add_bias<T: Real>(&self, x: &mut Vec<T>, rows: usize, cols: usize, bias: &Vec<T>, bias_off: usize) -> Result<()> {
+    fn add_bias<T: Real>(
+        &self,
+        x: &mut Vec<T>,
+        rows: usize,
+        cols: usize,
+        bias: &Vec<T>,
+        bias_off: usize,
+    ) -> Result<()> {
         check_len("add_bias (x)", x.len(), rows * cols)?;
         check_len("add_bias (bias)", bias.len(), bias_off + cols)?;
         if cols == 0 {
@@ -417,7 +488,14 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn jet_input<T: Real>(&self, x: &Vec<T>, x_off: usize, dirs: &Vec<T>, out: &mut Vec<T>, shape: JetShape) -> Result<()> {
+    fn jet_input<T: Real>(
+        &self,
+        x: &Vec<T>,
+        x_off: usize,
+        dirs: &Vec<T>,
+        out: &mut Vec<T>,
+        shape: JetShape,
+    ) -> Result<()> {
         let JetShape { n, k, lap, h } = shape;
         check_len("jet_input (x)", x.len(), x_off + n * h)?;
         check_len("jet_input (dirs)", dirs.len(), k * h)?;
@@ -426,7 +504,8 @@ impl Backend for Cpu {
         for d in 0..k {
             let blk = &mut out[(1 + d) * n * h..(2 + d) * n * h];
             if h > 0 {
-                blk.chunks_mut(h).for_each(|r| r.copy_from_slice(&dirs[d * h..(d + 1) * h]));
+                blk.chunks_mut(h)
+                    .for_each(|r| r.copy_from_slice(&dirs[d * h..(d + 1) * h]));
             }
         }
         if lap {
@@ -435,7 +514,12 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn jet_broadcast_dirs<T: Real>(&self, z: &mut Vec<T>, wv: &Vec<T>, shape: JetShape) -> Result<()> {
+    fn jet_broadcast_dirs<T: Real>(
+        &self,
+        z: &mut Vec<T>,
+        wv: &Vec<T>,
+        shape: JetShape,
+    ) -> Result<()> {
         let JetShape { n, k, lap, h } = shape;
         check_len("jet_broadcast_dirs (z)", z.len(), shape.len())?;
         check_len("jet_broadcast_dirs (wv)", wv.len(), k * h)?;
@@ -453,7 +537,13 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn jet_input_tanh<T: Real>(&self, z: &mut Vec<T>, wv: &Vec<T>, coef: &Vec<T>, shape: JetShape) -> Result<()> {
+    fn jet_input_tanh<T: Real>(
+        &self,
+        z: &mut Vec<T>,
+        wv: &Vec<T>,
+        coef: &Vec<T>,
+        shape: JetShape,
+    ) -> Result<()> {
         check_len("jet_input_tanh (z)", z.len(), shape.len())?;
         check_len("jet_input_tanh (wv)", wv.len(), shape.k * shape.h)?;
         check_len("jet_input_tanh (coef)", coef.len(), shape.k)?;
@@ -466,7 +556,13 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn jet_tanh<T: Real>(&self, z: &Vec<T>, a: &mut Vec<T>, coef: &Vec<T>, shape: JetShape) -> Result<()> {
+    fn jet_tanh<T: Real>(
+        &self,
+        z: &Vec<T>,
+        a: &mut Vec<T>,
+        coef: &Vec<T>,
+        shape: JetShape,
+    ) -> Result<()> {
         check_len("jet_tanh (z)", z.len(), shape.len())?;
         check_len("jet_tanh (a)", a.len(), shape.len())?;
         check_len("jet_tanh (coef)", coef.len(), shape.k)?;
@@ -481,7 +577,12 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn jet_tanh_inplace<T: Real>(&self, z: &mut Vec<T>, coef: &Vec<T>, shape: JetShape) -> Result<()> {
+    fn jet_tanh_inplace<T: Real>(
+        &self,
+        z: &mut Vec<T>,
+        coef: &Vec<T>,
+        shape: JetShape,
+    ) -> Result<()> {
         check_len("jet_tanh_inplace (z)", z.len(), shape.len())?;
         check_len("jet_tanh_inplace (coef)", coef.len(), shape.k)?;
         let p = SharedPtr(z.as_mut_ptr());
@@ -494,7 +595,13 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn jet_tanh_backward<T: Real>(&self, z: &Vec<T>, g: &mut Vec<T>, coef: &Vec<T>, shape: JetShape) -> Result<()> {
+    fn jet_tanh_backward<T: Real>(
+        &self,
+        z: &Vec<T>,
+        g: &mut Vec<T>,
+        coef: &Vec<T>,
+        shape: JetShape,
+    ) -> Result<()> {
         check_len("jet_tanh_backward (z)", z.len(), shape.len())?;
         check_len("jet_tanh_backward (g)", g.len(), shape.len())?;
         check_len("jet_tanh_backward (coef)", coef.len(), shape.k)?;
@@ -516,10 +623,13 @@ impl Backend for Cpu {
         if h == 0 || n == 0 {
             return Ok(());
         }
-        g[..shape.len()].par_chunks_mut(h).enumerate().for_each(|(r, row)| {
-            let s = w[r % n];
-            row.iter_mut().for_each(|x| *x *= s);
-        });
+        g[..shape.len()]
+            .par_chunks_mut(h)
+            .enumerate()
+            .for_each(|(r, row)| {
+                let s = w[r % n];
+                row.iter_mut().for_each(|x| *x *= s);
+            });
         Ok(())
     }
 
@@ -527,7 +637,9 @@ impl Backend for Cpu {
         check_len("ad_tanh_rev (a)", a.len(), shape.len())?;
         check_len("ad_tanh_rev (g)", g.len(), shape.len())?;
         if shape.lap {
-            return Err(Error::Shape("ad_tanh_rev: the autodiff block has no Laplacian rows".into()));
+            return Err(Error::Shape(
+                "ad_tanh_rev: the autodiff block has no Laplacian rows".into(),
+            ));
         }
         let (n, h) = (shape.n, shape.h);
         if n == 0 || h == 0 {
@@ -543,13 +655,83 @@ impl Backend for Cpu {
                 blk[idx] = (T::ONE - av * av) * blk[idx] - (av + av) * at[idx] * gv[idx];
             }
         });
-        gv.par_chunks_mut(h).zip(av.par_chunks(h)).for_each(|(gr, ar)| {
-            gr.iter_mut().zip(ar).for_each(|(g, &a)| *g *= T::ONE - a * a);
+        gv.par_chunks_mut(h)
+            .zip(av.par_chunks(h))
+            .for_each(|(gr, ar)| {
+                gr.iter_mut()
+                    .zip(ar)
+                    .for_each(|(g, &a)| *g *= T::ONE - a * a);
+            });
+        Ok(())
+    }
+
+    fn jac_rows<T: Real>(
+        &self,
+        a: &Vec<T>,
+        g: &Vec<T>,
+        shape: JetShape,
+        fan_out: usize,
+        scale: &Vec<T>,
+        out: &mut Vec<T>,
+        at: JacRows,
+    ) -> Result<()> {
+        let (n, s, fi, fo) = (shape.n, shape.s(), shape.h, fan_out);
+        check_len("jac_rows (a)", a.len(), n * s * fi)?;
+        check_len("jac_rows (g)", g.len(), n * s * fo)?;
+        check_len("jac_rows (scale)", scale.len(), n)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let last_row = at.row0 + (n - 1) * at.row_stride;
+        let need = last_row * at.ld + (at.w_off + fo * fi).max(at.b_off + fo);
+        check_len("jac_rows (out)", out.len(), need)?;
+        if at.w_off + fo * fi > at.ld || at.b_off + fo > at.ld || (at.row_stride == 0 && n > 1) {
+            return Err(Error::Shape(format!(
+                "jac_rows: layer block does not fit rows of {} (stride {})",
+                at.ld, at.row_stride
+            )));
+        }
+        let p = SharedPtr(out.as_mut_ptr());
+        (0..n).into_par_iter().for_each(|i| {
+            let p = p;
+            let row = (at.row0 + i * at.row_stride) * at.ld;
+            // SAFETY: `need` was checked against out.len(); distinct samples write distinct
+            // rows (row_stride > 0), so the tasks' writes are disjoint.
+            let w = unsafe { std::slice::from_raw_parts_mut(p.0.add(row + at.w_off), fo * fi) };
+            let sc = scale[i];
+            w.fill(T::ZERO);
+            for r in 0..s {
+                let rr = r * n + i;
+                let ar = &a[rr * fi..(rr + 1) * fi];
+                for o in 0..fo {
+                    let gv = g[rr * fo + o] * sc;
+                    if gv != T::ZERO {
+                        w[o * fi..(o + 1) * fi]
+                            .iter_mut()
+                            .zip(ar)
+                            .for_each(|(w, &av)| *w += gv * av);
+                    }
+                }
+            }
+            // SAFETY: as above; the bias block lies in the same row, disjoint from the weights.
+            let b = unsafe { std::slice::from_raw_parts_mut(p.0.add(row + at.b_off), fo) };
+            for o in 0..fo {
+                b[o] = sc * g[i * fo + o];
+            }
         });
         Ok(())
     }
 
-    fn col_sum<T: Real>(&self, alpha: T, x: &Vec<T>, rows: usize, cols: usize, beta: T, out: &mut Vec<T>, out_off: usize) -> Result<()> {
+    fn col_sum<T: Real>(
+        &self,
+        alpha: T,
+        x: &Vec<T>,
+        rows: usize,
+        cols: usize,
+        beta: T,
+        out: &mut Vec<T>,
+        out_off: usize,
+    ) -> Result<()> {
         check_len("col_sum (x)", x.len(), rows * cols)?;
         check_len("col_sum (out)", out.len(), out_off + cols)?;
         let o = &mut out[out_off..out_off + cols];
@@ -560,7 +742,11 @@ impl Backend for Cpu {
             }
         }
         for (o, a) in o.iter_mut().zip(acc) {
-            *o = if beta == T::ZERO { alpha * a } else { beta * *o + alpha * a };
+            *o = if beta == T::ZERO {
+                alpha * a
+            } else {
+                beta * *o + alpha * a
+            };
         }
         Ok(())
     }
@@ -594,7 +780,9 @@ mod tests {
         let mut out = vec![0.0; m * n];
         for i in 0..m {
             for j in 0..n {
-                out[i * n + j] = (0..k).map(|p| get(a, la, ta, i, p) * get(b, lb, tb, p, j)).sum();
+                out[i * n + j] = (0..k)
+                    .map(|p| get(a, la, ta, i, p) * get(b, lb, tb, p, j))
+                    .sum();
             }
         }
         out
@@ -605,23 +793,58 @@ mod tests {
         let cpu = Cpu;
         let a: Vec<f64> = (0..200).map(|i| ((i * 37) % 11) as f64 - 5.0).collect();
         let b: Vec<f64> = (0..200).map(|i| ((i * 13) % 7) as f64 - 3.0).collect();
-        for (ta, tb) in [(Tr::N, Tr::N), (Tr::T, Tr::N), (Tr::N, Tr::T), (Tr::T, Tr::T)] {
+        for (ta, tb) in [
+            (Tr::N, Tr::N),
+            (Tr::T, Tr::N),
+            (Tr::N, Tr::T),
+            (Tr::T, Tr::T),
+        ] {
             // op(A): 5x4, op(B): 4x3, stored with padding and offsets.
             let la = match ta {
-                Tr::N => Lay { off: 3, rows: 5, cols: 4, ld: 6 },
-                Tr::T => Lay { off: 3, rows: 4, cols: 5, ld: 7 },
+                Tr::N => Lay {
+                    off: 3,
+                    rows: 5,
+                    cols: 4,
+                    ld: 6,
+                },
+                Tr::T => Lay {
+                    off: 3,
+                    rows: 4,
+                    cols: 5,
+                    ld: 7,
+                },
             };
             let lb = match tb {
-                Tr::N => Lay { off: 1, rows: 4, cols: 3, ld: 3 },
-                Tr::T => Lay { off: 1, rows: 3, cols: 4, ld: 5 },
+                Tr::N => Lay {
+                    off: 1,
+                    rows: 4,
+                    cols: 3,
+                    ld: 3,
+                },
+                Tr::T => Lay {
+                    off: 1,
+                    rows: 3,
+                    cols: 4,
+                    ld: 5,
+                },
             };
             let want = naive_gemm(&a, la, ta, &b, lb, tb);
             let mut c = vec![1.0; 40];
-            let lc = Lay { off: 2, rows: 5, cols: 3, ld: 4 };
-            cpu.gemm(2.0, &a, la, ta, &b, lb, tb, 0.5, &mut c, lc).unwrap();
+            let lc = Lay {
+                off: 2,
+                rows: 5,
+                cols: 3,
+                ld: 4,
+            };
+            cpu.gemm(2.0, &a, la, ta, &b, lb, tb, 0.5, &mut c, lc)
+                .unwrap();
             for i in 0..5 {
                 for j in 0..3 {
-                    assert_eq!(c[2 + i * 4 + j], 2.0 * want[i * 3 + j] + 0.5, "({ta:?},{tb:?}) at {i},{j}");
+                    assert_eq!(
+                        c[2 + i * 4 + j],
+                        2.0 * want[i * 3 + j] + 0.5,
+                        "({ta:?},{tb:?}) at {i},{j}"
+                    );
                 }
             }
             // padding untouched
@@ -635,9 +858,31 @@ mod tests {
         let cpu = Cpu;
         let a = vec![0.0; 6];
         let mut c = vec![0.0; 4];
-        let e = cpu.gemm(1.0, &a, Lay::dense(2, 3), Tr::N, &a, Lay::dense(2, 3), Tr::N, 0.0, &mut c, Lay::dense(2, 2));
+        let e = cpu.gemm(
+            1.0,
+            &a,
+            Lay::dense(2, 3),
+            Tr::N,
+            &a,
+            Lay::dense(2, 3),
+            Tr::N,
+            0.0,
+            &mut c,
+            Lay::dense(2, 2),
+        );
         assert!(matches!(e, Err(Error::Shape(_))));
-        let e = cpu.gemm(1.0, &a, Lay::dense(3, 3), Tr::N, &a, Lay::dense(3, 3), Tr::N, 0.0, &mut c, Lay::dense(3, 3));
+        let e = cpu.gemm(
+            1.0,
+            &a,
+            Lay::dense(3, 3),
+            Tr::N,
+            &a,
+            Lay::dense(3, 3),
+            Tr::N,
+            0.0,
+            &mut c,
+            Lay::dense(3, 3),
+        );
         assert!(matches!(e, Err(Error::Shape(_))));
     }
 
@@ -647,9 +892,22 @@ mod tests {
         let a: Vec<f64> = (0..35).map(|i| (i as f64 * 0.37).sin()).collect();
         let la = Lay::dense(7, 5);
         let mut want = vec![0.0; 25];
-        cpu.gemm(1.5, &a, la, Tr::T, &a, la, Tr::N, 0.0, &mut want, Lay::dense(5, 5)).unwrap();
+        cpu.gemm(
+            1.5,
+            &a,
+            la,
+            Tr::T,
+            &a,
+            la,
+            Tr::N,
+            0.0,
+            &mut want,
+            Lay::dense(5, 5),
+        )
+        .unwrap();
         let mut c = vec![2.0; 25];
-        cpu.syrk(1.5, &a, la, 0.25, &mut c, Lay::dense(5, 5)).unwrap();
+        cpu.syrk(1.5, &a, la, 0.25, &mut c, Lay::dense(5, 5))
+            .unwrap();
         for (x, y) in c.iter().zip(&want) {
             assert!((x - (y + 0.5)).abs() < 1e-13);
         }
@@ -661,11 +919,30 @@ mod tests {
         let x: Vec<f64> = (0..12).map(|i| i as f64).collect();
         let mut out = vec![1.0; 5];
         cpu.col_sum(2.0, &x, 3, 3, 1.0, &mut out, 1).unwrap();
-        assert_eq!(out, vec![1.0, 1.0 + 2.0 * 9.0, 1.0 + 2.0 * 12.0, 1.0 + 2.0 * 15.0, 1.0]);
+        assert_eq!(
+            out,
+            vec![
+                1.0,
+                1.0 + 2.0 * 9.0,
+                1.0 + 2.0 * 12.0,
+                1.0 + 2.0 * 15.0,
+                1.0
+            ]
+        );
         // 2 samples, k = 1, no Laplacian: rows [v0, v1, d0, d1]
         let mut g = vec![1.0; 8];
         let w = vec![2.0, 3.0];
-        cpu.scale_jet_rows(&mut g, &w, JetShape { n: 2, k: 1, lap: false, h: 2 }).unwrap();
+        cpu.scale_jet_rows(
+            &mut g,
+            &w,
+            JetShape {
+                n: 2,
+                k: 1,
+                lap: false,
+                h: 2,
+            },
+        )
+        .unwrap();
         assert_eq!(g, vec![2.0, 2.0, 3.0, 3.0, 2.0, 2.0, 3.0, 3.0]);
     }
 }

@@ -27,11 +27,21 @@ pub struct Lay {
 impl Lay {
     /// A dense `rows × cols` matrix starting at offset 0.
     pub fn dense(rows: usize, cols: usize) -> Self {
-        Lay { off: 0, rows, cols, ld: cols }
+        Lay {
+            off: 0,
+            rows,
+            cols,
+            ld: cols,
+        }
     }
     /// A dense `rows × cols` matrix starting at `off`.
     pub fn at(off: usize, rows: usize, cols: usize) -> Self {
-        Lay { off, rows, cols, ld: cols }
+        Lay {
+            off,
+            rows,
+            cols,
+            ld: cols,
+        }
     }
     /// Number of elements spanned (the last element's index + 1 − off).
     pub fn span(&self) -> usize {
@@ -89,6 +99,18 @@ impl JetShape {
     }
 }
 
+/// Where [`Backend::jac_rows`] writes: sample `i`'s row is `row0 + i·row_stride` of a
+/// row-major matrix with leading dimension `ld`; the layer's weights start at column
+/// `w_off` (fan_out × fan_in, row-major) and its bias at `b_off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JacRows {
+    pub row0: usize,
+    pub row_stride: usize,
+    pub ld: usize,
+    pub w_off: usize,
+    pub b_off: usize,
+}
+
 /// Hyperparameters of one Adam update (bias corrections already folded into `lr_t`).
 #[derive(Clone, Copy, Debug)]
 pub struct AdamStep {
@@ -134,7 +156,8 @@ pub trait Backend: Clone + Send + Sync + 'static {
         len: usize,
     ) -> Result<()>;
     /// `buf[off..off+len] = value`
-    fn fill<T: Real>(&self, buf: &mut Self::Buf<T>, off: usize, len: usize, value: T) -> Result<()>;
+    fn fill<T: Real>(&self, buf: &mut Self::Buf<T>, off: usize, len: usize, value: T)
+        -> Result<()>;
 
     // ---- dense linear algebra -----------------------------------------------------
     /// `C = alpha · op(A) · op(B) + beta · C` (beta = 0 ignores C's previous contents).
@@ -153,11 +176,25 @@ pub trait Backend: Clone + Send + Sync + 'static {
     ) -> Result<()>;
     /// `C = alpha · Aᵀ A + beta · C` for an `m × n` view A and a full `n × n` C
     /// (both triangles written).
-    fn syrk<T: Real>(&self, alpha: T, a: &Self::Buf<T>, la: Lay, beta: T, c: &mut Self::Buf<T>, lc: Lay) -> Result<()>;
+    fn syrk<T: Real>(
+        &self,
+        alpha: T,
+        a: &Self::Buf<T>,
+        la: Lay,
+        beta: T,
+        c: &mut Self::Buf<T>,
+        lc: Lay,
+    ) -> Result<()>;
 
     // ---- vectors (whole buffers of equal length) -----------------------------------
     /// `y = alpha · x + beta · y`
-    fn axpby<T: Real>(&self, alpha: T, x: &Self::Buf<T>, beta: T, y: &mut Self::Buf<T>) -> Result<()>;
+    fn axpby<T: Real>(
+        &self,
+        alpha: T,
+        x: &Self::Buf<T>,
+        beta: T,
+        y: &mut Self::Buf<T>,
+    ) -> Result<()>;
     /// `x = alpha · x`
     fn scale<T: Real>(&self, alpha: T, x: &mut Self::Buf<T>) -> Result<()>;
     /// `Σ x_i y_i`, accumulated in f64.
@@ -174,34 +211,111 @@ pub trait Backend: Clone + Send + Sync + 'static {
 
     // ---- forward Laplacian (jet) kernels -------------------------------------------
     /// Add `bias` (length `cols`, at `bias_off`) to the first `rows` rows of `x` (row-major, `cols` wide).
-    fn add_bias<T: Real>(&self, x: &mut Self::Buf<T>, rows: usize, cols: usize, bias: &Self::Buf<T>, bias_off: usize) -> Result<()>;
+    fn add_bias<T: Real>(
+        &self,
+        x: &mut Self::Buf<T>,
+        rows: usize,
+        cols: usize,
+        bias: &Self::Buf<T>,
+        bias_off: usize,
+    ) -> Result<()>;
     /// Input jet `A₀` of a chunk: value rows = the points `x` (`shape.n × shape.h`, at
     /// `x_off`), direction row k of every sample = `dirs[k]` (a `k × h` matrix), Laplacian rows = 0.
-    fn jet_input<T: Real>(&self, x: &Self::Buf<T>, x_off: usize, dirs: &Self::Buf<T>, out: &mut Self::Buf<T>, shape: JetShape) -> Result<()>;
+    fn jet_input<T: Real>(
+        &self,
+        x: &Self::Buf<T>,
+        x_off: usize,
+        dirs: &Self::Buf<T>,
+        out: &mut Self::Buf<T>,
+        shape: JetShape,
+    ) -> Result<()>;
     /// First linear layer of the jet: value rows already hold `x Wᵀ + b`; writes direction
     /// row k of every sample = `wv[k]` (row k of `V Wᵀ`) and zero Laplacian rows.
-    fn jet_broadcast_dirs<T: Real>(&self, z: &mut Self::Buf<T>, wv: &Self::Buf<T>, shape: JetShape) -> Result<()>;
+    fn jet_broadcast_dirs<T: Real>(
+        &self,
+        z: &mut Self::Buf<T>,
+        wv: &Self::Buf<T>,
+        shape: JetShape,
+    ) -> Result<()>;
     /// Fused first layer + tanh, in place: value rows hold `x Wᵀ + b`; writes the tanh jet
     /// with directions `s1 · wv[k]` and Laplacian `s2 · Σ_k c_k wv[k]²` without forming
     /// the pre-activation jet.
-    fn jet_input_tanh<T: Real>(&self, z: &mut Self::Buf<T>, wv: &Self::Buf<T>, coef: &Self::Buf<T>, shape: JetShape) -> Result<()>;
+    fn jet_input_tanh<T: Real>(
+        &self,
+        z: &mut Self::Buf<T>,
+        wv: &Self::Buf<T>,
+        coef: &Self::Buf<T>,
+        shape: JetShape,
+    ) -> Result<()>;
     /// `a = tanh` jet of the pre-activation jet `z` (DESIGN §1), out of place.
-    fn jet_tanh<T: Real>(&self, z: &Self::Buf<T>, a: &mut Self::Buf<T>, coef: &Self::Buf<T>, shape: JetShape) -> Result<()>;
+    fn jet_tanh<T: Real>(
+        &self,
+        z: &Self::Buf<T>,
+        a: &mut Self::Buf<T>,
+        coef: &Self::Buf<T>,
+        shape: JetShape,
+    ) -> Result<()>;
     /// The same, in place.
-    fn jet_tanh_inplace<T: Real>(&self, z: &mut Self::Buf<T>, coef: &Self::Buf<T>, shape: JetShape) -> Result<()>;
+    fn jet_tanh_inplace<T: Real>(
+        &self,
+        z: &mut Self::Buf<T>,
+        coef: &Self::Buf<T>,
+        shape: JetShape,
+    ) -> Result<()>;
     /// Reverse mode through the tanh jet: `g` holds the gradient with respect to the
     /// activation jet on entry and the gradient with respect to the pre-activation jet
     /// `z` on exit.
-    fn jet_tanh_backward<T: Real>(&self, z: &Self::Buf<T>, g: &mut Self::Buf<T>, coef: &Self::Buf<T>, shape: JetShape) -> Result<()>;
+    fn jet_tanh_backward<T: Real>(
+        &self,
+        z: &Self::Buf<T>,
+        g: &mut Self::Buf<T>,
+        coef: &Self::Buf<T>,
+        shape: JetShape,
+    ) -> Result<()>;
     /// Multiply every jet row of sample `i` by `w[i]`.
-    fn scale_jet_rows<T: Real>(&self, g: &mut Self::Buf<T>, w: &Self::Buf<T>, shape: JetShape) -> Result<()>;
+    fn scale_jet_rows<T: Real>(
+        &self,
+        g: &mut Self::Buf<T>,
+        w: &Self::Buf<T>,
+        shape: JetShape,
+    ) -> Result<()>;
     /// `out[out_off + j] = beta·out[out_off + j] + alpha · Σ_{r < rows} x[r, j]` (column sums of the first rows).
-    fn col_sum<T: Real>(&self, alpha: T, x: &Self::Buf<T>, rows: usize, cols: usize, beta: T, out: &mut Self::Buf<T>, out_off: usize) -> Result<()>;
+    fn col_sum<T: Real>(
+        &self,
+        alpha: T,
+        x: &Self::Buf<T>,
+        rows: usize,
+        cols: usize,
+        beta: T,
+        out: &mut Self::Buf<T>,
+        out_off: usize,
+    ) -> Result<()>;
 
     // ---- autodiff baseline kernels ------------------------------------------------
     /// Forward-over-reverse through tanh for the nested-differentiation baseline. `a` is
     /// the stored activation block (value rows `a`, tangent rows `ȧ`, `shape.k` tangents,
     /// no Laplacian); `g` holds the cotangent block (`ḡa`, its tangents `dḡa`) on entry and
     /// that of the pre-activation on exit: `ḡz = s1 ḡa`, `dḡz = s1 dḡa − 2 a ȧ ḡa`.
-    fn ad_tanh_rev<T: Real>(&self, a: &Self::Buf<T>, g: &mut Self::Buf<T>, shape: JetShape) -> Result<()>;
+    fn ad_tanh_rev<T: Real>(
+        &self,
+        a: &Self::Buf<T>,
+        g: &mut Self::Buf<T>,
+        shape: JetShape,
+    ) -> Result<()>;
+
+    // ---- per-sample Jacobians ---------------------------------------------------------
+    /// Per-sample parameter Jacobian of one layer: for every sample `i` of the chunk,
+    /// the weight block of its row is `scale[i] · Σ_s g_{s,i} a_{s,i}ᵀ` (an outer-product
+    /// sum over the sample's S jet rows; `a` is `rows × shape.h`, `g` is `rows × fan_out`)
+    /// and the bias block `scale[i] · g_{0,i}` (value row only). Overwrites those entries.
+    fn jac_rows<T: Real>(
+        &self,
+        a: &Self::Buf<T>,
+        g: &Self::Buf<T>,
+        shape: JetShape,
+        fan_out: usize,
+        scale: &Self::Buf<T>,
+        out: &mut Self::Buf<T>,
+        at: JacRows,
+    ) -> Result<()>;
 }

@@ -78,7 +78,12 @@ impl<B: Backend, T: Real> LayerView<'_, B, T> {
 
 /// `grad[W] += alpha · Gᵀ A`, `grad[b] += alpha · Σ_value rows G`: the parameter gradient of
 /// whatever was seeded, for one layer and chunk.
-pub fn accumulate_grad<B: Backend, T: Real>(be: &B, v: &LayerView<'_, B, T>, alpha: T, grad: &mut B::Buf<T>) -> Result<()> {
+pub fn accumulate_grad<B: Backend, T: Real>(
+    be: &B,
+    v: &LayerView<'_, B, T>,
+    alpha: T,
+    grad: &mut B::Buf<T>,
+) -> Result<()> {
     let l = v.layout;
     be.gemm(
         alpha,
@@ -137,7 +142,11 @@ impl<B: Backend, T: Real> JetEngine<B, T> {
         }
         let rows = chunk_rows.unwrap_or(DEFAULT_CHUNK_ROWS);
         if rows == 0 {
-            return Err(Error::invalid("chunk rows", 0, "a positive number of jet rows"));
+            return Err(Error::invalid(
+                "chunk rows",
+                0,
+                "a positive number of jet rows",
+            ));
         }
         let chunk = (rows / kind.s()).max(1);
         let (coef, dirs) = match &kind {
@@ -149,7 +158,20 @@ impl<B: Backend, T: Real> JetEngine<B, T> {
         };
         let wv = be.alloc(kind.k() * mlp.widths()[1])?;
         let y = be.alloc(chunk * kind.s() * mlp.output_dim())?;
-        Ok(JetEngine { be, mlp, kind, chunk, coef, dirs, wv, y, n_cur: 0, stored: false, train: None, eval: None })
+        Ok(JetEngine {
+            be,
+            mlp,
+            kind,
+            chunk,
+            coef,
+            dirs,
+            wv,
+            y,
+            n_cur: 0,
+            stored: false,
+            train: None,
+            eval: None,
+        })
     }
 
     pub fn backend(&self) -> &B {
@@ -166,7 +188,12 @@ impl<B: Backend, T: Real> JetEngine<B, T> {
         self.chunk
     }
     fn shape(&self, n: usize, h: usize) -> JetShape {
-        JetShape { n, k: self.kind.k(), lap: self.kind.lap(), h }
+        JetShape {
+            n,
+            k: self.kind.k(),
+            lap: self.kind.lap(),
+            h,
+        }
     }
 
     /// Bytes held by the engine's buffers (for memory reports).
@@ -187,8 +214,12 @@ impl<B: Backend, T: Real> JetEngine<B, T> {
             let w = self.mlp.widths();
             let rows = self.chunk * self.kind.s();
             let nl = self.mlp.num_layers();
-            let a = (0..nl).map(|l| self.be.alloc(rows * w[l])).collect::<Result<Vec<_>>>()?;
-            let z = (0..nl - 1).map(|l| self.be.alloc(rows * w[l + 1])).collect::<Result<Vec<_>>>()?;
+            let a = (0..nl)
+                .map(|l| self.be.alloc(rows * w[l]))
+                .collect::<Result<Vec<_>>>()?;
+            let z = (0..nl - 1)
+                .map(|l| self.be.alloc(rows * w[l + 1]))
+                .collect::<Result<Vec<_>>>()?;
             let gmax = *w[1..].iter().max().unwrap();
             let g = [self.be.alloc(rows * gmax)?, self.be.alloc(rows * gmax)?];
             self.train = Some(TrainBufs { a, z, g });
@@ -206,11 +237,20 @@ impl<B: Backend, T: Real> JetEngine<B, T> {
         Ok(())
     }
 
-    fn check_inputs(&self, params: &B::Buf<T>, x: &B::Buf<T>, first: usize, n: usize) -> Result<()> {
+    fn check_inputs(
+        &self,
+        params: &B::Buf<T>,
+        x: &B::Buf<T>,
+        first: usize,
+        n: usize,
+    ) -> Result<()> {
         self.mlp.check_params(self.be.len(params))?;
         let d = self.mlp.input_dim();
         if n > self.chunk {
-            return Err(Error::Shape(format!("chunk of {n} samples exceeds the engine's {}", self.chunk)));
+            return Err(Error::Shape(format!(
+                "chunk of {n} samples exceeds the engine's {}",
+                self.chunk
+            )));
         }
         if (first + n) * d > self.be.len(x) {
             return Err(Error::Shape(format!(
@@ -244,7 +284,15 @@ impl<B: Backend, T: Real> JetEngine<B, T> {
     }
 
     /// `dst[0..n rows] = x Wᵀ + b` for layer `l` whose input rows are `src[0..rows]`.
-    fn linear(be: &B, params: &B::Buf<T>, l: LayerLayout, src: &B::Buf<T>, src_lay: Lay, dst: &mut B::Buf<T>, value_rows: usize) -> Result<()> {
+    fn linear(
+        be: &B,
+        params: &B::Buf<T>,
+        l: LayerLayout,
+        src: &B::Buf<T>,
+        src_lay: Lay,
+        dst: &mut B::Buf<T>,
+        value_rows: usize,
+    ) -> Result<()> {
         be.gemm(
             T::ONE,
             src,
@@ -264,7 +312,14 @@ impl<B: Backend, T: Real> JetEngine<B, T> {
     /// With `store`, every layer's jets are kept for [`Self::backward`]; without, the pass
     /// runs in place in two ping-pong buffers. The output jet is left in the engine
     /// (read it with [`Self::output`]).
-    pub fn forward_chunk(&mut self, params: &B::Buf<T>, x: &B::Buf<T>, first: usize, n: usize, store: bool) -> Result<()> {
+    pub fn forward_chunk(
+        &mut self,
+        params: &B::Buf<T>,
+        x: &B::Buf<T>,
+        first: usize,
+        n: usize,
+        store: bool,
+    ) -> Result<()> {
         self.check_inputs(params, x, first, n)?;
         self.first_layer_dirs(params)?;
         let nl = self.mlp.num_layers();
@@ -285,7 +340,8 @@ impl<B: Backend, T: Real> JetEngine<B, T> {
             if store {
                 self.ensure_train()?;
                 let t = self.train.as_mut().unwrap();
-                self.be.jet_input(x, first * d, &self.dirs, &mut t.a[0], shape(n, d))?;
+                self.be
+                    .jet_input(x, first * d, &self.dirs, &mut t.a[0], shape(n, d))?;
             }
             return Ok(());
         }
@@ -294,7 +350,8 @@ impl<B: Backend, T: Real> JetEngine<B, T> {
             let sh_in = shape(n, d);
             let sh1 = shape(n, w[1]);
             let t = self.train.as_mut().unwrap();
-            self.be.jet_input(x, first * d, &self.dirs, &mut t.a[0], sh_in)?;
+            self.be
+                .jet_input(x, first * d, &self.dirs, &mut t.a[0], sh_in)?;
             Self::linear(&self.be, params, l0, x, x_lay, &mut t.z[0], n)?;
             self.be.jet_broadcast_dirs(&mut t.z[0], &self.wv, sh1)?;
             self.be.jet_tanh(&t.z[0], &mut t.a[1], &self.coef, sh1)?;
@@ -317,13 +374,18 @@ impl<B: Backend, T: Real> JetEngine<B, T> {
             self.be.jet_input_tanh(e0, &self.wv, &self.coef, sh1)?;
             for l in 1..nl {
                 let lay = self.mlp.layer(l);
-                let (src, dst) = if l % 2 == 1 { (&*e0, &mut *e1) } else { (&*e1, &mut *e0) };
+                let (src, dst) = if l % 2 == 1 {
+                    (&*e0, &mut *e1)
+                } else {
+                    (&*e1, &mut *e0)
+                };
                 let src_lay = Lay::dense(rows, w[l]);
                 if l + 1 == nl {
                     Self::linear(&self.be, params, lay, src, src_lay, &mut self.y, n)?;
                 } else {
                     Self::linear(&self.be, params, lay, src, src_lay, dst, n)?;
-                    self.be.jet_tanh_inplace(dst, &self.coef, shape(n, w[l + 1]))?;
+                    self.be
+                        .jet_tanh_inplace(dst, &self.coef, shape(n, w[l + 1]))?;
                 }
             }
         }
@@ -359,15 +421,26 @@ impl<B: Backend, T: Real> JetEngine<B, T> {
     /// sample-major output-jet cotangents (layout of [`Self::output`]). `visit` is called
     /// for every layer, last to first, with the layer's input jet and the cotangent of its
     /// pre-activation jet.
-    pub fn backward(&mut self, params: &B::Buf<T>, seeds: &[f64], mut visit: impl FnMut(&B, LayerView<'_, B, T>) -> Result<()>) -> Result<()> {
+    pub fn backward(
+        &mut self,
+        params: &B::Buf<T>,
+        seeds: &[f64],
+        mut visit: impl FnMut(&B, LayerView<'_, B, T>) -> Result<()>,
+    ) -> Result<()> {
         if !self.stored {
-            return Err(Error::Shape("backward needs a forward pass with stored jets".into()));
+            return Err(Error::Shape(
+                "backward needs a forward pass with stored jets".into(),
+            ));
         }
         let n = self.n_cur;
         let m = self.mlp.output_dim();
         let s = self.kind.s();
         if seeds.len() != n * s * m {
-            return Err(Error::Shape(format!("seeds have {} entries, expected {}", seeds.len(), n * s * m)));
+            return Err(Error::Shape(format!(
+                "seeds have {} entries, expected {}",
+                seeds.len(),
+                n * s * m
+            )));
         }
         let mut sd = seeds.to_vec();
         if let JetKind::Full(op) = &self.kind {
@@ -392,7 +465,11 @@ impl<B: Backend, T: Real> JetEngine<B, T> {
         self.be.upload_range(&blk, g0, 0)?;
         for l in (0..nl).rev() {
             let lay = self.mlp.layer(l);
-            let (cur, next) = if (nl - 1 - l) % 2 == 0 { (&mut *g0, &mut *g1) } else { (&mut *g1, &mut *g0) };
+            let (cur, next) = if (nl - 1 - l) % 2 == 0 {
+                (&mut *g0, &mut *g1)
+            } else {
+                (&mut *g1, &mut *g0)
+            };
             if l > 0 {
                 // cotangent of the layer input a_l = G W, then through tanh to z_{l-1}
                 self.be.gemm(
@@ -407,9 +484,19 @@ impl<B: Backend, T: Real> JetEngine<B, T> {
                     next,
                     Lay::dense(rows, w[l]),
                 )?;
-                self.be.jet_tanh_backward(&t.z[l - 1], next, &self.coef, shape.with_h(w[l]))?;
+                self.be
+                    .jet_tanh_backward(&t.z[l - 1], next, &self.coef, shape.with_h(w[l]))?;
             }
-            visit(&self.be, LayerView { index: l, layout: lay, shape: shape.with_h(w[l]), a: &t.a[l], g: cur })?;
+            visit(
+                &self.be,
+                LayerView {
+                    index: l,
+                    layout: lay,
+                    shape: shape.with_h(w[l]),
+                    a: &t.a[l],
+                    g: cur,
+                },
+            )?;
         }
         Ok(())
     }

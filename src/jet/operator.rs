@@ -26,14 +26,23 @@ impl Operator {
     /// `Σ_d c_d ∂_dd` (coordinate directions).
     pub fn weighted(coef: Vec<f64>) -> Result<Self> {
         if let Some((i, c)) = coef.iter().enumerate().find(|(_, c)| !c.is_finite()) {
-            return Err(Error::invalid(format!("operator coefficient {i}"), c, "a finite number"));
+            return Err(Error::invalid(
+                format!("operator coefficient {i}"),
+                c,
+                "a finite number",
+            ));
         }
         let dim = coef.len();
         let mut dirs = vec![0.0; dim * dim];
         for d in 0..dim {
             dirs[d * dim + d] = 1.0;
         }
-        Ok(Operator { dim, dirs, coef, identity: true })
+        Ok(Operator {
+            dim,
+            dirs,
+            coef,
+            identity: true,
+        })
     }
 
     /// `Σ_ij C_ij ∂_ij` for a symmetric `dim × dim` matrix `c` (row-major).
@@ -55,7 +64,9 @@ impl Operator {
                     return Err(Error::invalid(
                         format!("C[{i}][{j}]"),
                         a,
-                        format!("equal to C[{j}][{i}] = {b} (the coefficient matrix must be symmetric)"),
+                        format!(
+                            "equal to C[{j}][{i}] = {b} (the coefficient matrix must be symmetric)"
+                        ),
                     ));
                 }
             }
@@ -66,9 +77,9 @@ impl Operator {
             return Self::weighted((0..dim).map(|i| c[i * dim + i]).collect());
         }
         let m = faer::Mat::<f64>::from_fn(dim, dim, |i, j| c[i * dim + j]);
-        let evd = m
-            .self_adjoint_eigen(faer::Side::Lower)
-            .map_err(|e| Error::Numerical(format!("eigendecomposition of the operator matrix: {e:?}")))?;
+        let evd = m.self_adjoint_eigen(faer::Side::Lower).map_err(|e| {
+            Error::Numerical(format!("eigendecomposition of the operator matrix: {e:?}"))
+        })?;
         let u = evd.U();
         let s = evd.S();
         let mut dirs = vec![0.0; dim * dim];
@@ -79,7 +90,12 @@ impl Operator {
                 dirs[k * dim + d] = u[(d, k)];
             }
         }
-        Ok(Operator { dim, dirs, coef, identity: false })
+        Ok(Operator {
+            dim,
+            dirs,
+            coef,
+            identity: false,
+        })
     }
 
     pub fn dim(&self) -> usize {
@@ -129,7 +145,9 @@ mod tests {
         // orthonormal directions
         for a in 0..3 {
             for b in 0..3 {
-                let dot: f64 = (0..3).map(|i| op.dirs()[a * 3 + i] * op.dirs()[b * 3 + i]).sum();
+                let dot: f64 = (0..3)
+                    .map(|i| op.dirs()[a * 3 + i] * op.dirs()[b * 3 + i])
+                    .sum();
                 assert!((dot - f64::from(u8::from(a == b))).abs() < 1e-12);
             }
         }
@@ -137,7 +155,9 @@ mod tests {
 
     #[test]
     fn asymmetric_matrix_is_rejected() {
-        let e = Operator::from_matrix(2, &[1.0, 2.0, 0.0, 1.0]).unwrap_err().to_string();
+        let e = Operator::from_matrix(2, &[1.0, 2.0, 0.0, 1.0])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("C[0][1]") && e.contains("symmetric"), "{e}");
     }
 }

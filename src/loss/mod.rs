@@ -55,7 +55,11 @@ pub struct ChunkPass<'a, B: Backend, T: Real> {
 
 impl<B: Backend, T: Real> ChunkPass<'_, B, T> {
     /// Reverse pass with the given output-jet seeds (`n × S·m`, sample-major).
-    pub fn backward(&mut self, seeds: &[f64], visit: impl FnMut(&B, LayerView<'_, B, T>) -> Result<()>) -> Result<()> {
+    pub fn backward(
+        &mut self,
+        seeds: &[f64],
+        visit: impl FnMut(&B, LayerView<'_, B, T>) -> Result<()>,
+    ) -> Result<()> {
         self.engine.backward(self.params, seeds, visit)
     }
     /// Seeds of the loss gradient: `w/N Σ_r r_{n,r} ∂r_{n,r}/∂y`.
@@ -96,11 +100,21 @@ impl<B: Backend, T: Real> Objective<B, T> {
         let mut terms = Vec::with_capacity(specs.len());
         for spec in specs {
             if !(spec.weight.is_finite() && spec.weight >= 0.0) {
-                return Err(Error::invalid(format!("weight of term `{}`", spec.name), spec.weight, "a finite number >= 0"));
+                return Err(Error::invalid(
+                    format!("weight of term `{}`", spec.name),
+                    spec.weight,
+                    "a finite number >= 0",
+                ));
             }
             let engine = JetEngine::new(be.clone(), mlp.clone(), spec.kind.clone(), chunk_rows)?;
             let x = be.alloc(0)?;
-            terms.push(Term { spec, engine, x_host: vec![], x, n: 0 });
+            terms.push(Term {
+                spec,
+                engine,
+                x_host: vec![],
+                x,
+                n: 0,
+            });
         }
         Ok(Objective { be, mlp, terms })
     }
@@ -126,7 +140,10 @@ impl<B: Backend, T: Real> Objective<B, T> {
     }
     /// Total number of residual rows (Σ_terms N · n_res): the Jacobian's height.
     pub fn num_residuals(&self) -> usize {
-        self.terms.iter().map(|t| t.n * t.spec.residual.n_res()).sum()
+        self.terms
+            .iter()
+            .map(|t| t.n * t.spec.residual.n_res())
+            .sum()
     }
     /// Bytes held by the jet engines' work buffers.
     pub fn workspace_bytes(&self) -> usize {
@@ -136,12 +153,22 @@ impl<B: Backend, T: Real> Objective<B, T> {
     /// Replace the points of term `t` (row-major, input-dimension columns).
     pub fn set_points(&mut self, t: usize, x: Vec<f64>) -> Result<()> {
         let d = self.mlp.input_dim();
-        let term = self.terms.get_mut(t).ok_or_else(|| Error::invalid("term", t, "an existing term index"))?;
+        let term = self
+            .terms
+            .get_mut(t)
+            .ok_or_else(|| Error::invalid("term", t, "an existing term index"))?;
         if x.len() % d != 0 {
-            return Err(Error::Shape(format!("{} coordinates are not a whole number of {d}-dimensional points", x.len())));
+            return Err(Error::Shape(format!(
+                "{} coordinates are not a whole number of {d}-dimensional points",
+                x.len()
+            )));
         }
         if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-            return Err(Error::invalid(format!("point {} of term `{}`", i / d, term.spec.name), x[i], "finite coordinates"));
+            return Err(Error::invalid(
+                format!("point {} of term `{}`", i / d, term.spec.name),
+                x[i],
+                "finite coordinates",
+            ));
         }
         term.n = x.len() / d;
         term.x = self.be.upload(&convert::<f64, T>(&x))?;
@@ -164,11 +191,17 @@ impl<B: Backend, T: Real> Objective<B, T> {
         let mut first = 0;
         while first < term.n {
             let c = term.engine.chunk().min(term.n - first);
-            term.engine.forward_chunk(params, &term.x, first, c, false)?;
+            term.engine
+                .forward_chunk(params, &term.x, first, c, false)?;
             let y = term.engine.output()?;
             for i in 0..c {
                 let gi = first + i;
-                term.spec.residual.eval(&term.x_host[gi * d..(gi + 1) * d], &y[i * sm..(i + 1) * sm], &mut r[gi * nr..(gi + 1) * nr], None);
+                term.spec.residual.eval(
+                    &term.x_host[gi * d..(gi + 1) * d],
+                    &y[i * sm..(i + 1) * sm],
+                    &mut r[gi * nr..(gi + 1) * nr],
+                    None,
+                );
             }
             first += c;
         }
@@ -196,14 +229,21 @@ impl<B: Backend, T: Real> Objective<B, T> {
         let terms = self.loss_terms(params)?;
         let l: f64 = terms.iter().sum();
         if !l.is_finite() {
-            return Err(Error::NonFinite(format!("loss is {l} (per term: {terms:?})")));
+            return Err(Error::NonFinite(format!(
+                "loss is {l} (per term: {terms:?})"
+            )));
         }
         Ok(l)
     }
 
     /// Visit every chunk of term `t`: forward with stored jets, residuals and seeds on
     /// the host, then `f` (which may run backward passes).
-    pub fn sweep(&mut self, params: &B::Buf<T>, t: usize, mut f: impl FnMut(&mut ChunkPass<'_, B, T>) -> Result<()>) -> Result<()> {
+    pub fn sweep(
+        &mut self,
+        params: &B::Buf<T>,
+        t: usize,
+        mut f: impl FnMut(&mut ChunkPass<'_, B, T>) -> Result<()>,
+    ) -> Result<()> {
         self.check_params(params)?;
         let d = self.mlp.input_dim();
         let m = self.mlp.output_dim();
@@ -291,11 +331,20 @@ impl<B: Backend, T: Real> Evaluator<B, T> {
         let d = mlp.input_dim();
         let n = x.len() / d;
         if reference.len() != n * mlp.output_dim() {
-            return Err(Error::Shape(format!("{} reference values for {n} points with {} outputs", reference.len(), mlp.output_dim())));
+            return Err(Error::Shape(format!(
+                "{} reference values for {n} points with {} outputs",
+                reference.len(),
+                mlp.output_dim()
+            )));
         }
         let xb = be.upload(&convert::<f64, T>(x))?;
         let engine = JetEngine::new(be, mlp, JetKind::Value, None)?;
-        Ok(Evaluator { engine, x: xb, n, reference })
+        Ok(Evaluator {
+            engine,
+            x: xb,
+            n,
+            reference,
+        })
     }
     /// Network outputs at the points (`N × m`).
     pub fn values(&mut self, params: &B::Buf<T>) -> Result<Vec<f64>> {
@@ -304,9 +353,20 @@ impl<B: Backend, T: Real> Evaluator<B, T> {
     pub fn l2(&mut self, params: &B::Buf<T>) -> Result<L2Error> {
         let u = self.values(params)?;
         let n = u.len().max(1) as f64;
-        let se: f64 = u.iter().zip(&self.reference).map(|(a, b)| (a - b) * (a - b)).sum();
+        let se: f64 = u
+            .iter()
+            .zip(&self.reference)
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum();
         let sr: f64 = self.reference.iter().map(|b| b * b).sum();
         let abs = (se / n).sqrt();
-        Ok(L2Error { abs, rel: if sr > 0.0 { abs / (sr / n).sqrt() } else { f64::NAN } })
+        Ok(L2Error {
+            abs,
+            rel: if sr > 0.0 {
+                abs / (sr / n).sqrt()
+            } else {
+                f64::NAN
+            },
+        })
     }
 }

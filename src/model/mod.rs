@@ -61,7 +61,9 @@ impl Mlp {
                 "a positive layer width",
             ));
         }
-        Ok(Mlp { widths: widths.to_vec() })
+        Ok(Mlp {
+            widths: widths.to_vec(),
+        })
     }
 
     /// Parse "2,64,64,1" (also accepts 'x' or '→' separators).
@@ -74,7 +76,11 @@ impl Mlp {
         let mut w = Vec::with_capacity(parts.len());
         for p in parts {
             w.push(p.parse::<usize>().map_err(|_| {
-                Error::invalid("widths", s, "comma-separated positive integers, e.g. 2,64,1")
+                Error::invalid(
+                    "widths",
+                    s,
+                    "comma-separated positive integers, e.g. 2,64,1",
+                )
             })?);
         }
         Mlp::new(&w)
@@ -103,7 +109,12 @@ impl Mlp {
             off += self.widths[i + 1] * (self.widths[i] + 1);
         }
         let (fan_in, fan_out) = (self.widths[l], self.widths[l + 1]);
-        LayerLayout { fan_in, fan_out, w_off: off, b_off: off + fan_in * fan_out }
+        LayerLayout {
+            fan_in,
+            fan_out,
+            w_off: off,
+            b_off: off + fan_in * fan_out,
+        }
     }
 
     pub fn layers(&self) -> Vec<LayerLayout> {
@@ -116,7 +127,11 @@ impl Mlp {
 
     /// "2→64→1"
     pub fn describe(&self) -> String {
-        self.widths.iter().map(|w| w.to_string()).collect::<Vec<_>>().join("→")
+        self.widths
+            .iter()
+            .map(|w| w.to_string())
+            .collect::<Vec<_>>()
+            .join("→")
     }
 
     /// PyTorch's default `Linear` initialisation: weights and biases uniform in
@@ -214,7 +229,10 @@ mod tests {
         let l1 = m.layer(1);
         assert!(a[l1.off()..].iter().all(|x| x.abs() <= 1.0 / 3.0));
         // not degenerate: spread over the interval
-        let max = a[..l0.len()].iter().cloned().fold(0.0f64, |m, x| m.max(x.abs()));
+        let max = a[..l0.len()]
+            .iter()
+            .cloned()
+            .fold(0.0f64, |m, x| m.max(x.abs()));
         assert!(max > 0.4);
     }
 

@@ -6,9 +6,40 @@
 //! Checked by `tests/problems.rs`: every problem's exact solution, pushed through its own
 //! residual with exact derivatives, gives residuals ≈ 0 on its own sampler's points.
 
+mod book;
 mod problems;
 
-pub use problems::{builtin, builtin_names, BoxProblem, Boundary};
+pub use problems::{builtin, builtin_names, Boundary, BoxProblem};
+
+/// Options that parameterise some problems (e.g. the HIG toy's λ).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProblemOptions {
+    /// Scale of the second output in the `toy-regression` loss.
+    pub lambda: Option<f64>,
+}
+
+/// Every problem name the CLI accepts.
+pub fn problem_names() -> Vec<&'static str> {
+    let mut v = builtin_names().to_vec();
+    v.extend_from_slice(book::NAMES);
+    v
+}
+
+/// A problem by name: the paper's PDEs and the HIG book's examples.
+pub fn problem(name: &str, opts: &ProblemOptions) -> Result<Arc<dyn Problem>> {
+    if let Some(p) = book::build(name, opts) {
+        return p;
+    }
+    if opts.lambda.is_some() {
+        return Err(crate::Error::invalid(
+            "lambda",
+            opts.lambda.unwrap(),
+            format!("unset for problem `{name}` (only toy-regression uses it)"),
+        ));
+    }
+    builtin(name).map_err(|_| crate::Error::unknown("problem", name, &problem_names()))
+}
 
 use crate::error::Result;
 use crate::jet::JetKind;
@@ -44,7 +75,11 @@ pub struct TermSpec {
 
 impl std::fmt::Debug for TermSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TermSpec").field("name", &self.name).field("kind", &self.kind).field("weight", &self.weight).finish()
+        f.debug_struct("TermSpec")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("weight", &self.weight)
+            .finish()
     }
 }
 

@@ -128,20 +128,45 @@ impl BoxProblem {
         setup: Setup,
     ) -> Result<Self> {
         if lo.len() != hi.len() || lo.is_empty() {
-            return Err(Error::Shape(format!("box bounds have {} and {} entries", lo.len(), hi.len())));
+            return Err(Error::Shape(format!(
+                "box bounds have {} and {} entries",
+                lo.len(),
+                hi.len()
+            )));
         }
         for (i, (a, b)) in lo.iter().zip(&hi).enumerate() {
             if !(a.is_finite() && b.is_finite() && a < b) {
-                return Err(Error::invalid(format!("domain[{i}]"), format!("[{a}, {b}]"), "a finite interval with lower < upper"));
+                return Err(Error::invalid(
+                    format!("domain[{i}]"),
+                    format!("[{a}, {b}]"),
+                    "a finite interval with lower < upper",
+                ));
             }
         }
         if op.dim() != lo.len() {
-            return Err(Error::Shape(format!("operator dimension {} but the box has {}", op.dim(), lo.len())));
+            return Err(Error::Shape(format!(
+                "operator dimension {} but the box has {}",
+                op.dim(),
+                lo.len()
+            )));
         }
         if boundary != Boundary::Faces && lo.len() < 2 {
-            return Err(Error::Shape("a time-dependent problem needs at least one space dimension".into()));
+            return Err(Error::Shape(
+                "a time-dependent problem needs at least one space dimension".into(),
+            ));
         }
-        Ok(BoxProblem { name: name.into(), summary: summary.into(), lo, hi, boundary, op, interior, data, exact, setup })
+        Ok(BoxProblem {
+            name: name.into(),
+            summary: summary.into(),
+            lo,
+            hi,
+            boundary,
+            op,
+            interior,
+            data,
+            exact,
+            setup,
+        })
     }
 
     fn uniform(&self, rng: &mut ChaCha8Rng, out: &mut [f64]) {
@@ -154,7 +179,11 @@ impl BoxProblem {
     fn on_face(&self, rng: &mut ChaCha8Rng, first: usize, out: &mut [f64]) {
         self.uniform(rng, out);
         let c = rng.random_range(first..out.len());
-        out[c] = if rng.random_bool(0.5) { self.hi[c] } else { self.lo[c] };
+        out[c] = if rng.random_bool(0.5) {
+            self.hi[c]
+        } else {
+            self.lo[c]
+        };
     }
 }
 
@@ -170,7 +199,12 @@ impl Problem for BoxProblem {
     }
     fn terms(&self) -> Vec<TermSpec> {
         vec![
-            TermSpec { name: "interior".into(), kind: JetKind::Full(self.op.clone()), residual: self.interior.clone(), weight: 1.0 },
+            TermSpec {
+                name: "interior".into(),
+                kind: JetKind::Full(self.op.clone()),
+                residual: self.interior.clone(),
+                weight: 1.0,
+            },
             TermSpec {
                 name: match self.boundary {
                     Boundary::Faces => "boundary",
@@ -226,14 +260,27 @@ impl Problem for BoxProblem {
 }
 
 fn setup(widths: &[usize], n_int: usize, n_bnd: usize, resample: usize, budget: f64) -> Setup {
-    Setup { widths: widths.to_vec(), points: vec![n_int, n_bnd], resample, eval_points: 10 * n_int, budget_seconds: budget }
+    Setup {
+        widths: widths.to_vec(),
+        points: vec![n_int, n_bnd],
+        resample,
+        eval_points: 10 * n_int,
+        budget_seconds: budget,
+    }
 }
 
 fn f(g: impl Fn(&[f64]) -> f64 + Send + Sync + 'static) -> ScalarFn {
     Arc::new(g)
 }
 
-fn poisson(name: &str, summary: &str, d: usize, u: ScalarFn, rhs: ScalarFn, s: Setup) -> BoxProblem {
+fn poisson(
+    name: &str,
+    summary: &str,
+    d: usize,
+    u: ScalarFn,
+    rhs: ScalarFn,
+    s: Setup,
+) -> BoxProblem {
     BoxProblem::new(
         name,
         summary,
@@ -241,7 +288,12 @@ fn poisson(name: &str, summary: &str, d: usize, u: ScalarFn, rhs: ScalarFn, s: S
         vec![1.0; d],
         Boundary::Faces,
         Operator::laplacian(d),
-        Arc::new(LinearResidual { time: None, op_coef: 1.0, k: d, f: rhs }),
+        Arc::new(LinearResidual {
+            time: None,
+            op_coef: 1.0,
+            k: d,
+            f: rhs,
+        }),
         Arc::new(DataResidual { g: u.clone() }),
         Some(u),
         s,
@@ -259,7 +311,12 @@ fn heat(name: &str, summary: &str, d: usize, u: ScalarFn, s: Setup) -> BoxProble
         vec![1.0; d + 1],
         Boundary::FacesAndInitial,
         Operator::weighted(c).expect("finite"),
-        Arc::new(LinearResidual { time: Some(1.0), op_coef: 0.25, k: d + 1, f: f(|_| 0.0) }),
+        Arc::new(LinearResidual {
+            time: Some(1.0),
+            op_coef: 0.25,
+            k: d + 1,
+            f: f(|_| 0.0),
+        }),
         Arc::new(DataResidual { g: u.clone() }),
         Some(u),
         s,
@@ -269,7 +326,15 @@ fn heat(name: &str, summary: &str, d: usize, u: ScalarFn, s: Setup) -> BoxProble
 
 /// Names of the built-in problems.
 pub fn builtin_names() -> &'static [&'static str] {
-    &["poisson2d", "poisson5d", "poisson10d", "poisson100d", "heat1d", "heat4d", "log-fokker-planck9d"]
+    &[
+        "poisson2d",
+        "poisson5d",
+        "poisson10d",
+        "poisson100d",
+        "heat1d",
+        "heat4d",
+        "log-fokker-planck9d",
+    ]
 }
 
 /// A built-in problem by name.

@@ -7,7 +7,13 @@ use rand::{Rng, SeedableRng};
 /// Assert `|got - want| <= atol + rtol·|want|` elementwise; on failure print the first
 /// mismatches with their indices and the worst relative error.
 pub fn assert_close(what: &str, got: &[f64], want: &[f64], rtol: f64, atol: f64) {
-    assert_eq!(got.len(), want.len(), "{what}: length {} vs {}", got.len(), want.len());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: length {} vs {}",
+        got.len(),
+        want.len()
+    );
     let mut bad = Vec::new();
     let mut worst = 0.0f64;
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {

@@ -1,0 +1,78 @@
+//! Curvature building blocks against independent truth.
+
+mod common;
+
+use common::{assert_close, rng};
+use kfac_pinn::backend::cpu::Cpu;
+use kfac_pinn::backend::Backend;
+use kfac_pinn::curvature::jacobian;
+use kfac_pinn::loss::Objective;
+use kfac_pinn::model::Mlp;
+use kfac_pinn::pde::builtin;
+
+fn objective(
+    problem: &str,
+    widths: &[usize],
+    n: &[usize],
+    seed: u64,
+) -> (Objective<Cpu, f64>, Vec<f64>) {
+    let p = builtin(problem).unwrap();
+    let mlp = Mlp::new(widths).unwrap();
+    let mut obj = Objective::<Cpu, f64>::new(Cpu, mlp.clone(), p.terms(), Some(24)).unwrap();
+    let mut r = rng(seed);
+    for (t, &k) in n.iter().enumerate() {
+        obj.set_points(t, p.sample(t, k, &mut r).unwrap()).unwrap();
+    }
+    (obj, mlp.init(seed))
+}
+
+#[test]
+fn jacobian_transpose_residual_is_the_gradient() {
+    for problem in ["poisson2d", "log-fokker-planck9d"] {
+        let d = builtin(problem).unwrap().dim();
+        let (mut obj, p) = objective(problem, &[d, 6, 4, 1], &[11, 5], 2);
+        let jac = jacobian(&mut obj, &p).unwrap();
+        let mut g = vec![0.0; p.len()];
+        let loss = obj.loss_grad(&p, &mut g).unwrap();
+        let jt_r: Vec<f64> = (0..jac.cols)
+            .map(|c| {
+                (0..jac.rows)
+                    .map(|r| jac.j[r * jac.cols + c] * jac.r[r])
+                    .sum()
+            })
+            .collect();
+        assert_close(&format!("{problem} Jᵀr̃"), &jt_r, &g, 1e-11, 1e-14);
+        let half_r2: f64 = 0.5 * jac.r.iter().map(|v| v * v).sum::<f64>();
+        assert!((half_r2 - loss).abs() <= 1e-12 * loss);
+    }
+}
+
+#[test]
+fn jacobian_matches_finite_differences_of_residuals() {
+    let (mut obj, p) = objective("heat1d", &[2, 5, 3, 1], &[7, 4], 4);
+    let jac = jacobian(&mut obj, &p).unwrap();
+    let res = |obj: &mut Objective<Cpu, f64>, q: &Vec<f64>| -> Vec<f64> {
+        let mut all = vec![];
+        for t in 0..obj.num_terms() {
+            let c = (1.0 / obj.term_points(t) as f64).sqrt();
+            all.extend(obj.residuals(q, t).unwrap().iter().map(|v| v * c));
+        }
+        all
+    };
+    let h = 1e-6;
+    for col in 0..p.len() {
+        let mut q = p.clone();
+        q[col] += h;
+        let rp = res(&mut obj, &q);
+        q[col] -= 2.0 * h;
+        let rm = res(&mut obj, &q);
+        let fd: Vec<f64> = rp
+            .iter()
+            .zip(&rm)
+            .map(|(a, b)| (a - b) / (2.0 * h))
+            .collect();
+        let got: Vec<f64> = (0..jac.rows).map(|r| jac.j[r * jac.cols + col]).collect();
+        assert_close(&format!("column {col}"), &got, &fd, 1e-6, 1e-9);
+    }
+    let _ = Cpu.len(&jac.j);
+}

@@ -8,6 +8,7 @@
 
 pub mod autodiff;
 pub mod backend;
+pub mod cli;
 pub mod curvature;
 pub mod error;
 pub mod jet;
@@ -16,6 +17,7 @@ pub mod mem;
 pub mod model;
 pub mod optim;
 pub mod pde;
+pub mod presets;
 pub mod scalar;
 pub mod train;
 

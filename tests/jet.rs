@@ -190,8 +190,8 @@ fn bad_inputs_are_errors_not_panics() {
     )
     .is_err());
     let mut eng = JetEngine::<Cpu, f64>::new(be, mlp.clone(), JetKind::Value, None).unwrap();
-    let p = be.upload(&vec![0.0; 5]).unwrap();
-    let x = be.upload(&vec![0.0; 6]).unwrap();
+    let p = be.upload(&[0.0; 5]).unwrap();
+    let x = be.upload(&[0.0; 6]).unwrap();
     assert!(eng.forward(&p, &x, 2).is_err(), "wrong parameter count");
     let p = be.upload(&mlp.init::<f64>(0)).unwrap();
     assert!(eng.forward(&p, &x, 3).is_err(), "too few points");

@@ -81,6 +81,14 @@ fn mat_mut_t<T: Real>(buf: &mut [T], lay: Lay) -> MatMut<'_, T> {
 /// indices (the jet rows of its own samples), which is what makes the sharing sound.
 #[derive(Clone, Copy)]
 struct SharedPtr<T>(*mut T);
+
+impl<T> SharedPtr<T> {
+    /// Taking `self` makes closures capture the whole (Send + Sync) wrapper, not the
+    /// raw-pointer field.
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
 // SAFETY: only used by the jet kernels below, whose tasks touch disjoint sample rows.
 unsafe impl<T> Send for SharedPtr<T> {}
 // SAFETY: as above.
@@ -97,50 +105,56 @@ fn par_samples(n: usize, f: impl Fn(usize, usize) + Send + Sync) {
 
 // ---- CPU twins of the jet kernels -------------------------------------------------------
 //
-// Every function takes raw pointers so that the in-place and out-of-place variants
-// share one body; callers guarantee (and check) the buffer sizes.
+// Each works on the rows of samples i0..i1 of one jet buffer through raw pointers (rayon
+// tasks own disjoint samples); within a sample every row is turned into a slice so that
+// the loops over the h columns vectorise.
 
-/// tanh jet forward for samples i0..i1. `src` and `dst` may be the same buffer: every
-/// element is read before it is written, by the same task.
+/// Row `r` (0-based jet component) of sample `i` as a mutable slice.
 ///
 /// # Safety
-/// `src` and `dst` must be valid for `shape.len()` elements; `coef` for `shape.k`.
-unsafe fn tanh_fwd_samples<T: Real>(
-    src: *const T,
-    dst: *mut T,
-    coef: &[T],
-    shape: JetShape,
-    i0: usize,
-    i1: usize,
-) {
-    let JetShape { n, k, lap, h } = shape;
+/// `p` must be valid for `shape.len()` elements, and no other live reference may cover
+/// the same row.
+#[inline(always)]
+unsafe fn row<'a, T>(p: *mut T, shape: JetShape, r: usize, i: usize) -> &'a mut [T] {
+    let h = shape.h;
+    // SAFETY: in bounds by the caller's contract (r < S, i < n).
+    unsafe { std::slice::from_raw_parts_mut(p.add((r * shape.n + i) * h), h) }
+}
+
+/// tanh jet forward, in place, for samples i0..i1.
+///
+/// # Safety
+/// `p` valid for `shape.len()` elements; no other task touches samples i0..i1.
+unsafe fn tanh_fwd_samples<T: Real>(p: *mut T, coef: &[T], shape: JetShape, i0: usize, i1: usize) {
+    let JetShape { k, lap, h, .. } = shape;
     let mut s1 = vec![T::ZERO; h];
     let mut s2 = vec![T::ZERO; h];
     let mut acc = vec![T::ZERO; h];
     for i in i0..i1 {
-        let v = i * h;
+        // SAFETY: distinct rows of this task's sample.
+        let v = unsafe { row(p, shape, 0, i) };
         for j in 0..h {
-            let t = (*src.add(v + j)).tanh();
+            let t = v[j].tanh();
             let d1 = T::ONE - t * t;
             s1[j] = d1;
             s2[j] = -(t + t) * d1;
-            acc[j] = T::ZERO;
-            *dst.add(v + j) = t;
+            v[j] = t;
         }
-        for d in 0..k {
-            let row = ((1 + d) * n + i) * h;
-            let c = coef[d];
+        acc.fill(T::ZERO);
+        for (d, &c) in coef.iter().enumerate().take(k) {
+            // SAFETY: as above.
+            let r = unsafe { row(p, shape, 1 + d, i) };
             for j in 0..h {
-                let dz = *src.add(row + j);
+                let dz = r[j];
                 acc[j] += c * dz * dz;
-                *dst.add(row + j) = s1[j] * dz;
+                r[j] = s1[j] * dz;
             }
         }
         if lap {
-            let row = ((1 + k) * n + i) * h;
+            // SAFETY: as above.
+            let r = unsafe { row(p, shape, 1 + k, i) };
             for j in 0..h {
-                let lz = *src.add(row + j);
-                *dst.add(row + j) = s1[j] * lz + s2[j] * acc[j];
+                r[j] = s1[j] * r[j] + s2[j] * acc[j];
             }
         }
     }
@@ -149,7 +163,8 @@ unsafe fn tanh_fwd_samples<T: Real>(
 /// Reverse of [`tanh_fwd_samples`] for samples i0..i1; `g` is updated in place.
 ///
 /// # Safety
-/// `z` and `g` must be valid for `shape.len()` elements and not overlap.
+/// `z` and `g` valid for `shape.len()` elements and not overlapping; no other task
+/// touches samples i0..i1 of `g`.
 unsafe fn tanh_bwd_samples<T: Real>(
     z: *const T,
     g: *mut T,
@@ -158,86 +173,94 @@ unsafe fn tanh_bwd_samples<T: Real>(
     i0: usize,
     i1: usize,
 ) {
-    let JetShape { n, k, lap, h } = shape;
+    let JetShape { k, lap, h, .. } = shape;
+    let z = z as *mut T;
     let two = T::from_f64(2.0);
+    let six = T::from_f64(6.0);
     let mut s1 = vec![T::ZERO; h];
     let mut s2 = vec![T::ZERO; h];
     let mut s3gl = vec![T::ZERO; h];
     let mut gl = vec![T::ZERO; h];
     let mut acc = vec![T::ZERO; h];
     for i in i0..i1 {
-        let v = i * h;
-        let lrow = ((1 + k) * n + i) * h;
+        // SAFETY: z rows are only read; g rows are distinct rows of this task's sample.
+        let (zv, gv) = unsafe { (row(z, shape, 0, i), row(g, shape, 0, i)) };
         for j in 0..h {
-            let t = (*z.add(v + j)).tanh();
+            let t = zv[j].tanh();
             let d1 = T::ONE - t * t;
-            let d2 = -(t + t) * d1;
             s1[j] = d1;
-            s2[j] = d2;
-            acc[j] = d1 * *g.add(v + j);
-            if lap {
-                let gla = *g.add(lrow + j);
-                gl[j] = gla;
-                // s3 = s1 (6 t² − 2)
-                s3gl[j] = d1 * (T::from_f64(6.0) * t * t - two) * gla;
-                acc[j] += d2 * *z.add(lrow + j) * gla;
-                *g.add(lrow + j) = d1 * gla;
-            }
+            s2[j] = -(t + t) * d1;
+            acc[j] = d1 * gv[j];
         }
-        for d in 0..k {
-            let row = ((1 + d) * n + i) * h;
-            let c = coef[d];
+        if lap {
+            // SAFETY: as above.
+            let (zl, gla) = unsafe { (row(z, shape, 1 + k, i), row(g, shape, 1 + k, i)) };
             for j in 0..h {
-                let dz = *z.add(row + j);
-                let gd = *g.add(row + j);
-                let mut a = acc[j] + s2[j] * dz * gd;
-                let mut out = s1[j] * gd;
-                if lap {
-                    a += c * dz * dz * s3gl[j];
-                    out += two * c * s2[j] * dz * gl[j];
-                }
-                acc[j] = a;
-                *g.add(row + j) = out;
+                let t2 = T::ONE - s1[j]; // tanh²
+                let gval = gla[j];
+                gl[j] = gval;
+                // s3 = s1 (6 t² − 2)
+                s3gl[j] = s1[j] * (six * t2 - two) * gval;
+                acc[j] += s2[j] * zl[j] * gval;
+                gla[j] = s1[j] * gval;
             }
         }
-        for j in 0..h {
-            *g.add(v + j) = acc[j];
+        for (d, &c) in coef.iter().enumerate().take(k) {
+            // SAFETY: as above.
+            let (zd, gd) = unsafe { (row(z, shape, 1 + d, i), row(g, shape, 1 + d, i)) };
+            if lap {
+                for j in 0..h {
+                    let (dz, gg) = (zd[j], gd[j]);
+                    acc[j] += s2[j] * dz * gg + c * dz * dz * s3gl[j];
+                    gd[j] = s1[j] * gg + two * c * s2[j] * dz * gl[j];
+                }
+            } else {
+                for j in 0..h {
+                    let (dz, gg) = (zd[j], gd[j]);
+                    acc[j] += s2[j] * dz * gg;
+                    gd[j] = s1[j] * gg;
+                }
+            }
         }
+        gv.copy_from_slice(&acc);
     }
 }
 
 /// Fused first layer + tanh for samples i0..i1 (value rows of `z` hold `x Wᵀ + b`).
 ///
 /// # Safety
-/// `z` valid for `shape.len()` elements, `wv` for `k·h`, `coef` for `k`.
+/// `p` valid for `shape.len()` elements; no other task touches samples i0..i1.
 unsafe fn input_tanh_samples<T: Real>(
-    z: *mut T,
+    p: *mut T,
     wv: &[T],
-    coef: &[T],
+    q: &[T],
     shape: JetShape,
     i0: usize,
     i1: usize,
 ) {
-    let JetShape { n, k, lap, h } = shape;
-    // Σ_k c_k wv[k]² does not depend on the sample.
-    let mut q = vec![T::ZERO; h];
-    for d in 0..k {
-        for j in 0..h {
-            let w = wv[d * h + j];
-            q[j] += coef[d] * w * w;
-        }
-    }
+    let JetShape { k, lap, h, .. } = shape;
+    let mut s1 = vec![T::ZERO; h];
     for i in i0..i1 {
-        let v = i * h;
+        // SAFETY: distinct rows of this task's sample.
+        let v = unsafe { row(p, shape, 0, i) };
         for j in 0..h {
-            let t = (*z.add(v + j)).tanh();
-            let s1 = T::ONE - t * t;
-            *z.add(v + j) = t;
-            for d in 0..k {
-                *z.add(((1 + d) * n + i) * h + j) = s1 * wv[d * h + j];
+            let t = v[j].tanh();
+            s1[j] = T::ONE - t * t;
+            v[j] = t;
+        }
+        for d in 0..k {
+            // SAFETY: as above.
+            let r = unsafe { row(p, shape, 1 + d, i) };
+            let w = &wv[d * h..(d + 1) * h];
+            for j in 0..h {
+                r[j] = s1[j] * w[j];
             }
-            if lap {
-                *z.add(((1 + k) * n + i) * h + j) = -(t + t) * s1 * q[j];
+        }
+        if lap {
+            // SAFETY: as above; reads the value row written above (tanh values).
+            let (v, r) = unsafe { (row(p, shape, 0, i), row(p, shape, 1 + k, i)) };
+            for j in 0..h {
+                r[j] = -(v[j] + v[j]) * s1[j] * q[j];
             }
         }
     }
@@ -547,11 +570,19 @@ impl Backend for Cpu {
         check_len("jet_input_tanh (z)", z.len(), shape.len())?;
         check_len("jet_input_tanh (wv)", wv.len(), shape.k * shape.h)?;
         check_len("jet_input_tanh (coef)", coef.len(), shape.k)?;
+        // Σ_k c_k wv[k]² does not depend on the sample.
+        let h = shape.h;
+        let mut q = vec![T::ZERO; h];
+        for d in 0..shape.k {
+            for j in 0..h {
+                let w = wv[d * h + j];
+                q[j] += coef[d] * w * w;
+            }
+        }
         let p = SharedPtr(z.as_mut_ptr());
         par_samples(shape.n, |i0, i1| {
-            let p = p;
             // SAFETY: lengths checked above; each task writes only the rows of samples i0..i1.
-            unsafe { input_tanh_samples(p.0, wv, coef, shape, i0, i1) }
+            unsafe { input_tanh_samples(p.get(), wv, &q, shape, i0, i1) }
         });
         Ok(())
     }
@@ -565,16 +596,9 @@ impl Backend for Cpu {
     ) -> Result<()> {
         check_len("jet_tanh (z)", z.len(), shape.len())?;
         check_len("jet_tanh (a)", a.len(), shape.len())?;
-        check_len("jet_tanh (coef)", coef.len(), shape.k)?;
-        let src = SharedPtr(z.as_ptr() as *mut T);
-        let dst = SharedPtr(a.as_mut_ptr());
-        par_samples(shape.n, |i0, i1| {
-            let (src, dst) = (src, dst);
-            // SAFETY: lengths checked above; `z` is only read; each task writes only the
-            // rows of its own samples i0..i1 of `a`.
-            unsafe { tanh_fwd_samples(src.0, dst.0, coef, shape, i0, i1) }
-        });
-        Ok(())
+        let len = shape.len();
+        a[..len].copy_from_slice(&z[..len]);
+        self.jet_tanh_inplace(a, coef, shape)
     }
 
     fn jet_tanh_inplace<T: Real>(
@@ -587,10 +611,9 @@ impl Backend for Cpu {
         check_len("jet_tanh_inplace (coef)", coef.len(), shape.k)?;
         let p = SharedPtr(z.as_mut_ptr());
         par_samples(shape.n, |i0, i1| {
-            let p = p;
-            // SAFETY: lengths checked above; each task reads then writes only the rows of
-            // its own samples, each element read before it is overwritten.
-            unsafe { tanh_fwd_samples(p.0, p.0, coef, shape, i0, i1) }
+            // SAFETY: lengths checked above; each task touches only the rows of its own
+            // samples i0..i1.
+            unsafe { tanh_fwd_samples(p.get(), coef, shape, i0, i1) }
         });
         Ok(())
     }
@@ -608,10 +631,9 @@ impl Backend for Cpu {
         let zp = SharedPtr(z.as_ptr() as *mut T);
         let gp = SharedPtr(g.as_mut_ptr());
         par_samples(shape.n, |i0, i1| {
-            let (zp, gp) = (zp, gp);
             // SAFETY: lengths checked above; `z` and `g` are distinct buffers (one shared,
             // one exclusive borrow); each task touches only rows of samples i0..i1.
-            unsafe { tanh_bwd_samples(zp.0, gp.0, coef, shape, i0, i1) }
+            unsafe { tanh_bwd_samples(zp.get(), gp.get(), coef, shape, i0, i1) }
         });
         Ok(())
     }
@@ -693,11 +715,11 @@ impl Backend for Cpu {
         }
         let p = SharedPtr(out.as_mut_ptr());
         (0..n).into_par_iter().for_each(|i| {
-            let p = p;
             let row = (at.row0 + i * at.row_stride) * at.ld;
+            let base = p.get();
             // SAFETY: `need` was checked against out.len(); distinct samples write distinct
             // rows (row_stride > 0), so the tasks' writes are disjoint.
-            let w = unsafe { std::slice::from_raw_parts_mut(p.0.add(row + at.w_off), fo * fi) };
+            let w = unsafe { std::slice::from_raw_parts_mut(base.add(row + at.w_off), fo * fi) };
             let sc = scale[i];
             w.fill(T::ZERO);
             for r in 0..s {
@@ -714,7 +736,7 @@ impl Backend for Cpu {
                 }
             }
             // SAFETY: as above; the bias block lies in the same row, disjoint from the weights.
-            let b = unsafe { std::slice::from_raw_parts_mut(p.0.add(row + at.b_off), fo) };
+            let b = unsafe { std::slice::from_raw_parts_mut(base.add(row + at.b_off), fo) };
             for o in 0..fo {
                 b[o] = sc * g[i * fo + o];
             }

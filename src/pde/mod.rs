@@ -31,10 +31,10 @@ pub fn problem(name: &str, opts: &ProblemOptions) -> Result<Arc<dyn Problem>> {
     if let Some(p) = book::build(name, opts) {
         return p;
     }
-    if opts.lambda.is_some() {
+    if let Some(l) = opts.lambda {
         return Err(crate::Error::invalid(
             "lambda",
-            opts.lambda.unwrap(),
+            l,
             format!("unset for problem `{name}` (only toy-regression uses it)"),
         ));
     }

@@ -289,7 +289,7 @@ impl<B: Backend, T: Real> Trainer<B, T> {
         if reason != StopReason::Diverged {
             self.last_loss = self.obj.loss(&self.params)?;
         }
-        let e = if logged_at != self.step || self.step == 0 {
+        let e = if logged_at != self.step {
             self.log(&mut log, last_lr)?
         } else {
             self.l2()?

@@ -20,7 +20,7 @@ pub fn assert_close(what: &str, got: &[f64], want: &[f64], rtol: f64, atol: f64)
         let err = (g - w).abs();
         let tol = atol + rtol * w.abs();
         worst = worst.max(err / (atol + rtol * w.abs()).max(f64::MIN_POSITIVE));
-        if !(err <= tol) {
+        if err.is_nan() || err > tol {
             bad.push((i, g, w, err));
         }
     }

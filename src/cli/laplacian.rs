@@ -1,0 +1,331 @@
+//! `kfac-pinn laplacian`: time the Laplacian of an MLP `D → widths → 1` on a batch, by the
+//! forward Laplacian (chunked jets), by the nested-autodiff baseline, and the bare matrix
+//! products of the forward Laplacian (the floor it is compared with). Memory is the heap
+//! allocator's high-water mark during the measurement (whole process: model, inputs and
+//! every buffer of the method). With several measurements each one runs in its own child
+//! process, so one method's allocations cannot inflate another's figure.
+
+use super::parse_list;
+use crate::autodiff::Autodiff;
+use crate::backend::cpu::Cpu;
+use crate::backend::{Backend, Lay, Tr};
+use crate::jet::{JetEngine, JetKind, Operator, DEFAULT_CHUNK_ROWS};
+use crate::mem;
+use crate::model::Mlp;
+use crate::scalar::{convert, DType, Real};
+use anyhow::{bail, Context};
+use clap::Args;
+use rand::{Rng, SeedableRng};
+use std::time::Instant;
+
+#[derive(Args, Debug, Clone)]
+pub struct LaplacianArgs {
+    /// Input dimension D (or use --dims for several).
+    #[arg(long)]
+    pub dim: Option<usize>,
+    /// Several input dimensions, e.g. 1,10,50,100.
+    #[arg(long)]
+    pub dims: Option<String>,
+    /// Hidden widths; the network is D → widths → 1.
+    #[arg(long, default_value = "768,768,512,512")]
+    pub widths: String,
+    /// Batch size N.
+    #[arg(long, default_value_t = 1024)]
+    pub batch: usize,
+    /// forward, autodiff, gemm (bare products of the forward Laplacian), or all.
+    #[arg(long, default_value = "all")]
+    pub method: String,
+    /// Timed calls after one warm-up call.
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    #[arg(long, default_value = "f64")]
+    pub dtype: String,
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Jet rows per chunk of the forward Laplacian.
+    #[arg(long)]
+    pub chunk_rows: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// One JSON object per measurement on stdout (JSON lines).
+    #[arg(long)]
+    pub json: bool,
+    /// Measure in this process even when there are several measurements.
+    #[arg(long)]
+    pub no_isolate: bool,
+}
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Measurement {
+    pub method: String,
+    pub dim: usize,
+    pub batch: usize,
+    pub widths: Vec<usize>,
+    pub dtype: String,
+    pub device: String,
+    /// Mean seconds per call over the timed calls.
+    pub seconds: f64,
+    pub min_seconds: f64,
+    /// Heap high-water mark during warm-up and timed calls (bytes).
+    pub peak_bytes: usize,
+    /// Floating-point operations of the method's matrix products per call.
+    pub gemm_flop: f64,
+    pub gflops: f64,
+}
+
+const METHODS: &[&str] = &["forward", "autodiff", "gemm"];
+
+pub fn run(a: LaplacianArgs) -> anyhow::Result<()> {
+    let dims: Vec<usize> = match (&a.dim, &a.dims) {
+        (Some(_), Some(_)) => bail!("give either --dim or --dims, not both"),
+        (Some(d), None) => vec![*d],
+        (None, Some(s)) => parse_list("dims", s)?,
+        (None, None) => vec![100],
+    };
+    if let Some(d) = dims.iter().find(|&&d| d == 0) {
+        bail!("`--dims` entries must be positive. Got {d}.");
+    }
+    let methods: Vec<&str> = match a.method.as_str() {
+        "all" => METHODS.to_vec(),
+        m if METHODS.contains(&m) => vec![m],
+        m => bail!("`--method` must be one of forward, autodiff, gemm, all. Got `{m}`."),
+    };
+    let hidden: Vec<usize> = parse_list("widths", &a.widths)?;
+    if a.batch == 0 {
+        bail!("`--batch` must be at least 1. Got 0.");
+    }
+    if a.repeats == 0 {
+        bail!("`--repeats` must be at least 1. Got 0.");
+    }
+    let dtype: DType = a.dtype.parse()?;
+    super::train::backend_for(a.device.parse()?)?;
+    let many = dims.len() * methods.len() > 1;
+    let mut results = Vec::new();
+    for &d in &dims {
+        let mut widths = vec![d];
+        widths.extend(&hidden);
+        widths.push(1);
+        Mlp::new(&widths)?;
+        for &m in &methods {
+            let r = if many && !a.no_isolate {
+                measure_in_child(&a, d, m)?
+            } else {
+                match dtype {
+                    DType::F64 => {
+                        measure::<f64>(m, &widths, a.batch, a.repeats, a.chunk_rows, a.seed)?
+                    }
+                    DType::F32 => {
+                        measure::<f32>(m, &widths, a.batch, a.repeats, a.chunk_rows, a.seed)?
+                    }
+                }
+            };
+            if a.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                if results.is_empty() {
+                    println!(
+                        "{:<9} {:>5} {:>6} {:>11} {:>11} {:>12} {:>9}",
+                        "method", "D", "N", "seconds", "min s", "peak MiB", "GFLOP/s"
+                    );
+                }
+                println!(
+                    "{:<9} {:>5} {:>6} {:>11.4} {:>11.4} {:>12.1} {:>9.1}",
+                    r.method,
+                    r.dim,
+                    r.batch,
+                    r.seconds,
+                    r.min_seconds,
+                    r.peak_bytes as f64 / (1 << 20) as f64,
+                    r.gflops
+                );
+            }
+            results.push(r);
+        }
+    }
+    Ok(())
+}
+
+fn measure_in_child(a: &LaplacianArgs, dim: usize, method: &str) -> anyhow::Result<Measurement> {
+    let exe = std::env::current_exe().context("locating the kfac-pinn executable")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args([
+        "laplacian",
+        "--no-isolate",
+        "--json",
+        "--dim",
+        &dim.to_string(),
+        "--method",
+        method,
+    ]);
+    cmd.args([
+        "--widths",
+        &a.widths,
+        "--batch",
+        &a.batch.to_string(),
+        "--repeats",
+        &a.repeats.to_string(),
+    ]);
+    cmd.args([
+        "--dtype",
+        &a.dtype,
+        "--device",
+        &a.device,
+        "--seed",
+        &a.seed.to_string(),
+    ]);
+    if let Some(c) = a.chunk_rows {
+        cmd.args(["--chunk-rows", &c.to_string()]);
+    }
+    let out = cmd.output().context("running the measurement process")?;
+    if !out.status.success() {
+        bail!(
+            "measurement {method} D={dim} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let text = String::from_utf8(out.stdout)?;
+    let line = text
+        .lines()
+        .last()
+        .context("measurement process printed nothing")?;
+    Ok(serde_json::from_str(line)?)
+}
+
+/// Matrix-product FLOPs of the forward Laplacian for a batch (first layer as values only).
+fn forward_flop(widths: &[usize], n: usize) -> f64 {
+    let d = widths[0];
+    let s = d + 2;
+    let mut f = 2.0 * (n * d * widths[1]) as f64;
+    for l in 1..widths.len() - 1 {
+        f += 2.0 * (n * s * widths[l] * widths[l + 1]) as f64;
+    }
+    f
+}
+
+/// Matrix-product FLOPs of the autodiff baseline: forward over (1 + D)·N rows, and the
+/// reverse sweep (cotangent and its tangents) over the same rows.
+fn autodiff_flop(widths: &[usize], n: usize) -> f64 {
+    let rows = (1 + widths[0]) * n;
+    let per: usize = widths.windows(2).map(|w| w[0] * w[1]).sum();
+    2.0 * 2.0 * (rows * per) as f64
+}
+
+pub fn measure<T: Real>(
+    method: &str,
+    widths: &[usize],
+    n: usize,
+    repeats: usize,
+    chunk_rows: Option<usize>,
+    seed: u64,
+) -> anyhow::Result<Measurement> {
+    let be = Cpu;
+    let mlp = Mlp::new(widths)?;
+    let d = mlp.input_dim();
+    let params = be.upload(&convert::<f64, T>(&mlp.init::<f64>(seed)))?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xda7a);
+    let x: Vec<f64> = (0..n * d).map(|_| rng.random::<f64>()).collect();
+    let x = be.upload(&convert::<f64, T>(&x))?;
+    mem::reset_peak();
+    let mut times = Vec::with_capacity(repeats);
+    let flop = match method {
+        "forward" => {
+            let mut eng = JetEngine::<Cpu, T>::new(
+                be,
+                mlp.clone(),
+                JetKind::Full(Operator::laplacian(d)),
+                chunk_rows,
+            )?;
+            for i in 0..=repeats {
+                let t = Instant::now();
+                let y = eng.forward(&params, &x, n)?;
+                std::hint::black_box(&y);
+                if i > 0 {
+                    times.push(t.elapsed().as_secs_f64());
+                }
+            }
+            forward_flop(widths, n)
+        }
+        "autodiff" => {
+            let mut ad = Autodiff::<Cpu, T>::new(be, mlp.clone())?;
+            for i in 0..=repeats {
+                let t = Instant::now();
+                let der = ad.derivatives(&params, &x, n)?;
+                std::hint::black_box(der.laplacian());
+                if i > 0 {
+                    times.push(t.elapsed().as_secs_f64());
+                }
+            }
+            autodiff_flop(widths, n)
+        }
+        "gemm" => {
+            // exactly the products of the forward Laplacian, same chunking, no jet kernels
+            let s = d + 2;
+            let chunk = (chunk_rows.unwrap_or(DEFAULT_CHUNK_ROWS) / s).max(1);
+            let hmax = *widths[1..].iter().max().unwrap();
+            let mut b0 = be.alloc::<T>(chunk * s * hmax)?;
+            let mut b1 = be.alloc::<T>(chunk * s * hmax)?;
+            for i in 0..=repeats {
+                let t = Instant::now();
+                let mut first = 0;
+                while first < n {
+                    let c = chunk.min(n - first);
+                    let l0 = mlp.layer(0);
+                    be.gemm(
+                        T::ONE,
+                        &x,
+                        Lay::at(first * d, c, d),
+                        Tr::N,
+                        &params,
+                        Lay::at(l0.w_off, l0.fan_out, l0.fan_in),
+                        Tr::T,
+                        T::ZERO,
+                        &mut b0,
+                        Lay::dense(c, l0.fan_out),
+                    )?;
+                    for l in 1..mlp.num_layers() {
+                        let lay = mlp.layer(l);
+                        let (src, dst) = if l % 2 == 1 {
+                            (&b0, &mut b1)
+                        } else {
+                            (&b1, &mut b0)
+                        };
+                        be.gemm(
+                            T::ONE,
+                            src,
+                            Lay::dense(c * s, lay.fan_in),
+                            Tr::N,
+                            &params,
+                            Lay::at(lay.w_off, lay.fan_out, lay.fan_in),
+                            Tr::T,
+                            T::ZERO,
+                            dst,
+                            Lay::dense(c * s, lay.fan_out),
+                        )?;
+                    }
+                    first += c;
+                }
+                if i > 0 {
+                    times.push(t.elapsed().as_secs_f64());
+                }
+            }
+            forward_flop(widths, n)
+        }
+        m => bail!("unknown method `{m}`"),
+    };
+    let peak = mem::peak_bytes();
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    let min = times.iter().cloned().fold(f64::INFINITY, f64::min);
+    Ok(Measurement {
+        method: method.to_string(),
+        dim: d,
+        batch: n,
+        widths: widths.to_vec(),
+        dtype: T::DTYPE.name().into(),
+        device: be.name(),
+        seconds: mean,
+        min_seconds: min,
+        peak_bytes: if mem::is_installed() { peak } else { 0 },
+        gemm_flop: flop,
+        gflops: flop / mean / 1e9,
+    })
+}

@@ -1,0 +1,137 @@
+//! The command-line interface (clap + anyhow live only here and in main.rs).
+//!
+//! `train`, `problems`, `presets`, `laplacian`. Each subcommand validates its input and
+//! turns library errors into messages that name the bad value.
+
+mod laplacian;
+mod train;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kfac-pinn",
+    version,
+    allow_negative_numbers = true,
+    about = "Train physics-informed neural networks with KFAC, KFAC*, ENGD, HIG and friends"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Train a network on a problem.
+    #[command(allow_negative_numbers = true)]
+    Train(Box<train::TrainArgs>),
+    /// List the built-in problems with their dimensions and solutions.
+    Problems,
+    /// List the presets (the paper's tuned runs).
+    Presets,
+    /// Time the Laplacian of an MLP: forward Laplacian vs nested autodiff (and bare GEMMs).
+    #[command(allow_negative_numbers = true)]
+    Laplacian(laplacian::LaplacianArgs),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Train(a) => train::run(*a),
+        Command::Problems => {
+            list_problems();
+            Ok(())
+        }
+        Command::Presets => {
+            list_presets();
+            Ok(())
+        }
+        Command::Laplacian(a) => laplacian::run(a),
+    }
+}
+
+fn list_problems() {
+    use crate::pde::{problem, problem_names, ProblemOptions};
+    println!(
+        "{:<22} {:>4} {:>4}  {:<28} {:>12}  equation and solution",
+        "problem", "dim", "out", "default net", "points"
+    );
+    for name in problem_names() {
+        let Ok(p) = problem(name, &ProblemOptions::default()) else {
+            continue;
+        };
+        let s = p.setup();
+        let net = s
+            .widths
+            .iter()
+            .map(|w| w.to_string())
+            .collect::<Vec<_>>()
+            .join("-");
+        let pts = s
+            .points
+            .iter()
+            .map(|w| w.to_string())
+            .collect::<Vec<_>>()
+            .join("/");
+        println!(
+            "{:<22} {:>4} {:>4}  {:<28} {:>12}  {}",
+            name,
+            p.dim(),
+            p.out_dim(),
+            net,
+            pts,
+            p.summary()
+        );
+    }
+}
+
+fn list_presets() {
+    println!(
+        "{:<28} {:<20} {:<22} {:>9} {:>10} {:>8}  optimizers (paper's final L2)",
+        "preset", "problem", "net", "params", "points", "seconds"
+    );
+    for p in crate::presets::all() {
+        let net = p
+            .widths
+            .iter()
+            .map(|w| w.to_string())
+            .collect::<Vec<_>>()
+            .join("-");
+        let pts = p
+            .points
+            .iter()
+            .map(|w| w.to_string())
+            .collect::<Vec<_>>()
+            .join("/");
+        let opts: Vec<String> = p
+            .optimizers
+            .iter()
+            .map(|o| match o.paper_l2 {
+                Some(l) => format!("{} ({l:.1e})", o.name),
+                None => o.name.to_string(),
+            })
+            .collect();
+        println!(
+            "{:<28} {:<20} {:<22} {:>9} {:>10} {:>8}  {}",
+            p.name,
+            p.problem,
+            net,
+            p.params(),
+            pts,
+            p.seconds,
+            opts.join(", ")
+        );
+    }
+}
+
+/// Parse "a,b,c" into numbers, naming the flag in errors.
+pub(crate) fn parse_list<T: std::str::FromStr>(flag: &str, s: &str) -> anyhow::Result<Vec<T>> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse::<T>().map_err(|_| {
+                anyhow::anyhow!("`--{flag}` must be a comma-separated list of numbers. Got `{s}`.")
+            })
+        })
+        .collect()
+}

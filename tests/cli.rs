@@ -1,0 +1,125 @@
+//! The binary: JSON output of `train` and `laplacian`, listings, and clear errors (exit
+//! status 1, never a panic) for bad input.
+
+use std::process::Command;
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kfac-pinn"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn train_json_has_the_summary_fields() {
+    let (code, out, err) = run(&[
+        "train",
+        "--steps",
+        "3",
+        "--points",
+        "40,10",
+        "--eval-points",
+        "50",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    for k in ["l2_abs", "l2_rel", "loss", "steps", "seconds"] {
+        assert!(v.get(k).is_some(), "missing {k} in {out}");
+    }
+    assert_eq!(v["steps"], 3);
+    assert_eq!(v["problem"], "poisson2d");
+}
+
+#[test]
+fn laplacian_json_one_object_per_measurement() {
+    let (code, out, err) = run(&[
+        "laplacian",
+        "--dim",
+        "3",
+        "--widths",
+        "8,8",
+        "--batch",
+        "16",
+        "--repeats",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 3);
+    for r in &rows {
+        for k in ["method", "dim", "batch", "seconds", "peak_bytes"] {
+            assert!(r.get(k).is_some(), "missing {k}");
+        }
+        assert_eq!(r["dim"], 3);
+        assert!(r["peak_bytes"].as_u64().unwrap() > 0);
+    }
+}
+
+#[test]
+fn listings() {
+    let (code, out, _) = run(&["problems"]);
+    assert_eq!(code, 0);
+    for p in ["poisson2d", "heat4d", "log-fokker-planck9d", "poisson100d"] {
+        assert!(out.contains(p), "{p} missing from\n{out}");
+    }
+    let (code, out, _) = run(&["presets"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("poisson2d-257") && out.contains("heat4d-10065"));
+}
+
+#[test]
+fn bad_input_is_a_clear_error_not_a_panic() {
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["train", "--problem", "poisson3d"],
+            &["poisson3d", "poisson2d"],
+        ),
+        (
+            &["train", "--optimizer", "rmsprop", "--steps", "1"],
+            &["rmsprop", "adam"],
+        ),
+        (
+            &["train", "--widths", "2,0,1", "--steps", "1"],
+            &["widths[1]", "Got 0"],
+        ),
+        (
+            &["train", "--widths", "3,8,1", "--steps", "1"],
+            &["2 input dimensions"],
+        ),
+        (&["train", "--lr", "nan", "--steps", "1"], &["lr", "NaN"]),
+        (&["train", "--lr", "-1", "--steps", "1"], &["lr", "-1"]),
+        (&["train", "--seconds", "0"], &["seconds", "Got 0"]),
+        (&["train", "--points", "10,x"], &["points", "10,x"]),
+        (
+            &["train", "--points", "10", "--steps", "1"],
+            &["points", "one per term"],
+        ),
+        (&["train", "--dtype", "f16"], &["dtype", "f16"]),
+        (&["train", "--device", "tpu"], &["device", "tpu"]),
+        (
+            &["train", "--preset", "nope"],
+            &["preset", "nope", "poisson2d-257"],
+        ),
+        (&["laplacian", "--dims", "0,10"], &["dims", "Got 0"]),
+        (&["laplacian", "--method", "magic"], &["method", "magic"]),
+    ];
+    for (args, needles) in cases {
+        let (code, _, err) = run(args);
+        // 1: our errors; 2: clap's usage errors; 101 would be a panic
+        assert!(code == 1 || code == 2, "{args:?} exited with {code}: {err}");
+        assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+        for n in *needles {
+            assert!(err.contains(n), "{args:?}: `{n}` not in error: {err}");
+        }
+    }
+}

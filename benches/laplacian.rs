@@ -23,12 +23,23 @@ fn bench(c: &mut Criterion) {
         let x: Vec<f64> = (0..n * d).map(|_| rng.random()).collect();
         let x = Cpu.upload(&x).unwrap();
         let s = (d + 2) as u64;
-        let flop: u64 = 2 * (n as u64) * (d as u64 * 256 + s * (256 * 256 + 256 * 128 + 128 * 128 + 128));
+        let flop: u64 =
+            2 * (n as u64) * (d as u64 * 256 + s * (256 * 256 + 256 * 128 + 128 * 128 + 128));
         g.throughput(Throughput::Elements(flop));
-        let mut eng = JetEngine::<Cpu, f64>::new(Cpu, mlp.clone(), JetKind::Full(Operator::laplacian(d)), None).unwrap();
-        g.bench_with_input(BenchmarkId::new("forward", d), &d, |b, _| b.iter(|| eng.forward(&p, &x, n).unwrap()));
+        let mut eng = JetEngine::<Cpu, f64>::new(
+            Cpu,
+            mlp.clone(),
+            JetKind::Full(Operator::laplacian(d)),
+            None,
+        )
+        .unwrap();
+        g.bench_with_input(BenchmarkId::new("forward", d), &d, |b, _| {
+            b.iter(|| eng.forward(&p, &x, n).unwrap())
+        });
         let mut ad = Autodiff::<Cpu, f64>::new(Cpu, mlp.clone()).unwrap();
-        g.bench_with_input(BenchmarkId::new("autodiff", d), &d, |b, _| b.iter(|| ad.derivatives(&p, &x, n).unwrap()));
+        g.bench_with_input(BenchmarkId::new("autodiff", d), &d, |b, _| {
+            b.iter(|| ad.derivatives(&p, &x, n).unwrap())
+        });
     }
     g.finish();
 }

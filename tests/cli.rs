@@ -123,3 +123,86 @@ fn bad_input_is_a_clear_error_not_a_panic() {
         }
     }
 }
+
+#[test]
+fn save_then_eval_matches_autodiff() {
+    use kfac_pinn::autodiff::Autodiff;
+    use kfac_pinn::backend::cpu::Cpu;
+    use kfac_pinn::io::npy;
+    let dir = std::env::temp_dir().join(format!("kfac-pinn-cli-eval-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("m.safetensors");
+    let (code, _, err) = run(&[
+        "train",
+        "--steps",
+        "2",
+        "--points",
+        "30,10",
+        "--eval-points",
+        "20",
+        "--quiet",
+        "--save",
+        model.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    // saving again without --force is refused before training starts
+    let (code, _, err) = run(&[
+        "train",
+        "--steps",
+        "2",
+        "--quiet",
+        "--save",
+        model.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--force"), "{err}");
+    let x: Vec<f64> = (0..14).map(|i| (i as f64 * 0.37).sin().abs()).collect();
+    let pts = dir.join("x.npy");
+    std::fs::write(&pts, npy::encode(7, 2, &x)).unwrap();
+    let out = dir.join("y.npy");
+    let (code, _, err) = run(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--points",
+        pts.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let y = npy::read(&out).unwrap();
+    assert_eq!((y.rows, y.cols), (7, 4));
+    let m = kfac_pinn::model::io::load(&model).unwrap();
+    let der = Autodiff::<Cpu, f64>::new(Cpu, m.mlp.clone())
+        .unwrap()
+        .derivatives(&m.params, &x, 7)
+        .unwrap();
+    let lap = der.laplacian();
+    for (i, &li) in lap.iter().enumerate() {
+        let want = [der.u[i], der.grad[i * 2], der.grad[i * 2 + 1], li];
+        for (c, &w) in want.iter().enumerate() {
+            let g = y.data[i * 4 + c];
+            assert!(
+                (g - w).abs() <= 1e-10 * (1.0 + w.abs()),
+                "row {i} col {c}: {g} vs {w}"
+            );
+        }
+    }
+    // dimension mismatch between model and points
+    std::fs::write(&pts, npy::encode(2, 3, &[0.0; 6])).unwrap();
+    let (code, _, err) = run(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--points",
+        pts.to_str().unwrap(),
+        "--out",
+        dir.join("z.npy").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("3 columns") && err.contains("takes 2 inputs"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}

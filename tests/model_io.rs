@@ -13,13 +13,26 @@ fn round_trip_is_bit_exact() {
     let p: Vec<f64> = mlp.init(4);
     let dir = std::env::temp_dir().join(format!("kfac-pinn-model-{}", std::process::id()));
     let path = dir.join("m.safetensors");
-    save(&path, &mlp, &p, false, &[("problem", "poisson2d".into())], false).unwrap();
+    save(
+        &path,
+        &mlp,
+        &p,
+        false,
+        &[("problem", "poisson2d".into())],
+        false,
+    )
+    .unwrap();
     let m = load(&path).unwrap();
     assert_eq!(m.mlp, mlp);
-    assert_eq!(m.params.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), p.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+    assert_eq!(
+        m.params.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        p.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
     assert_eq!(m.metadata["problem"], "poisson2d");
     // no overwrite without force
-    let e = save(&path, &mlp, &p, false, &[], false).unwrap_err().to_string();
+    let e = save(&path, &mlp, &p, false, &[], false)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("--force"), "{e}");
     save(&path, &mlp, &p, true, &[], true).unwrap();
     let m = load(&path).unwrap();
@@ -39,10 +52,22 @@ fn pytorch_style_file_loads() {
     let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     let (bw0, bb0, bw2, bb2) = (bytes(&w0), bytes(&b0), bytes(&w2), bytes(&b2));
     let views = vec![
-        ("net.0.weight".to_string(), TensorView::new(Dtype::F32, vec![4, 2], &bw0).unwrap()),
-        ("net.0.bias".to_string(), TensorView::new(Dtype::F32, vec![4], &bb0).unwrap()),
-        ("net.2.weight".to_string(), TensorView::new(Dtype::F32, vec![1, 4], &bw2).unwrap()),
-        ("net.2.bias".to_string(), TensorView::new(Dtype::F32, vec![1], &bb2).unwrap()),
+        (
+            "net.0.weight".to_string(),
+            TensorView::new(Dtype::F32, vec![4, 2], &bw0).unwrap(),
+        ),
+        (
+            "net.0.bias".to_string(),
+            TensorView::new(Dtype::F32, vec![4], &bb0).unwrap(),
+        ),
+        (
+            "net.2.weight".to_string(),
+            TensorView::new(Dtype::F32, vec![1, 4], &bw2).unwrap(),
+        ),
+        (
+            "net.2.bias".to_string(),
+            TensorView::new(Dtype::F32, vec![1], &bb2).unwrap(),
+        ),
     ];
     let file = safetensors::serialize(views, None::<HashMap<String, String>>).unwrap();
     let m = from_bytes(Path::new("torch.safetensors"), &file).unwrap();
@@ -62,7 +87,10 @@ fn pytorch_style_file_loads() {
 fn bad_files_are_clear_errors() {
     let p = Path::new("bad.safetensors");
     let e = from_bytes(p, b"garbage").unwrap_err().to_string();
-    assert!(e.contains("bad.safetensors") && e.contains("not a valid safetensors"), "{e}");
+    assert!(
+        e.contains("bad.safetensors") && e.contains("not a valid safetensors"),
+        "{e}"
+    );
     let mlp = Mlp::new(&[2, 3, 1]).unwrap();
     let mut b = to_bytes(&mlp, &mlp.init::<f64>(0), false, &[]).unwrap();
     b.truncate(b.len() - 5);
@@ -73,10 +101,22 @@ fn bad_files_are_clear_errors() {
     let w2 = vec![0u8; 8 * 5];
     let b2 = vec![0u8; 8];
     let views = vec![
-        ("0.weight".to_string(), TensorView::new(Dtype::F64, vec![3, 2], &w).unwrap()),
-        ("0.bias".to_string(), TensorView::new(Dtype::F64, vec![3], &bias).unwrap()),
-        ("2.weight".to_string(), TensorView::new(Dtype::F64, vec![1, 5], &w2).unwrap()),
-        ("2.bias".to_string(), TensorView::new(Dtype::F64, vec![1], &b2).unwrap()),
+        (
+            "0.weight".to_string(),
+            TensorView::new(Dtype::F64, vec![3, 2], &w).unwrap(),
+        ),
+        (
+            "0.bias".to_string(),
+            TensorView::new(Dtype::F64, vec![3], &bias).unwrap(),
+        ),
+        (
+            "2.weight".to_string(),
+            TensorView::new(Dtype::F64, vec![1, 5], &w2).unwrap(),
+        ),
+        (
+            "2.bias".to_string(),
+            TensorView::new(Dtype::F64, vec![1], &b2).unwrap(),
+        ),
     ];
     let file = safetensors::serialize(views, None::<HashMap<String, String>>).unwrap();
     let e = from_bytes(p, &file).unwrap_err().to_string();

@@ -3,6 +3,7 @@
 //! `train`, `problems`, `presets`, `laplacian`. Each subcommand validates its input and
 //! turns library errors into messages that name the bad value.
 
+pub mod eval;
 mod laplacian;
 mod train;
 
@@ -25,6 +26,8 @@ pub enum Command {
     /// Train a network on a problem.
     #[command(allow_negative_numbers = true)]
     Train(Box<train::TrainArgs>),
+    /// Evaluate a model file at points: u, ∇u and Δu (NumPy .npy in and out).
+    Eval(eval::EvalArgs),
     /// List the built-in problems with their dimensions and solutions.
     Problems,
     /// List the presets (the paper's tuned runs).
@@ -46,6 +49,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Laplacian(a) => laplacian::run(a),
+        Command::Eval(a) => eval::run(a),
     }
 }
 

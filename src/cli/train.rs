@@ -111,6 +111,15 @@ pub struct TrainArgs {
     /// Jet rows per chunk (memory/speed trade-off of the forward Laplacian).
     #[arg(long)]
     pub chunk_rows: Option<usize>,
+    /// Write the trained model here (safetensors, architecture in the metadata).
+    #[arg(long)]
+    pub save: Option<PathBuf>,
+    /// Start from the parameters in this model file instead of a fresh initialisation.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Overwrite existing output files (log, model).
+    #[arg(long)]
+    pub force: bool,
     /// Print the final summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -132,6 +141,9 @@ pub struct Resolved {
     pub dtype: DType,
     pub device: DeviceKind,
     pub log: Option<PathBuf>,
+    pub save: Option<PathBuf>,
+    pub init: Option<PathBuf>,
+    pub force: bool,
 }
 
 fn overlay(base: &mut OptimizerConfig, a: &TrainArgs) {
@@ -256,11 +268,30 @@ pub fn resolve(a: &TrainArgs) -> anyhow::Result<Resolved> {
         dtype: a.dtype.parse()?,
         device: a.device.parse()?,
         log: a.log.clone(),
+        save: a.save.clone(),
+        init: a.init.clone(),
+        force: a.force,
     })
 }
 
 pub fn run(a: TrainArgs) -> anyhow::Result<()> {
-    let r = resolve(&a)?;
+    let mut r = resolve(&a)?;
+    // outputs are checked before any work is done
+    for p in r.log.iter().chain(r.save.iter()) {
+        crate::io::check_overwrite(p, r.force)?;
+    }
+    if let Some(path) = &r.init {
+        let m = crate::model::io::load(path)?;
+        if a.widths.is_some() && m.mlp.widths() != r.widths.as_slice() {
+            bail!(
+                "`--widths` {:?} conflicts with the model file {} ({})",
+                r.widths,
+                path.display(),
+                m.mlp
+            );
+        }
+        r.widths = m.mlp.widths().to_vec();
+    }
     let summary = match r.dtype {
         DType::F64 => train_on::<f64>(&r)?,
         DType::F32 => train_on::<f32>(&r)?,
@@ -294,7 +325,10 @@ fn train_on<T: Real>(r: &Resolved) -> anyhow::Result<Summary> {
     let be = backend_for(r.device)?;
     let prob = problem(&r.problem, &r.problem_opts)?;
     let mlp = Mlp::new(&r.widths)?;
-    let params: Vec<f64> = mlp.init(r.seed);
+    let params: Vec<f64> = match &r.init {
+        Some(path) => crate::model::io::load(path)?.params,
+        None => mlp.init(r.seed),
+    };
     let opt = optim::build::<Cpu, T>(&r.optimizer, &r.opt_cfg, &be, mlp.num_params())
         .with_context(|| format!("optimizer `{}`", r.optimizer))?;
     let mut trainer = Trainer::new(be, Arc::clone(&prob), mlp, &params, opt, r.opts.clone())?;
@@ -313,7 +347,25 @@ fn train_on<T: Real>(r: &Resolved) -> anyhow::Result<Summary> {
             eprintln!("\nstopping after this step (Ctrl-C again to abort)");
         });
     }
-    Ok(trainer.run(log.as_mut(), &stop)?)
+    let summary = trainer.run(log.as_mut(), &stop)?;
+    if let Some(path) = &r.save {
+        let meta = [
+            ("problem", r.problem.clone()),
+            ("optimizer", r.optimizer.clone()),
+            ("steps", summary.steps.to_string()),
+            ("l2_abs", format!("{:e}", summary.l2_abs)),
+        ];
+        crate::model::io::save(
+            path,
+            trainer.obj.mlp(),
+            &trainer.params_host()?,
+            T::DTYPE == DType::F32,
+            &meta,
+            true,
+        )?;
+        eprintln!("saved the model to {}", path.display());
+    }
+    Ok(summary)
 }
 
 fn report(s: &Summary, json: bool) -> anyhow::Result<()> {

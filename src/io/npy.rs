@@ -14,7 +14,10 @@ pub struct Array2 {
 }
 
 fn bad(path: &Path, msg: impl Into<String>) -> Error {
-    Error::Format { path: path.display().to_string(), msg: msg.into() }
+    Error::Format {
+        path: path.display().to_string(),
+        msg: msg.into(),
+    }
 }
 
 /// Parse `.npy` bytes (`path` only names the source in errors).
@@ -29,11 +32,16 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Array2> {
             if bytes.len() < 12 {
                 return Err(bad(path, "truncated header"));
             }
-            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
+            (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            )
         }
         v => return Err(bad(path, format!("unsupported .npy version {v}"))),
     };
-    let header = bytes.get(start..start + hlen).ok_or_else(|| bad(path, "truncated header"))?;
+    let header = bytes
+        .get(start..start + hlen)
+        .ok_or_else(|| bad(path, "truncated header"))?;
     let header = std::str::from_utf8(header).map_err(|_| bad(path, "header is not text"))?;
     let field = |key: &str| -> Option<&str> {
         let i = header.find(&format!("'{key}'"))?;
@@ -47,34 +55,68 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Array2> {
     } else if descr.starts_with("'<f4'") {
         4
     } else {
-        return Err(bad(path, format!("dtype {} not supported; expected little-endian float64 ('<f8') or float32 ('<f4')", descr.split(',').next().unwrap_or(""))));
+        return Err(bad(
+            path,
+            format!(
+                "dtype {} not supported; expected little-endian float64 ('<f8') or float32 ('<f4')",
+                descr.split(',').next().unwrap_or("")
+            ),
+        ));
     };
-    let fortran = field("fortran_order").ok_or_else(|| bad(path, "header has no 'fortran_order'"))?;
+    let fortran =
+        field("fortran_order").ok_or_else(|| bad(path, "header has no 'fortran_order'"))?;
     if fortran.starts_with("True") {
-        return Err(bad(path, "Fortran-ordered arrays are not supported; save with np.ascontiguousarray"));
+        return Err(bad(
+            path,
+            "Fortran-ordered arrays are not supported; save with np.ascontiguousarray",
+        ));
     }
     let shape = field("shape").ok_or_else(|| bad(path, "header has no 'shape'"))?;
-    let inner = shape.strip_prefix('(').and_then(|s| s.split(')').next()).ok_or_else(|| bad(path, "malformed shape"))?;
+    let inner = shape
+        .strip_prefix('(')
+        .and_then(|s| s.split(')').next())
+        .ok_or_else(|| bad(path, "malformed shape"))?;
     let dims: Vec<usize> = inner
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|_| bad(path, format!("malformed shape ({inner})"))))
+        .map(|s| {
+            s.parse::<usize>()
+                .map_err(|_| bad(path, format!("malformed shape ({inner})")))
+        })
         .collect::<Result<_>>()?;
     let (rows, cols) = match dims.as_slice() {
         [n] => (*n, 1),
         [n, d] => (*n, *d),
-        _ => return Err(bad(path, format!("expected a 1-d or 2-d array, got shape ({inner})"))),
+        _ => {
+            return Err(bad(
+                path,
+                format!("expected a 1-d or 2-d array, got shape ({inner})"),
+            ))
+        }
     };
     let body = &bytes[start + hlen..];
-    let n = rows.checked_mul(cols).ok_or_else(|| bad(path, "shape overflows"))?;
+    let n = rows
+        .checked_mul(cols)
+        .ok_or_else(|| bad(path, "shape overflows"))?;
     if body.len() != n * size {
-        return Err(bad(path, format!("shape ({inner}) needs {} data bytes, the file has {}", n * size, body.len())));
+        return Err(bad(
+            path,
+            format!(
+                "shape ({inner}) needs {} data bytes, the file has {}",
+                n * size,
+                body.len()
+            ),
+        ));
     }
     let data = if size == 8 {
-        body.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()
+        body.chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+            .collect()
     } else {
-        body.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect()
+        body.chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+            .collect()
     };
     Ok(Array2 { rows, cols, data })
 }
@@ -86,8 +128,13 @@ pub fn read(path: &Path) -> Result<Array2> {
 
 /// Encode a `rows × cols` f64 array as `.npy` (version 1.0).
 pub fn encode(rows: usize, cols: usize, data: &[f64]) -> Vec<u8> {
-    assert_eq!(rows * cols, data.len(), "npy::encode: shape does not match the data");
-    let mut header = format!("{{'descr': '<f8', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    assert_eq!(
+        rows * cols,
+        data.len(),
+        "npy::encode: shape does not match the data"
+    );
+    let mut header =
+        format!("{{'descr': '<f8', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
     // pad so that the data starts at a multiple of 64 bytes, header ends with '\n'
     let total = 10 + header.len() + 1;
     header.push_str(&" ".repeat((64 - total % 64) % 64));
@@ -133,7 +180,10 @@ mod tests {
     #[test]
     fn malformed_files_are_clear_errors() {
         let p = Path::new("bad.npy");
-        assert!(parse(p, b"hello").unwrap_err().to_string().contains("not a .npy"));
+        assert!(parse(p, b"hello")
+            .unwrap_err()
+            .to_string()
+            .contains("not a .npy"));
         let mut b = encode(2, 2, &[1.0, 2.0, 3.0, 4.0]);
         b.truncate(b.len() - 3);
         let e = parse(p, &b).unwrap_err().to_string();

@@ -22,7 +22,10 @@ pub struct ModelFile {
 }
 
 fn bad(path: &Path, msg: impl Into<String>) -> Error {
-    Error::Format { path: path.display().to_string(), msg: msg.into() }
+    Error::Format {
+        path: path.display().to_string(),
+        msg: msg.into(),
+    }
 }
 
 /// Serialise to safetensors bytes, in f64 or f32 (`f32 = true`).
@@ -37,54 +40,101 @@ pub fn to_bytes(mlp: &Mlp, params: &[f64], f32: bool, extra: &[(&str, String)]) 
                 xs.iter().flat_map(|v| v.to_le_bytes()).collect()
             }
         };
-        bufs.push((format!("{}.weight", 2 * l), vec![lay.fan_out, lay.fan_in], enc(&params[lay.w_off..lay.b_off])));
-        bufs.push((format!("{}.bias", 2 * l), vec![lay.fan_out], enc(&params[lay.b_off..lay.b_off + lay.fan_out])));
+        bufs.push((
+            format!("{}.weight", 2 * l),
+            vec![lay.fan_out, lay.fan_in],
+            enc(&params[lay.w_off..lay.b_off]),
+        ));
+        bufs.push((
+            format!("{}.bias", 2 * l),
+            vec![lay.fan_out],
+            enc(&params[lay.b_off..lay.b_off + lay.fan_out]),
+        ));
     }
     let dtype = if f32 { Dtype::F32 } else { Dtype::F64 };
     let views: Vec<(String, TensorView<'_>)> = bufs
         .iter()
         .map(|(n, s, b)| TensorView::new(dtype, s.clone(), b).map(|v| (n.clone(), v)))
         .collect::<std::result::Result<_, _>>()
-        .map_err(|e| Error::Format { path: "model".into(), msg: e.to_string() })?;
+        .map_err(|e| Error::Format {
+            path: "model".into(),
+            msg: e.to_string(),
+        })?;
     let mut meta: HashMap<String, String> = HashMap::new();
     meta.insert("format".into(), "pt".into());
-    meta.insert("kfac_pinn.widths".into(), mlp.widths().iter().map(|w| w.to_string()).collect::<Vec<_>>().join(","));
+    meta.insert(
+        "kfac_pinn.widths".into(),
+        mlp.widths()
+            .iter()
+            .map(|w| w.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+    );
     meta.insert("kfac_pinn.activation".into(), "tanh".into());
     for (k, v) in extra {
         meta.insert((*k).to_string(), v.clone());
     }
-    safetensors::serialize(views, Some(meta)).map_err(|e| Error::Format { path: "model".into(), msg: e.to_string() })
+    safetensors::serialize(views, Some(meta)).map_err(|e| Error::Format {
+        path: "model".into(),
+        msg: e.to_string(),
+    })
 }
 
 /// Write a model file atomically (refusing to overwrite unless `force`).
-pub fn save(path: &Path, mlp: &Mlp, params: &[f64], f32: bool, extra: &[(&str, String)], force: bool) -> Result<()> {
+pub fn save(
+    path: &Path,
+    mlp: &Mlp,
+    params: &[f64],
+    f32: bool,
+    extra: &[(&str, String)],
+    force: bool,
+) -> Result<()> {
     crate::io::check_overwrite(path, force)?;
     crate::io::write_atomic(path, &to_bytes(mlp, params, f32, extra)?)
 }
 
 /// Parse safetensors bytes (`path` names the source in errors).
 pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<ModelFile> {
-    let st = SafeTensors::deserialize(bytes).map_err(|e| bad(path, format!("not a valid safetensors file: {e}")))?;
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| bad(path, format!("not a valid safetensors file: {e}")))?;
     let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| bad(path, e.to_string()))?;
     let metadata = meta.metadata().clone().unwrap_or_default();
     if let Some(act) = metadata.get("kfac_pinn.activation") {
         if act != "tanh" {
-            return Err(bad(path, format!("activation `{act}` is not supported (only tanh)")));
+            return Err(bad(
+                path,
+                format!("activation `{act}` is not supported (only tanh)"),
+            ));
         }
     }
     // group tensors by layer index: "<prefix><idx>.weight|bias"
     let mut layers: Vec<(usize, Option<TensorView<'_>>, Option<TensorView<'_>>)> = Vec::new();
     let mut prefix: Option<String> = None;
     for (name, view) in st.tensors() {
-        let (stem, kind) = name.rsplit_once('.').ok_or_else(|| bad(path, format!("tensor `{name}` is not `<index>.weight` or `<index>.bias`")))?;
+        let (stem, kind) = name.rsplit_once('.').ok_or_else(|| {
+            bad(
+                path,
+                format!("tensor `{name}` is not `<index>.weight` or `<index>.bias`"),
+            )
+        })?;
         let (pre, idx) = match stem.rsplit_once('.') {
             Some((p, i)) => (format!("{p}."), i),
             None => (String::new(), stem),
         };
-        let idx: usize = idx.parse().map_err(|_| bad(path, format!("tensor `{name}`: `{idx}` is not a layer index")))?;
+        let idx: usize = idx.parse().map_err(|_| {
+            bad(
+                path,
+                format!("tensor `{name}`: `{idx}` is not a layer index"),
+            )
+        })?;
         match &prefix {
             None => prefix = Some(pre),
-            Some(p) if *p != pre => return Err(bad(path, format!("tensor `{name}` has prefix `{pre}`, others `{p}`"))),
+            Some(p) if *p != pre => {
+                return Err(bad(
+                    path,
+                    format!("tensor `{name}` has prefix `{pre}`, others `{p}`"),
+                ))
+            }
             _ => {}
         }
         let slot = match layers.iter_mut().find(|l| l.0 == idx) {
@@ -97,7 +147,12 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<ModelFile> {
         match kind {
             "weight" => slot.1 = Some(view),
             "bias" => slot.2 = Some(view),
-            k => return Err(bad(path, format!("tensor `{name}`: unexpected kind `{k}` (weight or bias)"))),
+            k => {
+                return Err(bad(
+                    path,
+                    format!("tensor `{name}`: unexpected kind `{k}` (weight or bias)"),
+                ))
+            }
         }
     }
     if layers.is_empty() {
@@ -107,19 +162,39 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<ModelFile> {
     let mut widths = Vec::new();
     let mut params = Vec::new();
     for (idx, w, b) in &layers {
-        let w = w.as_ref().ok_or_else(|| bad(path, format!("layer {idx} has a bias but no weight")))?;
-        let b = b.as_ref().ok_or_else(|| bad(path, format!("layer {idx} has a weight but no bias")))?;
+        let w = w
+            .as_ref()
+            .ok_or_else(|| bad(path, format!("layer {idx} has a bias but no weight")))?;
+        let b = b
+            .as_ref()
+            .ok_or_else(|| bad(path, format!("layer {idx} has a weight but no bias")))?;
         let (fo, fi) = match w.shape() {
             [o, i] => (*o, *i),
-            s => return Err(bad(path, format!("layer {idx} weight has shape {s:?}, expected [out, in]"))),
+            s => {
+                return Err(bad(
+                    path,
+                    format!("layer {idx} weight has shape {s:?}, expected [out, in]"),
+                ))
+            }
         };
         if b.shape() != [fo] {
-            return Err(bad(path, format!("layer {idx} bias has shape {:?}, expected [{fo}]", b.shape())));
+            return Err(bad(
+                path,
+                format!(
+                    "layer {idx} bias has shape {:?}, expected [{fo}]",
+                    b.shape()
+                ),
+            ));
         }
         match widths.last() {
             None => widths.extend([fi, fo]),
             Some(&prev) if prev == fi => widths.push(fo),
-            Some(&prev) => return Err(bad(path, format!("layer {idx} takes {fi} inputs but the previous layer gives {prev}"))),
+            Some(&prev) => {
+                return Err(bad(
+                    path,
+                    format!("layer {idx} takes {fi} inputs but the previous layer gives {prev}"),
+                ))
+            }
         }
         params.extend(decode(path, w)?);
         params.extend(decode(path, b)?);
@@ -128,20 +203,33 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<ModelFile> {
     if let Some(ws) = metadata.get("kfac_pinn.widths") {
         let declared = Mlp::parse(ws).map_err(|e| bad(path, format!("metadata widths: {e}")))?;
         if declared != mlp {
-            return Err(bad(path, format!("metadata says {declared}, tensors give {mlp}")));
+            return Err(bad(
+                path,
+                format!("metadata says {declared}, tensors give {mlp}"),
+            ));
         }
     }
     if let Some(i) = params.iter().position(|v| !v.is_finite()) {
         return Err(bad(path, format!("parameter {i} is {}", params[i])));
     }
-    Ok(ModelFile { mlp, params, metadata })
+    Ok(ModelFile {
+        mlp,
+        params,
+        metadata,
+    })
 }
 
 fn decode(path: &Path, v: &TensorView<'_>) -> Result<Vec<f64>> {
     let d = v.data();
     Ok(match v.dtype() {
-        Dtype::F64 => d.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
-        Dtype::F32 => d.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+        Dtype::F64 => d
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+        Dtype::F32 => d
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+            .collect(),
         t => return Err(bad(path, format!("dtype {t:?} not supported (F64 or F32)"))),
     })
 }

@@ -21,8 +21,25 @@ pub const DEFAULT_OPTIMIZER: &str = "adam";
 /// Default wall-clock budget of a bare `train` (seconds).
 const DEFAULT_SECONDS: f64 = 60.0;
 
-#[derive(Args, Debug, Default)]
+/// Every setting of a run. The same struct is read from TOML (`--config`, keys spelled
+/// like the flags) and from the command line; flags override the file.
+#[derive(Args, Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct TrainArgs {
+    /// Read settings from this TOML file (flags override it).
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Continue the run in this directory from its last checkpoint (its config.toml,
+    /// log and checkpoint); flags such as --steps/--seconds extend the budget.
+    #[arg(long)]
+    #[serde(skip)]
+    pub resume: Option<PathBuf>,
+    /// Run directory: config.toml (the resolved settings), log.csv,
+    /// checkpoint.safetensors and model.safetensors are written there.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub out: Option<PathBuf>,
     /// Problem name (see `kfac-pinn problems`). Default: poisson2d.
     #[arg(long)]
     pub problem: Option<String>,
@@ -93,21 +110,25 @@ pub struct TrainArgs {
     /// Write the training log (CSV: step, seconds, loss, l2_abs, l2_rel, lr) here.
     #[arg(long)]
     pub log: Option<PathBuf>,
-    /// Evaluate and log every K steps.
-    #[arg(long, default_value_t = 10)]
-    pub log_every: u64,
-    /// Seed of the network initialisation.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// Seed of the training and evaluation points.
-    #[arg(long, default_value_t = 0)]
-    pub data_seed: u64,
+    /// Evaluate and log every K steps (default 10).
+    #[arg(long)]
+    pub log_every: Option<u64>,
+    /// Checkpoint every K steps (with --out; default 100). A killed run loses at most
+    /// the steps since its last checkpoint.
+    #[arg(long)]
+    pub checkpoint_every: Option<u64>,
+    /// Seed of the network initialisation (default 1).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Seed of the training and evaluation points (default 0).
+    #[arg(long)]
+    pub data_seed: Option<u64>,
     /// f64 (default) or f32.
-    #[arg(long, default_value = "f64")]
-    pub dtype: String,
-    /// cpu, cuda or auto.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
+    #[arg(long)]
+    pub dtype: Option<String>,
+    /// cpu, cuda or auto (default).
+    #[arg(long)]
+    pub device: Option<String>,
     /// Jet rows per chunk (memory/speed trade-off of the forward Laplacian).
     #[arg(long)]
     pub chunk_rows: Option<usize>,
@@ -117,18 +138,77 @@ pub struct TrainArgs {
     /// Start from the parameters in this model file instead of a fresh initialisation.
     #[arg(long)]
     pub init: Option<PathBuf>,
-    /// Overwrite existing output files (log, model).
+    /// Overwrite existing output files (log, model, run directory).
     #[arg(long)]
+    #[serde(skip)]
     pub force: bool,
     /// Print the final summary as JSON on stdout.
     #[arg(long)]
+    #[serde(skip)]
     pub json: bool,
     /// No progress bar.
     #[arg(long)]
+    #[serde(skip)]
     pub quiet: bool,
 }
 
-/// Everything a run needs, resolved from flags and preset.
+impl TrainArgs {
+    /// Settings given here win over `base`'s.
+    pub fn over(self, base: TrainArgs) -> TrainArgs {
+        macro_rules! pick {
+            ($($f:ident),*) => { TrainArgs { $( $f: self.$f.or(base.$f), )* force: self.force, json: self.json, quiet: self.quiet } };
+        }
+        pick!(
+            config,
+            resume,
+            out,
+            problem,
+            preset,
+            widths,
+            optimizer,
+            lr,
+            momentum,
+            beta1,
+            beta2,
+            eps,
+            damping,
+            ema,
+            init_identity,
+            update_interval,
+            inverse_interval,
+            cg_iters,
+            history,
+            tau,
+            kappa,
+            lambda,
+            steps,
+            seconds,
+            points,
+            resample,
+            eval_points,
+            log,
+            log_every,
+            checkpoint_every,
+            seed,
+            data_seed,
+            dtype,
+            device,
+            chunk_rows,
+            save,
+            init
+        )
+    }
+
+    /// Read a TOML config file; unknown keys are errors naming the key.
+    pub fn from_toml(path: &std::path::Path) -> anyhow::Result<TrainArgs> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim()))
+    }
+}
+
+/// Everything a run needs, resolved from flags, config file and preset.
 #[derive(Clone, Debug)]
 pub struct Resolved {
     pub problem: String,
@@ -144,6 +224,54 @@ pub struct Resolved {
     pub save: Option<PathBuf>,
     pub init: Option<PathBuf>,
     pub force: bool,
+    pub out: Option<PathBuf>,
+}
+
+impl Resolved {
+    /// The fully resolved settings, as a config that repeats this run exactly.
+    pub fn to_args(&self) -> TrainArgs {
+        let list = |v: &[usize]| {
+            v.iter()
+                .map(|w| w.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let c = &self.opt_cfg;
+        TrainArgs {
+            problem: Some(self.problem.clone()),
+            widths: Some(list(&self.widths)),
+            optimizer: Some(self.optimizer.clone()),
+            lr: c.lr,
+            momentum: c.momentum,
+            beta1: c.beta1,
+            beta2: c.beta2,
+            eps: c.eps,
+            damping: c.damping,
+            ema: c.ema,
+            init_identity: c.init_identity,
+            update_interval: c.update_interval,
+            inverse_interval: c.inverse_interval,
+            cg_iters: c.cg_iters,
+            history: c.history,
+            tau: c.tau,
+            kappa: c.kappa,
+            lambda: self.problem_opts.lambda,
+            steps: self.opts.max_steps,
+            seconds: self.opts.max_seconds,
+            points: Some(list(&self.opts.points)),
+            resample: Some(self.opts.resample),
+            eval_points: Some(self.opts.eval_points),
+            log_every: Some(self.opts.log_every),
+            checkpoint_every: Some(self.opts.checkpoint_every),
+            seed: Some(self.seed),
+            data_seed: Some(self.opts.data_seed),
+            dtype: Some(self.dtype.name().into()),
+            device: Some(format!("{:?}", self.device).to_lowercase()),
+            chunk_rows: self.opts.chunk_rows,
+            init: self.init.clone(),
+            ..Default::default()
+        }
+    }
 }
 
 fn overlay(base: &mut OptimizerConfig, a: &TrainArgs) {
@@ -244,9 +372,16 @@ pub fn resolve(a: &TrainArgs) -> anyhow::Result<Resolved> {
     if a.steps == Some(0) {
         bail!("`--steps` must be at least 1. Got 0.");
     }
-    if a.log_every == 0 {
+    let log_every = a.log_every.unwrap_or(10);
+    if log_every == 0 {
         bail!("`--log-every` must be at least 1. Got 0.");
     }
+    let checkpoint_every = a.checkpoint_every.unwrap_or(100);
+    if a.checkpoint_every == Some(0) {
+        bail!("`--checkpoint-every` must be at least 1. Got 0.");
+    }
+    let out = a.out.clone();
+    let in_out = |name: &str| out.as_ref().map(|d| d.join(name));
     Ok(Resolved {
         problem: problem_name,
         problem_opts,
@@ -256,33 +391,62 @@ pub fn resolve(a: &TrainArgs) -> anyhow::Result<Resolved> {
         opts: TrainOptions {
             max_steps: a.steps,
             max_seconds: seconds,
-            log_every: a.log_every,
+            log_every,
             resample,
             points,
             eval_points,
-            data_seed: a.data_seed,
+            data_seed: a.data_seed.unwrap_or(0),
             chunk_rows: a.chunk_rows,
             progress: !a.quiet && !a.json,
+            checkpoint: in_out("checkpoint.safetensors"),
+            checkpoint_every,
         },
-        seed: a.seed,
-        dtype: a.dtype.parse()?,
-        device: a.device.parse()?,
-        log: a.log.clone(),
-        save: a.save.clone(),
+        seed: a.seed.unwrap_or(1),
+        dtype: a.dtype.as_deref().unwrap_or("f64").parse()?,
+        device: a.device.as_deref().unwrap_or("auto").parse()?,
+        log: a.log.clone().or_else(|| in_out("log.csv")),
+        save: a.save.clone().or_else(|| in_out("model.safetensors")),
         init: a.init.clone(),
         force: a.force,
+        out,
     })
 }
 
-pub fn run(a: TrainArgs) -> anyhow::Result<()> {
-    let mut r = resolve(&a)?;
-    // outputs are checked before any work is done
-    for p in r.log.iter().chain(r.save.iter()) {
-        crate::io::check_overwrite(p, r.force)?;
+pub fn run(flags: TrainArgs) -> anyhow::Result<()> {
+    let json = flags.json;
+    // settings: flags over the run directory's config (resume) or over --config
+    let (args, resume) = match (&flags.resume, &flags.config) {
+        (Some(_), Some(_)) => bail!("give either --resume or --config, not both"),
+        (Some(dir), None) => {
+            let file = TrainArgs::from_toml(&dir.join("config.toml"))
+                .with_context(|| format!("resuming {}", dir.display()))?;
+            let mut a = flags.clone().over(file);
+            a.out = Some(dir.clone());
+            (a, Some(dir.clone()))
+        }
+        (None, Some(cfg)) => (flags.clone().over(TrainArgs::from_toml(cfg)?), None),
+        (None, None) => (flags.clone(), None),
+    };
+    let mut r = resolve(&args)?;
+    if resume.is_none() {
+        // outputs are checked before any work is done
+        if let Some(dir) = &r.out {
+            if dir.exists()
+                && std::fs::read_dir(dir)
+                    .map(|mut d| d.next().is_some())
+                    .unwrap_or(false)
+                && !r.force
+            {
+                bail!("run directory {} is not empty (pass --force to overwrite, or --resume to continue it)", dir.display());
+            }
+        }
+        for p in r.log.iter().chain(r.save.iter()) {
+            crate::io::check_overwrite(p, r.force || r.out.is_some())?;
+        }
     }
     if let Some(path) = &r.init {
         let m = crate::model::io::load(path)?;
-        if a.widths.is_some() && m.mlp.widths() != r.widths.as_slice() {
+        if args.widths.is_some() && m.mlp.widths() != r.widths.as_slice() {
             bail!(
                 "`--widths` {:?} conflicts with the model file {} ({})",
                 r.widths,
@@ -292,11 +456,16 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         }
         r.widths = m.mlp.widths().to_vec();
     }
+    if let Some(dir) = &r.out {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let text = toml::to_string(&r.to_args())?;
+        crate::io::write_atomic(&dir.join("config.toml"), text.as_bytes())?;
+    }
     let summary = match r.dtype {
-        DType::F64 => train_on::<f64>(&r)?,
-        DType::F32 => train_on::<f32>(&r)?,
+        DType::F64 => train_on::<f64>(&r, resume.as_deref())?,
+        DType::F32 => train_on::<f32>(&r, resume.as_deref())?,
     };
-    report(&summary, a.json)?;
+    report(&summary, json)?;
     match summary.stop {
         StopReason::Diverged => bail!(
             "training diverged: {}{}",
@@ -321,7 +490,7 @@ pub(crate) fn backend_for(device: DeviceKind) -> anyhow::Result<Cpu> {
     }
 }
 
-fn train_on<T: Real>(r: &Resolved) -> anyhow::Result<Summary> {
+fn train_on<T: Real>(r: &Resolved, resume: Option<&std::path::Path>) -> anyhow::Result<Summary> {
     let be = backend_for(r.device)?;
     let prob = problem(&r.problem, &r.problem_opts)?;
     let mlp = Mlp::new(&r.widths)?;
@@ -332,9 +501,23 @@ fn train_on<T: Real>(r: &Resolved) -> anyhow::Result<Summary> {
     let opt = optim::build::<Cpu, T>(&r.optimizer, &r.opt_cfg, &be, mlp.num_params())
         .with_context(|| format!("optimizer `{}`", r.optimizer))?;
     let mut trainer = Trainer::new(be, Arc::clone(&prob), mlp, &params, opt, r.opts.clone())?;
-    let mut log = match &r.log {
-        Some(p) => Some(CsvLog::create(p)?),
-        None => None,
+    let mut log = match (&r.log, resume) {
+        (Some(p), Some(dir)) => {
+            let ck = crate::train::Checkpoint::load(&dir.join("checkpoint.safetensors"))?;
+            trainer.restore(&ck)?;
+            // rows logged after the checkpoint are replayed by the resumed run
+            crate::train::truncate_log(p, ck.step, r.opts.log_every)?;
+            eprintln!(
+                "resuming {} at step {} ({:.1} s trained)",
+                dir.display(),
+                ck.step,
+                ck.elapsed
+            );
+            Some(CsvLog::append(p)?)
+        }
+        (None, Some(_)) => bail!("cannot resume without the run's log"),
+        (Some(p), None) => Some(CsvLog::create(p)?),
+        (None, None) => None,
     };
     let stop = Arc::new(AtomicBool::new(false));
     {

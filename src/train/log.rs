@@ -63,6 +63,14 @@ impl CsvLog {
     }
 }
 
+fn format_row(r: &LogRow) -> String {
+    let lr = r.lr.map(|v| format!("{v:e}")).unwrap_or_default();
+    format!(
+        "{},{:.6},{:e},{:e},{:e},{lr}",
+        r.step, r.seconds, r.loss, r.l2_abs, r.l2_rel
+    )
+}
+
 /// Read a log written by [`CsvLog`].
 pub fn read(path: &Path) -> Result<Vec<LogRow>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
@@ -109,4 +117,19 @@ pub fn read(path: &Path) -> Result<Vec<LogRow>> {
         });
     }
     Ok(rows)
+}
+
+/// Drop the rows of a log after `step`, and an end-of-run row at `step` off the
+/// `log_every` grid: a run resumed from step `step` logs them again.
+pub fn truncate_log(path: &Path, step: u64, log_every: u64) -> Result<()> {
+    let rows = read(path)?;
+    let mut text = String::from(HEADER);
+    text.push('\n');
+    for r in rows.iter().filter(|r| {
+        r.step < step || (r.step == step && (step == 0 || step % log_every.max(1) == 0))
+    }) {
+        text.push_str(&format_row(r));
+        text.push('\n');
+    }
+    crate::io::write_atomic(path, text.as_bytes())
 }

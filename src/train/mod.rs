@@ -6,9 +6,12 @@
 //! Checked by `tests/train.rs` (Adam on Poisson 2d reaches L2 < 1e-2; budgets, stop flag,
 //! divergence handling, log format).
 
+mod checkpoint;
 mod log;
 
-pub use log::{read as read_log, CsvLog, LogRow, HEADER as LOG_HEADER};
+pub use checkpoint::Checkpoint;
+
+pub use log::{read as read_log, truncate_log, CsvLog, LogRow, HEADER as LOG_HEADER};
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -39,6 +42,9 @@ pub struct TrainOptions {
     pub data_seed: u64,
     pub chunk_rows: Option<usize>,
     pub progress: bool,
+    /// Write a checkpoint here every `checkpoint_every` steps and when the run ends.
+    pub checkpoint: Option<std::path::PathBuf>,
+    pub checkpoint_every: u64,
 }
 
 /// Why a run ended.
@@ -179,6 +185,65 @@ impl<B: Backend, T: Real> Trainer<B, T> {
         })
     }
 
+    /// Everything needed to continue this run later.
+    pub fn checkpoint(&self) -> Result<Checkpoint> {
+        let be = self.obj.backend();
+        Ok(Checkpoint {
+            step: self.step,
+            elapsed: self.elapsed,
+            last_loss: self.last_loss,
+            optimizer: self.opt.name().to_string(),
+            params: self.params_host()?,
+            opt_state: self.opt.state(be)?,
+            points: (0..self.obj.num_terms())
+                .map(|t| self.obj.term_x(t).to_vec())
+                .collect(),
+            rng_seed: self.rng.get_seed(),
+            rng_stream: self.rng.get_stream(),
+            rng_word_pos: self.rng.get_word_pos(),
+        })
+    }
+
+    /// Continue from a checkpoint of a run with the same setup.
+    pub fn restore(&mut self, ck: &Checkpoint) -> Result<()> {
+        if ck.optimizer != self.opt.name() {
+            return Err(Error::invalid(
+                "checkpoint optimizer",
+                &ck.optimizer,
+                format!("`{}` (the run's optimizer)", self.opt.name()),
+            ));
+        }
+        self.obj.mlp().check_params(ck.params.len())?;
+        if ck.points.len() != self.obj.num_terms() {
+            return Err(Error::Shape(format!(
+                "checkpoint has points for {} terms, the problem has {}",
+                ck.points.len(),
+                self.obj.num_terms()
+            )));
+        }
+        let be = self.obj.backend().clone();
+        self.opt.load_state(&be, &ck.opt_state)?;
+        for (t, p) in ck.points.iter().enumerate() {
+            self.obj.set_points(t, p.clone())?;
+        }
+        self.params = be.upload(&convert::<f64, T>(&ck.params))?;
+        let mut rng = ChaCha8Rng::from_seed(ck.rng_seed);
+        rng.set_stream(ck.rng_stream);
+        rng.set_word_pos(ck.rng_word_pos);
+        self.rng = rng;
+        self.step = ck.step;
+        self.elapsed = ck.elapsed;
+        self.last_loss = ck.last_loss;
+        Ok(())
+    }
+
+    fn save_checkpoint(&self) -> Result<()> {
+        if let Some(p) = &self.opts.checkpoint {
+            self.checkpoint()?.save(p)?;
+        }
+        Ok(())
+    }
+
     /// L2 error of the current parameters on the evaluation points.
     pub fn l2(&mut self) -> Result<L2Error> {
         self.eval.l2(&self.params)
@@ -267,6 +332,9 @@ impl<B: Backend, T: Real> Trainer<B, T> {
                 }
                 Err(e) => return Err(e),
             }
+            if self.opts.checkpoint_every > 0 && self.step % self.opts.checkpoint_every == 0 {
+                self.save_checkpoint()?;
+            }
             if self.step % self.opts.log_every == 0 {
                 let e = self.log(&mut log, last_lr)?;
                 logged_at = self.step;
@@ -294,6 +362,9 @@ impl<B: Backend, T: Real> Trainer<B, T> {
         } else {
             self.l2()?
         };
+        if reason != StopReason::Diverged {
+            self.save_checkpoint()?;
+        }
         let steps_run = self.step - start_step;
         Ok(Summary {
             problem: self.problem.name().to_string(),

@@ -8,6 +8,8 @@
 //! Checked by the unit tests below (layout, counts from the paper) and by every test
 //! that differentiates through the network.
 
+pub mod stats;
+
 use crate::error::{Error, Result};
 use crate::scalar::Real;
 use rand::{Rng, SeedableRng};

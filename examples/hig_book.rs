@@ -8,7 +8,7 @@
 //! the first hidden layer's neuron statistics.
 //!
 //! ```text
-//! cargo run --release --example hig_book -- OUT            # the book's set (≈ 6 min)
+//! cargo run --release --example hig_book -- OUT            # the book's set (≈ 11 min)
 //! cargo run --release --example hig_book -- OUT --only toy # or: oscillators
 //! cargo run --release --example hig_book -- OUT --problem toy-regression --lambda 0.01 \
 //!     --optimizer hig --lr 0.1 --tau 1e-6 --seconds 10      # one custom run
@@ -38,7 +38,7 @@ struct Args {
     #[arg(long, default_value = "all")]
     only: String,
     /// Wall-clock seconds per toy run.
-    #[arg(long, default_value_t = 20.0)]
+    #[arg(long, default_value_t = 10.0)]
     toy_seconds: f64,
     /// Wall-clock seconds per oscillator run (the book's budget is 100).
     #[arg(long, default_value_t = 100.0)]
@@ -47,7 +47,7 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Log every this many steps.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 20)]
     log_every: u64,
     /// A single custom run instead of the book's set: the problem.
     #[arg(long)]
@@ -99,13 +99,16 @@ fn book_runs(a: &Args) -> Vec<Run> {
     let mut runs = vec![];
     if a.only == "all" || a.only == "toy" {
         for (lambda, tag) in [(1.0, "1"), (0.01, "0.01")] {
-            for (opt, c) in [
-                ("adam", cfg(Some(1e-2), None)),
-                ("gn", cfg(Some(1.0), Some(1e-6))),
-                ("hig", cfg(Some(0.1), Some(1e-6))),
+            for (label, opt, c) in [
+                ("adam1e-3", "adam", cfg(Some(1e-3), None)),
+                ("adam1e-2", "adam", cfg(Some(1e-2), None)),
+                ("adam1e-1", "adam", cfg(Some(1e-1), None)),
+                ("gn", "gn", cfg(Some(1.0), Some(1e-6))),
+                ("gn-lr0.01", "gn", cfg(Some(0.01), Some(1e-6))),
+                ("hig", "hig", cfg(Some(0.1), Some(1e-6))),
             ] {
                 runs.push(Run {
-                    label: format!("toy-lambda{tag}-{opt}"),
+                    label: format!("toy-lambda{tag}-{label}"),
                     problem: "toy-regression".into(),
                     lambda: Some(lambda),
                     optimizer: opt.into(),
@@ -118,12 +121,16 @@ fn book_runs(a: &Args) -> Vec<Run> {
         }
     }
     if a.only == "all" || a.only == "oscillators" {
-        for (opt, c, batch) in [
-            ("adam", cfg(Some(1e-3), None), 256),
-            ("hig", cfg(Some(0.15), Some(1e-10)), 32),
+        for (label, opt, c, batch) in [
+            ("adam-b256", "adam", cfg(Some(1e-3), None), 256),
+            ("adam-b32", "adam", cfg(Some(1e-3), None), 32),
+            ("adam-b32-lr3e-4", "adam", cfg(Some(3e-4), None), 32),
+            // η = 0.15 is the book's η = 1 in our loss scaling (docs/hig-results.md)
+            ("hig-lr0.15", "hig", cfg(Some(0.15), Some(1e-10)), 32),
+            ("hig-lr0.5", "hig", cfg(Some(0.5), Some(1e-10)), 32),
         ] {
             runs.push(Run {
-                label: format!("oscillators-{opt}"),
+                label: format!("oscillators-{label}"),
                 problem: "oscillators".into(),
                 lambda: None,
                 optimizer: opt.into(),

@@ -932,3 +932,28 @@ fn bad_settings_and_empty_batches_are_clear_errors() {
     assert!(e.contains("lambda"), "{e}");
     assert!(kfac_pinn::pde::problem_names().contains(&"oscillators"));
 }
+
+#[test]
+fn hig_runs_in_f32_with_an_f64_svd() {
+    // default truncation follows the Jacobian's precision
+    assert_eq!(Hig::<Cpu, f32>::new(&Cpu, 3, &cfg()).unwrap().tau(), 1e-6);
+    assert_eq!(Hig::<Cpu, f64>::new(&Cpu, 3, &cfg()).unwrap().tau(), 1e-10);
+    let p = toy(1.0);
+    let mlp = Mlp::new(&[1, 7, 2]).unwrap();
+    let mut obj = Objective::<Cpu, f32>::new(Cpu, mlp.clone(), p.terms(), None).unwrap();
+    obj.set_points(0, p.sample(0, 256, &mut rng(1)).unwrap())
+        .unwrap();
+    let mut w: Vec<f32> = mlp.init(1);
+    let l0 = obj.loss(&w).unwrap();
+    let c = OptimizerConfig {
+        lr: Some(0.1),
+        tau: Some(1e-3),
+        ..cfg()
+    };
+    let mut opt = build::<Cpu, f32>("hig", &c, &Cpu, w.len()).unwrap();
+    for _ in 0..20 {
+        opt.step(&mut obj, &mut w).unwrap();
+    }
+    let l20 = obj.loss(&w).unwrap();
+    assert!(l20 < 0.8 * l0, "f32: loss {l0} → {l20}");
+}

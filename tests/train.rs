@@ -19,6 +19,8 @@ fn options(steps: u64, points: Vec<usize>) -> TrainOptions {
         data_seed: 0,
         chunk_rows: None,
         progress: false,
+        checkpoint: None,
+        checkpoint_every: 0,
     }
 }
 

@@ -772,6 +772,104 @@ impl Backend for Cpu {
         }
         Ok(())
     }
+
+    // ---- issue 4: half-inverse gradients / Gauss–Newton -------------------------------
+    fn thin_svd<T: Real>(
+        &self,
+        a: &Vec<T>,
+        la: Lay,
+        u: &mut Vec<f64>,
+        s: &mut Vec<f64>,
+        vt: &mut Vec<f64>,
+    ) -> Result<()> {
+        check_view("thin_svd (A)", a.len(), la)?;
+        let k = la.rows.min(la.cols);
+        check_len("thin_svd (U)", u.len(), la.rows * k)?;
+        check_len("thin_svd (s)", s.len(), k)?;
+        check_len("thin_svd (Vᵀ)", vt.len(), k * la.cols)?;
+        thin_svd_ref(
+            a,
+            la,
+            &mut u[..la.rows * k],
+            &mut s[..k],
+            &mut vt[..k * la.cols],
+        )
+    }
+}
+
+/// CPU twin of [`Backend::thin_svd`]: copies the view into a column-major f64 matrix and
+/// runs faer's thin SVD (QR first for tall or wide inputs, then bidiagonalisation and
+/// a divide-and-conquer bidiagonal SVD). `u`, `s`, `vt` must have exactly `m·k`, `k`
+/// and `k·n` elements (k = min(m, n)).
+pub fn thin_svd_ref<T: Real>(
+    a: &[T],
+    la: Lay,
+    u: &mut [f64],
+    s: &mut [f64],
+    vt: &mut [f64],
+) -> Result<()> {
+    use faer::linalg::svd::{svd, svd_scratch, ComputeSvdVectors};
+    let (m, n) = (la.rows, la.cols);
+    let k = m.min(n);
+    check_view("thin_svd (A)", a.len(), la)?;
+    if u.len() != m * k || s.len() != k || vt.len() != k * n {
+        return Err(Error::Shape(format!(
+            "thin_svd of {m}×{n}: U, s, Vᵀ have {}, {}, {} elements, expected {}, {k}, {}",
+            u.len(),
+            s.len(),
+            vt.len(),
+            m * k,
+            k * n
+        )));
+    }
+    if k == 0 {
+        return Ok(());
+    }
+    let mut bad = None;
+    let am = faer::Mat::<f64>::from_fn(m, n, |i, j| {
+        let v = a[la.off + i * la.ld + j].to_f64();
+        if !v.is_finite() && bad.is_none() {
+            bad = Some((i, j, v));
+        }
+        v
+    });
+    if let Some((i, j, v)) = bad {
+        return Err(Error::NonFinite(format!(
+            "entry ({i}, {j}) of the {m}×{n} matrix handed to the SVD is {v}"
+        )));
+    }
+    let mut um = faer::Mat::<f64>::zeros(m, k);
+    let mut vm = faer::Mat::<f64>::zeros(n, k);
+    let mut sd = faer::diag::Diag::<f64>::zeros(k);
+    let par = par_for(m * n * k);
+    let mut mem = faer::dyn_stack::MemBuffer::new(svd_scratch::<f64>(
+        m,
+        n,
+        ComputeSvdVectors::Thin,
+        ComputeSvdVectors::Thin,
+        par,
+        Default::default(),
+    ));
+    svd(
+        am.as_ref(),
+        sd.as_mut(),
+        Some(um.as_mut()),
+        Some(vm.as_mut()),
+        par,
+        faer::dyn_stack::MemStack::new(&mut mem),
+        Default::default(),
+    )
+    .map_err(|e| Error::Numerical(format!("SVD of a {m}×{n} matrix: {e:?}")))?;
+    for c in 0..k {
+        s[c] = sd[c];
+        for i in 0..m {
+            u[i * k + c] = um[(i, c)];
+        }
+        for j in 0..n {
+            vt[c * n + j] = vm[(j, c)];
+        }
+    }
+    Ok(())
 }
 
 /// CPU twin of the Adam kernel.

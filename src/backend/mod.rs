@@ -318,4 +318,22 @@ pub trait Backend: Clone + Send + Sync + 'static {
         out: &mut Self::Buf<T>,
         at: JacRows,
     ) -> Result<()>;
+
+    // ---- issue 4: half-inverse gradients / Gauss–Newton -------------------------------
+    /// Thin singular value decomposition of the `m × n` view `la` of `a`, computed in f64
+    /// whatever `T` is: `A = U diag(s) Vᵀ` with `k = min(m, n)`. Writes `U` to `u` as a
+    /// dense row-major `m × k` matrix (orthonormal columns), the singular values to
+    /// `s[..k]` (non-negative, non-increasing) and `Vᵀ` to `vt` as a dense row-major
+    /// `k × n` matrix (orthonormal rows); the buffers may be longer. Non-finite input
+    /// gives [`crate::Error::NonFinite`], a failed iteration [`crate::Error::Numerical`].
+    /// CPU reference twin: [`cpu::thin_svd_ref`] (faer's SVD); the CUDA backend maps it
+    /// to cuSOLVER (gesvd/gesvdj).
+    fn thin_svd<T: Real>(
+        &self,
+        a: &Self::Buf<T>,
+        la: Lay,
+        u: &mut Self::Buf<f64>,
+        s: &mut Self::Buf<f64>,
+        vt: &mut Self::Buf<f64>,
+    ) -> Result<()>;
 }

@@ -230,10 +230,22 @@ impl<B: Backend, T: Real> Objective<B, T> {
         let l: f64 = terms.iter().sum();
         if !l.is_finite() {
             return Err(Error::NonFinite(format!(
-                "loss is {l} (per term: {terms:?})"
+                "loss is {l} ({})",
+                self.name_terms(&terms)
             )));
         }
         Ok(l)
+    }
+
+    /// "term `a` = 1.0, term `b` = NaN": per-term values named, so that a non-finite
+    /// loss says where it came from (e.g. a simulator inside a residual).
+    fn name_terms(&self, per_term: &[f64]) -> String {
+        self.terms
+            .iter()
+            .zip(per_term)
+            .map(|(t, v)| format!("term `{}` = {v}", t.spec.name))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Visit every chunk of term `t`: forward with stored jets, residuals and seeds on
@@ -291,7 +303,7 @@ impl<B: Backend, T: Real> Objective<B, T> {
         self.mlp.check_params(self.be.len(grad))?;
         let np = self.be.len(grad);
         self.be.fill(grad, 0, np, T::ZERO)?;
-        let mut loss = 0.0;
+        let mut per_term = Vec::with_capacity(self.terms.len());
         for t in 0..self.terms.len() {
             let mut ss = 0.0;
             let n = self.terms[t].n.max(1) as f64;
@@ -301,10 +313,14 @@ impl<B: Backend, T: Real> Objective<B, T> {
                 let seeds = pass.grad_seeds();
                 pass.backward(&seeds, |be, v| accumulate_grad(be, &v, T::ONE, grad))
             })?;
-            loss += w * ss / (2.0 * n);
+            per_term.push(w * ss / (2.0 * n));
         }
+        let loss: f64 = per_term.iter().sum();
         if !loss.is_finite() {
-            return Err(Error::NonFinite(format!("loss is {loss}")));
+            return Err(Error::NonFinite(format!(
+                "loss is {loss} ({})",
+                self.name_terms(&per_term)
+            )));
         }
         Ok(loss)
     }

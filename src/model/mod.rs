@@ -9,6 +9,7 @@
 //! that differentiates through the network.
 
 pub mod io;
+pub mod stats;
 
 use crate::error::{Error, Result};
 use crate::scalar::Real;

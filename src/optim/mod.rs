@@ -6,10 +6,12 @@
 //! scalar reference) and by the training tests.
 
 mod adam;
+mod hig;
 mod line_search;
 mod sgd;
 
 pub use adam::Adam;
+pub use hig::{Hig, SvdDirection, SvdInfo};
 pub use line_search::{grid_line_search, LineSearchResult};
 pub use sgd::Sgd;
 
@@ -77,7 +79,7 @@ pub struct OptimizerConfig {
 }
 
 /// Names accepted by `--optimizer`.
-pub const OPTIMIZER_NAMES: &[&str] = &["sgd", "adam"];
+pub const OPTIMIZER_NAMES: &[&str] = &["sgd", "adam", "hig", "gn"];
 
 /// Build an optimizer by name for a network with `n_params` parameters.
 pub fn build<B: Backend, T: Real>(
@@ -89,6 +91,8 @@ pub fn build<B: Backend, T: Real>(
     Ok(match name {
         "sgd" => Box::new(Sgd::new(be, n_params, cfg)?),
         "adam" => Box::new(Adam::new(be, n_params, cfg)?),
+        "hig" => Box::new(Hig::new(be, n_params, cfg)?),
+        "gn" => Box::new(Hig::gauss_newton(be, n_params, cfg)?),
         _ => return Err(Error::unknown("optimizer", name, OPTIMIZER_NAMES)),
     })
 }

@@ -32,6 +32,7 @@ fn trainer(opt: &str, steps: u64) -> Trainer<Cpu, f64> {
         progress: false,
         checkpoint: None,
         checkpoint_every: 0,
+        neuron_log: None,
     };
     Trainer::new(Cpu, problem, mlp, &params, opt, o).unwrap()
 }

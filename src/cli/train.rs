@@ -132,6 +132,10 @@ pub struct TrainArgs {
     /// Jet rows per chunk (memory/speed trade-off of the forward Laplacian).
     #[arg(long)]
     pub chunk_rows: Option<usize>,
+    /// Log mean and standard deviation of each hidden layer's activations (CSV) at every
+    /// logged step (the HIG chapter's saturation diagnostic). With --out: neurons.csv.
+    #[arg(long)]
+    pub neuron_stats: Option<PathBuf>,
     /// Write the trained model here (safetensors, architecture in the metadata).
     #[arg(long)]
     pub save: Option<PathBuf>,
@@ -189,6 +193,7 @@ impl TrainArgs {
             log,
             log_every,
             checkpoint_every,
+            neuron_stats,
             seed,
             data_seed,
             dtype,
@@ -400,6 +405,7 @@ pub fn resolve(a: &TrainArgs) -> anyhow::Result<Resolved> {
             progress: !a.quiet && !a.json,
             checkpoint: in_out("checkpoint.safetensors"),
             checkpoint_every,
+            neuron_log: a.neuron_stats.clone(),
         },
         seed: a.seed.unwrap_or(1),
         dtype: a.dtype.as_deref().unwrap_or("f64").parse()?,
@@ -561,9 +567,14 @@ fn report(s: &Summary, json: bool) -> anyhow::Result<()> {
             .map(|w| w.to_string())
             .collect::<Vec<_>>()
             .join("→");
+        let l2 = if s.l2_abs.is_nan() {
+            "L2 n/a (no exact solution)".to_string()
+        } else {
+            format!("L2 {:.3e} (rel {:.3e})", s.l2_abs, s.l2_rel)
+        };
         println!(
-            "{} | {} | {} ({} params, {}) | {} steps in {:.1} s ({:.2} ms/step) | loss {:.3e} | L2 {:.3e} (rel {:.3e}) | stop: {:?}",
-            s.problem, s.optimizer, net, s.params, s.dtype, s.steps, s.seconds, s.mean_step_ms, s.loss, s.l2_abs, s.l2_rel, s.stop
+            "{} | {} | {} ({} params, {}) | {} steps in {:.1} s ({:.2} ms/step) | loss {:.3e} | {l2} | stop: {:?}",
+            s.problem, s.optimizer, net, s.params, s.dtype, s.steps, s.seconds, s.mean_step_ms, s.loss, s.stop
         );
     }
     Ok(())

@@ -45,6 +45,28 @@ pub struct TrainOptions {
     /// Write a checkpoint here every `checkpoint_every` steps and when the run ends.
     pub checkpoint: Option<std::path::PathBuf>,
     pub checkpoint_every: u64,
+    /// Log mean/std of every hidden layer's activations (on up to 2048 evaluation
+    /// points) to this CSV at every logged step.
+    pub neuron_log: Option<std::path::PathBuf>,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            max_steps: None,
+            max_seconds: None,
+            log_every: 10,
+            resample: 0,
+            points: vec![],
+            eval_points: 1000,
+            data_seed: 0,
+            chunk_rows: None,
+            progress: false,
+            checkpoint: None,
+            checkpoint_every: 0,
+            neuron_log: None,
+        }
+    }
 }
 
 /// Why a run ended.
@@ -87,6 +109,9 @@ pub struct Trainer<B: Backend, T: Real> {
     eval: Evaluator<B, T>,
     rng: ChaCha8Rng,
     opts: TrainOptions,
+    /// Host copy of (up to 2048) evaluation points for neuron statistics.
+    stats_x: Vec<f64>,
+    neuron_file: Option<std::fs::File>,
     /// Steps done so far.
     pub step: u64,
     /// Training seconds so far (excluding evaluation and logging).
@@ -166,6 +191,24 @@ impl<B: Backend, T: Real> Trainer<B, T> {
         for (x, r) in ex.chunks(d).zip(reference.chunks_mut(m)) {
             problem.exact(x, r);
         }
+        let stats_x = ex[..ex.len().min(2048 * d)].to_vec();
+        let neuron_file = match &opts.neuron_log {
+            Some(p) => {
+                let exists = p.exists();
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(|e| Error::io(p, e))?;
+                if !exists {
+                    use std::io::Write;
+                    writeln!(f, "step,layer,width,mean,std,input_std,saturated")
+                        .map_err(|e| Error::io(p, e))?;
+                }
+                Some(f)
+            }
+            None => None,
+        };
         let eval = Evaluator::new(be.clone(), mlp, &ex, reference)?;
         for (t, &n) in opts.points.iter().enumerate() {
             obj.set_points(t, problem.sample(t, n, &mut rng)?)?;
@@ -179,6 +222,8 @@ impl<B: Backend, T: Real> Trainer<B, T> {
             eval,
             rng,
             opts,
+            stats_x,
+            neuron_file,
             step: 0,
             elapsed: 0.0,
             last_loss: f64::NAN,
@@ -265,6 +310,25 @@ impl<B: Backend, T: Real> Trainer<B, T> {
 
     fn log(&mut self, log: &mut Option<&mut CsvLog>, lr: Option<f64>) -> Result<L2Error> {
         let e = self.l2()?;
+        if self.neuron_file.is_some() {
+            let stats = crate::model::stats::neuron_stats(
+                self.obj.mlp(),
+                &self.params_host()?,
+                &self.stats_x,
+            )?;
+            let path = self.opts.neuron_log.clone().unwrap_or_default();
+            let f = self.neuron_file.as_mut().unwrap();
+            use std::io::Write;
+            for st in stats {
+                writeln!(
+                    f,
+                    "{},{},{},{:e},{:e},{:e},{:e}",
+                    self.step, st.layer, st.width, st.mean, st.std, st.input_std, st.saturated
+                )
+                .map_err(|e| Error::io(&path, e))?;
+            }
+            f.flush().map_err(|e| Error::io(&path, e))?;
+        }
         if let Some(l) = log.as_deref_mut() {
             l.write(&LogRow {
                 step: self.step,

@@ -317,17 +317,18 @@ impl<B: Backend, T: Real> Trainer<B, T> {
                 &self.stats_x,
             )?;
             let path = self.opts.neuron_log.clone().unwrap_or_default();
-            let f = self.neuron_file.as_mut().unwrap();
-            use std::io::Write;
-            for st in stats {
-                writeln!(
-                    f,
-                    "{},{},{},{:e},{:e},{:e},{:e}",
-                    self.step, st.layer, st.width, st.mean, st.std, st.input_std, st.saturated
-                )
-                .map_err(|e| Error::io(&path, e))?;
+            if let Some(f) = self.neuron_file.as_mut() {
+                use std::io::Write;
+                for st in stats {
+                    writeln!(
+                        f,
+                        "{},{},{},{:e},{:e},{:e},{:e}",
+                        self.step, st.layer, st.width, st.mean, st.std, st.input_std, st.saturated
+                    )
+                    .map_err(|e| Error::io(&path, e))?;
+                }
+                f.flush().map_err(|e| Error::io(&path, e))?;
             }
-            f.flush().map_err(|e| Error::io(&path, e))?;
         }
         if let Some(l) = log.as_deref_mut() {
             l.write(&LogRow {

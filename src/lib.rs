@@ -18,6 +18,7 @@ pub mod mem;
 pub mod model;
 pub mod optim;
 pub mod pde;
+pub mod plot;
 pub mod presets;
 pub mod scalar;
 pub mod train;

@@ -325,7 +325,9 @@ fn kfac_factors_match_a_naive_computation_and_the_pass_gives_the_gradient() {
         let mut pass = KfacPass::<Cpu, f64>::new(&Cpu, &mlp, 2).unwrap();
         let mut f = KfacFactors::new(&mlp, 2, false).unwrap();
         let mut grad = vec![0.0; p.len()];
-        let loss = pass.run(&mut obj, &p, &mut grad, Some(&mut f)).unwrap();
+        let loss = pass
+            .run(&mut obj, &p, &mut grad, Some(&mut f), None)
+            .unwrap();
         let mut grad_ref = vec![0.0; p.len()];
         let loss_ref = obj.loss_grad(&p, &mut grad_ref).unwrap();
         assert!((loss - loss_ref).abs() <= 1e-12 * loss_ref);
@@ -337,19 +339,19 @@ fn kfac_factors_match_a_naive_computation_and_the_pass_gives_the_gradient() {
             1e-14,
         );
         let naive = naive_factors(&mut obj, &p);
-        for t in 0..2 {
-            for l in 0..mlp.num_layers() {
+        for (t, nt) in naive.iter().enumerate() {
+            for (l, (na, nb)) in nt.iter().enumerate() {
                 assert_close(
                     &format!("{problem} A[{t}][{l}]"),
                     f.a(t, l),
-                    &naive[t][l].0,
+                    na,
                     1e-11,
                     1e-14,
                 );
                 assert_close(
                     &format!("{problem} B[{t}][{l}]"),
                     f.b(t, l),
-                    &naive[t][l].1,
+                    nb,
                     1e-11,
                     1e-14,
                 );
@@ -357,7 +359,7 @@ fn kfac_factors_match_a_naive_computation_and_the_pass_gives_the_gradient() {
         }
         // the gradient alone (no factors) is the same
         let mut g2 = vec![0.0; p.len()];
-        pass.run(&mut obj, &p, &mut g2, None).unwrap();
+        pass.run(&mut obj, &p, &mut g2, None, None).unwrap();
         assert_close("gradient without factors", &g2, &grad_ref, 1e-11, 1e-14);
     }
 }
@@ -376,7 +378,8 @@ fn kfac_equals_the_exact_gramian_block_for_one_sample() {
     let mut pass = KfacPass::<Cpu, f64>::new(&Cpu, &mlp, 1).unwrap();
     let mut f = KfacFactors::new(&mlp, 1, false).unwrap();
     let mut grad = vec![0.0; np];
-    pass.run(&mut obj, &p, &mut grad, Some(&mut f)).unwrap();
+    pass.run(&mut obj, &p, &mut grad, Some(&mut f), None)
+        .unwrap();
     let dense = f.to_dense(0.0);
     // compare the layer blocks of the exact Gramian
     let mut want = vec![0.0; np * np];
@@ -468,4 +471,53 @@ fn non_finite_factors_are_reported_not_propagated() {
     // wrong sizes are refused
     assert!(f.set(0, 0, vec![1.0; 4], vec![1.0; 9]).is_err());
     let _ = Cpu.len(&vec![0.0f64; 1]);
+}
+
+#[test]
+fn stored_pass_products_match_the_dense_jacobian() {
+    use kfac_pinn::curvature::JacobianStore;
+    for (problem, widths, n) in [
+        ("heat1d", vec![2, 6, 5, 1], vec![19, 7]),
+        ("poisson2d", vec![2, 4, 1], vec![9, 5]),
+    ] {
+        let (mut obj, p) = objective(problem, &widths, &n, 12, 30);
+        let (m, np, j) = dense_j(&mut obj, &p);
+        let mlp = obj.mlp().clone();
+        let mut pass = KfacPass::<Cpu, f64>::new(&Cpu, &mlp, 2).unwrap();
+        let mut store = JacobianStore::<Cpu, f64>::new(&Cpu, 1 << 30).unwrap();
+        let mut grad = vec![0.0; np];
+        pass.run(&mut obj, &p, &mut grad, None, Some(&mut store))
+            .unwrap();
+        assert!(store.is_valid());
+        let mut r = rng(3);
+        let v = uniform(&mut r, np, -1.0, 1.0);
+        let v2 = uniform(&mut r, np, -1.0, 1.0);
+        let jv = store.jvp(&Cpu, &v).unwrap();
+        assert_close(
+            &format!("{problem} stored J v"),
+            &jv,
+            &matvec(m, np, &j, &v),
+            1e-10,
+            1e-12,
+        );
+        let gram = store.jvp_gram(&Cpu, &[&v, &v2]).unwrap();
+        let want = jvp_gram(&mut obj, &p, &[&v, &v2]).unwrap();
+        assert_close(
+            &format!("{problem} stored Gram"),
+            &gram,
+            &want,
+            1e-10,
+            1e-12,
+        );
+    }
+    // too little memory: nothing is stored
+    let (mut obj, p) = objective("poisson2d", &[2, 4, 1], &[9, 5], 1, 30);
+    let mlp = obj.mlp().clone();
+    let mut pass = KfacPass::<Cpu, f64>::new(&Cpu, &mlp, 2).unwrap();
+    let mut store = JacobianStore::<Cpu, f64>::new(&Cpu, 100).unwrap();
+    let mut grad = vec![0.0; p.len()];
+    pass.run(&mut obj, &p, &mut grad, None, Some(&mut store))
+        .unwrap();
+    assert!(!store.is_valid());
+    assert!(store.jvp(&Cpu, &p).is_err());
 }

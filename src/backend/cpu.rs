@@ -755,20 +755,22 @@ impl Backend for Cpu {
     fn jet_tanh_tangent<T: Real>(
         &self,
         z: &Vec<T>,
+        a: &Vec<T>,
         t: &mut Vec<T>,
         coef: &Vec<T>,
         shape: JetShape,
     ) -> Result<()> {
         check_len("jet_tanh_tangent (z)", z.len(), shape.len())?;
+        check_len("jet_tanh_tangent (a)", a.len(), shape.n * shape.h)?;
         check_len("jet_tanh_tangent (t)", t.len(), shape.len())?;
         check_len("jet_tanh_tangent (coef)", coef.len(), shape.k)?;
         let zp = SharedPtr(z.as_ptr() as *mut T);
         let tp = SharedPtr(t.as_mut_ptr());
         par_samples(shape.n, |i0, i1| {
             let (zp, tp) = (zp, tp);
-            // SAFETY: lengths checked above; `z` and `t` are distinct buffers (one shared,
-            // one exclusive borrow); each task touches only rows of samples i0..i1.
-            unsafe { tanh_tangent_samples(zp.0, tp.0, coef, shape, i0, i1) }
+            // SAFETY: lengths checked above; `z` and `a` are only read and `t` is a distinct
+            // buffer (exclusive borrow); each task touches only rows of samples i0..i1.
+            unsafe { tanh_tangent_samples(zp.0, a, tp.0, coef, shape, i0, i1) }
         });
         Ok(())
     }
@@ -786,6 +788,53 @@ impl Backend for Cpu {
         mul_ref(&x[x_off..x_off + len], &mut y[y_off..y_off + len]);
         Ok(())
     }
+
+    fn row_dot<T: Real>(
+        &self,
+        x: &Vec<T>,
+        lx: Lay,
+        y: &Vec<T>,
+        ly: Lay,
+        beta: T,
+        out: &mut Vec<T>,
+        out_off: usize,
+    ) -> Result<()> {
+        check_view("row_dot X", x.len(), lx)?;
+        check_view("row_dot Y", y.len(), ly)?;
+        if lx.rows != ly.rows || lx.cols != ly.cols {
+            return Err(Error::Shape(format!(
+                "row_dot: X is {}x{}, Y is {}x{}",
+                lx.rows, lx.cols, ly.rows, ly.cols
+            )));
+        }
+        check_len("row_dot (out)", out.len(), out_off + lx.rows)?;
+        row_dot_ref(x, lx, y, ly, beta, &mut out[out_off..out_off + lx.rows]);
+        Ok(())
+    }
+}
+
+/// CPU twin of the row-wise dot product kernel: `out[r] = beta·out[r] + X_r · Y_r` for
+/// two views with `out.len()` rows.
+pub fn row_dot_ref<T: Real>(x: &[T], lx: Lay, y: &[T], ly: Lay, beta: T, out: &mut [T]) {
+    const ROWS_PER_TASK: usize = 256;
+    let cols = lx.cols;
+    out.par_chunks_mut(ROWS_PER_TASK)
+        .enumerate()
+        .for_each(|(b, o)| {
+            let r0 = b * ROWS_PER_TASK;
+            for (k, o) in o.iter_mut().enumerate() {
+                let (rx, ry) = (lx.off + (r0 + k) * lx.ld, ly.off + (r0 + k) * ly.ld);
+                let mut acc = T::ZERO;
+                for (a, b) in x[rx..rx + cols].iter().zip(&y[ry..ry + cols]) {
+                    acc += *a * *b;
+                }
+                *o = if beta == T::ZERO {
+                    acc
+                } else {
+                    beta * *o + acc
+                };
+            }
+        });
 }
 
 /// CPU twin of the elementwise product kernel: `y *= x`.
@@ -804,10 +853,11 @@ pub fn mul_ref<T: Real>(x: &[T], y: &mut [T]) {
 /// overwritten, by the same task.
 ///
 /// # Safety
-/// `z` and `t` must be valid for `shape.len()` elements and not overlap; `coef` holds
-/// `shape.k` weights.
+/// `z` and `t` must be valid for `shape.len()` elements and not overlap; `a` holds at
+/// least the `n·h` value rows, `coef` `shape.k` weights.
 unsafe fn tanh_tangent_samples<T: Real>(
     z: *const T,
+    act: &[T],
     t: *mut T,
     coef: &[T],
     shape: JetShape,
@@ -827,7 +877,7 @@ unsafe fn tanh_tangent_samples<T: Real>(
     for i in i0..i1 {
         let v = i * h;
         for j in 0..h {
-            let a = (*z.add(v + j)).tanh();
+            let a = act[v + j];
             let d1 = T::ONE - a * a;
             s1[j] = d1;
             s2[j] = -(a + a) * d1;
@@ -838,9 +888,8 @@ unsafe fn tanh_tangent_samples<T: Real>(
             x[j] = T::ZERO;
             *t.add(v + j) = d1 * zdot;
         }
-        for d in 0..k {
+        for (d, &c) in coef.iter().enumerate().take(k) {
             let row = ((1 + d) * n + i) * h;
-            let c = coef[d];
             for j in 0..h {
                 let dz = *z.add(row + j);
                 let dzd = *t.add(row + j);
@@ -1074,7 +1123,10 @@ mod tests {
             let zd: Vec<f64> = (0..len).map(|i| (i as f64 * 0.377 + 1.0).cos()).collect();
             let coef: Vec<f64> = (0..k).map(|d| 0.5 + d as f64).collect();
             let mut t = zd.clone();
-            cpu.jet_tanh_tangent(&z, &mut t, &coef, shape).unwrap();
+            let mut act = vec![0.0; len];
+            cpu.jet_tanh(&z, &mut act, &coef, shape).unwrap();
+            cpu.jet_tanh_tangent(&z, &act, &mut t, &coef, shape)
+                .unwrap();
             let eps = 1e-6;
             let shifted = |sgn: f64| {
                 let zz: Vec<f64> = z.iter().zip(&zd).map(|(a, b)| a + sgn * eps * b).collect();
@@ -1119,9 +1171,15 @@ mod tests {
             lap: true,
             h: 2,
         };
+        let z = vec![0.0; 12];
         let mut t = vec![0.0; 5];
         assert!(cpu
-            .jet_tanh_tangent(&vec![0.0; 12], &mut t, &vec![1.0], shape)
+            .jet_tanh_tangent(&z, &z, &mut t, &vec![1.0], shape)
+            .is_err());
+        let mut t = vec![0.0; 12];
+        let short = vec![0.0; 3];
+        assert!(cpu
+            .jet_tanh_tangent(&z, &short, &mut t, &vec![1.0], shape)
             .is_err());
     }
 
@@ -1138,5 +1196,42 @@ mod tests {
         let mut sq = big.clone();
         cpu.mul(&big, 0, &mut sq, 0, big.len()).unwrap();
         assert!(sq.iter().zip(&big).all(|(s, b)| *s == b * b));
+    }
+
+    #[test]
+    fn row_dot_matches_naive() {
+        let cpu = Cpu;
+        let (rows, cols) = (700, 9);
+        let x: Vec<f64> = (0..rows * 12 + 5).map(|i| (i as f64 * 0.3).sin()).collect();
+        let y: Vec<f64> = (0..rows * cols + 2)
+            .map(|i| (i as f64 * 0.7).cos())
+            .collect();
+        // X strided (ld 12) with an offset, Y dense
+        let lx = Lay {
+            off: 5,
+            rows,
+            cols,
+            ld: 12,
+        };
+        let ly = Lay::at(2, rows, cols);
+        let mut out = vec![1.5; rows + 3];
+        cpu.row_dot(&x, lx, &y, ly, 2.0, &mut out, 3).unwrap();
+        for r in 0..rows {
+            let want: f64 = (0..cols)
+                .map(|c| x[5 + r * 12 + c] * y[2 + r * cols + c])
+                .sum();
+            assert!((out[3 + r] - (3.0 + want)).abs() < 1e-13, "row {r}");
+        }
+        assert_eq!(&out[..3], &[1.5, 1.5, 1.5]);
+        let mut o2 = vec![f64::NAN; rows];
+        cpu.row_dot(&x, lx, &y, ly, 0.0, &mut o2, 0).unwrap();
+        assert!(o2.iter().all(|v| v.is_finite()));
+        assert!(cpu
+            .row_dot(&x, lx, &y, Lay::at(3, rows, cols), 0.0, &mut o2, 0)
+            .is_err());
+        assert!(cpu
+            .row_dot(&x, lx, &y, Lay::at(0, rows, 8), 0.0, &mut o2, 0)
+            .is_err());
+        assert!(cpu.row_dot(&x, lx, &y, ly, 0.0, &mut o2, 1).is_err());
     }
 }

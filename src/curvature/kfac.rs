@@ -20,6 +20,7 @@
 //! computation from the layer inputs and cotangents; the inverse against a dense solve.
 
 use super::linalg::{kron_side, KronSide};
+use super::store::JacobianStore;
 use crate::backend::{Backend, Lay, Tr};
 use crate::error::{Error, Result};
 use crate::jet::accumulate_grad;
@@ -27,6 +28,7 @@ use crate::loss::Objective;
 use crate::model::{LayerLayout, Mlp};
 use crate::optim::State;
 use crate::scalar::{convert, Real};
+use rayon::prelude::*;
 
 /// Kronecker factors on the host (f64), per loss term and layer: `A` is
 /// `(fan_in+1)²` and `B` is `fan_out²`, both row-major.
@@ -223,13 +225,16 @@ impl<B: Backend, T: Real> KfacPass<B, T> {
     }
 
     /// One sweep over every term: returns the loss, writes its gradient to `grad` and,
-    /// when `factors` is given, this batch's Kronecker factors (no EMA, no damping).
+    /// when `factors` is given, this batch's Kronecker factors (no EMA, no damping). With
+    /// `store`, every chunk's layer inputs and un-scaled cotangents are also kept for
+    /// later Jacobian-vector products (if the store applies; see [`JacobianStore`]).
     pub fn run(
         &mut self,
         obj: &mut Objective<B, T>,
         params: &B::Buf<T>,
         grad: &mut B::Buf<T>,
         mut factors: Option<&mut KfacFactors>,
+        mut store: Option<&mut JacobianStore<B, T>>,
     ) -> Result<f64> {
         let be = obj.backend().clone();
         if obj.num_terms() != self.a.len() {
@@ -243,6 +248,10 @@ impl<B: Backend, T: Real> KfacPass<B, T> {
         let np = be.len(grad);
         be.fill(grad, 0, np, T::ZERO)?;
         let with_factors = factors.is_some();
+        let storing = match store.as_deref_mut() {
+            Some(st) => st.begin(obj)?,
+            None => false,
+        };
         if with_factors {
             for x in self.a.iter_mut().chain(self.b.iter_mut()).flatten() {
                 let n = be.len(x);
@@ -263,9 +272,11 @@ impl<B: Backend, T: Real> KfacPass<B, T> {
             let mut ss = 0.0;
             let (fa, fb) = (&mut self.a[t], &mut self.b[t]);
             let (scale, scale_host) = (&mut self.scale, &mut self.scale_host);
+            let mut st = if storing { store.as_deref_mut() } else { None };
             obj.sweep(params, t, |pass| {
                 ss += pass.r.iter().map(|v| v * v).sum::<f64>();
                 let n = pass.n;
+                let i0 = st.as_deref_mut().map(|st| st.add_chunk(t, n)).unwrap_or(0);
                 if be.len(scale) < n {
                     *scale = be.alloc(n)?;
                 }
@@ -299,6 +310,9 @@ impl<B: Backend, T: Real> KfacPass<B, T> {
                                 Lay::dense(fo, fo),
                             )?;
                         }
+                        if let Some(st) = st.as_deref_mut() {
+                            st.record(be, t, l, i0, n, v.a, v.g)?;
+                        }
                         // gradient: g · r_n w/N, then Gᵀ Z̃
                         let sh = v.out_shape();
                         be.scale_jet_rows(v.g, scale, sh)?;
@@ -331,6 +345,11 @@ impl<B: Backend, T: Real> KfacPass<B, T> {
                         f.b[t][li].fill(0.0);
                     }
                 }
+            }
+        }
+        if storing {
+            if let Some(st) = store {
+                st.finish()?;
             }
         }
         if !loss.is_finite() {
@@ -403,31 +422,35 @@ impl<B: Backend, T: Real> KfacInverse<B, T> {
             }
             y
         };
-        let mut clamped = 0;
-        for (li, l) in self.layers.iter().enumerate() {
-            let (na, nb) = (l.fan_in + 1, l.fan_out);
-            let a1 = damp(&factors.a[0][li], na);
-            let b1 = damp(&factors.b[0][li], nb);
-            let (a2, b2) = if factors.num_terms() > 1 {
-                (
-                    Some(damp(&factors.a[1][li], na)),
-                    Some(damp(&factors.b[1][li], nb)),
+        // the 2·L simultaneous diagonalisations are independent: run them in parallel
+        let two = factors.num_terms() > 1;
+        let sides: Vec<Result<KronSide>> = (0..2 * self.layers.len())
+            .into_par_iter()
+            .map(|job| {
+                let (li, is_a) = (job / 2, job % 2 == 0);
+                let l = &self.layers[li];
+                let (n, x, what) = if is_a {
+                    (l.fan_in + 1, &factors.a, "A")
+                } else {
+                    (l.fan_out, &factors.b, "B")
+                };
+                let x1 = damp(&x[0][li], n);
+                let x2 = two.then(|| damp(&x[1][li], n));
+                kron_side(
+                    n,
+                    &x1,
+                    x2.as_deref(),
+                    &format!("KFAC {what} factor of layer {li}"),
                 )
-            } else {
-                (None, None)
-            };
-            let sa: KronSide = kron_side(
-                na,
-                &a1,
-                a2.as_deref(),
-                &format!("KFAC A factor of layer {li}"),
-            )?;
-            let sb: KronSide = kron_side(
-                nb,
-                &b1,
-                b2.as_deref(),
-                &format!("KFAC B factor of layer {li}"),
-            )?;
+            })
+            .collect();
+        let mut sides = sides.into_iter();
+        let mut clamped = 0;
+        for li in 0..self.layers.len() {
+            let l = self.layers[li];
+            let (na, nb) = (l.fan_in + 1, l.fan_out);
+            let sa = sides.next().expect("A side")?;
+            let sb = sides.next().expect("B side")?;
             clamped += sa.clamped + sb.clamped;
             let mut d = vec![0.0; nb * na];
             for o in 0..nb {

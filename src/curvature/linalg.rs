@@ -91,24 +91,21 @@ pub fn pinv_apply(e: &SymEig, b: &[f64], rcond: Option<f64>) -> (Vec<f64>, usize
     // c = Uᵀ b, scaled by 1/λ where kept
     let mut c = vec![0.0; n];
     let mut rank = 0;
-    for k in 0..n {
+    for (k, ck) in c.iter_mut().enumerate() {
         let lam = e.vals[k];
         if lam.abs() > cut && amax > 0.0 {
             let col = u.col(k);
-            let mut s = 0.0;
-            for i in 0..n {
-                s += col[i] * b[i];
-            }
-            c[k] = s / lam;
+            let s: f64 = (0..n).map(|i| col[i] * b[i]).sum();
+            *ck = s / lam;
             rank += 1;
         }
     }
     let mut x = vec![0.0; n];
-    for k in 0..n {
-        if c[k] != 0.0 {
+    for (k, &ck) in c.iter().enumerate() {
+        if ck != 0.0 {
             let col = u.col(k);
-            for i in 0..n {
-                x[i] += col[i] * c[k];
+            for (i, xi) in x.iter_mut().enumerate() {
+                *xi += col[i] * ck;
             }
         }
     }

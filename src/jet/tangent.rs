@@ -66,7 +66,7 @@ impl<B: Backend, T: Real> JetEngine<B, T> {
                 (&mut *g1, &mut *g0)
             };
             let lay = self.mlp.layer(l);
-            be.jet_tanh_tangent(&t.z[l - 1], cur, &self.coef, shape.with_h(w[l]))?;
+            be.jet_tanh_tangent(&t.z[l - 1], &t.a[l], cur, &self.coef, shape.with_h(w[l]))?;
             let wl = Lay::at(lay.w_off, lay.fan_out, lay.fan_in);
             let out = Lay::dense(rows, w[l + 1]);
             let inp = Lay::dense(rows, w[l]);

@@ -7,8 +7,9 @@
 //!   `η ∈ {2^k, k = −30..0}` on the batch loss (or a fixed `lr`).
 //! * `kfac-star` (Martens & Grosse 2015, §7): `δ_t = αΔ + μδ_{t−1}` with `(α, μ)` minimising
 //!   the damped quadratic model `½ dᵀ(G + λI)d + ∇Lᵀd` over `d ∈ span(Δ, δ_{t−1})`, with the
-//!   exact Gramian reached by two Jacobian-vector (tangent) passes; the first step is
-//!   `10⁻⁶ Δ` as in the paper's code.
+//!   exact Gramian reached by Jacobian-vector products; the first step is `10⁻⁶ Δ` as in
+//!   the paper's code. The products reuse the layer inputs and cotangents of the
+//!   gradient pass ([`JacobianStore`]) when they fit in memory, else two tangent passes.
 //!
 //! Checked by `tests/optim_second_order.rs` (the step against a dense reconstruction of
 //! the KFAC matrix and the 2×2 model, loss decrease, accuracy on Poisson 2d, state
@@ -19,7 +20,9 @@ use super::util::{
 };
 use super::{grid_line_search, only_fields, OptimizerConfig, State, StepInfo};
 use crate::backend::Backend;
-use crate::curvature::{jvp_gram, KfacFactors, KfacInverse, KfacPass};
+use crate::curvature::{
+    jvp_gram, JacobianStore, KfacFactors, KfacInverse, KfacPass, DEFAULT_STORE_BYTES,
+};
 use crate::error::{check, Error, Result};
 use crate::loss::Objective;
 use crate::scalar::{convert, Real};
@@ -49,6 +52,8 @@ struct Parts<B: Backend, T: Real> {
     /// KFAC: the momentum buffer m; KFAC*: the previous update δ.
     mom: B::Buf<T>,
     trial: B::Buf<T>,
+    /// KFAC*: the pass's layer inputs and cotangents, for `JΔ` and `Jδ`.
+    store: JacobianStore<B, T>,
 }
 
 pub struct Kfac<B: Backend, T: Real> {
@@ -169,6 +174,7 @@ impl<B: Backend, T: Real> Kfac<B, T> {
             dir: be.alloc(p)?,
             mom: be.alloc(p)?,
             trial: be.alloc(p)?,
+            store: JacobianStore::new(be, DEFAULT_STORE_BYTES)?,
         });
         if let Some(s) = self.pending.take() {
             self.load_parts(be, &s)?;
@@ -211,9 +217,11 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for Kfac<B, T> {
         let parts = self.parts.as_mut().expect("initialised");
         let mut extra = Vec::new();
 
-        // gradient and curvature: one forward and backward sweep
+        // gradient and curvature: one forward and backward sweep (KFAC* also keeps the
+        // layer inputs and cotangents for its Jacobian-vector products when they fit)
         let batch = update_factors.then_some(&mut parts.batch);
-        let loss = parts.pass.run(obj, params, &mut parts.grad, batch)?;
+        let keep = (self.mode == KfacMode::Star && self.started).then_some(&mut parts.store);
+        let loss = parts.pass.run(obj, params, &mut parts.grad, batch, keep)?;
         if update_factors {
             parts.factors.ema(&parts.batch, self.ema)?;
         }
@@ -263,7 +271,13 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for Kfac<B, T> {
             KfacMode::Star => {
                 // step size and momentum from the quadratic model (exact Gramian products)
                 let (alpha, mu) = if self.started {
-                    let gram = jvp_gram(obj, params, &[&parts.dir, &parts.mom])?;
+                    let vs = [&parts.dir, &parts.mom];
+                    let gram = if parts.store.is_valid() {
+                        parts.store.jvp_gram(&be, &vs)?
+                    } else {
+                        jvp_gram(obj, params, &vs)?
+                    };
+                    parts.store.invalidate();
                     let dots = [
                         be.dot(&parts.dir, &parts.dir)?,
                         be.dot(&parts.dir, &parts.mom)?,

@@ -41,8 +41,10 @@ pub struct Lbfgs<B: Backend, T: Real> {
     n: usize,
 }
 
-/// Minimiser of the cubic through (x1, f1, g1) and (x2, f2, g2), clamped to [lo, hi].
-fn cubic_min(x1: f64, f1: f64, g1: f64, x2: f64, f2: f64, g2: f64, lo: f64, hi: f64) -> f64 {
+/// Minimiser of the cubic through the points `p` and `q` (values and slopes), clamped
+/// to [lo, hi]; the midpoint if the cubic has no minimiser.
+fn cubic_min(p: Pt, q: Pt, lo: f64, hi: f64) -> f64 {
+    let (x1, f1, g1, x2, f2, g2) = (p.t, p.f, p.d, q.t, q.f, q.d);
     let d1 = g1 + g2 - 3.0 * (f1 - f2) / (x1 - x2);
     let d2sq = d1 * d1 - g1 * g2;
     if d2sq >= 0.0 && (x1 - x2).abs() > 0.0 {
@@ -177,7 +179,7 @@ impl<B: Backend, T: Real> Lbfgs<B, T> {
                 return Ok(best);
             }
             let (a, b) = (cur.t + 0.01 * (cur.t - prev.t), 10.0 * cur.t);
-            let next = cubic_min(prev.t, prev.f, prev.d, cur.t, cur.f, cur.d, a, b);
+            let next = cubic_min(prev, cur, a, b);
             prev = cur;
             t = next;
         };
@@ -190,7 +192,7 @@ impl<B: Backend, T: Real> Lbfgs<B, T> {
             };
             let w = b - a;
             let guess = if hi.f.is_finite() && hi.d.is_finite() {
-                cubic_min(lo.t, lo.f, lo.d, hi.t, hi.f, hi.d, a, b)
+                cubic_min(lo, hi, a, b)
             } else {
                 0.5 * (a + b)
             };

@@ -713,3 +713,32 @@ fn lbfgs_first_step_satisfies_the_strong_wolfe_conditions() {
         assert!(extra(&info, "history") >= 1.0);
     }
 }
+
+#[test]
+fn kfac_star_tangent_passes_and_stored_pass_agree() {
+    use kfac_pinn::optim::{Kfac, KfacMode};
+    let cfg = OptimizerConfig {
+        damping: Some(1e-4),
+        ema: Some(0.7),
+        ..Default::default()
+    };
+    let (mut obj, p0) = objective(&[2, 6, 5, 1], &[30, 12], 9);
+    let mut stored = Kfac::<Cpu, f64>::new(&cfg, KfacMode::Star).unwrap();
+    let mut p = p0.clone();
+    for _ in 0..3 {
+        stored.step(&mut obj, &mut p).unwrap();
+    }
+    // the same state, the same step: Gram entries from the stored pass vs tangent passes
+    let mut tangent = Kfac::<Cpu, f64>::new(&cfg, KfacMode::Star)
+        .unwrap()
+        .with_store_limit(0);
+    tangent
+        .load_state(&Cpu, &stored.state(&Cpu).unwrap())
+        .unwrap();
+    let (mut pa, mut pb) = (p.clone(), p.clone());
+    let ia = stored.step(&mut obj, &mut pa).unwrap();
+    let ib = tangent.step(&mut obj, &mut pb).unwrap();
+    let coef = |i: &kfac_pinn::optim::StepInfo| [extra(i, "alpha"), extra(i, "mu")];
+    assert_close("α, μ", &coef(&ia), &coef(&ib), 1e-9, 1e-14);
+    assert_close("parameters", &pa, &pb, 1e-10, 1e-13);
+}

@@ -79,6 +79,16 @@ impl<B: Backend, T: Real> HessianFree<B, T> {
     }
 }
 
+/// The loss at a trial point; a non-finite loss is an infinitely bad candidate, not an
+/// error (other errors propagate).
+fn trial_loss<B: Backend, T: Real>(obj: &mut Objective<B, T>, p: &B::Buf<T>) -> Result<f64> {
+    match obj.loss(p) {
+        Ok(l) => Ok(l),
+        Err(crate::Error::NonFinite(_)) => Ok(f64::INFINITY),
+        Err(e) => Err(e),
+    }
+}
+
 /// Iteration counts (1-based) after which CG iterates are kept: `⌈1.3^j⌉`, distinct.
 fn keep_schedule(max: usize) -> Vec<usize> {
     let mut v: Vec<usize> = Vec::new();
@@ -176,7 +186,7 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for HessianFree<B, T> {
         for slot in (0..kept_info.len()).rev() {
             be.copy(params, 0, &mut self.trial, 0, n)?;
             be.axpby(T::ONE, &self.kept[slot], T::ONE, &mut self.trial)?;
-            let l = obj.loss(&self.trial).unwrap_or(f64::INFINITY);
+            let l = trial_loss(obj, &self.trial)?;
             match best {
                 Some((_, lb)) if l >= lb => break,
                 _ => best = Some((slot, l)),
@@ -207,7 +217,7 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for HessianFree<B, T> {
             } else {
                 be.copy(params, 0, &mut self.trial, 0, n)?;
                 be.axpby(T::from_f64(eta), &self.kept[slot], T::ONE, &mut self.trial)?;
-                obj.loss(&self.trial).unwrap_or(f64::INFINITY)
+                trial_loss(obj, &self.trial)?
             };
             if l <= loss + ARMIJO_C * eta * gx.min(0.0) && l.is_finite() {
                 accepted = eta;

@@ -71,6 +71,8 @@ pub struct Kfac<B: Backend, T: Real> {
     parts: Option<Parts<B, T>>,
     pending: Option<State>,
     warned: bool,
+    /// Memory limit of KFAC*'s stored pass (above it: tangent passes).
+    store_bytes: usize,
 }
 
 /// Solve KFAC*'s 2×2 damped quadratic model for `(α, μ)`.
@@ -154,6 +156,7 @@ impl<B: Backend, T: Real> Kfac<B, T> {
             parts: None,
             pending: None,
             warned: false,
+            store_bytes: DEFAULT_STORE_BYTES,
         })
     }
 
@@ -174,7 +177,7 @@ impl<B: Backend, T: Real> Kfac<B, T> {
             dir: be.alloc(p)?,
             mom: be.alloc(p)?,
             trial: be.alloc(p)?,
-            store: JacobianStore::new(be, DEFAULT_STORE_BYTES)?,
+            store: JacobianStore::new(be, self.store_bytes)?,
         });
         if let Some(s) = self.pending.take() {
             self.load_parts(be, &s)?;
@@ -192,6 +195,14 @@ impl<B: Backend, T: Real> Kfac<B, T> {
         self.step = count_get(s, "step")?;
         self.started = count_get(s, "started")? != 0;
         Ok(())
+    }
+
+    /// Limit the memory KFAC* may use to keep the gradient pass's layer inputs and
+    /// cotangents for its Jacobian-vector products (default [`DEFAULT_STORE_BYTES`]);
+    /// above it, `JΔ` and `Jδ` come from two tangent passes. Call before the first step.
+    pub fn with_store_limit(mut self, bytes: usize) -> Self {
+        self.store_bytes = bytes;
+        self
     }
 
     /// The EMA'd factors (after the first step), e.g. for inspection.

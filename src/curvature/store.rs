@@ -18,6 +18,9 @@ use crate::loss::Objective;
 use crate::model::LayerLayout;
 use crate::scalar::{convert, Real};
 
+/// Rows per block of the products (block products stay in cache for the dots).
+const ROW_BLOCK: usize = 4096;
+
 /// Default limit on the stored bytes.
 pub const DEFAULT_STORE_BYTES: usize = 1 << 30;
 
@@ -217,64 +220,86 @@ impl<B: Backend, T: Real> JacobianStore<B, T> {
         let k = vs.len();
         let mut res = vec![Vec::new(); k];
         let fo_max = self.layers.iter().map(|l| l.fan_out).max().unwrap_or(0);
-        let fi_max = self.layers.iter().map(|l| l.fan_in).max().unwrap_or(0);
         let rows_max = self.terms.iter().map(|t| t.rows()).max().unwrap_or(0);
-        if be.len(&self.vstack) < k * fo_max * fi_max {
-            self.vstack = be.alloc(k * fo_max * fi_max)?;
-            self.bstack = be.alloc(k * fo_max)?;
+        // [V_1; …; V_k] and [b_1, …, b_k] of every layer, once
+        let mut voff = Vec::with_capacity(self.layers.len());
+        let mut boff = Vec::with_capacity(self.layers.len());
+        let (mut vlen, mut blen) = (0, 0);
+        for l in &self.layers {
+            voff.push(vlen);
+            boff.push(blen);
+            vlen += k * l.fan_out * l.fan_in;
+            blen += k * l.fan_out;
         }
-        if be.len(&self.tmp) < rows_max * k * fo_max {
-            self.tmp = be.alloc(rows_max * k * fo_max)?;
+        if be.len(&self.vstack) < vlen {
+            self.vstack = be.alloc(vlen)?;
+        }
+        if be.len(&self.bstack) < blen {
+            self.bstack = be.alloc(blen)?;
+        }
+        for (li, lay) in self.layers.iter().enumerate() {
+            let (fi, fo) = (lay.fan_in, lay.fan_out);
+            for (j, v) in vs.iter().enumerate() {
+                be.copy(
+                    v,
+                    lay.w_off,
+                    &mut self.vstack,
+                    voff[li] + j * fo * fi,
+                    fo * fi,
+                )?;
+                be.copy(v, lay.b_off, &mut self.bstack, boff[li] + j * fo, fo)?;
+            }
+        }
+        if be.len(&self.tmp) < ROW_BLOCK * k * fo_max {
+            self.tmp = be.alloc(ROW_BLOCK * k * fo_max)?;
         }
         if be.len(&self.out) < k * rows_max {
             self.out = be.alloc(k * rows_max)?;
         }
         for t in 0..self.terms.len() {
             let rows = self.terms[t].rows();
-            if rows == 0 {
-                continue;
-            }
-            for (l, lay) in self.layers.iter().enumerate() {
-                let (fi, fo) = (lay.fan_in, lay.fan_out);
-                // [V_1; …; V_k] and [b_1, …, b_k]
-                for (j, v) in vs.iter().enumerate() {
-                    be.copy(v, lay.w_off, &mut self.vstack, j * fo * fi, fo * fi)?;
-                    be.copy(v, lay.b_off, &mut self.bstack, j * fo, fo)?;
-                }
-                let term = &self.terms[t];
-                // tmp = Z̃ Ṽᵀ: the inputs times the stacked weights, plus the biases on
-                // the value rows
-                let kf = k * fo;
-                be.gemm(
-                    T::ONE,
-                    &term.a[l],
-                    Lay::dense(rows, fi),
-                    Tr::N,
-                    &self.vstack,
-                    Lay::dense(kf, fi),
-                    Tr::T,
-                    T::ZERO,
-                    &mut self.tmp,
-                    Lay::dense(rows, kf),
-                )?;
-                be.add_bias(&mut self.tmp, term.n, kf, &self.bstack, 0)?;
-                let beta = if l == 0 { T::ZERO } else { T::ONE };
-                for j in 0..k {
-                    let lx = Lay {
-                        off: j * fo,
-                        rows,
-                        cols: fo,
-                        ld: kf,
-                    };
-                    be.row_dot(
-                        &self.tmp,
-                        lx,
-                        &term.g[l],
-                        Lay::dense(rows, fo),
-                        beta,
-                        &mut self.out,
-                        j * rows,
+            let term = &self.terms[t];
+            // row blocks, so that each block's products are still in cache for the dots
+            for r0 in (0..rows).step_by(ROW_BLOCK) {
+                let nb = ROW_BLOCK.min(rows - r0);
+                let values = term.n.saturating_sub(r0).min(nb);
+                for (l, lay) in self.layers.iter().enumerate() {
+                    let (fi, fo) = (lay.fan_in, lay.fan_out);
+                    let kf = k * fo;
+                    // Z̃ Ṽᵀ: the inputs times the stacked weights, plus the biases on the
+                    // value rows
+                    be.gemm(
+                        T::ONE,
+                        &term.a[l],
+                        Lay::at(r0 * fi, nb, fi),
+                        Tr::N,
+                        &self.vstack,
+                        Lay::at(voff[l], kf, fi),
+                        Tr::T,
+                        T::ZERO,
+                        &mut self.tmp,
+                        Lay::dense(nb, kf),
                     )?;
+                    be.add_bias(&mut self.tmp, values, kf, &self.bstack, boff[l])?;
+                    let beta = if l == 0 { T::ZERO } else { T::ONE };
+                    for j in 0..k {
+                        let lx = Lay {
+                            off: j * fo,
+                            rows: nb,
+                            cols: fo,
+                            ld: kf,
+                        };
+                        let ly = Lay::at(r0 * fo, nb, fo);
+                        be.row_dot(
+                            &self.tmp,
+                            lx,
+                            &term.g[l],
+                            ly,
+                            beta,
+                            &mut self.out,
+                            j * rows + r0,
+                        )?;
+                    }
                 }
             }
             let term = &self.terms[t];

@@ -6,11 +6,15 @@
 //! the layer's block of `v`. Keeping every chunk's `z̃` and `g` (what the pass already has
 //! in hand) turns `J v` for directions chosen after the pass (KFAC*'s Δ) into one product
 //! and one row-wise dot per layer, instead of a new forward and a tangent pass:
-//! `out = Σ_l rowdot(G_l V_l, A_l) + G_l[value rows] v_b`, then a sum over the S rows.
+//! `out = Σ_l rowdot(Z̃_l Ṽ_lᵀ, G_l)`, then a sum over each sample's S rows. Rows are kept
+//! value rows first (all samples), then chunk by chunk the derivative rows, so Z̃'s bias
+//! column (1 on value rows) is one `add_bias`; several directions share one product with
+//! the stacked `[V_1; V_2; …]`, in row blocks.
 //!
 //! Only for residuals with one component; the memory is `Σ_terms N·S·Σ_l (fan_in +
 //! fan_out)` values, refused above a limit (callers fall back to tangent passes).
-//! Checked by `tests/curvature_kfac.rs` against the tangent-pass products.
+//! Checked by `tests/curvature_kfac.rs` against the dense Jacobian and the tangent-pass
+//! products, and through KFAC* in `tests/optim_second_order.rs`.
 
 use crate::backend::{Backend, Lay, Tr};
 use crate::error::{Error, Result};
@@ -18,7 +22,8 @@ use crate::loss::Objective;
 use crate::model::LayerLayout;
 use crate::scalar::{convert, Real};
 
-/// Rows per block of the products (block products stay in cache for the dots).
+/// Rows per block of the stacked products: bounded scratch, and products large enough to
+/// run fast (on heat 4+1d 4096 rows measured as fast as 8192, faster than 1024).
 const ROW_BLOCK: usize = 4096;
 
 /// Default limit on the stored bytes.
@@ -259,7 +264,7 @@ impl<B: Backend, T: Real> JacobianStore<B, T> {
         for t in 0..self.terms.len() {
             let rows = self.terms[t].rows();
             let term = &self.terms[t];
-            // row blocks, so that each block's products are still in cache for the dots
+            // in row blocks: the scratch stays bounded
             for r0 in (0..rows).step_by(ROW_BLOCK) {
                 let nb = ROW_BLOCK.min(rows - r0);
                 let values = term.n.saturating_sub(r0).min(nb);

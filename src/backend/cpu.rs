@@ -795,6 +795,66 @@ impl Backend for Cpu {
             &mut vt[..k * la.cols],
         )
     }
+    // ---- issue 3: second-order optimizers ------------------------------------------
+    fn jet_tanh_tangent<T: Real>(
+        &self,
+        z: &Vec<T>,
+        a: &Vec<T>,
+        t: &mut Vec<T>,
+        coef: &Vec<T>,
+        shape: JetShape,
+    ) -> Result<()> {
+        check_len("jet_tanh_tangent (z)", z.len(), shape.len())?;
+        check_len("jet_tanh_tangent (a)", a.len(), shape.n * shape.h)?;
+        check_len("jet_tanh_tangent (t)", t.len(), shape.len())?;
+        check_len("jet_tanh_tangent (coef)", coef.len(), shape.k)?;
+        let zp = SharedPtr(z.as_ptr() as *mut T);
+        let tp = SharedPtr(t.as_mut_ptr());
+        par_samples(shape.n, |i0, i1| {
+            let (zp, tp) = (zp, tp);
+            // SAFETY: lengths checked above; `z` and `a` are only read and `t` is a distinct
+            // buffer (exclusive borrow); each task touches only rows of samples i0..i1.
+            unsafe { tanh_tangent_samples(zp.0, a, tp.0, coef, shape, i0, i1) }
+        });
+        Ok(())
+    }
+
+    fn mul<T: Real>(
+        &self,
+        x: &Vec<T>,
+        x_off: usize,
+        y: &mut Vec<T>,
+        y_off: usize,
+        len: usize,
+    ) -> Result<()> {
+        check_len("mul (x)", x.len(), x_off + len)?;
+        check_len("mul (y)", y.len(), y_off + len)?;
+        mul_ref(&x[x_off..x_off + len], &mut y[y_off..y_off + len]);
+        Ok(())
+    }
+
+    fn row_dot<T: Real>(
+        &self,
+        x: &Vec<T>,
+        lx: Lay,
+        y: &Vec<T>,
+        ly: Lay,
+        beta: T,
+        out: &mut Vec<T>,
+        out_off: usize,
+    ) -> Result<()> {
+        check_view("row_dot X", x.len(), lx)?;
+        check_view("row_dot Y", y.len(), ly)?;
+        if lx.rows != ly.rows || lx.cols != ly.cols {
+            return Err(Error::Shape(format!(
+                "row_dot: X is {}x{}, Y is {}x{}",
+                lx.rows, lx.cols, ly.rows, ly.cols
+            )));
+        }
+        check_len("row_dot (out)", out.len(), out_off + lx.rows)?;
+        row_dot_ref(x, lx, y, ly, beta, &mut out[out_off..out_off + lx.rows]);
+        Ok(())
+    }
 }
 
 /// CPU twin of [`Backend::thin_svd`]: copies the view into a column-major f64 matrix and
@@ -870,6 +930,118 @@ pub fn thin_svd_ref<T: Real>(
         }
     }
     Ok(())
+}
+
+/// `Σ a_i b_i` with eight independent partial sums, so the loop vectorises instead of
+/// waiting on one chain of dependent additions.
+fn dot_lanes<T: Real>(a: &[T], b: &[T]) -> T {
+    let mut acc = [T::ZERO; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut s = T::ZERO;
+    for (x, y) in ra.iter().zip(rb) {
+        s += *x * *y;
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + s
+}
+
+/// CPU twin of the row-wise dot product kernel: `out[r] = beta·out[r] + X_r · Y_r` for
+/// two views with `out.len()` rows.
+pub fn row_dot_ref<T: Real>(x: &[T], lx: Lay, y: &[T], ly: Lay, beta: T, out: &mut [T]) {
+    const ROWS_PER_TASK: usize = 256;
+    let cols = lx.cols;
+    out.par_chunks_mut(ROWS_PER_TASK)
+        .enumerate()
+        .for_each(|(b, o)| {
+            let r0 = b * ROWS_PER_TASK;
+            for (k, o) in o.iter_mut().enumerate() {
+                let (rx, ry) = (lx.off + (r0 + k) * lx.ld, ly.off + (r0 + k) * ly.ld);
+                let acc = dot_lanes(&x[rx..rx + cols], &y[ry..ry + cols]);
+                *o = if beta == T::ZERO {
+                    acc
+                } else {
+                    beta * *o + acc
+                };
+            }
+        });
+}
+
+/// CPU twin of the elementwise product kernel: `y *= x`.
+pub fn mul_ref<T: Real>(x: &[T], y: &mut [T]) {
+    if y.len() >= 1 << 16 {
+        y.par_chunks_mut(1 << 14)
+            .zip(x.par_chunks(1 << 14))
+            .for_each(|(y, x)| y.iter_mut().zip(x).for_each(|(y, &x)| *y *= x));
+    } else {
+        y.iter_mut().zip(x).for_each(|(y, &x)| *y *= x);
+    }
+}
+
+/// CPU twin of the tanh-jet tangent kernel ([`Backend::jet_tanh_tangent`]) for samples
+/// i0..i1, in place on `t`. Per sample, the value-row tangent `ż` is read before it is
+/// overwritten, by the same task.
+///
+/// # Safety
+/// `z` and `t` must be valid for `shape.len()` elements and not overlap; `a` holds at
+/// least the `n·h` value rows, `coef` `shape.k` weights.
+unsafe fn tanh_tangent_samples<T: Real>(
+    z: *const T,
+    act: &[T],
+    t: *mut T,
+    coef: &[T],
+    shape: JetShape,
+    i0: usize,
+    i1: usize,
+) {
+    let JetShape { n, k, lap, h } = shape;
+    let two = T::from_f64(2.0);
+    let six = T::from_f64(6.0);
+    let mut s1 = vec![T::ZERO; h];
+    let mut s2 = vec![T::ZERO; h];
+    let mut s3 = vec![T::ZERO; h];
+    let mut zd = vec![T::ZERO; h];
+    // Σ_d c_d (∂_d z)² and Σ_d c_d ∂_d z ∂_d ż
+    let mut q = vec![T::ZERO; h];
+    let mut x = vec![T::ZERO; h];
+    for i in i0..i1 {
+        let v = i * h;
+        for j in 0..h {
+            let a = act[v + j];
+            let d1 = T::ONE - a * a;
+            s1[j] = d1;
+            s2[j] = -(a + a) * d1;
+            s3[j] = d1 * (six * a * a - two);
+            let zdot = *t.add(v + j);
+            zd[j] = zdot;
+            q[j] = T::ZERO;
+            x[j] = T::ZERO;
+            *t.add(v + j) = d1 * zdot;
+        }
+        for (d, &c) in coef.iter().enumerate().take(k) {
+            let row = ((1 + d) * n + i) * h;
+            for j in 0..h {
+                let dz = *z.add(row + j);
+                let dzd = *t.add(row + j);
+                q[j] += c * dz * dz;
+                x[j] += c * dz * dzd;
+                *t.add(row + j) = s1[j] * dzd + s2[j] * zd[j] * dz;
+            }
+        }
+        if lap {
+            let row = ((1 + k) * n + i) * h;
+            for j in 0..h {
+                let lz = *z.add(row + j);
+                let lzd = *t.add(row + j);
+                *t.add(row + j) =
+                    s1[j] * lzd + s2[j] * zd[j] * lz + s3[j] * zd[j] * q[j] + two * s2[j] * x[j];
+            }
+        }
+    }
 }
 
 /// CPU twin of the Adam kernel.
@@ -1064,5 +1236,136 @@ mod tests {
         )
         .unwrap();
         assert_eq!(g, vec![2.0, 2.0, 3.0, 3.0, 2.0, 2.0, 3.0, 3.0]);
+    }
+
+    // ---- issue 3 ---------------------------------------------------------------------
+
+    /// The tangent kernel against central differences of the forward kernel along ż,
+    /// and against a direct scalar evaluation of the formulas.
+    #[test]
+    fn jet_tanh_tangent_matches_differences_of_jet_tanh() {
+        let cpu = Cpu;
+        for (k, lap) in [(3, true), (2, false), (0, false)] {
+            let shape = JetShape {
+                n: 37,
+                k,
+                lap,
+                h: 5,
+            };
+            let len = shape.len();
+            let z: Vec<f64> = (0..len).map(|i| (i as f64 * 0.731).sin() * 1.3).collect();
+            let zd: Vec<f64> = (0..len).map(|i| (i as f64 * 0.377 + 1.0).cos()).collect();
+            let coef: Vec<f64> = (0..k).map(|d| 0.5 + d as f64).collect();
+            let mut t = zd.clone();
+            let mut act = vec![0.0; len];
+            cpu.jet_tanh(&z, &mut act, &coef, shape).unwrap();
+            cpu.jet_tanh_tangent(&z, &act, &mut t, &coef, shape)
+                .unwrap();
+            let eps = 1e-6;
+            let shifted = |sgn: f64| {
+                let zz: Vec<f64> = z.iter().zip(&zd).map(|(a, b)| a + sgn * eps * b).collect();
+                let mut a = vec![0.0; len];
+                cpu.jet_tanh(&zz, &mut a, &coef, shape).unwrap();
+                a
+            };
+            let (ap, am) = (shifted(1.0), shifted(-1.0));
+            for i in 0..len {
+                let fd = (ap[i] - am[i]) / (2.0 * eps);
+                assert!(
+                    (t[i] - fd).abs() < 1e-7 * (1.0 + fd.abs()),
+                    "k {k} [{i}] {} vs {fd}",
+                    t[i]
+                );
+            }
+            // direct formulas for one sample and unit (sample 3, unit 2)
+            let (n, h) = (shape.n, shape.h);
+            let at = |s: usize| (s * n + 3) * h + 2;
+            let a = z[at(0)].tanh();
+            let s1 = 1.0 - a * a;
+            let s2 = -2.0 * a * s1;
+            let s3 = s1 * (6.0 * a * a - 2.0);
+            assert!((t[at(0)] - s1 * zd[at(0)]).abs() < 1e-15);
+            for d in 0..k {
+                let want = s1 * zd[at(1 + d)] + s2 * zd[at(0)] * z[at(1 + d)];
+                assert!((t[at(1 + d)] - want).abs() < 1e-14);
+            }
+            if lap {
+                let l = 1 + k;
+                let q: f64 = (0..k).map(|d| coef[d] * z[at(1 + d)].powi(2)).sum();
+                let x: f64 = (0..k).map(|d| coef[d] * z[at(1 + d)] * zd[at(1 + d)]).sum();
+                let want =
+                    s1 * zd[at(l)] + s2 * zd[at(0)] * z[at(l)] + s3 * zd[at(0)] * q + 2.0 * s2 * x;
+                assert!((t[at(l)] - want).abs() < 1e-13);
+            }
+        }
+        // short buffers are refused
+        let shape = JetShape {
+            n: 2,
+            k: 1,
+            lap: true,
+            h: 2,
+        };
+        let z = vec![0.0; 12];
+        let mut t = vec![0.0; 5];
+        assert!(cpu
+            .jet_tanh_tangent(&z, &z, &mut t, &vec![1.0], shape)
+            .is_err());
+        let mut t = vec![0.0; 12];
+        let short = vec![0.0; 3];
+        assert!(cpu
+            .jet_tanh_tangent(&z, &short, &mut t, &vec![1.0], shape)
+            .is_err());
+    }
+
+    #[test]
+    fn mul_matches_naive_and_checks_ranges() {
+        let cpu = Cpu;
+        let x: Vec<f64> = (0..10).map(|i| i as f64).collect();
+        let mut y = vec![2.0; 8];
+        cpu.mul(&x, 3, &mut y, 1, 5).unwrap();
+        assert_eq!(y, vec![2.0, 6.0, 8.0, 10.0, 12.0, 14.0, 2.0, 2.0]);
+        assert!(cpu.mul(&x, 6, &mut y, 0, 5).is_err());
+        assert!(cpu.mul(&x, 0, &mut y, 4, 5).is_err());
+        let big: Vec<f64> = (0..100_000).map(|i| (i % 7) as f64).collect();
+        let mut sq = big.clone();
+        cpu.mul(&big, 0, &mut sq, 0, big.len()).unwrap();
+        assert!(sq.iter().zip(&big).all(|(s, b)| *s == b * b));
+    }
+
+    #[test]
+    fn row_dot_matches_naive() {
+        let cpu = Cpu;
+        let (rows, cols) = (700, 9);
+        let x: Vec<f64> = (0..rows * 12 + 5).map(|i| (i as f64 * 0.3).sin()).collect();
+        let y: Vec<f64> = (0..rows * cols + 2)
+            .map(|i| (i as f64 * 0.7).cos())
+            .collect();
+        // X strided (ld 12) with an offset, Y dense
+        let lx = Lay {
+            off: 5,
+            rows,
+            cols,
+            ld: 12,
+        };
+        let ly = Lay::at(2, rows, cols);
+        let mut out = vec![1.5; rows + 3];
+        cpu.row_dot(&x, lx, &y, ly, 2.0, &mut out, 3).unwrap();
+        for r in 0..rows {
+            let want: f64 = (0..cols)
+                .map(|c| x[5 + r * 12 + c] * y[2 + r * cols + c])
+                .sum();
+            assert!((out[3 + r] - (3.0 + want)).abs() < 1e-13, "row {r}");
+        }
+        assert_eq!(&out[..3], &[1.5, 1.5, 1.5]);
+        let mut o2 = vec![f64::NAN; rows];
+        cpu.row_dot(&x, lx, &y, ly, 0.0, &mut o2, 0).unwrap();
+        assert!(o2.iter().all(|v| v.is_finite()));
+        assert!(cpu
+            .row_dot(&x, lx, &y, Lay::at(3, rows, cols), 0.0, &mut o2, 0)
+            .is_err());
+        assert!(cpu
+            .row_dot(&x, lx, &y, Lay::at(0, rows, 8), 0.0, &mut o2, 0)
+            .is_err());
+        assert!(cpu.row_dot(&x, lx, &y, ly, 0.0, &mut o2, 1).is_err());
     }
 }

@@ -336,4 +336,45 @@ pub trait Backend: Clone + Send + Sync + 'static {
         s: &mut Self::Buf<f64>,
         vt: &mut Self::Buf<f64>,
     ) -> Result<()>;
+
+    // ---- issue 3: second-order optimizers ------------------------------------------
+    /// Tangent (forward mode in the parameters) through the tanh jet, the linearisation of
+    /// [`Backend::jet_tanh`]: `z` is the pre-activation jet, `a` the activation jet
+    /// `jet_tanh` made from it (only its value rows `a = tanh z` are read, which saves
+    /// recomputing tanh), and `t` holds the tangent of `z` on entry and the tangent of `a`
+    /// on exit. With `s1 = 1 − a²`, `s2 = −2a·s1`, `s3 = s1(6a² − 2)` and `ż` the entry values:
+    /// `ȧ = s1 ż`; `∂_d ȧ = s1 ∂_d ż + s2 ż ∂_d z`;
+    /// `Δȧ = s1 Δż + s2 ż Δz + s3 ż Σ_d c_d (∂_d z)² + 2 s2 Σ_d c_d ∂_d z ∂_d ż`.
+    /// CPU twin: `cpu::tanh_tangent_samples`.
+    fn jet_tanh_tangent<T: Real>(
+        &self,
+        z: &Self::Buf<T>,
+        a: &Self::Buf<T>,
+        t: &mut Self::Buf<T>,
+        coef: &Self::Buf<T>,
+        shape: JetShape,
+    ) -> Result<()>;
+    /// Elementwise product in place: `y[y_off + i] *= x[x_off + i]` for `i < len`.
+    /// CPU twin: `cpu::mul_ref`.
+    fn mul<T: Real>(
+        &self,
+        x: &Self::Buf<T>,
+        x_off: usize,
+        y: &mut Self::Buf<T>,
+        y_off: usize,
+        len: usize,
+    ) -> Result<()>;
+    /// Row-wise dot products of two equally shaped views: `out[out_off + r] =
+    /// beta·out[out_off + r] + Σ_c X[r, c] · Y[r, c]` for `r < rows` (beta = 0 ignores the
+    /// old contents). CPU twin: `cpu::row_dot_ref`.
+    fn row_dot<T: Real>(
+        &self,
+        x: &Self::Buf<T>,
+        lx: Lay,
+        y: &Self::Buf<T>,
+        ly: Lay,
+        beta: T,
+        out: &mut Self::Buf<T>,
+        out_off: usize,
+    ) -> Result<()>;
 }

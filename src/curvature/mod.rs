@@ -1,7 +1,20 @@
 //! Curvature of least-squares objectives, kept apart from the optimizers that use it:
-//! dense residual Jacobians (this file's [`jacobian`]), Gramians, KFAC factors and the
-//! Kronecker-sum inverse.
+//! dense residual Jacobians ([`jacobian`]), Gramians `JᵀJ` (full, per-layer blocks,
+//! diagonal; [`Gramian`]), matrix-free Jacobian and Gramian products through the tangent
+//! and reverse passes ([`jvp`], [`vjp`], [`gvp`], [`jvp_gram`]), KFAC factors
+//! ([`KfacFactors`], accumulated by [`KfacPass`]) and the exact Kronecker-sum inverse
+//! ([`KfacInverse`]), Jacobian-vector products from a stored KFAC pass
+//! ([`JacobianStore`]); small dense host linear algebra in [`linalg`].
 
+mod gramian;
 mod jacobian;
+mod kfac;
+pub mod linalg;
+mod products;
+mod store;
 
+pub use gramian::{chunk_jacobian, Gramian, GramianKind};
 pub use jacobian::{jacobian, Jacobian};
+pub use kfac::{KfacFactors, KfacInverse, KfacPass};
+pub use products::{combine_seeds, gvp, jvp, jvp_gram, vjp};
+pub use store::{JacobianStore, DEFAULT_STORE_BYTES};

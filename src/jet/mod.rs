@@ -11,6 +11,7 @@
 //! 1 and several layers; the reverse mode against finite differences of the loss.
 
 mod operator;
+mod tangent;
 
 pub use operator::Operator;
 

@@ -49,8 +49,8 @@ pub struct ChunkPass<'a, B: Backend, T: Real> {
     pub s_m: usize,
     /// The chunk's points (row-major).
     pub x: &'a [f64],
-    engine: &'a mut JetEngine<B, T>,
-    params: &'a B::Buf<T>,
+    pub(crate) engine: &'a mut JetEngine<B, T>,
+    pub(crate) params: &'a B::Buf<T>,
 }
 
 impl<B: Backend, T: Real> ChunkPass<'_, B, T> {

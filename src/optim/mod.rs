@@ -9,13 +9,25 @@ mod adam;
 mod hig;
 mod line_search;
 mod sgd;
+// issue 3: second-order optimizers
+mod engd;
+mod hessian_free;
+mod kfac;
+mod lbfgs;
+mod util;
 
 pub use adam::Adam;
 pub use hig::{Hig, SvdDirection, SvdInfo};
 pub use line_search::{grid_line_search, LineSearchResult};
 pub use sgd::Sgd;
+// issue 3
+pub use engd::{Engd, EngdWoodbury};
+pub use hessian_free::HessianFree;
+pub use kfac::{kfac_star_coefficients, Kfac, KfacMode, KFAC_STAR_FIRST_LR, LINE_SEARCH_K_MIN};
+pub use lbfgs::Lbfgs;
 
 use crate::backend::Backend;
+use crate::curvature::GramianKind;
 use crate::error::{Error, Result};
 use crate::loss::Objective;
 use crate::scalar::Real;
@@ -79,7 +91,22 @@ pub struct OptimizerConfig {
 }
 
 /// Names accepted by `--optimizer`.
-pub const OPTIMIZER_NAMES: &[&str] = &["sgd", "adam", "hig", "gn"];
+pub const OPTIMIZER_NAMES: &[&str] = &[
+    "sgd",
+    "adam",
+    // issue 3
+    "kfac",
+    "kfac-star",
+    "engd",
+    "engd-layer",
+    "engd-diag",
+    "engd-woodbury",
+    "hessian-free",
+    "lbfgs",
+    // issue 4
+    "hig",
+    "gn",
+];
 
 /// Build an optimizer by name for a network with `n_params` parameters.
 pub fn build<B: Backend, T: Real>(
@@ -91,6 +118,16 @@ pub fn build<B: Backend, T: Real>(
     Ok(match name {
         "sgd" => Box::new(Sgd::new(be, n_params, cfg)?),
         "adam" => Box::new(Adam::new(be, n_params, cfg)?),
+        // issue 3
+        "kfac" => Box::new(Kfac::new(cfg, KfacMode::LineSearch)?),
+        "kfac-star" => Box::new(Kfac::new(cfg, KfacMode::Star)?),
+        "engd" => Box::new(Engd::new(cfg, GramianKind::Full)?),
+        "engd-layer" => Box::new(Engd::new(cfg, GramianKind::Layer)?),
+        "engd-diag" => Box::new(Engd::new(cfg, GramianKind::Diagonal)?),
+        "engd-woodbury" => Box::new(EngdWoodbury::new(be, n_params, cfg)?),
+        "hessian-free" => Box::new(HessianFree::new(be, n_params, cfg)?),
+        "lbfgs" => Box::new(Lbfgs::new(be, n_params, cfg)?),
+        // issue 4
         "hig" => Box::new(Hig::new(be, n_params, cfg)?),
         "gn" => Box::new(Hig::gauss_newton(be, n_params, cfg)?),
         _ => return Err(Error::unknown("optimizer", name, OPTIMIZER_NAMES)),

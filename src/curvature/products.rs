@@ -1,0 +1,148 @@
+//! Matrix-free products with the scaled residual Jacobian `J` (rows as in
+//! [`super::jacobian`]: term by term, sample-major, scaled by `sqrt(w/N)`) and the Gramian
+//! `G = JᵀJ`: `J v` by the tangent pass through the stored jets, `Jᵀ w` by the reverse
+//! pass with seeds `w·∂r/∂y`, and `G v` by both in one sweep (one forward, one tangent and
+//! one backward pass per chunk). Nothing of size `M × P` or `P × P` is formed.
+//!
+//! Checked by `tests/curvature_kfac.rs` against the dense Jacobian and Gramian.
+
+use crate::backend::Backend;
+use crate::error::Result;
+use crate::jet::accumulate_grad;
+use crate::loss::{ChunkPass, Objective};
+use crate::scalar::Real;
+
+/// Output-jet seeds `Σ_q coef[i, q] · ∂r_{i,q}/∂y` of a chunk (`n × S·m`).
+pub fn combine_seeds<B: Backend, T: Real>(pass: &ChunkPass<'_, B, T>, coef: &[f64]) -> Vec<f64> {
+    let (sm, nr) = (pass.s_m, pass.n_res);
+    let mut s = vec![0.0; pass.n * sm];
+    for i in 0..pass.n {
+        let out = &mut s[i * sm..(i + 1) * sm];
+        for q in 0..nr {
+            let c = coef[i * nr + q];
+            if c != 0.0 {
+                let j = &pass.jac[(i * nr + q) * sm..][..sm];
+                out.iter_mut().zip(j).for_each(|(o, &jv)| *o += c * jv);
+            }
+        }
+    }
+    s
+}
+
+/// Scale `sqrt(w/N)` of the rows of term `t`.
+fn row_scale<B: Backend, T: Real>(obj: &Objective<B, T>, t: usize) -> f64 {
+    (obj.term_spec(t).weight / obj.term_points(t).max(1) as f64).sqrt()
+}
+
+/// `J v` (length M, host).
+pub fn jvp<B: Backend, T: Real>(
+    obj: &mut Objective<B, T>,
+    params: &B::Buf<T>,
+    v: &B::Buf<T>,
+) -> Result<Vec<f64>> {
+    let mut out = vec![0.0; obj.num_residuals()];
+    let mut row0 = 0;
+    for t in 0..obj.num_terms() {
+        let c = row_scale(obj, t);
+        let nr = obj.term_spec(t).residual.n_res();
+        obj.sweep(params, t, |pass| {
+            let rt = pass.residual_tangent(v)?;
+            let base = row0 + pass.first * nr;
+            for (o, r) in out[base..base + rt.len()].iter_mut().zip(&rt) {
+                *o = c * r;
+            }
+            Ok(())
+        })?;
+        row0 += obj.term_points(t) * nr;
+    }
+    Ok(out)
+}
+
+/// `out = Jᵀ w` for `w` of length M (host).
+pub fn vjp<B: Backend, T: Real>(
+    obj: &mut Objective<B, T>,
+    params: &B::Buf<T>,
+    w: &[f64],
+    out: &mut B::Buf<T>,
+) -> Result<()> {
+    let be = obj.backend().clone();
+    let m = obj.num_residuals();
+    if w.len() != m {
+        return Err(crate::Error::Shape(format!(
+            "Jᵀw: w has {} entries, J has {m} rows",
+            w.len()
+        )));
+    }
+    obj.mlp().check_params(be.len(out))?;
+    let np = be.len(out);
+    be.fill(out, 0, np, T::ZERO)?;
+    let mut row0 = 0;
+    for t in 0..obj.num_terms() {
+        let c = row_scale(obj, t);
+        let nr = obj.term_spec(t).residual.n_res();
+        obj.sweep(params, t, |pass| {
+            let base = row0 + pass.first * nr;
+            let coef: Vec<f64> = w[base..base + pass.n * nr].iter().map(|x| c * x).collect();
+            let seeds = combine_seeds(pass, &coef);
+            pass.backward(&seeds, |be, v| accumulate_grad(be, &v, T::ONE, out))
+        })?;
+        row0 += obj.term_points(t) * nr;
+    }
+    Ok(())
+}
+
+/// `out = G v = Jᵀ J v`: per chunk one forward, one tangent and one backward pass.
+pub fn gvp<B: Backend, T: Real>(
+    obj: &mut Objective<B, T>,
+    params: &B::Buf<T>,
+    v: &B::Buf<T>,
+    out: &mut B::Buf<T>,
+) -> Result<()> {
+    let be = obj.backend().clone();
+    obj.mlp().check_params(be.len(out))?;
+    let np = be.len(out);
+    be.fill(out, 0, np, T::ZERO)?;
+    for t in 0..obj.num_terms() {
+        let c2 = row_scale(obj, t).powi(2);
+        obj.sweep(params, t, |pass| {
+            let mut rt = pass.residual_tangent(v)?;
+            rt.iter_mut().for_each(|x| *x *= c2);
+            let seeds = combine_seeds(pass, &rt);
+            pass.backward(&seeds, |be, v| accumulate_grad(be, &v, T::ONE, out))
+        })?;
+    }
+    Ok(())
+}
+
+/// The Gram matrix `[(J v_i)·(J v_j)]_{ij}` of a few directions (row-major `k × k`), i.e.
+/// `v_iᵀ G v_j`, from one forward and `k` tangent passes per chunk.
+pub fn jvp_gram<B: Backend, T: Real>(
+    obj: &mut Objective<B, T>,
+    params: &B::Buf<T>,
+    vs: &[&B::Buf<T>],
+) -> Result<Vec<f64>> {
+    let k = vs.len();
+    let mut gram = vec![0.0; k * k];
+    for t in 0..obj.num_terms() {
+        let c2 = row_scale(obj, t).powi(2);
+        obj.sweep(params, t, |pass| {
+            let jv = vs
+                .iter()
+                .map(|v| pass.residual_tangent(v))
+                .collect::<Result<Vec<_>>>()?;
+            for a in 0..k {
+                for b in a..k {
+                    let d: f64 = jv[a].iter().zip(&jv[b]).map(|(x, y)| x * y).sum();
+                    gram[a * k + b] += c2 * d;
+                }
+            }
+            Ok(())
+        })?;
+    }
+    for a in 0..k {
+        for b in 0..a {
+            gram[a * k + b] = gram[b * k + a];
+        }
+    }
+    Ok(gram)
+}

@@ -1,0 +1,523 @@
+//! Curvature for the second-order optimizers against independent truth: the tangent
+//! pass against central differences of the output jet; matrix-free `J v`, `Jᵀ w`, `G v`
+//! against the dense Jacobian; Gramians (full, blocks, diagonal) against `JᵀJ`; KFAC
+//! factors against a naive host computation and, for one sample of a value-only term,
+//! against the exact Gramian block; the Kronecker-sum inverse against a dense solve.
+
+mod common;
+
+use common::{assert_close, rng, uniform};
+use kfac_pinn::backend::cpu::Cpu;
+use kfac_pinn::backend::Backend;
+use kfac_pinn::curvature::{
+    gvp, jacobian, jvp, jvp_gram, vjp, Gramian, GramianKind, KfacFactors, KfacInverse, KfacPass,
+};
+use kfac_pinn::jet::{JetEngine, JetKind, Operator};
+use kfac_pinn::loss::Objective;
+use kfac_pinn::model::Mlp;
+use kfac_pinn::pde::builtin;
+use rand::Rng;
+
+fn objective(
+    problem: &str,
+    widths: &[usize],
+    n: &[usize],
+    seed: u64,
+    chunk_rows: usize,
+) -> (Objective<Cpu, f64>, Vec<f64>) {
+    let p = builtin(problem).unwrap();
+    let mlp = Mlp::new(widths).unwrap();
+    let mut obj =
+        Objective::<Cpu, f64>::new(Cpu, mlp.clone(), p.terms(), Some(chunk_rows)).unwrap();
+    let mut r = rng(seed);
+    for (t, &k) in n.iter().enumerate() {
+        obj.set_points(t, p.sample(t, k, &mut r).unwrap()).unwrap();
+    }
+    (obj, mlp.init(seed))
+}
+
+/// Dense `J` (rows × cols, row-major) of an objective.
+fn dense_j(obj: &mut Objective<Cpu, f64>, p: &[f64]) -> (usize, usize, Vec<f64>) {
+    let j = jacobian(obj, &p.to_vec()).unwrap();
+    (j.rows, j.cols, j.j)
+}
+
+fn jtj(m: usize, p: usize, j: &[f64]) -> Vec<f64> {
+    let mut g = vec![0.0; p * p];
+    for r in 0..m {
+        let row = &j[r * p..(r + 1) * p];
+        for a in 0..p {
+            if row[a] != 0.0 {
+                for b in 0..p {
+                    g[a * p + b] += row[a] * row[b];
+                }
+            }
+        }
+    }
+    g
+}
+
+fn matvec(rows: usize, cols: usize, a: &[f64], x: &[f64]) -> Vec<f64> {
+    (0..rows)
+        .map(|r| (0..cols).map(|c| a[r * cols + c] * x[c]).sum())
+        .collect()
+}
+
+fn tmatvec(rows: usize, cols: usize, a: &[f64], x: &[f64]) -> Vec<f64> {
+    (0..cols)
+        .map(|c| (0..rows).map(|r| a[r * cols + c] * x[r]).sum())
+        .collect()
+}
+
+/// Dense solve by Gaussian elimination with partial pivoting (independent of the
+/// library's eigendecompositions).
+fn gauss_solve(n: usize, a: &[f64], b: &[f64]) -> Vec<f64> {
+    let mut m = a.to_vec();
+    let mut x = b.to_vec();
+    for c in 0..n {
+        let piv = (c..n)
+            .max_by(|&i, &j| m[i * n + c].abs().total_cmp(&m[j * n + c].abs()))
+            .unwrap();
+        for k in 0..n {
+            m.swap(c * n + k, piv * n + k);
+        }
+        x.swap(c, piv);
+        for r in c + 1..n {
+            let f = m[r * n + c] / m[c * n + c];
+            for k in c..n {
+                m[r * n + k] -= f * m[c * n + k];
+            }
+            x[r] -= f * x[c];
+        }
+    }
+    for c in (0..n).rev() {
+        let s: f64 = (c + 1..n).map(|k| m[c * n + k] * x[k]).sum();
+        x[c] = (x[c] - s) / m[c * n + c];
+    }
+    x
+}
+
+#[test]
+fn tangent_matches_central_differences_of_the_output_jet() {
+    let general =
+        Operator::from_matrix(3, &[2.0, 0.5, 0.0, 0.5, 1.0, -0.3, 0.0, -0.3, 0.7]).unwrap();
+    let cases: Vec<(Vec<usize>, JetKind)> = vec![
+        (vec![2, 6, 5, 1], JetKind::Full(Operator::laplacian(2))),
+        (vec![3, 4, 3, 2], JetKind::Full(general)),
+        (
+            vec![2, 5, 1],
+            JetKind::Full(Operator::weighted(vec![0.0, 1.0]).unwrap()),
+        ),
+        (vec![3, 5, 4, 1], JetKind::Value),
+        (vec![3, 2], JetKind::Full(Operator::laplacian(3))), // linear model
+    ];
+    for (seed, (widths, kind)) in cases.into_iter().enumerate() {
+        let mlp = Mlp::new(&widths).unwrap();
+        let d = mlp.input_dim();
+        let n = 6;
+        let p: Vec<f64> = mlp.init(seed as u64);
+        let mut r = rng(seed as u64 + 10);
+        let v = uniform(&mut r, p.len(), -1.0, 1.0);
+        let x = uniform(&mut r, n * d, -1.0, 1.0);
+        let mut eng = JetEngine::<Cpu, f64>::new(Cpu, mlp.clone(), kind.clone(), None).unwrap();
+        eng.forward_chunk(&p, &x, 0, n, true).unwrap();
+        let got = eng.tangent(&p, &v).unwrap();
+        let h = 1e-6;
+        let shifted = |eng: &mut JetEngine<Cpu, f64>, s: f64| {
+            let q: Vec<f64> = p.iter().zip(&v).map(|(a, b)| a + s * h * b).collect();
+            eng.forward(&q, &x, n).unwrap()
+        };
+        let (yp, ym) = (shifted(&mut eng, 1.0), shifted(&mut eng, -1.0));
+        let fd: Vec<f64> = yp
+            .iter()
+            .zip(&ym)
+            .map(|(a, b)| (a - b) / (2.0 * h))
+            .collect();
+        assert_close(
+            &format!("tangent {widths:?} {kind:?}"),
+            &got,
+            &fd,
+            1e-6,
+            1e-8,
+        );
+    }
+    // without stored jets the tangent pass is refused
+    let mlp = Mlp::new(&[2, 3, 1]).unwrap();
+    let p: Vec<f64> = mlp.init(0);
+    let mut eng = JetEngine::<Cpu, f64>::new(Cpu, mlp, JetKind::Value, None).unwrap();
+    eng.forward_chunk(&p, &vec![0.1, 0.2], 0, 1, false).unwrap();
+    assert!(eng.tangent(&p, &p).is_err());
+}
+
+#[test]
+fn matrix_free_products_match_the_dense_jacobian() {
+    for (problem, widths, n) in [
+        ("poisson2d", vec![2, 7, 5, 1], vec![13, 6]),
+        ("heat1d", vec![2, 5, 4, 1], vec![11, 5]),
+        ("log-fokker-planck9d", vec![10, 6, 1], vec![9, 4]),
+    ] {
+        // small chunks: several chunks per term
+        let (mut obj, p) = objective(problem, &widths, &n, 5, 24);
+        let (m, np, j) = dense_j(&mut obj, &p);
+        let mut r = rng(17);
+        let v = uniform(&mut r, np, -1.0, 1.0);
+        let v2 = uniform(&mut r, np, -1.0, 1.0);
+        let w = uniform(&mut r, m, -1.0, 1.0);
+        let jv = jvp(&mut obj, &p, &v).unwrap();
+        assert_close(
+            &format!("{problem} J v"),
+            &jv,
+            &matvec(m, np, &j, &v),
+            1e-10,
+            1e-12,
+        );
+        let mut out = vec![0.0; np];
+        vjp(&mut obj, &p, &w, &mut out).unwrap();
+        assert_close(
+            &format!("{problem} Jᵀ w"),
+            &out,
+            &tmatvec(m, np, &j, &w),
+            1e-10,
+            1e-12,
+        );
+        let g = jtj(m, np, &j);
+        gvp(&mut obj, &p, &v, &mut out).unwrap();
+        assert_close(
+            &format!("{problem} G v"),
+            &out,
+            &matvec(np, np, &g, &v),
+            1e-10,
+            1e-12,
+        );
+        let gram = jvp_gram(&mut obj, &p, &[&v, &v2]).unwrap();
+        let gv2 = matvec(np, np, &g, &v2);
+        let gv = matvec(np, np, &g, &v);
+        let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+        let want = [dot(&v, &gv), dot(&v, &gv2), dot(&v2, &gv), dot(&v2, &gv2)];
+        assert_close(&format!("{problem} Gram"), &gram, &want, 1e-10, 1e-12);
+        assert!(vjp(&mut obj, &p, &w[1..], &mut out).is_err());
+    }
+}
+
+#[test]
+fn gramians_match_jtj_and_give_the_gradient() {
+    let (mut obj, p) = objective("heat1d", &[2, 6, 4, 1], &[14, 6], 3, 30);
+    let (m, np, j) = dense_j(&mut obj, &p);
+    let g = jtj(m, np, &j);
+    let mut grad_ref = vec![0.0; np];
+    let loss_ref = obj.loss_grad(&p, &mut grad_ref).unwrap();
+    let mlp = obj.mlp().clone();
+    for kind in [GramianKind::Full, GramianKind::Layer, GramianKind::Diagonal] {
+        let mut gram = Gramian::<Cpu, f64>::new(&Cpu, &mlp, kind, true).unwrap();
+        let mut grad = vec![0.0; np];
+        let loss = gram.update(&mut obj, &p, 0.0, &mut grad).unwrap();
+        assert!((loss - loss_ref).abs() <= 1e-12 * loss_ref);
+        assert_close(
+            &format!("{kind:?} gradient"),
+            &grad,
+            &grad_ref,
+            1e-11,
+            1e-14,
+        );
+        // the kept part of JᵀJ
+        let mut want = vec![0.0; np * np];
+        for a in 0..np {
+            for b in 0..np {
+                let keep = match kind {
+                    GramianKind::Full => true,
+                    GramianKind::Diagonal => a == b,
+                    GramianKind::Layer => mlp.layers().iter().any(|l| {
+                        (l.off()..l.off() + l.len()).contains(&a)
+                            && (l.off()..l.off() + l.len()).contains(&b)
+                    }),
+                };
+                if keep {
+                    want[a * np + b] = g[a * np + b];
+                }
+            }
+        }
+        assert_close(
+            &format!("{kind:?} Gramian"),
+            &gram.to_dense(&Cpu).unwrap(),
+            &want,
+            1e-11,
+            1e-14,
+        );
+        // EMA from the identity: 0.25 I + 0.75 JᵀJ
+        let mut ema = Gramian::<Cpu, f64>::new(&Cpu, &mlp, kind, true).unwrap();
+        ema.update(&mut obj, &p, 0.25, &mut grad).unwrap();
+        let want_ema: Vec<f64> = (0..np * np)
+            .map(|i| 0.75 * want[i] + if i % (np + 1) == 0 { 0.25 } else { 0.0 })
+            .collect();
+        assert_close(
+            &format!("{kind:?} EMA"),
+            &ema.to_dense(&Cpu).unwrap(),
+            &want_ema,
+            1e-11,
+            1e-14,
+        );
+    }
+}
+
+/// Naive KFAC factors on the host from the layer views of a sweep.
+fn naive_factors(obj: &mut Objective<Cpu, f64>, p: &[f64]) -> Vec<Vec<(Vec<f64>, Vec<f64>)>> {
+    let mlp = obj.mlp().clone();
+    let mut out = Vec::new();
+    for t in 0..obj.num_terms() {
+        let n_t = obj.term_points(t) as f64;
+        let spec = obj.term_spec(t).clone();
+        let s = spec.kind.s() as f64;
+        let nr = spec.residual.n_res();
+        let mut fac: Vec<(Vec<f64>, Vec<f64>)> = mlp
+            .layers()
+            .iter()
+            .map(|l| {
+                (
+                    vec![0.0; (l.fan_in + 1).pow(2)],
+                    vec![0.0; l.fan_out.pow(2)],
+                )
+            })
+            .collect();
+        obj.sweep(&p.to_vec(), t, |pass| {
+            for q in 0..nr {
+                let seeds = pass.component_seeds(q, |_| 1.0);
+                pass.backward(&seeds, |be, v| {
+                    let a = be.download(v.a)?;
+                    let g = be.download(v.g)?;
+                    let (fi, fo) = (v.layout.fan_in, v.layout.fan_out);
+                    let na = fi + 1;
+                    let (fa, fb) = &mut fac[v.index];
+                    for r in 0..v.rows() {
+                        let mut z: Vec<f64> = a[r * fi..(r + 1) * fi].to_vec();
+                        z.push(if r < v.shape.n { 1.0 } else { 0.0 });
+                        if q == 0 {
+                            for i in 0..na {
+                                for k in 0..na {
+                                    fa[i * na + k] += z[i] * z[k] / (n_t * s);
+                                }
+                            }
+                        }
+                        for o in 0..fo {
+                            for k in 0..fo {
+                                fb[o * fo + k] += spec.weight * g[r * fo + o] * g[r * fo + k] / n_t;
+                            }
+                        }
+                    }
+                    Ok(())
+                })?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        out.push(fac);
+    }
+    out
+}
+
+#[test]
+fn kfac_factors_match_a_naive_computation_and_the_pass_gives_the_gradient() {
+    for (problem, widths, n) in [
+        ("poisson2d", vec![2, 5, 4, 1], vec![17, 9]),
+        ("log-fokker-planck9d", vec![10, 4, 1], vec![8, 5]),
+    ] {
+        let (mut obj, p) = objective(problem, &widths, &n, 9, 30);
+        let mlp = obj.mlp().clone();
+        let mut pass = KfacPass::<Cpu, f64>::new(&Cpu, &mlp, 2).unwrap();
+        let mut f = KfacFactors::new(&mlp, 2, false).unwrap();
+        let mut grad = vec![0.0; p.len()];
+        let loss = pass
+            .run(&mut obj, &p, &mut grad, Some(&mut f), None)
+            .unwrap();
+        let mut grad_ref = vec![0.0; p.len()];
+        let loss_ref = obj.loss_grad(&p, &mut grad_ref).unwrap();
+        assert!((loss - loss_ref).abs() <= 1e-12 * loss_ref);
+        assert_close(
+            &format!("{problem} gradient"),
+            &grad,
+            &grad_ref,
+            1e-11,
+            1e-14,
+        );
+        let naive = naive_factors(&mut obj, &p);
+        for (t, nt) in naive.iter().enumerate() {
+            for (l, (na, nb)) in nt.iter().enumerate() {
+                assert_close(
+                    &format!("{problem} A[{t}][{l}]"),
+                    f.a(t, l),
+                    na,
+                    1e-11,
+                    1e-14,
+                );
+                assert_close(
+                    &format!("{problem} B[{t}][{l}]"),
+                    f.b(t, l),
+                    nb,
+                    1e-11,
+                    1e-14,
+                );
+            }
+        }
+        // the gradient alone (no factors) is the same
+        let mut g2 = vec![0.0; p.len()];
+        pass.run(&mut obj, &p, &mut g2, None, None).unwrap();
+        assert_close("gradient without factors", &g2, &grad_ref, 1e-11, 1e-14);
+    }
+}
+
+#[test]
+fn kfac_equals_the_exact_gramian_block_for_one_sample() {
+    // the boundary term alone (value-only, S = 1) with one point
+    let prob = builtin("poisson2d").unwrap();
+    let mlp = Mlp::new(&[2, 5, 3, 1]).unwrap();
+    let terms = vec![prob.terms()[1].clone()];
+    let mut obj = Objective::<Cpu, f64>::new(Cpu, mlp.clone(), terms, None).unwrap();
+    obj.set_points(0, vec![0.3, 0.0]).unwrap();
+    let p: Vec<f64> = mlp.init(4);
+    let (m, np, j) = dense_j(&mut obj, &p);
+    let g = jtj(m, np, &j);
+    let mut pass = KfacPass::<Cpu, f64>::new(&Cpu, &mlp, 1).unwrap();
+    let mut f = KfacFactors::new(&mlp, 1, false).unwrap();
+    let mut grad = vec![0.0; np];
+    pass.run(&mut obj, &p, &mut grad, Some(&mut f), None)
+        .unwrap();
+    let dense = f.to_dense(0.0);
+    // compare the layer blocks of the exact Gramian
+    let mut want = vec![0.0; np * np];
+    for l in mlp.layers() {
+        for a in l.off()..l.off() + l.len() {
+            for b in l.off()..l.off() + l.len() {
+                want[a * np + b] = g[a * np + b];
+            }
+        }
+    }
+    assert_close(
+        "KFAC vs exact block (one sample)",
+        &dense,
+        &want,
+        1e-12,
+        1e-15,
+    );
+}
+
+fn random_spd(n: usize, r: &mut impl Rng, shift: f64) -> Vec<f64> {
+    let x: Vec<f64> = (0..n * (n + 2))
+        .map(|_| r.random_range(-1.0..1.0))
+        .collect();
+    let k = n + 2;
+    let mut a = vec![0.0; n * n];
+    for i in 0..n {
+        for j in 0..n {
+            a[i * n + j] = (0..k).map(|c| x[i * k + c] * x[j * k + c]).sum::<f64>() / k as f64
+                + if i == j { shift } else { 0.0 };
+        }
+    }
+    a
+}
+
+#[test]
+fn kronecker_sum_inverse_matches_the_dense_inverse() {
+    let mlp = Mlp::new(&[3, 4, 2]).unwrap();
+    let np = mlp.num_params();
+    let mut r = rng(23);
+    for n_terms in [2, 1] {
+        let mut f = KfacFactors::new(&mlp, n_terms, false).unwrap();
+        for t in 0..n_terms {
+            for (li, l) in mlp.layers().iter().enumerate() {
+                // the second term's factors only semi-definite (like a boundary B)
+                let shift = if t == 0 { 0.05 } else { 0.0 };
+                let a = random_spd(l.fan_in + 1, &mut r, shift);
+                let b = random_spd(l.fan_out, &mut r, shift);
+                f.set(t, li, a, b).unwrap();
+            }
+        }
+        let damping = 1e-3;
+        let mut inv = KfacInverse::<Cpu, f64>::new(&Cpu, &mlp).unwrap();
+        let clamped = inv.update(&Cpu, &f, damping).unwrap();
+        assert_eq!(clamped, 0);
+        let k = f.to_dense(damping);
+        let g = uniform(&mut r, np, -1.0, 1.0);
+        let mut x = vec![0.0; np];
+        inv.apply(&Cpu, &g, &mut x, 1.0).unwrap();
+        let want = gauss_solve(np, &k, &g);
+        assert_close(&format!("{n_terms} terms: K⁻¹ g"), &x, &want, 1e-8, 1e-10);
+        // alpha scales, and the dense inverse agrees
+        let mut x2 = vec![0.0; np];
+        inv.apply(&Cpu, &g, &mut x2, -2.0).unwrap();
+        let m2: Vec<f64> = want.iter().map(|v| -2.0 * v).collect();
+        assert_close("−2 K⁻¹ g", &x2, &m2, 1e-8, 1e-10);
+        let dense_inv = inv.to_dense();
+        assert_close(
+            "dense inverse · g",
+            &matvec(np, np, &dense_inv, &g),
+            &want,
+            1e-8,
+            1e-10,
+        );
+    }
+    assert!(KfacFactors::new(&mlp, 3, true).is_err());
+}
+
+#[test]
+fn non_finite_factors_are_reported_not_propagated() {
+    let mlp = Mlp::new(&[2, 3, 1]).unwrap();
+    let mut f = KfacFactors::new(&mlp, 2, true).unwrap();
+    let mut a = f.a(0, 0).to_vec();
+    a[0] = f64::NAN;
+    let b = f.b(0, 0).to_vec();
+    f.set(0, 0, a, b).unwrap();
+    let mut inv = KfacInverse::<Cpu, f64>::new(&Cpu, &mlp).unwrap();
+    let e = inv.update(&Cpu, &f, 1e-6).unwrap_err();
+    assert!(matches!(e, kfac_pinn::Error::NonFinite(_)), "{e}");
+    // wrong sizes are refused
+    assert!(f.set(0, 0, vec![1.0; 4], vec![1.0; 9]).is_err());
+    let _ = Cpu.len(&vec![0.0f64; 1]);
+}
+
+#[test]
+fn stored_pass_products_match_the_dense_jacobian() {
+    use kfac_pinn::curvature::JacobianStore;
+    for (problem, widths, n) in [
+        ("heat1d", vec![2, 6, 5, 1], vec![19, 7]),
+        ("poisson2d", vec![2, 4, 1], vec![9, 5]),
+    ] {
+        let (mut obj, p) = objective(problem, &widths, &n, 12, 30);
+        let (m, np, j) = dense_j(&mut obj, &p);
+        let mlp = obj.mlp().clone();
+        let mut pass = KfacPass::<Cpu, f64>::new(&Cpu, &mlp, 2).unwrap();
+        let mut store = JacobianStore::<Cpu, f64>::new(&Cpu, 1 << 30).unwrap();
+        let mut grad = vec![0.0; np];
+        pass.run(&mut obj, &p, &mut grad, None, Some(&mut store))
+            .unwrap();
+        assert!(store.is_valid());
+        let mut r = rng(3);
+        let v = uniform(&mut r, np, -1.0, 1.0);
+        let v2 = uniform(&mut r, np, -1.0, 1.0);
+        let jv = store.jvp(&Cpu, &v).unwrap();
+        assert_close(
+            &format!("{problem} stored J v"),
+            &jv,
+            &matvec(m, np, &j, &v),
+            1e-10,
+            1e-12,
+        );
+        let gram = store.jvp_gram(&Cpu, &[&v, &v2]).unwrap();
+        let want = jvp_gram(&mut obj, &p, &[&v, &v2]).unwrap();
+        assert_close(
+            &format!("{problem} stored Gram"),
+            &gram,
+            &want,
+            1e-10,
+            1e-12,
+        );
+    }
+    // too little memory: nothing is stored
+    let (mut obj, p) = objective("poisson2d", &[2, 4, 1], &[9, 5], 1, 30);
+    let mlp = obj.mlp().clone();
+    let mut pass = KfacPass::<Cpu, f64>::new(&Cpu, &mlp, 2).unwrap();
+    let mut store = JacobianStore::<Cpu, f64>::new(&Cpu, 100).unwrap();
+    let mut grad = vec![0.0; p.len()];
+    pass.run(&mut obj, &p, &mut grad, None, Some(&mut store))
+        .unwrap();
+    assert!(!store.is_valid());
+    assert!(store.jvp(&Cpu, &p).is_err());
+}

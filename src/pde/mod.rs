@@ -7,6 +7,7 @@
 //! residual with exact derivatives, gives residuals ≈ 0 on its own sampler's points.
 
 mod book;
+pub mod custom;
 mod problems;
 
 pub use problems::{builtin, builtin_names, Boundary, BoxProblem};

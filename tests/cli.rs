@@ -206,3 +206,14 @@ fn save_then_eval_matches_autodiff() {
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn custom_problem_from_a_config_file_trains() {
+    let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/custom-poisson.toml");
+    let (code, out, err) = run(&["train", "--config", cfg, "--json", "--eval-points", "1000"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["problem"], "poisson-aniso-2d");
+    let l2 = v["l2_abs"].as_f64().unwrap();
+    assert!(l2 < 1e-4, "L2 {l2:e}");
+}

@@ -142,6 +142,10 @@ pub struct TrainArgs {
     /// Start from the parameters in this model file instead of a fresh initialisation.
     #[arg(long)]
     pub init: Option<PathBuf>,
+    /// A custom problem (config files only: a `[custom]` table, see `pde::custom`).
+    #[arg(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custom: Option<crate::pde::custom::CustomSpec>,
     /// Overwrite existing output files (log, model, run directory).
     #[arg(long)]
     #[serde(skip)]
@@ -200,7 +204,8 @@ impl TrainArgs {
             device,
             chunk_rows,
             save,
-            init
+            init,
+            custom
         )
     }
 
@@ -230,6 +235,17 @@ pub struct Resolved {
     pub init: Option<PathBuf>,
     pub force: bool,
     pub out: Option<PathBuf>,
+    pub custom: Option<crate::pde::custom::CustomSpec>,
+}
+
+impl Resolved {
+    /// The run's problem (built-in, book example, or custom from the config).
+    pub fn problem(&self) -> anyhow::Result<Arc<dyn crate::pde::Problem>> {
+        Ok(match &self.custom {
+            Some(spec) => spec.build()?,
+            None => problem(&self.problem, &self.problem_opts)?,
+        })
+    }
 }
 
 impl Resolved {
@@ -243,7 +259,11 @@ impl Resolved {
         };
         let c = &self.opt_cfg;
         TrainArgs {
-            problem: Some(self.problem.clone()),
+            problem: if self.custom.is_some() {
+                None
+            } else {
+                Some(self.problem.clone())
+            },
             widths: Some(list(&self.widths)),
             optimizer: Some(self.optimizer.clone()),
             lr: c.lr,
@@ -274,6 +294,7 @@ impl Resolved {
             device: Some(format!("{:?}", self.device).to_lowercase()),
             chunk_rows: self.opts.chunk_rows,
             init: self.init.clone(),
+            custom: self.custom.clone(),
             ..Default::default()
         }
     }
@@ -314,7 +335,19 @@ pub fn resolve(a: &TrainArgs) -> anyhow::Result<Resolved> {
         (None, None) => "poisson2d".to_string(),
     };
     let problem_opts = ProblemOptions { lambda: a.lambda };
-    let prob = problem(&problem_name, &problem_opts)?;
+    let (problem_name, prob) = match &a.custom {
+        Some(spec) => {
+            if a.problem.is_some() || preset.is_some() {
+                bail!("a `[custom]` problem conflicts with `problem`/`preset`; give one of them");
+            }
+            let p = spec.build()?;
+            (p.name().to_string(), p)
+        }
+        None => {
+            let p = problem(&problem_name, &problem_opts)?;
+            (problem_name, p)
+        }
+    };
     let setup = prob.setup();
     let optimizer = a.optimizer.clone().unwrap_or_else(|| {
         preset
@@ -415,6 +448,7 @@ pub fn resolve(a: &TrainArgs) -> anyhow::Result<Resolved> {
         init: a.init.clone(),
         force: a.force,
         out,
+        custom: a.custom.clone(),
     })
 }
 
@@ -467,9 +501,9 @@ pub fn run(flags: TrainArgs) -> anyhow::Result<()> {
         let text = toml::to_string(&r.to_args())?;
         crate::io::write_atomic(&dir.join("config.toml"), text.as_bytes())?;
     }
-    let summary = match r.dtype {
-        DType::F64 => train_on::<f64>(&r, resume.as_deref())?,
-        DType::F32 => train_on::<f32>(&r, resume.as_deref())?,
+    let summary = match (backend_for(r.device)?, r.dtype) {
+        (AnyBackend::Cpu(be), DType::F64) => train_on::<Cpu, f64>(be, &r, resume.as_deref())?,
+        (AnyBackend::Cpu(be), DType::F32) => train_on::<Cpu, f32>(be, &r, resume.as_deref())?,
     };
     report(&summary, json)?;
     match summary.stop {
@@ -485,26 +519,34 @@ pub fn run(flags: TrainArgs) -> anyhow::Result<()> {
     }
 }
 
+/// The backend chosen by `--device`.
+pub(crate) enum AnyBackend {
+    Cpu(Cpu),
+}
+
 /// Pick the backend for `--device`.
-pub(crate) fn backend_for(device: DeviceKind) -> anyhow::Result<Cpu> {
+pub(crate) fn backend_for(device: DeviceKind) -> anyhow::Result<AnyBackend> {
     match device {
-        DeviceKind::Cpu => Ok(Cpu),
-        DeviceKind::Auto => Ok(Cpu),
+        DeviceKind::Cpu => Ok(AnyBackend::Cpu(Cpu)),
+        DeviceKind::Auto => Ok(AnyBackend::Cpu(Cpu)),
         DeviceKind::Cuda => bail!(
             "`--device cuda`: this build has no CUDA backend yet; use `--device cpu` or `auto`"
         ),
     }
 }
 
-fn train_on<T: Real>(r: &Resolved, resume: Option<&std::path::Path>) -> anyhow::Result<Summary> {
-    let be = backend_for(r.device)?;
-    let prob = problem(&r.problem, &r.problem_opts)?;
+fn train_on<B: crate::backend::Backend, T: Real>(
+    be: B,
+    r: &Resolved,
+    resume: Option<&std::path::Path>,
+) -> anyhow::Result<Summary> {
+    let prob = r.problem()?;
     let mlp = Mlp::new(&r.widths)?;
     let params: Vec<f64> = match &r.init {
         Some(path) => crate::model::io::load(path)?.params,
         None => mlp.init(r.seed),
     };
-    let opt = optim::build::<Cpu, T>(&r.optimizer, &r.opt_cfg, &be, mlp.num_params())
+    let opt = optim::build::<B, T>(&r.optimizer, &r.opt_cfg, &be, mlp.num_params())
         .with_context(|| format!("optimizer `{}`", r.optimizer))?;
     let mut trainer = Trainer::new(be, Arc::clone(&prob), mlp, &params, opt, r.opts.clone())?;
     let mut log = match (&r.log, resume) {

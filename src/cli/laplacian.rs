@@ -50,6 +50,9 @@ pub struct LaplacianArgs {
     /// One JSON object per measurement on stdout (JSON lines).
     #[arg(long)]
     pub json: bool,
+    /// Also draw run time and peak memory versus D (.png or .svg).
+    #[arg(long)]
+    pub plot: Option<std::path::PathBuf>,
     /// Measure in this process even when there are several measurements.
     #[arg(long)]
     pub no_isolate: bool,
@@ -141,6 +144,10 @@ pub fn run(a: LaplacianArgs) -> anyhow::Result<()> {
             }
             results.push(r);
         }
+    }
+    if let Some(path) = &a.plot {
+        plot_results(path, &results)?;
+        eprintln!("wrote {}", path.display());
     }
     Ok(())
 }
@@ -328,4 +335,52 @@ pub fn measure<T: Real>(
         gemm_flop: flop,
         gflops: flop / mean / 1e9,
     })
+}
+
+/// Run time and peak memory versus D, one line per method (the paper's Laplacian figure).
+pub fn plot_results(path: &std::path::Path, results: &[Measurement]) -> anyhow::Result<()> {
+    use crate::plot::{Chart, Series};
+    let mut methods: Vec<&str> = results.iter().map(|r| r.method.as_str()).collect();
+    methods.dedup();
+    methods.sort();
+    methods.dedup();
+    let series = |f: &dyn Fn(&Measurement) -> f64| -> Vec<Series> {
+        methods
+            .iter()
+            .map(|m| Series {
+                label: m.to_string(),
+                points: results
+                    .iter()
+                    .filter(|r| r.method == *m)
+                    .map(|r| (r.dim as f64, f(r)))
+                    .collect(),
+            })
+            .collect()
+    };
+    let first = results.first().context("nothing measured")?;
+    let net = first.widths[1..]
+        .iter()
+        .map(|w| w.to_string())
+        .collect::<Vec<_>>()
+        .join("-");
+    let charts = [
+        Chart {
+            title: format!("Laplacian, D→{net}, N={}, {}", first.batch, first.dtype),
+            x_label: "input dimension D".into(),
+            y_label: "seconds per batch".into(),
+            log_x: true,
+            log_y: true,
+            series: series(&|r| r.seconds),
+        },
+        Chart {
+            title: "peak heap memory".into(),
+            x_label: "input dimension D".into(),
+            y_label: "MiB".into(),
+            log_x: true,
+            log_y: true,
+            series: series(&|r| r.peak_bytes as f64 / (1u64 << 20) as f64),
+        },
+    ];
+    crate::plot::line_charts(path, &charts)?;
+    Ok(())
 }

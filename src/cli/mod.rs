@@ -3,8 +3,10 @@
 //! `train`, `problems`, `presets`, `laplacian`. Each subcommand validates its input and
 //! turns library errors into messages that name the bad value.
 
+mod compare;
 pub mod eval;
 mod laplacian;
+pub mod plot;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +30,12 @@ pub enum Command {
     Train(Box<train::TrainArgs>),
     /// Evaluate a model file at points: u, ∇u and Δu (NumPy .npy in and out).
     Eval(eval::EvalArgs),
+    /// Plot training curves (L2 error or loss versus time and steps) from run logs.
+    Plot(plot::PlotArgs),
+    /// Heat maps of a trained model, the exact solution and the error on a 2-d slice.
+    PlotSolution(plot::SolutionArgs),
+    /// Run several optimizers under the same budget and seeds; write a table and plots.
+    Compare(compare::CompareArgs),
     /// List the built-in problems with their dimensions and solutions.
     Problems,
     /// List the presets (the paper's tuned runs).
@@ -50,6 +58,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Laplacian(a) => laplacian::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Plot(a) => plot::run(a),
+        Command::PlotSolution(a) => plot::run_solution(a),
+        Command::Compare(a) => compare::run(a),
     }
 }
 

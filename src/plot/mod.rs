@@ -195,6 +195,11 @@ fn draw_line_chart<DB: DrawingBackend>(
                 .x_desc(c.x_label.as_str())
                 .y_desc(c.y_label.as_str())
                 .label_style(("sans-serif", 13))
+                .x_labels(8)
+                .y_labels(8)
+                .x_label_formatter(&|v| tick(*v))
+                .y_label_formatter(&|v| tick(*v))
+                .light_line_style(RGBColor(238, 238, 238))
                 .draw()
                 .map_err(|e| e.to_string())?;
             for (i, s) in c.series.iter().enumerate() {
@@ -207,6 +212,13 @@ fn draw_line_chart<DB: DrawingBackend>(
                     .legend(move |(x, y)| {
                         PathElement::new(vec![(x, y), (x + 18, y)], col.stroke_width(2))
                     });
+                // few points: mark the measurements themselves
+                let pts: Vec<(f64, f64)> = s.points.iter().filter(keep).copied().collect();
+                if pts.len() <= 40 {
+                    chart
+                        .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, col.filled())))
+                        .map_err(|e| e.to_string())?;
+                }
             }
             chart
                 .configure_series_labels()
@@ -232,6 +244,21 @@ fn draw_line_chart<DB: DrawingBackend>(
             .map_err(|e| e.to_string())?),
     }
     Ok(())
+}
+
+/// Compact tick labels: 3 significant digits, scientific outside [1e-2, 1e4).
+fn tick(v: f64) -> String {
+    let a = v.abs();
+    if v == 0.0 {
+        "0".into()
+    } else if !(1e-2..1e4).contains(&a) {
+        let s = format!("{v:.1e}");
+        s.replace(".0e", "e")
+    } else {
+        let s = format!("{v:.3}");
+        let s = s.trim_end_matches('0').trim_end_matches('.');
+        s.to_string()
+    }
 }
 
 /// Perceptually ordered colour map (a viridis-like ramp) for t in [0, 1].
@@ -277,6 +304,8 @@ fn draw_heat_map<DB: DrawingBackend>(
         .x_desc(h.x_label.as_str())
         .y_desc(h.y_label.as_str())
         .label_style(("sans-serif", 13))
+        .x_label_formatter(&|v| tick(*v))
+        .y_label_formatter(&|v| tick(*v))
         .draw()
         .map_err(|e| e.to_string())?;
     let (dx, dy) = ((x1 - x0) / h.nx as f64, (y1 - y0) / h.ny as f64);

@@ -99,6 +99,42 @@ fn bad_input_is_a_clear_error_not_a_panic() {
         (&["train", "--lr", "nan", "--steps", "1"], &["lr", "NaN"]),
         (&["train", "--lr", "-1", "--steps", "1"], &["lr", "-1"]),
         (&["train", "--seconds", "0"], &["seconds", "Got 0"]),
+        (
+            &[
+                "train",
+                "--optimizer",
+                "adam",
+                "--tau",
+                "nan",
+                "--steps",
+                "1",
+            ],
+            &["tau", "unset for optimizer `adam`", "NaN"],
+        ),
+        (
+            &[
+                "train",
+                "--optimizer",
+                "kfac",
+                "--ema",
+                "1.5",
+                "--steps",
+                "1",
+            ],
+            &["ema", "[0, 1)", "1.5"],
+        ),
+        (
+            &[
+                "train",
+                "--optimizer",
+                "kfac",
+                "--damping",
+                "-1",
+                "--steps",
+                "1",
+            ],
+            &["damping", "-1"],
+        ),
         (&["train", "--points", "10,x"], &["points", "10,x"]),
         (
             &["train", "--points", "10", "--steps", "1"],

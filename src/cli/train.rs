@@ -18,6 +18,9 @@ use std::sync::Arc;
 
 /// The optimizer used when neither `--optimizer` nor a preset names one.
 pub const DEFAULT_OPTIMIZER: &str = "adam";
+/// A bare `train` (no problem, preset or config problem) runs this preset with this
+/// optimizer for [`DEFAULT_SECONDS`].
+pub const DEFAULT_PRESET: (&str, &str) = ("poisson2d-257", "kfac-star");
 /// Default wall-clock budget of a bare `train` (seconds).
 const DEFAULT_SECONDS: f64 = 60.0;
 
@@ -323,7 +326,12 @@ fn overlay(base: &mut OptimizerConfig, a: &TrainArgs) {
 }
 
 pub fn resolve(a: &TrainArgs) -> anyhow::Result<Resolved> {
-    let preset = a.preset.as_deref().map(presets::get).transpose()?;
+    let bare = a.preset.is_none() && a.problem.is_none() && a.custom.is_none();
+    let preset = match (&a.preset, bare) {
+        (Some(p), _) => Some(presets::get(p)?),
+        (None, true) => Some(presets::get(DEFAULT_PRESET.0)?),
+        (None, false) => None,
+    };
     let problem_name = match (&a.problem, &preset) {
         (Some(p), Some(pr)) if p != pr.problem => bail!(
             "`--problem {p}` conflicts with preset `{}` (problem {})",
@@ -349,13 +357,16 @@ pub fn resolve(a: &TrainArgs) -> anyhow::Result<Resolved> {
         }
     };
     let setup = prob.setup();
-    let optimizer = a.optimizer.clone().unwrap_or_else(|| {
-        preset
-            .as_ref()
-            .and_then(|p| p.optimizers.first())
+    let optimizer = match (&a.optimizer, &preset) {
+        (Some(o), _) => o.clone(),
+        (None, _) if bare => DEFAULT_PRESET.1.to_string(),
+        (None, Some(p)) => p
+            .optimizers
+            .first()
             .map(|o| o.name.to_string())
-            .unwrap_or_else(|| DEFAULT_OPTIMIZER.into())
-    });
+            .unwrap_or_else(|| DEFAULT_OPTIMIZER.into()),
+        (None, None) => DEFAULT_OPTIMIZER.to_string(),
+    };
     let mut opt_cfg = OptimizerConfig::default();
     let mut resample = setup.resample;
     let mut points = setup.points.clone();
@@ -399,6 +410,7 @@ pub fn resolve(a: &TrainArgs) -> anyhow::Result<Resolved> {
     let seconds = match (a.seconds, a.steps, &preset) {
         (Some(s), _, _) => Some(s),
         (None, Some(_), _) => None,
+        (None, None, Some(_)) if bare => Some(DEFAULT_SECONDS),
         (None, None, Some(p)) => Some(p.seconds),
         (None, None, None) => Some(DEFAULT_SECONDS),
     };

@@ -137,22 +137,47 @@ pub fn build<B: Backend, T: Real>(
 /// Reject configuration fields an optimizer does not use, so a typo'd preset or flag
 /// does not silently do nothing.
 pub(crate) fn only_fields(opt: &str, cfg: &OptimizerConfig, allowed: &[&str]) -> Result<()> {
-    let v = serde_json::to_value(cfg).map_err(|e| Error::Numerical(e.to_string()))?;
-    if let Some(map) = v.as_object() {
-        for (k, val) in map {
-            if !val.is_null() && !allowed.contains(&k.as_str()) {
-                return Err(Error::invalid(
-                    k.clone(),
-                    val,
-                    format!(
-                        "unset for optimizer `{opt}` (it uses: {})",
-                        allowed.join(", ")
-                    ),
-                ));
-            }
+    for (k, val) in cfg.set_fields() {
+        if !allowed.contains(&k) {
+            return Err(Error::invalid(
+                k,
+                val,
+                format!(
+                    "unset for optimizer `{opt}` (it uses: {})",
+                    allowed.join(", ")
+                ),
+            ));
         }
     }
     Ok(())
+}
+
+impl OptimizerConfig {
+    /// The fields that are set, with their values as text (NaN included: a set NaN is
+    /// still set and must be reported, not silently dropped).
+    pub fn set_fields(&self) -> Vec<(&'static str, String)> {
+        let mut v = Vec::new();
+        macro_rules! push {
+            ($($f:ident),*) => { $( if let Some(x) = &self.$f { v.push((stringify!($f), format!("{x}"))); } )* };
+        }
+        push!(
+            lr,
+            momentum,
+            beta1,
+            beta2,
+            eps,
+            damping,
+            ema,
+            init_identity,
+            update_interval,
+            inverse_interval,
+            cg_iters,
+            history,
+            tau,
+            kappa
+        );
+        v
+    }
 }
 
 /// Read one named array of a saved state.

@@ -2,28 +2,15 @@
 
 mod common;
 
-use common::{assert_close, rng};
+use common::assert_close;
 use kfac_pinn::backend::cpu::Cpu;
 use kfac_pinn::backend::Backend;
 use kfac_pinn::curvature::jacobian;
 use kfac_pinn::loss::Objective;
-use kfac_pinn::model::Mlp;
 use kfac_pinn::pde::builtin;
 
-fn objective(
-    problem: &str,
-    widths: &[usize],
-    n: &[usize],
-    seed: u64,
-) -> (Objective<Cpu, f64>, Vec<f64>) {
-    let p = builtin(problem).unwrap();
-    let mlp = Mlp::new(widths).unwrap();
-    let mut obj = Objective::<Cpu, f64>::new(Cpu, mlp.clone(), p.terms(), Some(24)).unwrap();
-    let mut r = rng(seed);
-    for (t, &k) in n.iter().enumerate() {
-        obj.set_points(t, p.sample(t, k, &mut r).unwrap()).unwrap();
-    }
-    (obj, mlp.init(seed))
+fn objective(p: &str, w: &[usize], n: &[usize], s: u64) -> (Objective<Cpu, f64>, Vec<f64>) {
+    common::objective(p, w, n, s, 24)
 }
 
 #[test]

@@ -6,6 +6,10 @@
 
 mod common;
 
+use common::objective;
+
+use common::gauss_solve;
+
 use common::{assert_close, rng, uniform};
 use kfac_pinn::backend::cpu::Cpu;
 use kfac_pinn::backend::Backend;
@@ -17,24 +21,6 @@ use kfac_pinn::loss::Objective;
 use kfac_pinn::model::Mlp;
 use kfac_pinn::pde::builtin;
 use rand::Rng;
-
-fn objective(
-    problem: &str,
-    widths: &[usize],
-    n: &[usize],
-    seed: u64,
-    chunk_rows: usize,
-) -> (Objective<Cpu, f64>, Vec<f64>) {
-    let p = builtin(problem).unwrap();
-    let mlp = Mlp::new(widths).unwrap();
-    let mut obj =
-        Objective::<Cpu, f64>::new(Cpu, mlp.clone(), p.terms(), Some(chunk_rows)).unwrap();
-    let mut r = rng(seed);
-    for (t, &k) in n.iter().enumerate() {
-        obj.set_points(t, p.sample(t, k, &mut r).unwrap()).unwrap();
-    }
-    (obj, mlp.init(seed))
-}
 
 /// Dense `J` (rows × cols, row-major) of an objective.
 fn dense_j(obj: &mut Objective<Cpu, f64>, p: &[f64]) -> (usize, usize, Vec<f64>) {
@@ -71,31 +57,6 @@ fn tmatvec(rows: usize, cols: usize, a: &[f64], x: &[f64]) -> Vec<f64> {
 
 /// Dense solve by Gaussian elimination with partial pivoting (independent of the
 /// library's eigendecompositions).
-fn gauss_solve(n: usize, a: &[f64], b: &[f64]) -> Vec<f64> {
-    let mut m = a.to_vec();
-    let mut x = b.to_vec();
-    for c in 0..n {
-        let piv = (c..n)
-            .max_by(|&i, &j| m[i * n + c].abs().total_cmp(&m[j * n + c].abs()))
-            .unwrap();
-        for k in 0..n {
-            m.swap(c * n + k, piv * n + k);
-        }
-        x.swap(c, piv);
-        for r in c + 1..n {
-            let f = m[r * n + c] / m[c * n + c];
-            for k in c..n {
-                m[r * n + k] -= f * m[c * n + k];
-            }
-            x[r] -= f * x[c];
-        }
-    }
-    for c in (0..n).rev() {
-        let s: f64 = (c + 1..n).map(|k| m[c * n + k] * x[k]).sum();
-        x[c] = (x[c] - s) / m[c * n + c];
-    }
-    x
-}
 
 #[test]
 fn tangent_matches_central_differences_of_the_output_jet() {

@@ -4,27 +4,13 @@
 
 mod common;
 
-use common::{assert_close, rng};
+use common::assert_close;
 use kfac_pinn::backend::cpu::Cpu;
 use kfac_pinn::backend::Backend;
 use kfac_pinn::loss::Objective;
-use kfac_pinn::model::Mlp;
-use kfac_pinn::pde::builtin;
 
-fn objective(
-    problem: &str,
-    widths: &[usize],
-    n: &[usize],
-    seed: u64,
-) -> (Objective<Cpu, f64>, Vec<f64>) {
-    let p = builtin(problem).unwrap();
-    let mlp = Mlp::new(widths).unwrap();
-    let mut obj = Objective::<Cpu, f64>::new(Cpu, mlp.clone(), p.terms(), Some(40)).unwrap();
-    let mut r = rng(seed);
-    for (t, &k) in n.iter().enumerate() {
-        obj.set_points(t, p.sample(t, k, &mut r).unwrap()).unwrap();
-    }
-    (obj, mlp.init(seed))
+fn objective(p: &str, w: &[usize], n: &[usize], s: u64) -> (Objective<Cpu, f64>, Vec<f64>) {
+    common::objective(p, w, n, s, 40)
 }
 
 fn fd_grad(obj: &mut Objective<Cpu, f64>, p: &[f64], h: f64) -> Vec<f64> {

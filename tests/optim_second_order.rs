@@ -6,7 +6,9 @@
 
 mod common;
 
-use common::{assert_close, rng};
+use common::gauss_solve;
+
+use common::assert_close;
 use kfac_pinn::backend::cpu::Cpu;
 use kfac_pinn::curvature::{jacobian, KfacFactors};
 use kfac_pinn::loss::Objective;
@@ -16,6 +18,10 @@ use kfac_pinn::pde::builtin;
 use kfac_pinn::train::{StopReason, TrainOptions, Trainer};
 use kfac_pinn::Error;
 use std::sync::atomic::AtomicBool;
+
+fn objective(w: &[usize], n: &[usize], s: u64) -> (Objective<Cpu, f64>, Vec<f64>) {
+    common::objective("poisson2d", w, n, s, 40)
+}
 
 const SECOND_ORDER: [&str; 8] = [
     "kfac",
@@ -27,17 +33,6 @@ const SECOND_ORDER: [&str; 8] = [
     "hessian-free",
     "lbfgs",
 ];
-
-fn objective(widths: &[usize], n: &[usize], seed: u64) -> (Objective<Cpu, f64>, Vec<f64>) {
-    let p = builtin("poisson2d").unwrap();
-    let mlp = Mlp::new(widths).unwrap();
-    let mut obj = Objective::<Cpu, f64>::new(Cpu, mlp.clone(), p.terms(), Some(40)).unwrap();
-    let mut r = rng(seed);
-    for (t, &k) in n.iter().enumerate() {
-        obj.set_points(t, p.sample(t, k, &mut r).unwrap()).unwrap();
-    }
-    (obj, mlp.init(seed))
-}
 
 fn opt(name: &str, cfg: &OptimizerConfig, n: usize) -> Box<dyn Optimizer<Cpu, f64>> {
     build::<Cpu, f64>(name, cfg, &Cpu, n).unwrap()
@@ -67,32 +62,6 @@ fn dense_gramian(obj: &mut Objective<Cpu, f64>, p: &[f64]) -> (Vec<f64>, Vec<f64
         }
     }
     (g, grad)
-}
-
-fn gauss_solve(n: usize, a: &[f64], b: &[f64]) -> Vec<f64> {
-    let mut m = a.to_vec();
-    let mut x = b.to_vec();
-    for c in 0..n {
-        let piv = (c..n)
-            .max_by(|&i, &j| m[i * n + c].abs().total_cmp(&m[j * n + c].abs()))
-            .unwrap();
-        for k in 0..n {
-            m.swap(c * n + k, piv * n + k);
-        }
-        x.swap(c, piv);
-        for r in c + 1..n {
-            let f = m[r * n + c] / m[c * n + c];
-            for k in c..n {
-                m[r * n + k] -= f * m[c * n + k];
-            }
-            x[r] -= f * x[c];
-        }
-    }
-    for c in (0..n).rev() {
-        let s: f64 = (c + 1..n).map(|k| m[c * n + k] * x[k]).sum();
-        x[c] = (x[c] - s) / m[c * n + c];
-    }
-    x
 }
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {

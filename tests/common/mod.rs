@@ -40,3 +40,54 @@ pub fn rng(seed: u64) -> rand_chacha::ChaCha8Rng {
 pub fn uniform(rng: &mut impl Rng, n: usize, lo: f64, hi: f64) -> Vec<f64> {
     (0..n).map(|_| rng.random_range(lo..hi)).collect()
 }
+
+use kfac_pinn::backend::cpu::Cpu;
+use kfac_pinn::loss::Objective;
+use kfac_pinn::model::Mlp;
+
+/// A built-in problem's objective on a random net with `n[t]` sampled points per term.
+pub fn objective(
+    problem: &str,
+    widths: &[usize],
+    n: &[usize],
+    seed: u64,
+    chunk_rows: usize,
+) -> (Objective<Cpu, f64>, Vec<f64>) {
+    let p = kfac_pinn::pde::builtin(problem).unwrap();
+    let mlp = Mlp::new(widths).unwrap();
+    let mut obj =
+        Objective::<Cpu, f64>::new(Cpu, mlp.clone(), p.terms(), Some(chunk_rows)).unwrap();
+    let mut r = rng(seed);
+    for (t, &k) in n.iter().enumerate() {
+        obj.set_points(t, p.sample(t, k, &mut r).unwrap()).unwrap();
+    }
+    (obj, mlp.init(seed))
+}
+
+/// Solve a small dense system by Gaussian elimination with partial pivoting (an
+/// independent reference for the library's solvers).
+pub fn gauss_solve(n: usize, a: &[f64], b: &[f64]) -> Vec<f64> {
+    let mut m = a.to_vec();
+    let mut x = b.to_vec();
+    for c in 0..n {
+        let piv = (c..n)
+            .max_by(|&i, &j| m[i * n + c].abs().total_cmp(&m[j * n + c].abs()))
+            .unwrap();
+        for k in 0..n {
+            m.swap(c * n + k, piv * n + k);
+        }
+        x.swap(c, piv);
+        for r in c + 1..n {
+            let f = m[r * n + c] / m[c * n + c];
+            for k in c..n {
+                m[r * n + k] -= f * m[c * n + k];
+            }
+            x[r] -= f * x[c];
+        }
+    }
+    for c in (0..n).rev() {
+        let s: f64 = (c + 1..n).map(|k| m[c * n + k] * x[k]).sum();
+        x[c] = (x[c] - s) / m[c * n + c];
+    }
+    x
+}

@@ -6,6 +6,8 @@
 //! deadlock detection), the whole engine on emulated kernels (tests/gpu_cases), and the
 //! kernel sources through NVRTC when libnvrtc can be loaded.
 
+#![allow(clippy::needless_range_loop)]
+
 mod common;
 mod gpu_cases;
 
@@ -691,7 +693,11 @@ fn emulated_warp_shuffles_follow_cuda_semantics() {
     }
     selftest("emu_shfl_xor", threads as u32, &mut out).unwrap();
     for t in 0..threads {
-        assert_eq!(out[t], val(t / 32 * 32 + (t % 32) ^ 5), "shfl_xor lane {t}");
+        assert_eq!(
+            out[t],
+            val(t / 32 * 32 + ((t % 32) ^ 5)),
+            "shfl_xor lane {t}"
+        );
     }
     selftest("emu_shfl_up_width8", threads as u32, &mut out).unwrap();
     for t in 0..threads {

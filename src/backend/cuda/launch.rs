@@ -203,7 +203,7 @@ mod tests {
                 "{rows}x{cols}: empty partition"
             );
             assert_eq!(g.grid[1] as usize, parts);
-            assert_eq!(g.grid[0] as usize * COL_TILE as usize >= cols, true);
+            assert!(g.grid[0] as usize * COL_TILE as usize >= cols);
         }
         assert_eq!(Geometry::col_sum(10, 0, LIM), None);
     }

@@ -12,12 +12,12 @@ use std::ffi::{c_char, CString};
 
 /// What to compile to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Target {
+pub enum Target<'a> {
     /// PTX for a virtual architecture, e.g. `"compute_75"`.
-    Ptx(&'static str),
+    Ptx(&'a str),
     /// A cubin for a real architecture, e.g. `"sm_80"` (no JIT at load time, so it also
     /// works on a driver older than this NVRTC's PTX ISA).
-    Cubin(&'static str),
+    Cubin(&'a str),
 }
 
 /// Whether libnvrtc can be loaded.
@@ -58,7 +58,7 @@ pub fn version() -> Result<(i32, i32)> {
 
 /// Compile `src` (module `name`) for `target`; returns the PTX text (NUL-free) or the
 /// cubin bytes. A compile error carries NVRTC's log.
-pub fn compile(src: &str, name: &str, target: Target) -> Result<Vec<u8>> {
+pub fn compile(src: &str, name: &str, target: Target<'_>) -> Result<Vec<u8>> {
     guarded(|| {
         let csrc = CString::new(src)
             .map_err(|_| Error::Device(format!("kernel module {name}: NUL in source")))?;

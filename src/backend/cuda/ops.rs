@@ -299,6 +299,7 @@ pub fn col_sum<L: Launcher + ?Sized, T: Real>(
 }
 
 /// `out[out_off + r] = beta·out[out_off + r] + Σ_c X[r, c]·Y[r, c]`.
+#[allow(clippy::too_many_arguments)]
 pub fn row_dot<L: Launcher + ?Sized, T: Real>(
     l: &L,
     x: Dev<T>,

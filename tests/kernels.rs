@@ -811,3 +811,28 @@ fn kernel_sources_compile_with_nvrtc() {
         assert_eq!(&cubin[..4], b"\x7fELF", "{}: not an ELF cubin", m.name);
     }
 }
+
+/// When build.rs found nvcc, every module carries PTX for compute_75 with all its entry
+/// points (without nvcc the sources are embedded for NVRTC instead: nothing to check).
+#[test]
+fn embedded_ptx_has_every_entry_point() {
+    use kfac_pinn::backend::cuda::kernels::{NVCC_VERSION, PTX_ARCH};
+    let Some(v) = NVCC_VERSION else {
+        eprintln!("SKIPPED embedded_ptx_has_every_entry_point: built without nvcc");
+        assert!(MODULES.iter().all(|m| m.ptx.is_none()));
+        return;
+    };
+    for m in MODULES {
+        let ptx = m
+            .ptx
+            .unwrap_or_else(|| panic!("{v}: module {} has no PTX", m.name));
+        assert!(
+            ptx.contains(&format!(".target sm_{}", &PTX_ARCH[8..])),
+            "{}",
+            m.name
+        );
+        for e in m.entries {
+            assert!(ptx.contains(&format!(".entry {e}(")), "{}: {e}", m.name);
+        }
+    }
+}

@@ -10,7 +10,10 @@
 //! (s = 0 value, s = 1..=K directions, s = K+1 weighted Laplacian when present).
 
 pub mod cpu;
+pub mod cuda;
 pub mod device;
+#[doc(hidden)]
+pub mod emu;
 
 use crate::error::Result;
 use crate::scalar::Real;

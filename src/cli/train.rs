@@ -516,6 +516,12 @@ pub fn run(flags: TrainArgs) -> anyhow::Result<()> {
     let summary = match (backend_for(r.device)?, r.dtype) {
         (AnyBackend::Cpu(be), DType::F64) => train_on::<Cpu, f64>(be, &r, resume.as_deref())?,
         (AnyBackend::Cpu(be), DType::F32) => train_on::<Cpu, f32>(be, &r, resume.as_deref())?,
+        (AnyBackend::Cuda(be), DType::F64) => {
+            train_on::<crate::backend::cuda::Cuda, f64>(be, &r, resume.as_deref())?
+        }
+        (AnyBackend::Cuda(be), DType::F32) => {
+            train_on::<crate::backend::cuda::Cuda, f32>(be, &r, resume.as_deref())?
+        }
     };
     report(&summary, json)?;
     match summary.stop {
@@ -534,16 +540,21 @@ pub fn run(flags: TrainArgs) -> anyhow::Result<()> {
 /// The backend chosen by `--device`.
 pub(crate) enum AnyBackend {
     Cpu(Cpu),
+    Cuda(crate::backend::cuda::Cuda),
 }
 
-/// Pick the backend for `--device`.
+/// Pick the backend for `--device`: `auto` uses GPU 0 when it can be opened and
+/// otherwise says why in one line on stderr and uses the CPU; `cuda` fails with the reason.
 pub(crate) fn backend_for(device: DeviceKind) -> anyhow::Result<AnyBackend> {
-    match device {
-        DeviceKind::Cpu => Ok(AnyBackend::Cpu(Cpu)),
-        DeviceKind::Auto => Ok(AnyBackend::Cpu(Cpu)),
-        DeviceKind::Cuda => bail!(
-            "`--device cuda`: this build has no CUDA backend yet; use `--device cpu` or `auto`"
-        ),
+    use crate::backend::device::{select, Selected};
+    match select(device)? {
+        Selected::Cpu { fallback } => {
+            if let Some(why) = fallback {
+                eprintln!("{why}");
+            }
+            Ok(AnyBackend::Cpu(Cpu))
+        }
+        Selected::Cuda(c) => Ok(AnyBackend::Cuda(c)),
     }
 }
 

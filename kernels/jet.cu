@@ -1,0 +1,227 @@
+// Forward-Laplacian (jet) kernels, DESIGN §1. Block layout: a chunk of n samples with
+// S = 1 + k (+1 with a Laplacian) jet rows each, h columns; row s·n + i holds component s
+// of sample i. Each thread owns one (sample i, unit j) column of a sample's jet and walks
+// its S rows, so the fused kernels need no jet-sized temporaries and consecutive threads
+// touch consecutive addresses.
+//
+// CPU twins (same formulas, same operation order): `Cpu::add_bias`, `Cpu::jet_input`,
+// `Cpu::jet_broadcast_dirs`, `input_tanh_samples`, `tanh_fwd_samples`, `tanh_bwd_samples`,
+// `tanh_tangent_samples`, `Cpu::scale_jet_rows` (src/backend/cpu.rs).
+#include "common.cuh"
+
+// element (row s, sample i, unit j) of a jet block
+#define JET(p, s, i, j) (p)[((i64)(s) * n + (i)) * h + (j)]
+
+// x[r, c] += bias[c] for r < rows
+template <class T>
+__device__ __forceinline__ void add_bias_k(T* __restrict__ x, i64 rows, i64 cols,
+                                           const T* __restrict__ b) {
+    GRID_STRIDE(e, rows * cols) x[e] += b[e % cols];
+}
+extern "C" __global__ void add_bias_f32(float* x, i64 rows, i64 cols, const float* b) {
+    add_bias_k(x, rows, cols, b);
+}
+extern "C" __global__ void add_bias_f64(double* x, i64 rows, i64 cols, const double* b) {
+    add_bias_k(x, rows, cols, b);
+}
+
+// Input jet: values = points, direction d = dirs[d, :], Laplacian = 0.
+template <class T>
+__device__ __forceinline__ void jet_input_k(const T* __restrict__ x, const T* __restrict__ dirs,
+                                            T* __restrict__ out, i64 n, i64 k, int lap, i64 h) {
+    GRID_STRIDE(e, n * h) {
+        const i64 i = e / h, j = e % h;
+        JET(out, 0, i, j) = x[e];
+        for (i64 d = 0; d < k; ++d) JET(out, 1 + d, i, j) = dirs[d * h + j];
+        if (lap) JET(out, 1 + k, i, j) = T(0);
+    }
+}
+extern "C" __global__ void jet_input_f32(const float* x, const float* dirs, float* out, i64 n,
+                                         i64 k, int lap, i64 h) {
+    jet_input_k(x, dirs, out, n, k, lap, h);
+}
+extern "C" __global__ void jet_input_f64(const double* x, const double* dirs, double* out, i64 n,
+                                         i64 k, int lap, i64 h) {
+    jet_input_k(x, dirs, out, n, k, lap, h);
+}
+
+// First linear layer: direction rows = wv[d, :] for every sample, Laplacian rows = 0.
+template <class T>
+__device__ __forceinline__ void jet_broadcast_dirs_k(T* __restrict__ z, const T* __restrict__ wv,
+                                                     i64 n, i64 k, int lap, i64 h) {
+    GRID_STRIDE(e, n * h) {
+        const i64 i = e / h, j = e % h;
+        for (i64 d = 0; d < k; ++d) JET(z, 1 + d, i, j) = wv[d * h + j];
+        if (lap) JET(z, 1 + k, i, j) = T(0);
+    }
+}
+extern "C" __global__ void jet_broadcast_dirs_f32(float* z, const float* wv, i64 n, i64 k, int lap,
+                                                  i64 h) {
+    jet_broadcast_dirs_k(z, wv, n, k, lap, h);
+}
+extern "C" __global__ void jet_broadcast_dirs_f64(double* z, const double* wv, i64 n, i64 k,
+                                                  int lap, i64 h) {
+    jet_broadcast_dirs_k(z, wv, n, k, lap, h);
+}
+
+// Fused first layer + tanh, in place: value rows hold x Wᵀ + b on entry.
+// a = tanh z, ∂_d a = s1·wv[d], Δa = s2·Σ_d c_d wv[d]² (s2 = −2a·s1).
+template <class T>
+__device__ __forceinline__ void jet_input_tanh_k(T* __restrict__ z, const T* __restrict__ wv,
+                                                 const T* __restrict__ coef, i64 n, i64 k,
+                                                 int lap, i64 h) {
+    GRID_STRIDE(e, n * h) {
+        const i64 i = e / h, j = e % h;
+        const T t = k_tanh(JET(z, 0, i, j));
+        const T s1 = T(1) - t * t;
+        JET(z, 0, i, j) = t;
+        for (i64 d = 0; d < k; ++d) JET(z, 1 + d, i, j) = s1 * wv[d * h + j];
+        if (lap) {
+            T q = T(0);
+            for (i64 d = 0; d < k; ++d) {
+                const T w = wv[d * h + j];
+                q += coef[d] * w * w;
+            }
+            JET(z, 1 + k, i, j) = -(t + t) * s1 * q;
+        }
+    }
+}
+extern "C" __global__ void jet_input_tanh_f32(float* z, const float* wv, const float* coef, i64 n,
+                                              i64 k, int lap, i64 h) {
+    jet_input_tanh_k(z, wv, coef, n, k, lap, h);
+}
+extern "C" __global__ void jet_input_tanh_f64(double* z, const double* wv, const double* coef,
+                                              i64 n, i64 k, int lap, i64 h) {
+    jet_input_tanh_k(z, wv, coef, n, k, lap, h);
+}
+
+// tanh jet: a = tanh z, ∂_d a = s1 ∂_d z, Δa = s1 Δz + s2 Σ_d c_d (∂_d z)².
+// `a` may equal `z` (in place): each element is read before it is written, by the same
+// thread. Hence no __restrict__ on z and a.
+template <class T>
+__device__ __forceinline__ void jet_tanh_k(const T* z, T* a, const T* __restrict__ coef, i64 n,
+                                           i64 k, int lap, i64 h) {
+    GRID_STRIDE(e, n * h) {
+        const i64 i = e / h, j = e % h;
+        const T t = k_tanh(JET(z, 0, i, j));
+        const T s1 = T(1) - t * t;
+        const T s2 = -(t + t) * s1;
+        JET(a, 0, i, j) = t;
+        T acc = T(0);
+        for (i64 d = 0; d < k; ++d) {
+            const T dz = JET(z, 1 + d, i, j);
+            acc += coef[d] * dz * dz;
+            JET(a, 1 + d, i, j) = s1 * dz;
+        }
+        if (lap) JET(a, 1 + k, i, j) = s1 * JET(z, 1 + k, i, j) + s2 * acc;
+    }
+}
+extern "C" __global__ void jet_tanh_f32(const float* z, float* a, const float* coef, i64 n, i64 k,
+                                        int lap, i64 h) {
+    jet_tanh_k(z, a, coef, n, k, lap, h);
+}
+extern "C" __global__ void jet_tanh_f64(const double* z, double* a, const double* coef, i64 n,
+                                        i64 k, int lap, i64 h) {
+    jet_tanh_k(z, a, coef, n, k, lap, h);
+}
+
+// Reverse mode through the tanh jet (DESIGN §1), in place on g:
+// ḡΔz = s1 ḡΔa; ḡ∂_d z = s1 ḡ∂_d a + 2 c_d s2 ∂_d z ḡΔa;
+// ḡz = s1 ḡa + s2 Σ_d ∂_d z ḡ∂_d a + s2 Δz ḡΔa + s3 Σ_d c_d (∂_d z)² ḡΔa.
+template <class T>
+__device__ __forceinline__ void jet_tanh_backward_k(const T* __restrict__ z, T* __restrict__ g,
+                                                    const T* __restrict__ coef, i64 n, i64 k,
+                                                    int lap, i64 h) {
+    GRID_STRIDE(e, n * h) {
+        const i64 i = e / h, j = e % h;
+        const T t = k_tanh(JET(z, 0, i, j));
+        const T s1 = T(1) - t * t;
+        const T s2 = -(t + t) * s1;
+        T acc = s1 * JET(g, 0, i, j);
+        T gl = T(0), s3gl = T(0);
+        if (lap) {
+            const T t2 = T(1) - s1;  // tanh², as the CPU twin computes it
+            gl = JET(g, 1 + k, i, j);
+            s3gl = s1 * (T(6) * t2 - T(2)) * gl;
+            acc += s2 * JET(z, 1 + k, i, j) * gl;
+            JET(g, 1 + k, i, j) = s1 * gl;
+        }
+        for (i64 d = 0; d < k; ++d) {
+            const T dz = JET(z, 1 + d, i, j);
+            const T gg = JET(g, 1 + d, i, j);
+            if (lap) {
+                const T c = coef[d];
+                acc += s2 * dz * gg + c * dz * dz * s3gl;
+                JET(g, 1 + d, i, j) = s1 * gg + T(2) * c * s2 * dz * gl;
+            } else {
+                acc += s2 * dz * gg;
+                JET(g, 1 + d, i, j) = s1 * gg;
+            }
+        }
+        JET(g, 0, i, j) = acc;
+    }
+}
+extern "C" __global__ void jet_tanh_backward_f32(const float* z, float* g, const float* coef,
+                                                 i64 n, i64 k, int lap, i64 h) {
+    jet_tanh_backward_k(z, g, coef, n, k, lap, h);
+}
+extern "C" __global__ void jet_tanh_backward_f64(const double* z, double* g, const double* coef,
+                                                 i64 n, i64 k, int lap, i64 h) {
+    jet_tanh_backward_k(z, g, coef, n, k, lap, h);
+}
+
+// Tangent through the tanh jet (the linearisation of jet_tanh), in place on t; `a` holds
+// at least the value rows tanh z:
+// ȧ = s1 ż; ∂_d ȧ = s1 ∂_d ż + s2 ż ∂_d z;
+// Δȧ = s1 Δż + s2 ż Δz + s3 ż Σ_d c_d (∂_d z)² + 2 s2 Σ_d c_d ∂_d z ∂_d ż.
+template <class T>
+__device__ __forceinline__ void jet_tanh_tangent_k(const T* __restrict__ z,
+                                                   const T* __restrict__ act, T* __restrict__ t,
+                                                   const T* __restrict__ coef, i64 n, i64 k,
+                                                   int lap, i64 h) {
+    GRID_STRIDE(e, n * h) {
+        const i64 i = e / h, j = e % h;
+        const T a = act[e];
+        const T s1 = T(1) - a * a;
+        const T s2 = -(a + a) * s1;
+        const T s3 = s1 * (T(6) * a * a - T(2));
+        const T zd = JET(t, 0, i, j);
+        JET(t, 0, i, j) = s1 * zd;
+        T q = T(0), x = T(0);
+        for (i64 d = 0; d < k; ++d) {
+            const T c = coef[d];
+            const T dz = JET(z, 1 + d, i, j);
+            const T dzd = JET(t, 1 + d, i, j);
+            q += c * dz * dz;
+            x += c * dz * dzd;
+            JET(t, 1 + d, i, j) = s1 * dzd + s2 * zd * dz;
+        }
+        if (lap) {
+            const T lz = JET(z, 1 + k, i, j);
+            const T lzd = JET(t, 1 + k, i, j);
+            JET(t, 1 + k, i, j) = s1 * lzd + s2 * zd * lz + s3 * zd * q + T(2) * s2 * x;
+        }
+    }
+}
+extern "C" __global__ void jet_tanh_tangent_f32(const float* z, const float* a, float* t,
+                                                const float* coef, i64 n, i64 k, int lap, i64 h) {
+    jet_tanh_tangent_k(z, a, t, coef, n, k, lap, h);
+}
+extern "C" __global__ void jet_tanh_tangent_f64(const double* z, const double* a, double* t,
+                                                const double* coef, i64 n, i64 k, int lap,
+                                                i64 h) {
+    jet_tanh_tangent_k(z, a, t, coef, n, k, lap, h);
+}
+
+// g[r, :] *= w[r mod n] for the rows·h elements of a jet block.
+template <class T>
+__device__ __forceinline__ void scale_jet_rows_k(T* __restrict__ g, const T* __restrict__ w,
+                                                 i64 n, i64 rows, i64 h) {
+    GRID_STRIDE(e, rows * h) g[e] *= w[(e / h) % n];
+}
+extern "C" __global__ void scale_jet_rows_f32(float* g, const float* w, i64 n, i64 rows, i64 h) {
+    scale_jet_rows_k(g, w, n, rows, h);
+}
+extern "C" __global__ void scale_jet_rows_f64(double* g, const double* w, i64 n, i64 rows, i64 h) {
+    scale_jet_rows_k(g, w, n, rows, h);
+}

@@ -1,0 +1,141 @@
+//! The thin SVD on the GPU with cuSOLVER's `gesvd` (f64), for `Backend::thin_svd`.
+//!
+//! `gesvd` wants a column-major matrix with at least as many rows as columns. The input
+//! view is packed into f64 by the `pack_f64` kernel (which also finds non-finite
+//! entries):
+//! - tall A (m ≥ n): packed transposed, i.e. column-major A; gesvd gives column-major
+//!   U (m × n) and Vᵀ (n × n), which `pack_f64` transposes into the row-major outputs;
+//! - wide A (m < n): packed as is, i.e. column-major Aᵀ (n × m) = U' Σ V'ᵀ, so A = V' Σ U'ᵀ:
+//!   gesvd's column-major V'ᵀ (m × m) is already the row-major U of A and its column-major
+//!   U' (n × m) the row-major Vᵀ, written straight into the outputs.
+//!
+//! Symmetric eigendecompositions are not routed here: the optimizers eigendecompose only
+//! small KFAC factors (fan-in+1 or fan-out square), on the host in f64 (src/curvature/linalg.rs).
+//!
+//! Checked on a GPU by tests/gpu.rs (one HIG step against the CPU).
+
+use super::launch::Launcher;
+use super::ops::{self, check_len, check_view, Dev};
+use super::Cuda;
+use crate::backend::Lay;
+use crate::error::{Error, Result};
+use crate::scalar::Real;
+use cudarc::cusolver::sys;
+
+fn check(what: &str, s: sys::cusolverStatus_t) -> Result<()> {
+    if s == sys::cusolverStatus_t::CUSOLVER_STATUS_SUCCESS {
+        Ok(())
+    } else {
+        Err(Error::Device(format!("cuSOLVER {what}: {s:?}")))
+    }
+}
+
+pub(super) fn thin_svd<T: Real>(
+    cu: &Cuda,
+    a: Dev<T>,
+    la: Lay,
+    u: Dev<f64>,
+    s: Dev<f64>,
+    vt: Dev<f64>,
+) -> Result<()> {
+    check_view("thin_svd (A)", a.len, la)?;
+    let (m, n) = (la.rows, la.cols);
+    let k = m.min(n);
+    check_len("thin_svd (U)", u.len, m * k)?;
+    check_len("thin_svd (s)", s.len, k)?;
+    check_len("thin_svd (Vᵀ)", vt.len, k * n)?;
+    if k == 0 {
+        return Ok(());
+    }
+    let tall = m >= n;
+    // column-major problem: rows ≥ cols
+    let (rows, cols) = if tall { (m, n) } else { (n, m) };
+    let int = |what: &str, v: usize| {
+        i32::try_from(v).map_err(|_| {
+            Error::Shape(format!(
+                "thin_svd: {what} = {v} exceeds cuSOLVER's 32-bit sizes"
+            ))
+        })
+    };
+    let (ri, ci) = (int("rows", rows)?, int("cols", cols)?);
+
+    // pack (and look for non-finite entries, like the CPU twin)
+    let packed = cu.alloc_raw::<f64>(m * n)?;
+    if let Some((i, j, v)) = ops::pack_f64(cu, a, la, tall, packed.dev())? {
+        return Err(Error::NonFinite(format!(
+            "entry ({i}, {j}) of the {m}×{n} matrix handed to the SVD is {v}"
+        )));
+    }
+    // outputs of gesvd: column-major U_c (rows × cols) and VT_c (cols × cols)
+    let (uc, vtc) = if tall {
+        (
+            Some(cu.alloc_raw::<f64>(rows * cols)?),
+            Some(cu.alloc_raw::<f64>(cols * cols)?),
+        )
+    } else {
+        (None, None)
+    };
+    let (uc_ptr, vtc_ptr) = match (&uc, &vtc) {
+        (Some(x), Some(y)) => (x.dev().ptr, y.dev().ptr),
+        // wide: U' goes to the Vᵀ output, V'ᵀ to the U output (see the module comment)
+        _ => (vt.ptr, u.ptr),
+    };
+    let handle = cu.solver()?;
+    cu.bind()?;
+    let mut lwork = 0i32;
+    // SAFETY: the handle is valid and bound to the backend's stream; lwork is a valid
+    // out-pointer.
+    check("gesvd_bufferSize", unsafe {
+        sys::cusolverDnDgesvd_bufferSize(handle.cu(), ri, ci, &mut lwork)
+    })?;
+    let work = cu.alloc_raw::<f64>(lwork.max(1) as usize)?;
+    let rwork = cu.alloc_raw::<f64>(cols)?;
+    let info = cu.alloc_raw::<f64>(1)?; // 8 bytes; holds the i32 devInfo
+    let jobs = b'S' as std::ffi::c_schar;
+    // SAFETY: packed holds rows·cols f64 (lda = rows); s holds at least k = cols values;
+    // the U output holds rows·cols (ldu = rows) and the Vᵀ output cols·cols (ldvt = cols)
+    // f64: the temporaries were allocated so, and in the wide case u has m·k = cols·cols
+    // and vt has k·n = cols·rows elements (checked above); work/rwork/info are sized as
+    // cuSOLVER asks. All on the backend's stream.
+    check("gesvd", unsafe {
+        sys::cusolverDnDgesvd(
+            handle.cu(),
+            jobs,
+            jobs,
+            ri,
+            ci,
+            packed.dev().ptr as *mut f64,
+            ri,
+            s.ptr as *mut f64,
+            uc_ptr as *mut f64,
+            ri,
+            vtc_ptr as *mut f64,
+            ci,
+            work.dev().ptr as *mut f64,
+            lwork,
+            rwork.dev().ptr as *mut f64,
+            info.dev().ptr as *mut i32,
+        )
+    })?;
+    drop(handle);
+    let mut dev_info = [0u8; 4];
+    // SAFETY: info holds 8 bytes, 4 are read.
+    unsafe { cu.read(info.dev().ptr, &mut dev_info)? };
+    let dev_info = i32::from_le_bytes(dev_info);
+    if dev_info > 0 {
+        return Err(Error::Numerical(format!(
+            "SVD of a {m}×{n} matrix: {dev_info} superdiagonals did not converge"
+        )));
+    } else if dev_info < 0 {
+        return Err(Error::Numerical(format!(
+            "SVD of a {m}×{n} matrix: gesvd parameter {} invalid",
+            -dev_info
+        )));
+    }
+    if let (Some(uc), Some(vtc)) = (uc, vtc) {
+        // column-major U_c (m × n) read as the row-major n × m view, transposed
+        ops::pack_f64(cu, uc.dev(), Lay::dense(cols, rows), true, u)?;
+        ops::pack_f64(cu, vtc.dev(), Lay::dense(cols, cols), true, vt)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,838 @@
+//! Every CUDA kernel, run on the CPU through the emulation (`kfac_pinn::backend::emu`: the
+//! unchanged kernels/*.cu compiled as C++, with the CUDA backend's launch geometry and
+//! kernel plans), against its CPU twin (the `Cpu` backend op), in f32 and f64, on sizes
+//! that are not multiples of the block size, larger than one grid (so the grid-stride
+//! loops wrap), and empty. Then the emulator itself (warp shuffles, shared memory,
+//! deadlock detection), the whole engine on emulated kernels (tests/gpu_cases), and the
+//! kernel sources through NVRTC when libnvrtc can be loaded.
+
+#![allow(clippy::needless_range_loop)]
+
+mod common;
+mod gpu_cases;
+
+use common::{assert_close, rng, uniform};
+use kfac_pinn::backend::cpu::Cpu;
+use kfac_pinn::backend::cuda::kernels::MODULES;
+use kfac_pinn::backend::cuda::launch::{Geometry, KArg, Launcher};
+use kfac_pinn::backend::emu::{self, Emu};
+use kfac_pinn::backend::{AdamStep, Backend, JacRows, JetShape, Lay};
+use kfac_pinn::scalar::{convert, DType, Real};
+
+/// Tolerances of one element type: |got − want| ≤ ATOL + RTOL·|want|.
+fn tol<T: Real>() -> (f64, f64) {
+    match T::DTYPE {
+        DType::F64 => (1e-13, 1e-13),
+        DType::F32 => (2e-6, 2e-6),
+    }
+}
+
+fn emu() -> Emu {
+    assert!(
+        emu::available(),
+        "the CUDA CPU emulation was not built (build.rs needs a C++20 compiler, e.g. g++)"
+    );
+    Emu::default()
+}
+
+fn data<T: Real>(n: usize, seed: u64, lo: f64, hi: f64) -> Vec<T> {
+    convert(&uniform(&mut rng(seed), n, lo, hi))
+}
+
+fn f64s<T: Real>(v: &[T]) -> Vec<f64> {
+    convert(v)
+}
+
+/// Compare two buffers elementwise with the element type's tolerance.
+fn same<T: Real>(what: &str, got: &[T], want: &[T]) {
+    let (rtol, atol) = tol::<T>();
+    let what = format!("{what} ({})", T::DTYPE.name());
+    assert_close(&what, &f64s(got), &f64s(want), rtol, atol);
+}
+
+/// Run `f` for f32 and f64.
+macro_rules! both {
+    ($f:ident) => {
+        $f::<f32>();
+        $f::<f64>();
+    };
+}
+
+/// Sizes: empty, one, ragged, and more than the emulated device's capped grid
+/// (16 blocks × 256 threads), so the grid-stride loops wrap.
+const SIZES: [usize; 6] = [0, 1, 255, 257, 4099, 10_007];
+
+// ---- the registry ---------------------------------------------------------------------------
+
+#[test]
+fn every_kernel_is_registered_in_the_emulation() {
+    emu();
+    let mut emulated = emu::kernel_names();
+    emulated.sort();
+    let mut declared: Vec<String> = MODULES
+        .iter()
+        .flat_map(|m| m.entries.iter().map(|e| e.to_string()))
+        .collect();
+    declared.sort();
+    // the emulation also registers its own self-test kernels (kernels/emu/selftest.cu)
+    let emulated: Vec<String> = emulated
+        .into_iter()
+        .filter(|n| !n.starts_with("emu_"))
+        .collect();
+    assert_eq!(emulated, declared);
+    // every templated op exists in both precisions
+    for name in &declared {
+        if let Some(base) = name.strip_suffix("_f32") {
+            assert!(
+                declared.contains(&format!("{base}_f64")),
+                "{name} has no f64 twin"
+            );
+        }
+    }
+    for m in MODULES {
+        assert!(
+            !m.entries.is_empty(),
+            "module {} has no entry point",
+            m.name
+        );
+        assert!(
+            !m.source.contains("#include \""),
+            "module {}: local includes must be inlined for NVRTC",
+            m.name
+        );
+    }
+}
+
+#[test]
+fn launches_with_wrong_arguments_are_refused() {
+    let e = emu();
+    let mut x = vec![1.0f32; 4];
+    let g = Geometry::linear(4, e.limits()).unwrap();
+    // SAFETY: x holds 4 elements and the kernel is told n = 4; the mismatched launches
+    // are refused before the kernel runs.
+    unsafe {
+        let p = KArg::Ptr(x.as_mut_ptr() as u64);
+        assert!(e.launch("scale_f32", g, &[p, KArg::I64(4)]).is_err());
+        assert!(e
+            .launch("scale_f32", g, &[p, KArg::I64(4), KArg::F64(2.0)])
+            .is_err());
+        assert!(e.launch("no_such_kernel", g, &[]).is_err());
+        e.launch("scale_f32", g, &[p, KArg::I64(4), KArg::F32(2.0)])
+            .unwrap();
+    }
+    assert_eq!(x, vec![2.0; 4]);
+}
+
+// ---- vectors ----------------------------------------------------------------------------------
+
+fn vector_ops<T: Real>() {
+    let e = emu();
+    for (si, &n) in SIZES.iter().enumerate() {
+        let x: Vec<T> = data(n, 10 + si as u64, -2.0, 2.0);
+        let y0: Vec<T> = data(n, 20 + si as u64, -2.0, 2.0);
+        // fill, with a range inside a larger buffer
+        let (mut a, mut b) = (y0.clone(), y0.clone());
+        let (off, len) = (n / 3, n - n / 3 - n / 5);
+        Cpu.fill(&mut a, off, len, T::from_f64(0.75)).unwrap();
+        e.fill(&mut b, off, len, T::from_f64(0.75)).unwrap();
+        same(&format!("fill n={n}"), &b, &a);
+        // scale
+        let (mut a, mut b) = (y0.clone(), y0.clone());
+        Cpu.scale(T::from_f64(-1.5), &mut a).unwrap();
+        e.scale(T::from_f64(-1.5), &mut b).unwrap();
+        same(&format!("scale n={n}"), &b, &a);
+        // axpby, with beta = 1, a general beta and beta = 0
+        for beta in [1.0, 0.3, 0.0] {
+            let (mut a, mut b) = (y0.clone(), y0.clone());
+            Cpu.axpby(T::from_f64(0.7), &x, T::from_f64(beta), &mut a)
+                .unwrap();
+            e.axpby(T::from_f64(0.7), &x, T::from_f64(beta), &mut b)
+                .unwrap();
+            same(&format!("axpby beta={beta} n={n}"), &b, &a);
+        }
+        // mul with offsets
+        let (mut a, mut b) = (y0.clone(), y0.clone());
+        let len = n.saturating_sub(n / 4);
+        Cpu.mul(&x, n - len, &mut a, 0, len).unwrap();
+        e.mul(&x, n - len, &mut b, 0, len).unwrap();
+        same(&format!("mul n={n}"), &b, &a);
+        // adam, three steps so the moments matter
+        let (mut pa, mut pb) = (y0.clone(), y0.clone());
+        let (mut ma, mut mb) = (vec![T::ZERO; n], vec![T::ZERO; n]);
+        let (mut va, mut vb) = (vec![T::ZERO; n], vec![T::ZERO; n]);
+        for t in 1..=3 {
+            let s = AdamStep {
+                lr: 1e-2,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                bc1: 1.0 - 0.9f64.powi(t),
+                bc2: 1.0 - 0.999f64.powi(t),
+            };
+            Cpu.adam_update(&mut pa, &x, &mut ma, &mut va, s).unwrap();
+            e.adam_update(&mut pb, &x, &mut mb, &mut vb, s).unwrap();
+        }
+        same(&format!("adam p n={n}"), &pb, &pa);
+        same(&format!("adam m n={n}"), &mb, &ma);
+        same(&format!("adam v n={n}"), &vb, &va);
+    }
+    // shape errors like the CPU's
+    let mut y = vec![T::ZERO; 5];
+    let x = vec![T::ZERO; 6];
+    assert!(e.axpby(T::ONE, &x, T::ONE, &mut y).is_err());
+    assert!(e.fill(&mut y, 3, 3, T::ONE).is_err());
+    assert!(e.mul(&x, 2, &mut y, 0, 5).is_err());
+    let (mut m, mut v) = (vec![T::ZERO; 5], vec![T::ZERO; 4]);
+    let s = AdamStep {
+        lr: 1.0,
+        beta1: 0.9,
+        beta2: 0.9,
+        eps: 1e-8,
+        bc1: 0.1,
+        bc2: 0.1,
+    };
+    assert!(e.adam_update(&mut y, &x, &mut m, &mut v, s).is_err());
+}
+
+#[test]
+fn vector_kernels_match_cpu() {
+    both!(vector_ops);
+}
+
+// ---- reductions ---------------------------------------------------------------------------------
+
+fn dot_op<T: Real>() {
+    let e = emu();
+    for (si, &n) in SIZES.iter().chain(&[70_001]).enumerate() {
+        let x: Vec<T> = data(n, 30 + si as u64, -1.0, 1.0);
+        let y: Vec<T> = data(n, 40 + si as u64, -1.0, 1.0);
+        let want = Cpu.dot(&x, &y).unwrap();
+        let got = e.dot(&x, &y).unwrap();
+        // both accumulate f64 products of the same f64-converted factors; only the
+        // summation order differs
+        let mag: f64 = x
+            .iter()
+            .zip(&y)
+            .map(|(a, b)| (a.to_f64() * b.to_f64()).abs())
+            .sum();
+        assert_close(
+            &format!("dot n={n} ({})", T::DTYPE.name()),
+            &[got],
+            &[want],
+            0.0,
+            1e-15 * mag + 1e-300,
+        );
+    }
+    assert!(e.dot(&vec![T::ZERO; 3], &vec![T::ZERO; 4]).is_err());
+}
+
+#[test]
+fn dot_kernel_matches_cpu() {
+    both!(dot_op);
+}
+
+fn col_sum_op<T: Real>() {
+    let e = emu();
+    let (_, atol) = tol::<T>();
+    for (rows, cols) in [
+        (0, 5),
+        (1, 1),
+        (100, 1),
+        (5000, 3),
+        (7, 70),
+        (513, 33),
+        (3, 0),
+    ] {
+        let x: Vec<T> = data(rows * cols, (rows * 31 + cols) as u64, -1.0, 1.0);
+        for (alpha, beta) in [(1.0, 0.0), (0.5, 1.0), (-2.0, 0.25)] {
+            let out0: Vec<T> = data(cols + 4, 99, -1.0, 1.0);
+            let (mut a, mut b) = (out0.clone(), out0.clone());
+            let (al, be) = (T::from_f64(alpha), T::from_f64(beta));
+            Cpu.col_sum(al, &x, rows, cols, be, &mut a, 2).unwrap();
+            e.col_sum(al, &x, rows, cols, be, &mut b, 2).unwrap();
+            // partitioned sums: the error grows with the number of rows summed
+            let (rtol, _) = tol::<T>();
+            assert_close(
+                &format!(
+                    "col_sum {rows}x{cols} α={alpha} β={beta} ({})",
+                    T::DTYPE.name()
+                ),
+                &f64s(&b),
+                &f64s(&a),
+                rtol,
+                atol * (1.0 + rows as f64 * alpha.abs()),
+            );
+        }
+        // beta = 0 ignores NaN in the output, like the CPU
+        let mut b = vec![T::from_f64(f64::NAN); cols];
+        e.col_sum(T::ONE, &x, rows, cols, T::ZERO, &mut b, 0)
+            .unwrap();
+        assert!(
+            b.iter().all(|v| v.is_finite()),
+            "col_sum beta=0 {rows}x{cols}"
+        );
+    }
+    let mut out = vec![T::ZERO; 3];
+    assert!(e
+        .col_sum(T::ONE, &vec![T::ZERO; 5], 2, 3, T::ZERO, &mut out, 0)
+        .is_err());
+    assert!(e
+        .col_sum(T::ONE, &vec![T::ZERO; 6], 2, 3, T::ZERO, &mut out, 1)
+        .is_err());
+}
+
+#[test]
+fn col_sum_kernels_match_cpu() {
+    both!(col_sum_op);
+}
+
+fn row_dot_op<T: Real>() {
+    let e = emu();
+    for (rows, cols) in [(0, 4), (1, 1), (700, 9), (37, 100), (130, 33), (1000, 0)] {
+        let ldx = cols + 3;
+        let x: Vec<T> = data(rows * ldx + 5, rows as u64 + 1, -1.0, 1.0);
+        let y: Vec<T> = data(rows * cols + 2, cols as u64 + 7, -1.0, 1.0);
+        let lx = Lay {
+            off: 5,
+            rows,
+            cols,
+            ld: ldx,
+        };
+        let ly = Lay::at(2, rows, cols);
+        for beta in [0.0, 1.0, -0.5] {
+            let out0: Vec<T> = data(rows + 3, 5, -1.0, 1.0);
+            let (mut a, mut b) = (out0.clone(), out0.clone());
+            let be = T::from_f64(beta);
+            Cpu.row_dot(&x, lx, &y, ly, be, &mut a, 3).unwrap();
+            e.row_dot(&x, lx, &y, ly, be, &mut b, 3).unwrap();
+            let (rtol, atol) = tol::<T>();
+            assert_close(
+                &format!("row_dot {rows}x{cols} β={beta} ({})", T::DTYPE.name()),
+                &f64s(&b),
+                &f64s(&a),
+                rtol,
+                atol * (1.0 + cols as f64),
+            );
+        }
+    }
+    let mut out = vec![T::ZERO; 10];
+    let x = vec![T::ZERO; 40];
+    assert!(e
+        .row_dot(
+            &x,
+            Lay::dense(10, 4),
+            &x,
+            Lay::dense(10, 3),
+            T::ZERO,
+            &mut out,
+            0
+        )
+        .is_err());
+    assert!(e
+        .row_dot(
+            &x,
+            Lay::dense(10, 4),
+            &x,
+            Lay::dense(10, 4),
+            T::ZERO,
+            &mut out,
+            1
+        )
+        .is_err());
+}
+
+#[test]
+fn row_dot_kernel_matches_cpu() {
+    both!(row_dot_op);
+}
+
+// ---- jets --------------------------------------------------------------------------------------
+
+/// Jet shapes: empty, tiny, ragged, no directions, no Laplacian, and n·h above one grid.
+fn shapes() -> Vec<JetShape> {
+    let s = |n, k, lap, h| JetShape { n, k, lap, h };
+    vec![
+        s(0, 2, true, 5),
+        s(1, 1, true, 1),
+        s(37, 3, true, 5),
+        s(5, 0, false, 7),
+        s(5, 0, true, 7),
+        s(300, 2, true, 13),
+        s(20, 4, false, 300),
+        s(9, 3, true, 0),
+    ]
+}
+
+fn jet_ops<T: Real>() {
+    let e = emu();
+    for (si, sh) in shapes().into_iter().enumerate() {
+        let seed = 100 + 10 * si as u64;
+        let len = sh.len();
+        let nh = sh.n * sh.h;
+        let coef: Vec<T> = data(sh.k, seed, 0.2, 1.5);
+        let z: Vec<T> = data(len, seed + 1, -1.5, 1.5);
+        let wv: Vec<T> = data(sh.k * sh.h, seed + 2, -1.0, 1.0);
+        let tag = |op: &str| format!("{op} n={} k={} lap={} h={}", sh.n, sh.k, sh.lap, sh.h);
+
+        // add_bias on the value rows
+        let bias: Vec<T> = data(sh.h + 2, seed + 3, -1.0, 1.0);
+        let (mut a, mut b) = (z.clone(), z.clone());
+        Cpu.add_bias(&mut a, sh.n, sh.h, &bias, 2).unwrap();
+        e.add_bias(&mut b, sh.n, sh.h, &bias, 2).unwrap();
+        same(&tag("add_bias"), &b, &a);
+
+        // jet_input from an offset into the points
+        let x: Vec<T> = data(nh + 3, seed + 4, -1.0, 1.0);
+        let (mut a, mut b) = (z.clone(), z.clone());
+        Cpu.jet_input(&x, 3, &wv, &mut a, sh).unwrap();
+        e.jet_input(&x, 3, &wv, &mut b, sh).unwrap();
+        same(&tag("jet_input"), &b, &a);
+
+        // jet_broadcast_dirs
+        let (mut a, mut b) = (z.clone(), z.clone());
+        Cpu.jet_broadcast_dirs(&mut a, &wv, sh).unwrap();
+        e.jet_broadcast_dirs(&mut b, &wv, sh).unwrap();
+        same(&tag("jet_broadcast_dirs"), &b, &a);
+
+        // jet_input_tanh
+        let (mut a, mut b) = (z.clone(), z.clone());
+        Cpu.jet_input_tanh(&mut a, &wv, &coef, sh).unwrap();
+        e.jet_input_tanh(&mut b, &wv, &coef, sh).unwrap();
+        same(&tag("jet_input_tanh"), &b, &a);
+
+        // jet_tanh out of place and in place
+        let mut a = vec![T::ZERO; len];
+        let mut b = vec![T::from_f64(9.0); len];
+        Cpu.jet_tanh(&z, &mut a, &coef, sh).unwrap();
+        e.jet_tanh(&z, &mut b, &coef, sh).unwrap();
+        same(&tag("jet_tanh"), &b, &a);
+        let act = a.clone();
+        let mut c = z.clone();
+        e.jet_tanh_inplace(&mut c, &coef, sh).unwrap();
+        same(&tag("jet_tanh_inplace"), &c, &a);
+
+        // jet_tanh_backward
+        let g0: Vec<T> = data(len, seed + 5, -1.0, 1.0);
+        let (mut a, mut b) = (g0.clone(), g0.clone());
+        Cpu.jet_tanh_backward(&z, &mut a, &coef, sh).unwrap();
+        e.jet_tanh_backward(&z, &mut b, &coef, sh).unwrap();
+        same(&tag("jet_tanh_backward"), &b, &a);
+
+        // jet_tanh_tangent
+        let (mut a, mut b) = (g0.clone(), g0.clone());
+        Cpu.jet_tanh_tangent(&z, &act, &mut a, &coef, sh).unwrap();
+        e.jet_tanh_tangent(&z, &act, &mut b, &coef, sh).unwrap();
+        same(&tag("jet_tanh_tangent"), &b, &a);
+
+        // scale_jet_rows
+        let w: Vec<T> = data(sh.n, seed + 6, -2.0, 2.0);
+        let (mut a, mut b) = (g0.clone(), g0.clone());
+        Cpu.scale_jet_rows(&mut a, &w, sh).unwrap();
+        e.scale_jet_rows(&mut b, &w, sh).unwrap();
+        same(&tag("scale_jet_rows"), &b, &a);
+    }
+    // short buffers are refused, like on the CPU
+    let sh = JetShape {
+        n: 3,
+        k: 2,
+        lap: true,
+        h: 4,
+    };
+    let short = vec![T::ZERO; sh.len() - 1];
+    let mut full = vec![T::ZERO; sh.len()];
+    let coef = vec![T::ONE; 2];
+    assert!(e.jet_tanh(&short, &mut full, &coef, sh).is_err());
+    assert!(e
+        .jet_tanh_inplace(&mut full, &coef[..1].to_vec(), sh)
+        .is_err());
+    assert!(e
+        .jet_tanh_backward(&full.clone(), &mut short.clone(), &coef, sh)
+        .is_err());
+    assert!(e
+        .jet_input_tanh(&mut full, &vec![T::ZERO; 7], &coef, sh)
+        .is_err());
+    assert!(e.scale_jet_rows(&mut full, &vec![T::ZERO; 2], sh).is_err());
+    assert!(e.add_bias(&mut full, 30, 2, &coef, 1).is_err());
+}
+
+#[test]
+fn jet_kernels_match_cpu() {
+    both!(jet_ops);
+}
+
+// ---- autodiff baseline and Jacobian rows -------------------------------------------------------
+
+fn autodiff_ops<T: Real>() {
+    let e = emu();
+    for (si, sh) in shapes().into_iter().enumerate() {
+        let sh = JetShape { lap: false, ..sh };
+        let seed = 300 + 10 * si as u64;
+        let act: Vec<T> = data(sh.len(), seed, -0.9, 0.9);
+        let g0: Vec<T> = data(sh.len(), seed + 1, -1.0, 1.0);
+        let (mut a, mut b) = (g0.clone(), g0.clone());
+        Cpu.ad_tanh_rev(&act, &mut a, sh).unwrap();
+        e.ad_tanh_rev(&act, &mut b, sh).unwrap();
+        same(&format!("ad_tanh_rev {sh:?}"), &b, &a);
+    }
+    let lap = JetShape {
+        n: 2,
+        k: 1,
+        lap: true,
+        h: 2,
+    };
+    assert!(e
+        .ad_tanh_rev(&vec![T::ZERO; 12], &mut vec![T::ZERO; 12], lap)
+        .is_err());
+
+    // Jacobian rows: strided rows with an offset, weights and bias inside wider rows
+    for (si, (sh, fo)) in [
+        (
+            JetShape {
+                n: 0,
+                k: 2,
+                lap: true,
+                h: 3,
+            },
+            2,
+        ),
+        (
+            JetShape {
+                n: 1,
+                k: 0,
+                lap: false,
+                h: 1,
+            },
+            1,
+        ),
+        (
+            JetShape {
+                n: 13,
+                k: 2,
+                lap: true,
+                h: 5,
+            },
+            4,
+        ),
+        (
+            JetShape {
+                n: 40,
+                k: 3,
+                lap: true,
+                h: 9,
+            },
+            7,
+        ),
+        (
+            JetShape {
+                n: 7,
+                k: 1,
+                lap: false,
+                h: 40,
+            },
+            30,
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let seed = 400 + 10 * si as u64;
+        let s = sh.s();
+        let a: Vec<T> = data(sh.n * s * sh.h, seed, -1.0, 1.0);
+        let mut g: Vec<T> = data(sh.n * s * fo, seed + 1, -1.0, 1.0);
+        // zero cotangents are skipped on both sides
+        for v in g.iter_mut().step_by(5) {
+            *v = T::ZERO;
+        }
+        let scale: Vec<T> = data(sh.n, seed + 2, 0.5, 2.0);
+        let w_off = 3;
+        let b_off = w_off + fo * sh.h + 2;
+        let at = JacRows {
+            row0: 1,
+            row_stride: 2,
+            ld: b_off + fo + 1,
+            w_off,
+            b_off,
+        };
+        let rows = 1 + 2 * sh.n + 1;
+        let out0: Vec<T> = data(rows * at.ld, seed + 3, 5.0, 6.0);
+        let (mut x, mut y) = (out0.clone(), out0.clone());
+        Cpu.jac_rows(&a, &g, sh, fo, &scale, &mut x, at).unwrap();
+        e.jac_rows(&a, &g, sh, fo, &scale, &mut y, at).unwrap();
+        let (rtol, atol) = tol::<T>();
+        assert_close(
+            &format!("jac_rows {sh:?} fan_out {fo} ({})", T::DTYPE.name()),
+            &f64s(&y),
+            &f64s(&x),
+            rtol,
+            atol * s as f64,
+        );
+    }
+    let sh = JetShape {
+        n: 2,
+        k: 0,
+        lap: false,
+        h: 2,
+    };
+    let bad = JacRows {
+        row0: 0,
+        row_stride: 0,
+        ld: 10,
+        w_off: 0,
+        b_off: 4,
+    };
+    let v = vec![T::ZERO; 8];
+    assert!(e
+        .jac_rows(&v, &v, sh, 2, &v, &mut vec![T::ZERO; 40], bad)
+        .is_err());
+}
+
+#[test]
+fn autodiff_kernels_match_cpu() {
+    both!(autodiff_ops);
+}
+
+// ---- the helpers of the cuBLAS / cuSOLVER paths ----------------------------------------------
+
+fn linalg_ops<T: Real>() {
+    let e = emu();
+    for (n, ld, off) in [(0, 0, 0), (1, 1, 0), (5, 7, 3), (70, 70, 0), (33, 40, 1)] {
+        let c0: Vec<T> = data(off + n * ld + 2, n as u64, -1.0, 1.0);
+        let lc = Lay {
+            off,
+            rows: n,
+            cols: n,
+            ld,
+        };
+        for from_lower in [true, false] {
+            let mut c = c0.clone();
+            e.symmetrize(&mut c, lc, from_lower).unwrap();
+            let mut want = c0.clone();
+            for r in 0..n {
+                for col in r + 1..n {
+                    let (up, lo) = (off + r * ld + col, off + col * ld + r);
+                    if from_lower {
+                        want[up] = want[lo];
+                    } else {
+                        want[lo] = want[up];
+                    }
+                }
+            }
+            assert_eq!(
+                f64s(&c),
+                f64s(&want),
+                "symmetrize n={n} ld={ld} lower={from_lower}"
+            );
+        }
+    }
+    for (rows, cols, ld, off) in [(0, 3, 3, 0), (1, 1, 1, 0), (9, 4, 6, 2), (40, 130, 131, 5)] {
+        let src: Vec<T> = data(off + rows * ld + 1, (rows + cols) as u64, -3.0, 3.0);
+        let la = Lay {
+            off,
+            rows,
+            cols,
+            ld,
+        };
+        for transpose in [false, true] {
+            let mut dst = vec![f64::NAN; rows * cols];
+            let bad = e.pack_f64(&src, la, transpose, &mut dst).unwrap();
+            assert_eq!(bad, None);
+            for r in 0..rows {
+                for c in 0..cols {
+                    let want = src[off + r * ld + c].to_f64();
+                    let at = if transpose {
+                        c * rows + r
+                    } else {
+                        r * cols + c
+                    };
+                    assert_eq!(dst[at], want, "pack_f64 ({r},{c}) transpose={transpose}");
+                }
+            }
+        }
+        if rows * cols > 2 {
+            // the FIRST non-finite entry (row-major) is reported
+            let mut s2 = src.clone();
+            let (r1, c1) = (rows - 1, cols - 1);
+            s2[off + r1 * ld + c1] = T::from_f64(f64::NAN);
+            s2[off + (rows / 2) * ld + cols / 2] = T::from_f64(f64::INFINITY);
+            let mut dst = vec![0.0; rows * cols];
+            let bad = e.pack_f64(&s2, la, true, &mut dst).unwrap();
+            assert_eq!(bad, Some((rows / 2, cols / 2, f64::INFINITY)));
+        }
+    }
+}
+
+#[test]
+fn linalg_helper_kernels_match_naive_loops() {
+    both!(linalg_ops);
+}
+
+// ---- the emulator itself -------------------------------------------------------------------------
+
+/// Launch an emulator self-test kernel (kernels/emu/selftest.cu) on one block.
+fn selftest(kernel: &str, threads: u32, out: &mut [i64]) -> kfac_pinn::Result<()> {
+    let e = emu();
+    assert!(out.len() >= threads as usize);
+    let g = Geometry {
+        grid: [1, 1, 1],
+        block: [threads, 1, 1],
+    };
+    // SAFETY: the self-test kernels write out[threadIdx.x] only, and out has a slot per thread.
+    unsafe { e.launch(kernel, g, &[KArg::Ptr(out.as_mut_ptr() as u64)]) }
+}
+
+#[test]
+fn emulated_warp_shuffles_follow_cuda_semantics() {
+    // value of lane l is 100 + l (per warp: 1000·warp + 100 + l)
+    let threads = 96;
+    let val = |t: usize| (1000 * (t / 32) + 100 + t % 32) as i64;
+    let mut out = vec![0i64; threads];
+    selftest("emu_shfl_down", threads as u32, &mut out).unwrap();
+    for t in 0..threads {
+        let src = if t % 32 + 3 < 32 { t + 3 } else { t };
+        assert_eq!(out[t], val(src), "shfl_down lane {t}");
+    }
+    selftest("emu_shfl_xor", threads as u32, &mut out).unwrap();
+    for t in 0..threads {
+        assert_eq!(
+            out[t],
+            val(t / 32 * 32 + ((t % 32) ^ 5)),
+            "shfl_xor lane {t}"
+        );
+    }
+    selftest("emu_shfl_up_width8", threads as u32, &mut out).unwrap();
+    for t in 0..threads {
+        let l = t % 32;
+        let src = if l % 8 >= 2 { t - 2 } else { t };
+        assert_eq!(out[t], val(src), "shfl_up width 8 lane {t}");
+    }
+    selftest("emu_shfl_idx", threads as u32, &mut out).unwrap();
+    for t in 0..threads {
+        assert_eq!(out[t], val(t / 32 * 32 + 7), "shfl_idx lane {t}");
+    }
+    // warp sums via xor butterflies: every lane gets its warp's total
+    selftest("emu_warp_sum", threads as u32, &mut out).unwrap();
+    for t in 0..threads {
+        let w = t / 32;
+        let total: i64 = (0..32).map(|l| val(w * 32 + l)).sum();
+        assert_eq!(out[t], total, "warp sum lane {t}");
+    }
+}
+
+#[test]
+fn emulated_shared_memory_and_barriers_order_the_block() {
+    for threads in [32u32, 64, 256, 1024] {
+        let mut out = vec![0i64; threads as usize];
+        // thread t writes shared[t] = t², syncs, reads shared[(t + 1) mod threads]
+        selftest("emu_shared_rotate", threads, &mut out).unwrap();
+        for t in 0..threads as usize {
+            let s = (t + 1) % threads as usize;
+            assert_eq!(out[t], (s * s) as i64, "threads {threads}, t {t}");
+        }
+        // block_sum of common.cuh over the thread indices, for every block size
+        selftest("emu_block_sum", threads, &mut out).unwrap();
+        let n = threads as i64;
+        assert_eq!(out[0], n * (n - 1) / 2, "block_sum over {threads} threads");
+    }
+}
+
+#[test]
+fn emulator_reports_what_would_hang_a_gpu() {
+    let mut out = vec![0i64; 64];
+    let e = selftest("emu_divergent_barrier", 64, &mut out).unwrap_err();
+    assert!(e.to_string().contains("deadlock"), "{e}");
+    let e = selftest("emu_shfl_with_exited_lane", 64, &mut out).unwrap_err();
+    assert!(e.to_string().contains("deadlock"), "{e}");
+}
+
+// ---- the whole engine on emulated kernels ---------------------------------------------------------
+
+/// The emulated backend differs from the CPU only in the elementwise kernels (products
+/// and SVDs are the CPU's), so tolerances are tight.
+const EMU_TOL: gpu_cases::Tol = gpu_cases::Tol {
+    f64: 1e-11,
+    f32: 1e-4,
+};
+
+#[test]
+fn forward_laplacian_on_emulated_kernels_matches_cpu() {
+    gpu_cases::forward_laplacian(&emu(), EMU_TOL);
+    gpu_cases::autodiff_laplacian(&emu(), EMU_TOL);
+}
+
+#[test]
+fn gradient_on_emulated_kernels_matches_cpu() {
+    gpu_cases::gradient(&emu(), EMU_TOL);
+}
+
+#[test]
+fn optimizer_steps_on_emulated_kernels_match_cpu() {
+    gpu_cases::optimizer_steps(
+        &emu(),
+        gpu_cases::Tol {
+            f64: 1e-9,
+            f32: 1e-4,
+        },
+    );
+}
+
+// ---- the sources through NVRTC ----------------------------------------------------------------------
+
+/// Every embedded module compiles with NVRTC for compute_75 (the run-time fallback of the
+/// CUDA backend, run by the backend's own compile function). Needs libnvrtc, not a GPU:
+/// skipped with a message without it, a failure with KFAC_PINN_REQUIRE_NVRTC=1 (CI
+/// installs the pip wheel and sets it).
+#[test]
+fn kernel_sources_compile_with_nvrtc() {
+    use kfac_pinn::backend::cuda::nvrtc;
+    let version = match nvrtc::version() {
+        Ok(v) => v,
+        Err(e) => {
+            if std::env::var("KFAC_PINN_REQUIRE_NVRTC").as_deref() == Ok("1") {
+                panic!("KFAC_PINN_REQUIRE_NVRTC=1 but NVRTC is not usable: {e}");
+            }
+            eprintln!("SKIPPED kernel_sources_compile_with_nvrtc: {e}");
+            return;
+        }
+    };
+    for m in MODULES {
+        let img = nvrtc::compile(m.source, m.name, nvrtc::Target::Ptx("compute_75"))
+            .unwrap_or_else(|e| panic!("NVRTC {version:?} on {}: {e}", m.name));
+        let ptx = String::from_utf8_lossy(&img);
+        for entry in m.entries {
+            assert!(
+                ptx.contains(&format!(".entry {entry}(")),
+                "{}: entry {entry} missing from the PTX",
+                m.name
+            );
+        }
+        // a real architecture yields a cubin (what the backend loads in the fallback)
+        let cubin = nvrtc::compile(m.source, m.name, nvrtc::Target::Cubin("sm_80"))
+            .unwrap_or_else(|e| panic!("NVRTC cubin on {}: {e}", m.name));
+        assert_eq!(&cubin[..4], b"\x7fELF", "{}: not an ELF cubin", m.name);
+    }
+}
+
+/// When build.rs found nvcc, every module carries PTX for compute_75 with all its entry
+/// points (without nvcc the sources are embedded for NVRTC instead: nothing to check).
+#[test]
+fn embedded_ptx_has_every_entry_point() {
+    use kfac_pinn::backend::cuda::kernels::{NVCC_VERSION, PTX_ARCH};
+    let Some(v) = NVCC_VERSION else {
+        eprintln!("SKIPPED embedded_ptx_has_every_entry_point: built without nvcc");
+        assert!(MODULES.iter().all(|m| m.ptx.is_none()));
+        return;
+    };
+    for m in MODULES {
+        let ptx = m
+            .ptx
+            .unwrap_or_else(|| panic!("{v}: module {} has no PTX", m.name));
+        assert!(
+            ptx.contains(&format!(".target sm_{}", &PTX_ARCH[8..])),
+            "{}",
+            m.name
+        );
+        for e in m.entries {
+            assert!(ptx.contains(&format!(".entry {e}(")), "{}: {e}", m.name);
+        }
+    }
+}

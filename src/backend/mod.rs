@@ -139,6 +139,19 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// Human-readable device description.
     fn name(&self) -> String;
 
+    /// Wait until all queued work has finished (for timings). The CPU runs synchronously.
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+    /// `(current, peak)` bytes of device memory held through this backend, if it keeps an
+    /// account (the CUDA backend does; the CPU's memory is the process heap, see
+    /// [`crate::mem`]).
+    fn memory_use(&self) -> Option<(usize, usize)> {
+        None
+    }
+    /// Restart the peak of [`Backend::memory_use`] at the current use.
+    fn reset_peak_memory(&self) {}
+
     // ---- memory -------------------------------------------------------------------
     /// A zero-filled buffer of `len` elements.
     fn alloc<T: Real>(&self, len: usize) -> Result<Self::Buf<T>>;

@@ -29,13 +29,22 @@ pub struct EvalArgs {
 }
 
 /// Evaluate `[u, ∇u, Δu]` per sample and output (output-major columns, see module doc).
-pub fn evaluate(mlp: &crate::model::Mlp, params: &[f64], x: &[f64]) -> crate::Result<Vec<f64>> {
-    let be = crate::backend::cpu::Cpu;
+pub fn evaluate<B: Backend>(
+    be: &B,
+    mlp: &crate::model::Mlp,
+    params: &[f64],
+    x: &[f64],
+) -> crate::Result<Vec<f64>> {
+    let be = be.clone();
     let d = mlp.input_dim();
     let m = mlp.output_dim();
     let n = x.len() / d;
-    let mut eng =
-        JetEngine::<_, f64>::new(be, mlp.clone(), JetKind::Full(Operator::laplacian(d)), None)?;
+    let mut eng = JetEngine::<B, f64>::new(
+        be.clone(),
+        mlp.clone(),
+        JetKind::Full(Operator::laplacian(d)),
+        None,
+    )?;
     let p = be.upload(params)?;
     let xb = be.upload(x)?;
     let y = eng.forward(&p, &xb, n)?;
@@ -52,7 +61,6 @@ pub fn evaluate(mlp: &crate::model::Mlp, params: &[f64], x: &[f64]) -> crate::Re
 }
 
 pub fn run(a: EvalArgs) -> anyhow::Result<()> {
-    super::train::backend_for(a.device.parse()?)?;
     crate::io::check_overwrite(&a.out, a.force)?;
     let model = model_io::load(&a.model)?;
     let pts = npy::read(&a.points)?;
@@ -73,7 +81,11 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
             pts.data[i]
         );
     }
-    let out = evaluate(&model.mlp, &model.params, &pts.data).context("evaluating the model")?;
+    let out = match super::train::backend_for(a.device.parse()?)? {
+        super::train::AnyBackend::Cpu(be) => evaluate(&be, &model.mlp, &model.params, &pts.data),
+        super::train::AnyBackend::Cuda(be) => evaluate(&be, &model.mlp, &model.params, &pts.data),
+    }
+    .context("evaluating the model")?;
     let cols = model.mlp.output_dim() * (d + 2);
     crate::io::write_atomic(&a.out, &npy::encode(pts.rows, cols, &out))?;
     eprintln!(

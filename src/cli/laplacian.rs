@@ -7,7 +7,6 @@
 
 use super::parse_list;
 use crate::autodiff::Autodiff;
-use crate::backend::cpu::Cpu;
 use crate::backend::{Backend, Lay, Tr};
 use crate::jet::{JetEngine, JetKind, Operator, DEFAULT_CHUNK_ROWS};
 use crate::mem;
@@ -101,8 +100,14 @@ pub fn run(a: LaplacianArgs) -> anyhow::Result<()> {
         bail!("`--repeats` must be at least 1. Got 0.");
     }
     let dtype: DType = a.dtype.parse()?;
-    super::train::backend_for(a.device.parse()?)?;
+    let device: crate::backend::device::DeviceKind = a.device.parse()?;
     let many = dims.len() * methods.len() > 1;
+    // measurements in this process share one backend; isolated ones open their own
+    let backend = if many && !a.no_isolate {
+        None
+    } else {
+        Some(super::train::backend_for(device)?)
+    };
     let mut results = Vec::new();
     for &d in &dims {
         let mut widths = vec![d];
@@ -113,12 +118,21 @@ pub fn run(a: LaplacianArgs) -> anyhow::Result<()> {
             let r = if many && !a.no_isolate {
                 measure_in_child(&a, d, m)?
             } else {
-                match dtype {
-                    DType::F64 => {
-                        measure::<f64>(m, &widths, a.batch, a.repeats, a.chunk_rows, a.seed)?
+                use super::train::AnyBackend;
+                let b = backend.as_ref().expect("opened above");
+                let (n, rep, ch, sd) = (a.batch, a.repeats, a.chunk_rows, a.seed);
+                match (b, dtype) {
+                    (AnyBackend::Cpu(be), DType::F64) => {
+                        measure::<_, f64>(be, m, &widths, n, rep, ch, sd)?
                     }
-                    DType::F32 => {
-                        measure::<f32>(m, &widths, a.batch, a.repeats, a.chunk_rows, a.seed)?
+                    (AnyBackend::Cpu(be), DType::F32) => {
+                        measure::<_, f32>(be, m, &widths, n, rep, ch, sd)?
+                    }
+                    (AnyBackend::Cuda(be), DType::F64) => {
+                        measure::<_, f64>(be, m, &widths, n, rep, ch, sd)?
+                    }
+                    (AnyBackend::Cuda(be), DType::F32) => {
+                        measure::<_, f32>(be, m, &widths, n, rep, ch, sd)?
                     }
                 }
             };
@@ -217,7 +231,8 @@ fn autodiff_flop(widths: &[usize], n: usize) -> f64 {
     2.0 * 2.0 * (rows * per) as f64
 }
 
-pub fn measure<T: Real>(
+pub fn measure<B: Backend, T: Real>(
+    be: &B,
     method: &str,
     widths: &[usize],
     n: usize,
@@ -225,7 +240,7 @@ pub fn measure<T: Real>(
     chunk_rows: Option<usize>,
     seed: u64,
 ) -> anyhow::Result<Measurement> {
-    let be = Cpu;
+    let be = be.clone();
     let mlp = Mlp::new(widths)?;
     let d = mlp.input_dim();
     let params = be.upload(&convert::<f64, T>(&mlp.init::<f64>(seed)))?;
@@ -233,11 +248,12 @@ pub fn measure<T: Real>(
     let x: Vec<f64> = (0..n * d).map(|_| rng.random::<f64>()).collect();
     let x = be.upload(&convert::<f64, T>(&x))?;
     mem::reset_peak();
+    be.reset_peak_memory();
     let mut times = Vec::with_capacity(repeats);
     let flop = match method {
         "forward" => {
-            let mut eng = JetEngine::<Cpu, T>::new(
-                be,
+            let mut eng = JetEngine::<B, T>::new(
+                be.clone(),
                 mlp.clone(),
                 JetKind::Full(Operator::laplacian(d)),
                 chunk_rows,
@@ -253,7 +269,7 @@ pub fn measure<T: Real>(
             forward_flop(widths, n)
         }
         "autodiff" => {
-            let mut ad = Autodiff::<Cpu, T>::new(be, mlp.clone())?;
+            let mut ad = Autodiff::<B, T>::new(be.clone(), mlp.clone())?;
             for i in 0..=repeats {
                 let t = Instant::now();
                 let der = ad.derivatives(&params, &x, n)?;
@@ -311,6 +327,7 @@ pub fn measure<T: Real>(
                     }
                     first += c;
                 }
+                be.synchronize()?;
                 if i > 0 {
                     times.push(t.elapsed().as_secs_f64());
                 }
@@ -319,7 +336,12 @@ pub fn measure<T: Real>(
         }
         m => bail!("unknown method `{m}`"),
     };
-    let peak = mem::peak_bytes();
+    // device backends report their own account; on the CPU the process heap counts
+    let peak = match be.memory_use() {
+        Some((_, p)) => p,
+        None if mem::is_installed() => mem::peak_bytes(),
+        None => 0,
+    };
     let mean = times.iter().sum::<f64>() / times.len() as f64;
     let min = times.iter().cloned().fold(f64::INFINITY, f64::min);
     Ok(Measurement {
@@ -331,7 +353,7 @@ pub fn measure<T: Real>(
         device: be.name(),
         seconds: mean,
         min_seconds: min,
-        peak_bytes: if mem::is_installed() { peak } else { 0 },
+        peak_bytes: peak,
         gemm_flop: flop,
         gflops: flop / mean / 1e9,
     })

@@ -36,6 +36,8 @@ pub enum Command {
     PlotSolution(plot::SolutionArgs),
     /// Run several optimizers under the same budget and seeds; write a table and plots.
     Compare(compare::CompareArgs),
+    /// Describe the compute devices: CPU threads, CUDA driver, GPUs (NVML), kernel loading.
+    Devices,
     /// List the built-in problems with their dimensions and solutions.
     Problems,
     /// List the presets (the paper's tuned runs).
@@ -48,6 +50,10 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Train(a) => train::run(*a),
+        Command::Devices => {
+            print!("{}", crate::backend::device::describe());
+            Ok(())
+        }
         Command::Problems => {
             list_problems();
             Ok(())

@@ -378,6 +378,17 @@ fn range_check(what: &str, len: usize, off: usize, n: usize) -> Result<()> {
 }
 
 impl Backend for Cuda {
+    fn synchronize(&self) -> Result<()> {
+        Cuda::synchronize(self)
+    }
+    fn memory_use(&self) -> Option<(usize, usize)> {
+        let m = self.memory();
+        Some((m.current, m.peak))
+    }
+    fn reset_peak_memory(&self) {
+        let cur = self.inner.mem.current.load(Ordering::Relaxed);
+        self.inner.mem.peak.store(cur, Ordering::Relaxed);
+    }
     type Buf<T: Real> = CudaBuf<T>;
 
     fn name(&self) -> String {

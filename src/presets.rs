@@ -83,6 +83,13 @@ fn engd(damping: f64, ema: f64, identity: bool) -> OptimizerConfig {
         ..cfg()
     }
 }
+/// Only a damping (ENGD in sample space has no EMA and no initial Gramian).
+fn damped(damping: f64) -> OptimizerConfig {
+    OptimizerConfig {
+        damping: Some(damping),
+        ..cfg()
+    }
+}
 fn lr(lr: f64) -> OptimizerConfig {
     OptimizerConfig {
         lr: Some(lr),
@@ -130,7 +137,7 @@ pub fn all() -> Vec<Preset> {
                 opt("engd", engd(1e-10, 0.3, true), None, Some(6.19e-8)),
                 opt("engd-layer", engd(0.0, 0.9, true), None, Some(6.26e-8)),
                 opt("engd-diag", engd(1e-4, 0.3, false), None, Some(5.37e-3)),
-                opt("engd-woodbury", engd(1e-10, 0.0, false), None, None),
+                opt("engd-woodbury", damped(1e-10), None, None),
                 opt(
                     "kfac",
                     kfac(
@@ -319,6 +326,21 @@ mod tests {
                 "{}: name says {count} parameters",
                 p.name
             );
+        }
+    }
+
+    #[test]
+    fn every_preset_optimizer_accepts_its_settings() {
+        // building validates the hyperparameters and rejects fields the optimizer does
+        // not use, so this catches a preset that `train --preset` would refuse
+        use crate::backend::cpu::Cpu;
+        for p in all() {
+            for o in &p.optimizers {
+                if let Err(e) = crate::optim::build::<Cpu, f64>(o.name, &o.config, &Cpu, p.params())
+                {
+                    panic!("preset {} / {}: {e}", p.name, o.name);
+                }
+            }
         }
     }
 }

@@ -6,7 +6,7 @@
 //! Checked by `tests/jet.rs` (forward Laplacian against the autodiff baseline and finite
 //! differences) and by the unit tests at the bottom of this file.
 
-use super::{AdamStep, Backend, JacRows, JetShape, Lay, Tr};
+use super::{check_view, gemm_dims, syrk_dim, AdamStep, Backend, JacRows, JetShape, Lay, Tr};
 use crate::error::{Error, Result};
 use crate::scalar::Real;
 use faer::linalg::matmul::triangular::BlockStructure;
@@ -29,22 +29,6 @@ fn par_for(macs: usize) -> Par {
     } else {
         Par::Seq
     }
-}
-
-fn check_view(what: &str, len: usize, lay: Lay) -> Result<()> {
-    if lay.cols > lay.ld && lay.rows > 1 {
-        return Err(Error::Shape(format!(
-            "{what}: leading dimension {} < cols {}",
-            lay.ld, lay.cols
-        )));
-    }
-    if lay.off + lay.span() > len {
-        return Err(Error::Shape(format!(
-            "{what}: view {}x{} (ld {}) at offset {} exceeds buffer of {len}",
-            lay.rows, lay.cols, lay.ld, lay.off
-        )));
-    }
-    Ok(())
 }
 
 fn check_len(what: &str, len: usize, need: usize) -> Result<()> {
@@ -335,17 +319,7 @@ impl Backend for Cpu {
         c: &mut Vec<T>,
         lc: Lay,
     ) -> Result<()> {
-        check_view("gemm A", a.len(), la)?;
-        check_view("gemm B", b.len(), lb)?;
-        check_view("gemm C", c.len(), lc)?;
-        let (m, ka) = ta.shape(la);
-        let (kb, nn) = tb.shape(lb);
-        if ka != kb || m != lc.rows || nn != lc.cols {
-            return Err(Error::Shape(format!(
-                "gemm: op(A) is {m}x{ka}, op(B) is {kb}x{nn}, C is {}x{}",
-                lc.rows, lc.cols
-            )));
-        }
+        let (m, nn, ka) = gemm_dims([a.len(), b.len(), c.len()], la, ta, lb, tb, lc)?;
         if m == 0 || nn == 0 {
             return Ok(());
         }
@@ -384,15 +358,7 @@ impl Backend for Cpu {
         c: &mut Vec<T>,
         lc: Lay,
     ) -> Result<()> {
-        check_view("syrk A", a.len(), la)?;
-        check_view("syrk C", c.len(), lc)?;
-        let n = la.cols;
-        if lc.rows != n || lc.cols != n {
-            return Err(Error::Shape(format!(
-                "syrk: A has {n} columns, C is {}x{}",
-                lc.rows, lc.cols
-            )));
-        }
+        let n = syrk_dim([a.len(), c.len()], la, lc)?;
         if n == 0 {
             return Ok(());
         }

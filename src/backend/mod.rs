@@ -15,7 +15,7 @@ pub mod device;
 #[doc(hidden)]
 pub mod emu;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::scalar::Real;
 
 /// Row-major view of a matrix inside a buffer: element (r, c) is at `off + r·ld + c`.
@@ -54,6 +54,64 @@ impl Lay {
             (self.rows - 1) * self.ld + self.cols
         }
     }
+}
+
+/// Check that `lay` is a valid view inside a buffer of `len` elements (shared by the
+/// backends, so that every one rejects the same bad views with the same message).
+pub(crate) fn check_view(what: &str, len: usize, lay: Lay) -> Result<()> {
+    if lay.cols > lay.ld && lay.rows > 1 {
+        return Err(Error::Shape(format!(
+            "{what}: leading dimension {} < cols {}",
+            lay.ld, lay.cols
+        )));
+    }
+    if lay.off + lay.span() > len {
+        return Err(Error::Shape(format!(
+            "{what}: view {}x{} (ld {}) at offset {} exceeds buffer of {len}",
+            lay.rows, lay.cols, lay.ld, lay.off
+        )));
+    }
+    Ok(())
+}
+
+/// Validate the operands of `C = α op(A) op(B) + βC` (views inside their buffers of
+/// lengths `lens`, matching shapes) and return `(m, n, k)`: C is m × n, the inner
+/// dimension k.
+pub(crate) fn gemm_dims(
+    lens: [usize; 3],
+    la: Lay,
+    ta: Tr,
+    lb: Lay,
+    tb: Tr,
+    lc: Lay,
+) -> Result<(usize, usize, usize)> {
+    check_view("gemm A", lens[0], la)?;
+    check_view("gemm B", lens[1], lb)?;
+    check_view("gemm C", lens[2], lc)?;
+    let (m, ka) = ta.shape(la);
+    let (kb, n) = tb.shape(lb);
+    if ka != kb || m != lc.rows || n != lc.cols {
+        return Err(Error::Shape(format!(
+            "gemm: op(A) is {m}x{ka}, op(B) is {kb}x{n}, C is {}x{}",
+            lc.rows, lc.cols
+        )));
+    }
+    Ok((m, n, ka))
+}
+
+/// Validate the operands of `C = α AᵀA + βC` (views inside their buffers of lengths
+/// `lens`, C square with A's column count) and return that count.
+pub(crate) fn syrk_dim(lens: [usize; 2], la: Lay, lc: Lay) -> Result<usize> {
+    check_view("syrk A", lens[0], la)?;
+    check_view("syrk C", lens[1], lc)?;
+    let n = la.cols;
+    if lc.rows != n || lc.cols != n {
+        return Err(Error::Shape(format!(
+            "syrk: A has {n} columns, C is {}x{}",
+            lc.rows, lc.cols
+        )));
+    }
+    Ok(n)
 }
 
 /// Whether a gemm operand is used as is or transposed.

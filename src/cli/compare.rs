@@ -123,7 +123,7 @@ pub fn run(a: CompareArgs) -> anyhow::Result<()> {
         }
         eprintln!("compare: running {o} …");
         let out = cmd.output().with_context(|| format!("running {o}"))?;
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stderr = failure_message(&String::from_utf8_lossy(&out.stderr));
         let line = String::from_utf8_lossy(&out.stdout)
             .lines()
             .last()
@@ -140,7 +140,7 @@ pub fn run(a: CompareArgs) -> anyhow::Result<()> {
                         .unwrap_or_else(|| "n/a".into())
                 );
             }
-            (None, _) => eprintln!("compare: {o} failed: {}", stderr.trim()),
+            (None, _) => eprintln!("compare: {o} failed: {stderr}"),
         }
         let log = dir.join("log.csv");
         let best = read_log(&log)
@@ -156,7 +156,7 @@ pub fn run(a: CompareArgs) -> anyhow::Result<()> {
             if out.status.success() {
                 None
             } else {
-                Some(stderr.trim().to_string())
+                Some(stderr.clone())
             },
         ));
     }
@@ -220,4 +220,37 @@ pub fn run(a: CompareArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// What to report of a failed run's stderr: its `error:` lines (the child may also print
+/// notes, e.g. the CPU fallback of `--device auto`), else its last non-empty line.
+fn failure_message(stderr: &str) -> String {
+    let errors: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("error"))
+        .collect();
+    if errors.is_empty() {
+        stderr
+            .lines()
+            .map(str::trim)
+            .rfind(|l| !l.is_empty())
+            .unwrap_or("no output")
+            .to_string()
+    } else {
+        errors.join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::failure_message;
+
+    #[test]
+    fn failure_message_prefers_error_lines() {
+        let e = "--device auto: no usable GPU; running on the CPU\nerror: `ema` must be unset\n";
+        assert_eq!(failure_message(e), "error: `ema` must be unset");
+        assert_eq!(failure_message("note\nlast words\n\n"), "last words");
+        assert_eq!(failure_message(""), "no output");
+    }
 }

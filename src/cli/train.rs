@@ -57,14 +57,19 @@ pub struct TrainArgs {
     /// engd-woodbury, kfac, kfac-star, gn, hig.
     #[arg(long)]
     pub optimizer: Option<String>,
+    /// Learning rate (sgd, adam, lbfgs); for kfac, engd*, hig and gn a fixed step size instead of the line search.
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Momentum (sgd; kfac's momentum on the preconditioned direction), in [0, 1).
     #[arg(long)]
     pub momentum: Option<f64>,
+    /// Adam's first-moment decay, in [0, 1).
     #[arg(long)]
     pub beta1: Option<f64>,
+    /// Adam's second-moment decay, in [0, 1).
     #[arg(long)]
     pub beta2: Option<f64>,
+    /// Adam's denominator offset, > 0.
     #[arg(long)]
     pub eps: Option<f64>,
     /// Damping λ.
@@ -76,8 +81,10 @@ pub struct TrainArgs {
     /// Start curvature estimates at the identity (true) or zero (false).
     #[arg(long)]
     pub init_identity: Option<bool>,
+    /// KFAC/KFAC*: recompute the Kronecker factors every K steps.
     #[arg(long)]
     pub update_interval: Option<usize>,
+    /// KFAC/KFAC*: re-invert the damped Kronecker sum every K steps.
     #[arg(long)]
     pub inverse_interval: Option<usize>,
     /// Maximum CG iterations (Hessian-free).
@@ -307,22 +314,7 @@ fn overlay(base: &mut OptimizerConfig, a: &TrainArgs) {
     macro_rules! set {
         ($($f:ident),*) => { $( if a.$f.is_some() { base.$f = a.$f; } )* };
     }
-    set!(
-        lr,
-        momentum,
-        beta1,
-        beta2,
-        eps,
-        damping,
-        ema,
-        init_identity,
-        update_interval,
-        inverse_interval,
-        cg_iters,
-        history,
-        tau,
-        kappa
-    );
+    crate::for_each_optimizer_field!(set);
 }
 
 pub fn resolve(a: &TrainArgs) -> anyhow::Result<Resolved> {

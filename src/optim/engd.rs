@@ -156,24 +156,7 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for Engd<B, T> {
         ensure_finite(&be, &parts.dir, "ENGD direction")?;
 
         // step size and update
-        let lr = match self.lr {
-            Some(lr) => {
-                be.axpby(T::from_f64(lr), &parts.dir, T::ONE, params)?;
-                lr
-            }
-            None => {
-                grid_line_search(
-                    obj,
-                    params,
-                    &parts.dir,
-                    loss,
-                    LINE_SEARCH_K_MIN,
-                    &mut parts.trial,
-                )?
-                .eta
-            }
-        };
-        ensure_finite(&be, params, "parameters after the ENGD update")?;
+        let lr = step_along(obj, params, &parts.dir, loss, self.lr, &mut parts.trial)?;
         self.step += 1;
         Ok(StepInfo {
             loss,
@@ -205,6 +188,28 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for Engd<B, T> {
         }
         self.load_parts(be, s)
     }
+}
+
+/// The ENGD update `θ ← θ + η Δ`: a fixed `lr` or, without one, the grid line search on
+/// the batch loss. Returns η; fails if the parameters are no longer finite.
+fn step_along<B: Backend, T: Real>(
+    obj: &mut Objective<B, T>,
+    params: &mut B::Buf<T>,
+    dir: &B::Buf<T>,
+    loss: f64,
+    lr: Option<f64>,
+    trial: &mut B::Buf<T>,
+) -> Result<f64> {
+    let be = obj.backend().clone();
+    let eta = match lr {
+        Some(lr) => {
+            be.axpby(T::from_f64(lr), dir, T::ONE, params)?;
+            lr
+        }
+        None => grid_line_search(obj, params, dir, loss, LINE_SEARCH_K_MIN, trial)?.eta,
+    };
+    ensure_finite(&be, params, "parameters after the ENGD update")?;
+    Ok(eta)
 }
 
 /// ENGD in sample space: `Δ = −Jᵀ (JJᵀ + λI)⁺ r̃`.
@@ -327,24 +332,7 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for EngdWoodbury<B, T> {
         ensure_finite(&be, &self.dir, "ENGD direction")?;
 
         // step size and update
-        let lr = match self.lr {
-            Some(lr) => {
-                be.axpby(T::from_f64(lr), &self.dir, T::ONE, params)?;
-                lr
-            }
-            None => {
-                grid_line_search(
-                    obj,
-                    params,
-                    &self.dir,
-                    loss,
-                    LINE_SEARCH_K_MIN,
-                    &mut self.trial,
-                )?
-                .eta
-            }
-        };
-        ensure_finite(&be, params, "parameters after the ENGD update")?;
+        let lr = step_along(obj, params, &self.dir, loss, self.lr, &mut self.trial)?;
         self.step += 1;
         Ok(StepInfo {
             loss,

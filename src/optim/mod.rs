@@ -152,15 +152,13 @@ pub(crate) fn only_fields(opt: &str, cfg: &OptimizerConfig, allowed: &[&str]) ->
     Ok(())
 }
 
-impl OptimizerConfig {
-    /// The fields that are set, with their values as text (NaN included: a set NaN is
-    /// still set and must be reported, not silently dropped).
-    pub fn set_fields(&self) -> Vec<(&'static str, String)> {
-        let mut v = Vec::new();
-        macro_rules! push {
-            ($($f:ident),*) => { $( if let Some(x) = &self.$f { v.push((stringify!($f), format!("{x}"))); } )* };
-        }
-        push!(
+/// Invoke the macro `$m` with the names of all [`OptimizerConfig`] fields, so that code
+/// which must treat every field alike (listing the set ones, overlaying flags) cannot
+/// miss one.
+#[macro_export]
+macro_rules! for_each_optimizer_field {
+    ($m:ident) => {
+        $m!(
             lr,
             momentum,
             beta1,
@@ -175,7 +173,19 @@ impl OptimizerConfig {
             history,
             tau,
             kappa
-        );
+        )
+    };
+}
+
+impl OptimizerConfig {
+    /// The fields that are set, with their values as text (NaN included: a set NaN is
+    /// still set and must be reported, not silently dropped).
+    pub fn set_fields(&self) -> Vec<(&'static str, String)> {
+        let mut v = Vec::new();
+        macro_rules! push {
+            ($($f:ident),*) => { $( if let Some(x) = &self.$f { v.push((stringify!($f), format!("{x}"))); } )* };
+        }
+        crate::for_each_optimizer_field!(push);
         v
     }
 }

@@ -11,9 +11,9 @@
 //! Checked on a GPU by tests/gpu.rs (forward Laplacian, KFAC factors against the CPU);
 //! the argument checks are the CPU backend's.
 
-use super::ops::{self, check_view, Dev};
+use super::ops::{self, Dev};
 use super::Cuda;
-use crate::backend::{Lay, Tr};
+use crate::backend::{gemm_dims, syrk_dim, Lay, Tr};
 use crate::error::{Error, Result};
 use crate::scalar::{DType, Real};
 use cudarc::cublas::sys::{self, cublasFillMode_t, cublasOperation_t};
@@ -58,17 +58,7 @@ pub(super) fn gemm<T: Real>(
     c: Dev<T>,
     lc: Lay,
 ) -> Result<()> {
-    check_view("gemm A", a.len, la)?;
-    check_view("gemm B", b.len, lb)?;
-    check_view("gemm C", c.len, lc)?;
-    let (m, ka) = ta.shape(la);
-    let (kb, n) = tb.shape(lb);
-    if ka != kb || m != lc.rows || n != lc.cols {
-        return Err(Error::Shape(format!(
-            "gemm: op(A) is {m}x{ka}, op(B) is {kb}x{n}, C is {}x{}",
-            lc.rows, lc.cols
-        )));
-    }
+    let (m, n, ka) = gemm_dims([a.len, b.len, c.len], la, ta, lb, tb, lc)?;
     if m == 0 || n == 0 {
         return Ok(());
     }
@@ -86,7 +76,7 @@ pub(super) fn gemm<T: Real>(
     let handle = guard.handle();
     cu.bind()?;
     let (pa, pb, pc) = (b.at(lb.off), a.at(la.off), c.at(lc.off));
-    // SAFETY: the three views were checked to lie inside their buffers (check_view), and
+    // SAFETY: the three views were checked to lie inside their buffers (gemm_dims), and
     // cuBLAS reads/writes exactly those views given these dimensions and leading
     // dimensions; alpha and beta are host scalars of the matching precision (the handle
     // is in host pointer mode); the handle is bound to the backend's stream.
@@ -139,15 +129,7 @@ pub(super) fn syrk<T: Real>(
     c: Dev<T>,
     lc: Lay,
 ) -> Result<()> {
-    check_view("syrk A", a.len, la)?;
-    check_view("syrk C", c.len, lc)?;
-    let n = la.cols;
-    if lc.rows != n || lc.cols != n {
-        return Err(Error::Shape(format!(
-            "syrk: A has {n} columns, C is {}x{}",
-            lc.rows, lc.cols
-        )));
-    }
+    let n = syrk_dim([a.len, c.len], la, lc)?;
     if n == 0 {
         return Ok(());
     }

@@ -8,7 +8,7 @@
 //! backend (f32 and f64, ragged and empty sizes, out-of-range arguments).
 
 use super::launch::{kernel_name, Geometry, KArg, Launcher};
-use crate::backend::{AdamStep, JacRows, JetShape, Lay};
+use crate::backend::{check_view, AdamStep, JacRows, JetShape, Lay};
 use crate::error::{Error, Result};
 use crate::scalar::Real;
 use std::marker::PhantomData;
@@ -60,22 +60,6 @@ pub(crate) fn check_len(what: &str, len: usize, need: usize) -> Result<()> {
     } else {
         Ok(())
     }
-}
-
-pub(crate) fn check_view(what: &str, len: usize, lay: Lay) -> Result<()> {
-    if lay.cols > lay.ld && lay.rows > 1 {
-        return Err(Error::Shape(format!(
-            "{what}: leading dimension {} < cols {}",
-            lay.ld, lay.cols
-        )));
-    }
-    if lay.off + lay.span() > len {
-        return Err(Error::Shape(format!(
-            "{what}: view {}x{} (ld {}) at offset {} exceeds buffer of {len}",
-            lay.rows, lay.cols, lay.ld, lay.off
-        )));
-    }
-    Ok(())
 }
 
 fn launch_linear<L: Launcher + ?Sized, T: Real>(

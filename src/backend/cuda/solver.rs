@@ -15,8 +15,9 @@
 //! Checked on a GPU by tests/gpu.rs (one HIG step against the CPU).
 
 use super::launch::Launcher;
-use super::ops::{self, check_len, check_view, Dev};
+use super::ops::{self, check_len, Dev};
 use super::Cuda;
+use crate::backend::check_view;
 use crate::backend::Lay;
 use crate::error::{Error, Result};
 use crate::scalar::Real;

@@ -130,7 +130,8 @@ impl<DB: DrawingBackend> PanelTarget for DrawingArea<DB, Shift> {
     }
 }
 
-const COLORS: [RGBColor; 8] = [
+// ten distinct colours: `compare` of every optimizer draws ten curves
+const COLORS: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -139,6 +140,8 @@ const COLORS: [RGBColor; 8] = [
     RGBColor(140, 86, 75),
     RGBColor(227, 119, 194),
     RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
 ];
 
 fn range(vals: impl Iterator<Item = f64>, log: bool) -> Option<(f64, f64)> {

@@ -34,14 +34,7 @@ fn guarded<R>(f: impl FnOnce() -> Result<R>) -> Result<R> {
             "libnvrtc could not be loaded (install the CUDA toolkit or the nvidia-cuda-nvrtc-cu12 wheel and put its lib/ on LD_LIBRARY_PATH)".into(),
         ));
     }
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
-        let msg = p
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "unknown panic".into());
-        Err(Error::Device(format!("NVRTC: {msg}")))
-    })
+    super::device::no_panic("NVRTC", f)
 }
 
 /// NVRTC's version (major, minor).

@@ -1,6 +1,7 @@
 //! Time one optimizer step (developer tool): `profile_step PROBLEM OPTIMIZER [STEPS]`.
 //! Uses the problem's default setup, fixed points; prints the mean step time after a
-//! warm-up. Run under `perf record` to see where the time goes.
+//! warm-up, then the loss-and-gradient and loss-only times (skipped with `ONLY_STEP=1`).
+//! Run under `perf record` to see where the time goes.
 use kfac_pinn::backend::cpu::Cpu;
 use kfac_pinn::loss::Objective;
 use kfac_pinn::model::Mlp;
@@ -27,8 +28,10 @@ fn main() {
             .unwrap();
     }
     let mut params: Vec<f64> = mlp.init(1);
+    // first-order methods take no damping
+    let damped = !matches!(opt_name, "sgd" | "adam" | "lbfgs");
     let cfg = OptimizerConfig {
-        damping: Some(1e-8),
+        damping: damped.then_some(1e-8),
         ..Default::default()
     };
     let mut opt = build::<Cpu, f64>(opt_name, &cfg, &Cpu, mlp.num_params()).unwrap();
@@ -43,6 +46,9 @@ fn main() {
         "{name} {opt_name}: {:.2} ms/step",
         t.elapsed().as_secs_f64() * 1e3 / steps as f64
     );
+    if std::env::var_os("ONLY_STEP").is_some() {
+        return;
+    }
     let mut g = vec![0.0; params.len()];
     let t = Instant::now();
     for _ in 0..steps {

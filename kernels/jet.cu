@@ -125,16 +125,18 @@ extern "C" __global__ void jet_tanh_f64(const double* z, double* a, const double
     jet_tanh_k(z, a, coef, n, k, lap, h);
 }
 
-// Reverse mode through the tanh jet (DESIGN §1), in place on g:
+// Reverse mode through the tanh jet (DESIGN §1), in place on g; `act` holds at least the
+// value rows tanh z of the forward pass (read, not recomputed):
 // ḡΔz = s1 ḡΔa; ḡ∂_d z = s1 ḡ∂_d a + 2 c_d s2 ∂_d z ḡΔa;
 // ḡz = s1 ḡa + s2 Σ_d ∂_d z ḡ∂_d a + s2 Δz ḡΔa + s3 Σ_d c_d (∂_d z)² ḡΔa.
 template <class T>
-__device__ __forceinline__ void jet_tanh_backward_k(const T* __restrict__ z, T* __restrict__ g,
+__device__ __forceinline__ void jet_tanh_backward_k(const T* __restrict__ z,
+                                                    const T* __restrict__ act, T* __restrict__ g,
                                                     const T* __restrict__ coef, i64 n, i64 k,
                                                     int lap, i64 h) {
     GRID_STRIDE(e, n * h) {
         const i64 i = e / h, j = e % h;
-        const T t = k_tanh(JET(z, 0, i, j));
+        const T t = act[e];
         const T s1 = T(1) - t * t;
         const T s2 = -(t + t) * s1;
         T acc = s1 * JET(g, 0, i, j);
@@ -161,13 +163,15 @@ __device__ __forceinline__ void jet_tanh_backward_k(const T* __restrict__ z, T* 
         JET(g, 0, i, j) = acc;
     }
 }
-extern "C" __global__ void jet_tanh_backward_f32(const float* z, float* g, const float* coef,
-                                                 i64 n, i64 k, int lap, i64 h) {
-    jet_tanh_backward_k(z, g, coef, n, k, lap, h);
+extern "C" __global__ void jet_tanh_backward_f32(const float* z, const float* a, float* g,
+                                                 const float* coef, i64 n, i64 k, int lap,
+                                                 i64 h) {
+    jet_tanh_backward_k(z, a, g, coef, n, k, lap, h);
 }
-extern "C" __global__ void jet_tanh_backward_f64(const double* z, double* g, const double* coef,
-                                                 i64 n, i64 k, int lap, i64 h) {
-    jet_tanh_backward_k(z, g, coef, n, k, lap, h);
+extern "C" __global__ void jet_tanh_backward_f64(const double* z, const double* a, double* g,
+                                                 const double* coef, i64 n, i64 k, int lap,
+                                                 i64 h) {
+    jet_tanh_backward_k(z, a, g, coef, n, k, lap, h);
 }
 
 // Tangent through the tanh jet (the linearisation of jet_tanh), in place on t; `a` holds

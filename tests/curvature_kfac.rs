@@ -283,45 +283,57 @@ fn kfac_factors_match_a_naive_computation_and_the_pass_gives_the_gradient() {
     ] {
         let (mut obj, p) = objective(problem, &widths, &n, 9, 30);
         let mlp = obj.mlp().clone();
-        let mut pass = KfacPass::<Cpu, f64>::new(&Cpu, &mlp, 2).unwrap();
-        let mut f = KfacFactors::new(&mlp, 2, false).unwrap();
-        let mut grad = vec![0.0; p.len()];
-        let loss = pass
-            .run(&mut obj, &p, &mut grad, Some(&mut f), None)
-            .unwrap();
-        let mut grad_ref = vec![0.0; p.len()];
-        let loss_ref = obj.loss_grad(&p, &mut grad_ref).unwrap();
-        assert!((loss - loss_ref).abs() <= 1e-12 * loss_ref);
-        assert_close(
-            &format!("{problem} gradient"),
-            &grad,
-            &grad_ref,
-            1e-11,
-            1e-14,
-        );
+        // the naive reference visits the chunks one by one (Objective::sweep)
         let naive = naive_factors(&mut obj, &p);
-        for (t, nt) in naive.iter().enumerate() {
-            for (l, (na, nb)) in nt.iter().enumerate() {
-                assert_close(
-                    &format!("{problem} A[{t}][{l}]"),
-                    f.a(t, l),
-                    na,
-                    1e-11,
-                    1e-14,
-                );
-                assert_close(
-                    &format!("{problem} B[{t}][{l}]"),
-                    f.b(t, l),
-                    nb,
-                    1e-11,
-                    1e-14,
-                );
+        obj.set_workers(Some(1)).unwrap();
+        let mut grad_one = vec![0.0; p.len()];
+        obj.loss_grad(&p, &mut grad_one).unwrap();
+        // one sweep worker, and three (uneven shares of the chunks, also on one core)
+        for workers in [1, 3] {
+            obj.set_workers(Some(workers)).unwrap();
+            let mut pass = KfacPass::<Cpu, f64>::new(&Cpu, &mlp, 2).unwrap();
+            let mut f = KfacFactors::new(&mlp, 2, false).unwrap();
+            let mut grad = vec![0.0; p.len()];
+            let loss = pass
+                .run(&mut obj, &p, &mut grad, Some(&mut f), None)
+                .unwrap();
+            let mut grad_ref = vec![0.0; p.len()];
+            let loss_ref = obj.loss_grad(&p, &mut grad_ref).unwrap();
+            assert!((loss - loss_ref).abs() <= 1e-12 * loss_ref);
+            // the value-only pass gives the same loss
+            let loss_value = obj.loss(&p).unwrap();
+            assert!((loss_value - loss_ref).abs() <= 1e-12 * loss_ref);
+            assert_close("gradient, one worker", &grad_ref, &grad_one, 1e-12, 1e-15);
+            assert_close(
+                &format!("{problem} gradient"),
+                &grad,
+                &grad_ref,
+                1e-11,
+                1e-14,
+            );
+            for (t, nt) in naive.iter().enumerate() {
+                for (l, (na, nb)) in nt.iter().enumerate() {
+                    assert_close(
+                        &format!("{problem} A[{t}][{l}]"),
+                        f.a(t, l),
+                        na,
+                        1e-11,
+                        1e-14,
+                    );
+                    assert_close(
+                        &format!("{problem} B[{t}][{l}]"),
+                        f.b(t, l),
+                        nb,
+                        1e-11,
+                        1e-14,
+                    );
+                }
             }
+            // the gradient alone (no factors) is the same
+            let mut g2 = vec![0.0; p.len()];
+            pass.run(&mut obj, &p, &mut g2, None, None).unwrap();
+            assert_close("gradient without factors", &g2, &grad_ref, 1e-11, 1e-14);
         }
-        // the gradient alone (no factors) is the same
-        let mut g2 = vec![0.0; p.len()];
-        pass.run(&mut obj, &p, &mut g2, None, None).unwrap();
-        assert_close("gradient without factors", &g2, &grad_ref, 1e-11, 1e-14);
     }
 }
 
@@ -444,32 +456,36 @@ fn stored_pass_products_match_the_dense_jacobian() {
         let (mut obj, p) = objective(problem, &widths, &n, 12, 30);
         let (m, np, j) = dense_j(&mut obj, &p);
         let mlp = obj.mlp().clone();
-        let mut pass = KfacPass::<Cpu, f64>::new(&Cpu, &mlp, 2).unwrap();
-        let mut store = JacobianStore::<Cpu, f64>::new(&Cpu, 1 << 30).unwrap();
-        let mut grad = vec![0.0; np];
-        pass.run(&mut obj, &p, &mut grad, None, Some(&mut store))
-            .unwrap();
-        assert!(store.is_valid());
-        let mut r = rng(3);
-        let v = uniform(&mut r, np, -1.0, 1.0);
-        let v2 = uniform(&mut r, np, -1.0, 1.0);
-        let jv = store.jvp(&Cpu, &v).unwrap();
-        assert_close(
-            &format!("{problem} stored J v"),
-            &jv,
-            &matvec(m, np, &j, &v),
-            1e-10,
-            1e-12,
-        );
-        let gram = store.jvp_gram(&Cpu, &[&v, &v2]).unwrap();
-        let want = jvp_gram(&mut obj, &p, &[&v, &v2]).unwrap();
-        assert_close(
-            &format!("{problem} stored Gram"),
-            &gram,
-            &want,
-            1e-10,
-            1e-12,
-        );
+        // the store's pieces (one per sweep worker) come out in sample order
+        for workers in [1, 3] {
+            obj.set_workers(Some(workers)).unwrap();
+            let mut pass = KfacPass::<Cpu, f64>::new(&Cpu, &mlp, 2).unwrap();
+            let mut store = JacobianStore::<Cpu, f64>::new(&Cpu, 1 << 30).unwrap();
+            let mut grad = vec![0.0; np];
+            pass.run(&mut obj, &p, &mut grad, None, Some(&mut store))
+                .unwrap();
+            assert!(store.is_valid());
+            let mut r = rng(3);
+            let v = uniform(&mut r, np, -1.0, 1.0);
+            let v2 = uniform(&mut r, np, -1.0, 1.0);
+            let jv = store.jvp(&Cpu, &v).unwrap();
+            assert_close(
+                &format!("{problem} stored J v"),
+                &jv,
+                &matvec(m, np, &j, &v),
+                1e-10,
+                1e-12,
+            );
+            let gram = store.jvp_gram(&Cpu, &[&v, &v2]).unwrap();
+            let want = jvp_gram(&mut obj, &p, &[&v, &v2]).unwrap();
+            assert_close(
+                &format!("{problem} stored Gram"),
+                &gram,
+                &want,
+                1e-10,
+                1e-12,
+            );
+        }
     }
     // too little memory: nothing is stored
     let (mut obj, p) = objective("poisson2d", &[2, 4, 1], &[9, 5], 1, 30);

@@ -414,8 +414,8 @@ fn jet_ops<T: Real>() {
         // jet_tanh_backward
         let g0: Vec<T> = data(len, seed + 5, -1.0, 1.0);
         let (mut a, mut b) = (g0.clone(), g0.clone());
-        Cpu.jet_tanh_backward(&z, &mut a, &coef, sh).unwrap();
-        e.jet_tanh_backward(&z, &mut b, &coef, sh).unwrap();
+        Cpu.jet_tanh_backward(&z, &act, &mut a, &coef, sh).unwrap();
+        e.jet_tanh_backward(&z, &act, &mut b, &coef, sh).unwrap();
         same(&tag("jet_tanh_backward"), &b, &a);
 
         // jet_tanh_tangent
@@ -446,7 +446,7 @@ fn jet_ops<T: Real>() {
         .jet_tanh_inplace(&mut full, &coef[..1].to_vec(), sh)
         .is_err());
     assert!(e
-        .jet_tanh_backward(&full.clone(), &mut short.clone(), &coef, sh)
+        .jet_tanh_backward(&full.clone(), &full.clone(), &mut short.clone(), &coef, sh)
         .is_err());
     assert!(e
         .jet_input_tanh(&mut full, &vec![T::ZERO; 7], &coef, sh)

@@ -23,8 +23,33 @@ const PAR_GEMM_MIN_MACS: usize = 1 << 18;
 /// Samples per rayon task in the jet kernels.
 const SAMPLES_PER_TASK: usize = 16;
 
+thread_local! {
+    /// Set while this thread works through one share of a chunk-parallel sweep
+    /// ([`Cpu::chunk_workers`]): its products and jet kernels then run on this thread only,
+    /// since the other threads are busy with their own chunks.
+    static SEQUENTIAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run `f` with this thread's CPU backend operations kept on this thread (no rayon
+/// fork/join inside products and jet kernels). Used by the chunk-parallel sweeps of
+/// [`crate::loss::Objective`], which put one worker on each thread instead.
+pub fn sequential<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            SEQUENTIAL.with(|s| s.set(self.0));
+        }
+    }
+    let _reset = Reset(SEQUENTIAL.with(|s| s.replace(true)));
+    f()
+}
+
+fn is_sequential() -> bool {
+    SEQUENTIAL.with(|s| s.get())
+}
+
 fn par_for(macs: usize) -> Par {
-    if macs >= PAR_GEMM_MIN_MACS && rayon::current_num_threads() > 1 {
+    if macs >= PAR_GEMM_MIN_MACS && rayon::current_num_threads() > 1 && !is_sequential() {
         Par::rayon(0)
     } else {
         Par::Seq
@@ -80,11 +105,61 @@ unsafe impl<T> Sync for SharedPtr<T> {}
 
 /// Run `f(i0, i1)` over sample ranges in parallel.
 fn par_samples(n: usize, f: impl Fn(usize, usize) + Send + Sync) {
+    if is_sequential() {
+        f(0, n);
+        return;
+    }
     let tasks = n.div_ceil(SAMPLES_PER_TASK);
     (0..tasks).into_par_iter().for_each(|t| {
         let i0 = t * SAMPLES_PER_TASK;
         f(i0, (i0 + SAMPLES_PER_TASK).min(n));
     });
+}
+
+/// Declares `$wide`: the kernel `$kernel` compiled again for AVX2 (4 f64 lanes instead of
+/// SSE2's 2), called where the CPU has AVX2 and FMA, else the baseline build. The kernels
+/// are `#[inline(always)]` so that their loops (and `fast_tanh`) are compiled inside the
+/// wrapper with the wider vectors. Rust never fuses `a * b + c`, so both builds give the
+/// same bits (checked by `tests/kernels.rs`, which runs whichever this CPU picks).
+macro_rules! with_avx2 {
+    ($(unsafe fn $wide:ident = $kernel:ident($($arg:ident: $ty:ty),* $(,)?);)*) => {$(
+        /// # Safety
+        /// The wrapped kernel's contract.
+        unsafe fn $wide<T: Real>($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn wide<T: Real>($($arg: $ty),*) {
+                    // SAFETY: the caller's contract, passed on.
+                    unsafe { $kernel($($arg),*) }
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU has the features `wide` is compiled for; the rest is
+                    // the caller's contract, passed on.
+                    return unsafe { wide($($arg),*) };
+                }
+            }
+            // SAFETY: the caller's contract, passed on.
+            unsafe { $kernel($($arg),*) }
+        }
+    )*};
+}
+
+with_avx2! {
+    unsafe fn tanh_fwd = tanh_fwd_samples(
+        src: Option<*const T>, p: *mut T, coef: &[T], shape: JetShape, i0: usize, i1: usize,
+    );
+    unsafe fn tanh_bwd = tanh_bwd_samples(
+        z: *const T, act: &[T], g: *mut T, coef: &[T], shape: JetShape, i0: usize, i1: usize,
+    );
+    unsafe fn input_tanh = input_tanh_samples(
+        p: *mut T, wv: &[T], q: &[T], shape: JetShape, i0: usize, i1: usize,
+    );
+    unsafe fn tanh_tangent = tanh_tangent_samples(
+        z: *const T, act: &[T], t: *mut T, coef: &[T], shape: JetShape, i0: usize, i1: usize,
+    );
 }
 
 // ---- CPU twins of the jet kernels -------------------------------------------------------
@@ -105,52 +180,73 @@ unsafe fn row<'a, T>(p: *mut T, shape: JetShape, r: usize, i: usize) -> &'a mut 
     unsafe { std::slice::from_raw_parts_mut(p.add((r * shape.n + i) * h), h) }
 }
 
-/// tanh jet forward, in place, for samples i0..i1.
+/// tanh jet forward for samples i0..i1, in place on `p`, or from `src` (copied row by
+/// row, while the row is in cache, instead of a separate pass over the whole buffer).
+/// Loops are zipped iterators so that they vectorise without bounds checks.
 ///
 /// # Safety
-/// `p` valid for `shape.len()` elements; no other task touches samples i0..i1.
-unsafe fn tanh_fwd_samples<T: Real>(p: *mut T, coef: &[T], shape: JetShape, i0: usize, i1: usize) {
+/// `p` (and `src`, if given) valid for `shape.len()` elements and not overlapping; no
+/// other task touches samples i0..i1 of `p`.
+#[inline(always)]
+unsafe fn tanh_fwd_samples<T: Real>(
+    src: Option<*const T>,
+    p: *mut T,
+    coef: &[T],
+    shape: JetShape,
+    i0: usize,
+    i1: usize,
+) {
     let JetShape { k, lap, h, .. } = shape;
     let mut s1 = vec![T::ZERO; h];
     let mut s2 = vec![T::ZERO; h];
     let mut acc = vec![T::ZERO; h];
+    let get = |r: usize, i: usize| {
+        // SAFETY: distinct rows of this task's samples (the caller's contract); each row
+        // is fetched once.
+        let dst = unsafe { row(p, shape, r, i) };
+        if let Some(s) = src {
+            // SAFETY: the source row is only read and does not overlap `p`.
+            dst.copy_from_slice(unsafe { row(s as *mut T, shape, r, i) });
+        }
+        dst
+    };
     for i in i0..i1 {
-        // SAFETY: distinct rows of this task's sample.
-        let v = unsafe { row(p, shape, 0, i) };
-        for j in 0..h {
-            let t = v[j].tanh();
+        let v = get(0, i);
+        for ((vj, a), b) in v.iter_mut().zip(&mut s1).zip(&mut s2) {
+            let t = vj.tanh();
             let d1 = T::ONE - t * t;
-            s1[j] = d1;
-            s2[j] = -(t + t) * d1;
-            v[j] = t;
+            *a = d1;
+            *b = -(t + t) * d1;
+            *vj = t;
         }
         acc.fill(T::ZERO);
         for (d, &c) in coef.iter().enumerate().take(k) {
-            // SAFETY: as above.
-            let r = unsafe { row(p, shape, 1 + d, i) };
-            for j in 0..h {
-                let dz = r[j];
-                acc[j] += c * dz * dz;
-                r[j] = s1[j] * dz;
+            let r = get(1 + d, i);
+            for ((rj, aj), &d1) in r.iter_mut().zip(&mut acc).zip(&s1) {
+                let dz = *rj;
+                *aj += c * dz * dz;
+                *rj = d1 * dz;
             }
         }
         if lap {
-            // SAFETY: as above.
-            let r = unsafe { row(p, shape, 1 + k, i) };
-            for j in 0..h {
-                r[j] = s1[j] * r[j] + s2[j] * acc[j];
+            let r = get(1 + k, i);
+            for ((rj, &d1), (&d2, &aj)) in r.iter_mut().zip(&s1).zip(s2.iter().zip(&acc)) {
+                *rj = d1 * *rj + d2 * aj;
             }
         }
     }
 }
 
-/// Reverse of [`tanh_fwd_samples`] for samples i0..i1; `g` is updated in place.
+/// Reverse of [`tanh_fwd_samples`] for samples i0..i1; `g` is updated in place. `act`
+/// holds (at least) the value rows `tanh z` of the forward pass.
 ///
 /// # Safety
 /// `z` and `g` valid for `shape.len()` elements and not overlapping; no other task
-/// touches samples i0..i1 of `g`.
+/// touches samples i0..i1 of `g`; `act` has at least `shape.n · shape.h` elements.
+#[inline(always)]
 unsafe fn tanh_bwd_samples<T: Real>(
     z: *const T,
+    act: &[T],
     g: *mut T,
     coef: &[T],
     shape: JetShape,
@@ -161,16 +257,19 @@ unsafe fn tanh_bwd_samples<T: Real>(
     let z = z as *mut T;
     let two = T::from_f64(2.0);
     let six = T::from_f64(6.0);
-    let mut s1 = vec![T::ZERO; h];
-    let mut s2 = vec![T::ZERO; h];
-    let mut s3gl = vec![T::ZERO; h];
-    let mut gl = vec![T::ZERO; h];
-    let mut acc = vec![T::ZERO; h];
+    let mut bufs = vec![T::ZERO; 5 * h];
+    // exact-length slices: the index loops below then need no bounds checks
+    let (s1, rest) = bufs.split_at_mut(h);
+    let (s2, rest) = rest.split_at_mut(h);
+    let (s3gl, rest) = rest.split_at_mut(h);
+    let (gl, acc) = rest.split_at_mut(h);
+    let acc = &mut acc[..h];
     for i in i0..i1 {
         // SAFETY: z rows are only read; g rows are distinct rows of this task's sample.
-        let (zv, gv) = unsafe { (row(z, shape, 0, i), row(g, shape, 0, i)) };
+        let gv = unsafe { row(g, shape, 0, i) };
+        let (gv, tv) = (&mut gv[..h], &act[i * h..(i + 1) * h]);
         for j in 0..h {
-            let t = zv[j].tanh();
+            let t = tv[j];
             let d1 = T::ONE - t * t;
             s1[j] = d1;
             s2[j] = -(t + t) * d1;
@@ -179,6 +278,7 @@ unsafe fn tanh_bwd_samples<T: Real>(
         if lap {
             // SAFETY: as above.
             let (zl, gla) = unsafe { (row(z, shape, 1 + k, i), row(g, shape, 1 + k, i)) };
+            let (zl, gla) = (&zl[..h], &mut gla[..h]);
             for j in 0..h {
                 let t2 = T::ONE - s1[j]; // tanh²
                 let gval = gla[j];
@@ -192,6 +292,7 @@ unsafe fn tanh_bwd_samples<T: Real>(
         for (d, &c) in coef.iter().enumerate().take(k) {
             // SAFETY: as above.
             let (zd, gd) = unsafe { (row(z, shape, 1 + d, i), row(g, shape, 1 + d, i)) };
+            let (zd, gd) = (&zd[..h], &mut gd[..h]);
             if lap {
                 for j in 0..h {
                     let (dz, gg) = (zd[j], gd[j]);
@@ -206,7 +307,7 @@ unsafe fn tanh_bwd_samples<T: Real>(
                 }
             }
         }
-        gv.copy_from_slice(&acc);
+        gv.copy_from_slice(acc);
     }
 }
 
@@ -214,6 +315,7 @@ unsafe fn tanh_bwd_samples<T: Real>(
 ///
 /// # Safety
 /// `p` valid for `shape.len()` elements; no other task touches samples i0..i1.
+#[inline(always)]
 unsafe fn input_tanh_samples<T: Real>(
     p: *mut T,
     wv: &[T],
@@ -255,6 +357,16 @@ impl Backend for Cpu {
 
     fn name(&self) -> String {
         format!("cpu ({} threads)", rayon::current_num_threads())
+    }
+
+    /// One worker per rayon thread: products of the small layers of a PINN do not
+    /// scale across threads, whole chunks do.
+    fn chunk_workers(&self) -> usize {
+        if is_sequential() {
+            1
+        } else {
+            rayon::current_num_threads()
+        }
     }
 
     fn alloc<T: Real>(&self, len: usize) -> Result<Vec<T>> {
@@ -548,7 +660,7 @@ impl Backend for Cpu {
         let p = SharedPtr(z.as_mut_ptr());
         par_samples(shape.n, |i0, i1| {
             // SAFETY: lengths checked above; each task writes only the rows of samples i0..i1.
-            unsafe { input_tanh_samples(p.get(), wv, &q, shape, i0, i1) }
+            unsafe { input_tanh(p.get(), wv, &q, shape, i0, i1) }
         });
         Ok(())
     }
@@ -562,9 +674,15 @@ impl Backend for Cpu {
     ) -> Result<()> {
         check_len("jet_tanh (z)", z.len(), shape.len())?;
         check_len("jet_tanh (a)", a.len(), shape.len())?;
-        let len = shape.len();
-        a[..len].copy_from_slice(&z[..len]);
-        self.jet_tanh_inplace(a, coef, shape)
+        check_len("jet_tanh (coef)", coef.len(), shape.k)?;
+        let zp = SharedPtr(z.as_ptr() as *mut T);
+        let p = SharedPtr(a.as_mut_ptr());
+        par_samples(shape.n, |i0, i1| {
+            // SAFETY: lengths checked above; `z` is only read and `a` is a distinct buffer
+            // (exclusive borrow); each task touches only the rows of its own samples.
+            unsafe { tanh_fwd(Some(zp.get() as *const T), p.get(), coef, shape, i0, i1) }
+        });
+        Ok(())
     }
 
     fn jet_tanh_inplace<T: Real>(
@@ -579,7 +697,7 @@ impl Backend for Cpu {
         par_samples(shape.n, |i0, i1| {
             // SAFETY: lengths checked above; each task touches only the rows of its own
             // samples i0..i1.
-            unsafe { tanh_fwd_samples(p.get(), coef, shape, i0, i1) }
+            unsafe { tanh_fwd(None, p.get(), coef, shape, i0, i1) }
         });
         Ok(())
     }
@@ -587,19 +705,21 @@ impl Backend for Cpu {
     fn jet_tanh_backward<T: Real>(
         &self,
         z: &Vec<T>,
+        a: &Vec<T>,
         g: &mut Vec<T>,
         coef: &Vec<T>,
         shape: JetShape,
     ) -> Result<()> {
         check_len("jet_tanh_backward (z)", z.len(), shape.len())?;
+        check_len("jet_tanh_backward (a)", a.len(), shape.n * shape.h)?;
         check_len("jet_tanh_backward (g)", g.len(), shape.len())?;
         check_len("jet_tanh_backward (coef)", coef.len(), shape.k)?;
         let zp = SharedPtr(z.as_ptr() as *mut T);
         let gp = SharedPtr(g.as_mut_ptr());
         par_samples(shape.n, |i0, i1| {
-            // SAFETY: lengths checked above; `z` and `g` are distinct buffers (one shared,
-            // one exclusive borrow); each task touches only rows of samples i0..i1.
-            unsafe { tanh_bwd_samples(zp.get(), gp.get(), coef, shape, i0, i1) }
+            // SAFETY: lengths checked above; `z` and `a` are only read and `g` is a distinct
+            // buffer (exclusive borrow); each task touches only rows of samples i0..i1.
+            unsafe { tanh_bwd(zp.get(), a, gp.get(), coef, shape, i0, i1) }
         });
         Ok(())
     }
@@ -780,7 +900,7 @@ impl Backend for Cpu {
             let (zp, tp) = (zp, tp);
             // SAFETY: lengths checked above; `z` and `a` are only read and `t` is a distinct
             // buffer (exclusive borrow); each task touches only rows of samples i0..i1.
-            unsafe { tanh_tangent_samples(zp.0, a, tp.0, coef, shape, i0, i1) }
+            unsafe { tanh_tangent(zp.0, a, tp.0, coef, shape, i0, i1) }
         });
         Ok(())
     }
@@ -955,6 +1075,7 @@ pub fn mul_ref<T: Real>(x: &[T], y: &mut [T]) {
 /// # Safety
 /// `z` and `t` must be valid for `shape.len()` elements and not overlap; `a` holds at
 /// least the `n·h` value rows, `coef` `shape.k` weights.
+#[inline(always)]
 unsafe fn tanh_tangent_samples<T: Real>(
     z: *const T,
     act: &[T],

@@ -209,6 +209,12 @@ pub trait Backend: Clone + Send + Sync + 'static {
     }
     /// Restart the peak of [`Backend::memory_use`] at the current use.
     fn reset_peak_memory(&self) {}
+    /// How many workers a chunk-parallel sweep ([`crate::loss::Objective::sweep_par`])
+    /// should use: 1 where one stream of large operations is best (a GPU), the thread
+    /// count on the CPU.
+    fn chunk_workers(&self) -> usize {
+        1
+    }
 
     // ---- memory -------------------------------------------------------------------
     /// A zero-filled buffer of `len` elements.
@@ -338,10 +344,12 @@ pub trait Backend: Clone + Send + Sync + 'static {
     ) -> Result<()>;
     /// Reverse mode through the tanh jet: `g` holds the gradient with respect to the
     /// activation jet on entry and the gradient with respect to the pre-activation jet
-    /// `z` on exit.
+    /// `z` on exit. `a` holds at least the value rows `tanh z` of the forward pass (read
+    /// instead of evaluating tanh again).
     fn jet_tanh_backward<T: Real>(
         &self,
         z: &Self::Buf<T>,
+        a: &Self::Buf<T>,
         g: &mut Self::Buf<T>,
         coef: &Self::Buf<T>,
         shape: JetShape,
@@ -451,4 +459,18 @@ pub trait Backend: Clone + Send + Sync + 'static {
         out: &mut Self::Buf<T>,
         out_off: usize,
     ) -> Result<()>;
+}
+
+/// Run one job per worker: inline if there is one (its operations may then use every
+/// thread), else in parallel, each job's CPU backend operations kept on its own thread
+/// ([`cpu::sequential`]). The jobs of chunk-parallel sweeps and of their consumers.
+pub fn run_workers<J: Send>(jobs: Vec<J>, f: impl Fn(J) -> Result<()> + Sync) -> Result<()> {
+    use rayon::prelude::*;
+    if jobs.len() <= 1 {
+        return jobs.into_iter().try_for_each(f);
+    }
+    jobs.into_par_iter()
+        .map(|j| crate::backend::cpu::sequential(|| f(j)))
+        .collect::<Result<Vec<()>>>()?;
+    Ok(())
 }

@@ -20,7 +20,7 @@
 //! computation from the layer inputs and cotangents; the inverse against a dense solve.
 
 use super::linalg::{kron_side, KronSide};
-use super::store::JacobianStore;
+use super::store::{JacobianStore, StorePiece};
 use crate::backend::{Backend, Lay, Tr};
 use crate::error::{Error, Result};
 use crate::jet::accumulate_grad;
@@ -193,6 +193,46 @@ pub struct KfacPass<B: Backend, T: Real> {
     /// Per-sample row scales `r_n·w/N` of the current chunk.
     scale: B::Buf<T>,
     scale_host: Vec<T>,
+    /// Accumulators of the further workers of a chunk-parallel sweep.
+    spares: Vec<Spare<B, T>>,
+}
+
+/// One further sweep worker's gradient, factors (per layer) and row scales.
+struct Spare<B: Backend, T: Real> {
+    grad: B::Buf<T>,
+    a: Vec<B::Buf<T>>,
+    b: Vec<B::Buf<T>>,
+    scale: B::Buf<T>,
+    scale_host: Vec<T>,
+}
+
+impl<B: Backend, T: Real> Spare<B, T> {
+    fn new(be: &B, layers: &[LayerLayout], np: usize) -> Result<Self> {
+        Ok(Spare {
+            grad: be.alloc(np)?,
+            a: layers
+                .iter()
+                .map(|l| be.alloc((l.fan_in + 1) * (l.fan_in + 1)))
+                .collect::<Result<_>>()?,
+            b: layers
+                .iter()
+                .map(|l| be.alloc(l.fan_out * l.fan_out))
+                .collect::<Result<_>>()?,
+            scale: be.alloc(0)?,
+            scale_host: vec![],
+        })
+    }
+}
+
+/// What one sweep worker accumulates into.
+struct Acc<'a, B: Backend, T: Real> {
+    grad: &'a mut B::Buf<T>,
+    a: &'a mut [B::Buf<T>],
+    b: &'a mut [B::Buf<T>],
+    scale: &'a mut B::Buf<T>,
+    scale_host: &'a mut Vec<T>,
+    ss: f64,
+    store: Option<&'a mut StorePiece<B, T>>,
 }
 
 impl<B: Backend, T: Real> KfacPass<B, T> {
@@ -221,6 +261,7 @@ impl<B: Backend, T: Real> KfacPass<B, T> {
             b,
             scale: be.alloc(0)?,
             scale_host: vec![],
+            spares: vec![],
         })
     }
 
@@ -269,23 +310,65 @@ impl<B: Backend, T: Real> KfacPass<B, T> {
             let alpha_a = T::from_f64(1.0 / (n_t * s) as f64);
             let alpha_b = T::from_f64(w / n_t as f64);
             let gscale = w / n_t as f64;
-            let mut ss = 0.0;
-            let (fa, fb) = (&mut self.a[t], &mut self.b[t]);
-            let (scale, scale_host) = (&mut self.scale, &mut self.scale_host);
-            let mut st = if storing { store.as_deref_mut() } else { None };
-            obj.sweep(params, t, |pass| {
-                ss += pass.r.iter().map(|v| v * v).sum::<f64>();
-                let n = pass.n;
-                let i0 = st.as_deref_mut().map(|st| st.add_chunk(t, n)).unwrap_or(0);
-                if be.len(scale) < n {
-                    *scale = be.alloc(n)?;
+            // one accumulator per sweep worker: the first adds into the pass's own buffers,
+            // the others into spares, added in afterwards
+            let workers = obj.workers(t);
+            while self.spares.len() + 1 < workers {
+                self.spares.push(Spare::new(&be, &self.layers, np)?);
+            }
+            let mut pieces: Vec<Option<&mut StorePiece<B, T>>> = match store.as_deref_mut() {
+                Some(st) if storing => st.pieces_mut(t).iter_mut().map(Some).collect(),
+                _ => (0..workers).map(|_| None).collect(),
+            };
+            if pieces.len() != workers {
+                return Err(Error::Shape(format!(
+                    "Jacobian store has {} pieces for term {t}, the sweep {workers} workers",
+                    pieces.len()
+                )));
+            }
+            let mut accs = Vec::with_capacity(workers);
+            accs.push(Acc {
+                grad: &mut *grad,
+                a: &mut self.a[t][..],
+                b: &mut self.b[t][..],
+                scale: &mut self.scale,
+                scale_host: &mut self.scale_host,
+                ss: 0.0,
+                store: None,
+            });
+            for sp in self.spares.iter_mut().take(workers - 1) {
+                if with_factors {
+                    for x in sp.a.iter_mut().chain(sp.b.iter_mut()) {
+                        let n = be.len(x);
+                        be.fill(x, 0, n, T::ZERO)?;
+                    }
+                }
+                accs.push(Acc {
+                    grad: &mut sp.grad,
+                    a: &mut sp.a[..],
+                    b: &mut sp.b[..],
+                    scale: &mut sp.scale,
+                    scale_host: &mut sp.scale_host,
+                    ss: 0.0,
+                    store: None,
+                });
+            }
+            for (acc, piece) in accs.iter_mut().zip(pieces.iter_mut()) {
+                acc.store = piece.take();
+            }
+            obj.sweep_par(params, t, &mut accs, |acc, pass| {
+                acc.ss += pass.r.iter().map(|v| v * v).sum::<f64>();
+                let (n, first) = (pass.n, pass.first);
+                if be.len(acc.scale) < n {
+                    *acc.scale = be.alloc(n)?;
                 }
                 for q in 0..nr {
                     // un-scaled seeds ∂r_q/∂y: the cotangents are the g of B
                     let seeds = pass.component_seeds(q, |_| 1.0);
-                    scale_host.clear();
-                    scale_host.extend((0..n).map(|i| T::from_f64(pass.r[i * nr + q] * gscale)));
-                    be.upload_range(scale_host, scale, 0)?;
+                    acc.scale_host.clear();
+                    acc.scale_host
+                        .extend((0..n).map(|i| T::from_f64(pass.r[i * nr + q] * gscale)));
+                    be.upload_range(acc.scale_host, acc.scale, 0)?;
                     pass.backward(&seeds, |be, v| {
                         let l = v.index;
                         let (fi, fo) = (v.layout.fan_in, v.layout.fan_out);
@@ -298,29 +381,42 @@ impl<B: Backend, T: Real> KfacPass<B, T> {
                                     cols: fi,
                                     ld: fi + 1,
                                 };
-                                be.syrk(alpha_a, v.a, v.a_lay(), T::ONE, &mut fa[l], lc)?;
-                                be.col_sum(alpha_a, v.a, n, fi, T::ONE, &mut fa[l], fi * (fi + 1))?;
+                                let fa = &mut acc.a[l];
+                                be.syrk(alpha_a, v.a, v.a_lay(), T::ONE, fa, lc)?;
+                                be.col_sum(alpha_a, v.a, n, fi, T::ONE, fa, fi * (fi + 1))?;
                             }
                             be.syrk(
                                 alpha_b,
                                 v.g,
                                 v.g_lay(),
                                 T::ONE,
-                                &mut fb[l],
+                                &mut acc.b[l],
                                 Lay::dense(fo, fo),
                             )?;
                         }
-                        if let Some(st) = st.as_deref_mut() {
-                            st.record(be, t, l, i0, n, v.a, v.g)?;
+                        if let Some(st) = acc.store.as_deref_mut() {
+                            st.record(be, l, first, n, v.a, v.g)?;
                         }
                         // gradient: g · r_n w/N, then Gᵀ Z̃
                         let sh = v.out_shape();
-                        be.scale_jet_rows(v.g, scale, sh)?;
-                        accumulate_grad(be, &v, T::ONE, grad)
+                        be.scale_jet_rows(v.g, acc.scale, sh)?;
+                        accumulate_grad(be, &v, T::ONE, acc.grad)
                     })?;
                 }
                 Ok(())
             })?;
+            let ss: f64 = accs.iter().map(|a| a.ss).sum();
+            drop(accs);
+            if with_factors {
+                for sp in self.spares.iter().take(workers - 1) {
+                    for (x, y) in sp.a.iter().zip(self.a[t].iter_mut()) {
+                        be.axpby(T::ONE, x, T::ONE, y)?;
+                    }
+                    for (x, y) in sp.b.iter().zip(self.b[t].iter_mut()) {
+                        be.axpby(T::ONE, x, T::ONE, y)?;
+                    }
+                }
+            }
             loss += w * ss / (2.0 * n_t as f64);
             if let Some(f) = factors.as_deref_mut() {
                 for (li, l) in self.layers.iter().enumerate() {
@@ -346,6 +442,11 @@ impl<B: Backend, T: Real> KfacPass<B, T> {
                     }
                 }
             }
+        }
+        // the spares' gradients (they accumulate over all terms)
+        for sp in &mut self.spares {
+            be.axpby(T::ONE, &sp.grad, T::ONE, grad)?;
+            be.fill(&mut sp.grad, 0, np, T::ZERO)?;
         }
         if storing {
             if let Some(st) = store {

@@ -11,12 +11,16 @@
 //! column (1 on value rows) is one `add_bias`; several directions share one product with
 //! the stacked `[V_1; V_2; …]`, in row blocks.
 //!
+//! A term's rows are kept in pieces, one per worker of the chunk-parallel sweep
+//! ([`Objective::sweep_par`]), each covering a contiguous share of the samples, so that
+//! workers record without sharing buffers.
+//!
 //! Only for residuals with one component; the memory is `Σ_terms N·S·Σ_l (fan_in +
 //! fan_out)` values, refused above a limit (callers fall back to tangent passes).
 //! Checked by `tests/curvature_kfac.rs` against the dense Jacobian and the tangent-pass
 //! products, and through KFAC* in `tests/optim_second_order.rs`.
 
-use crate::backend::{Backend, Lay, Tr};
+use crate::backend::{run_workers, Backend, Lay, Tr};
 use crate::error::{Error, Result};
 use crate::loss::Objective;
 use crate::model::LayerLayout;
@@ -29,13 +33,28 @@ const ROW_BLOCK: usize = 4096;
 /// Default limit on the stored bytes.
 pub const DEFAULT_STORE_BYTES: usize = 1 << 30;
 
-struct StoreTerm<B: Backend, T: Real> {
-    /// Row scale `sqrt(w/N)`.
+/// The stacked directions of one product (see [`JacobianStore::jvps`]).
+struct Directions<'a, B: Backend, T: Real> {
+    layers: &'a [LayerLayout],
+    vstack: &'a B::Buf<T>,
+    bstack: &'a B::Buf<T>,
+    voff: &'a [usize],
+    boff: &'a [usize],
+    k: usize,
+}
+
+/// One worker's share of one term: samples `first..first + n`.
+pub struct StorePiece<B: Backend, T: Real> {
+    /// Row scale `sqrt(w/N)` (N of the whole term).
     c: f64,
     /// Jet rows per sample.
     s: usize,
     /// Samples.
     n: usize,
+    /// The piece's first sample within the term.
+    first: usize,
+    /// `(fan_in, fan_out)` per layer.
+    dims: Vec<(usize, usize)>,
     /// `(first sample, samples)` of every chunk recorded so far.
     chunks: Vec<(usize, usize)>,
     filled: usize,
@@ -45,25 +64,143 @@ struct StoreTerm<B: Backend, T: Real> {
     g: Vec<B::Buf<T>>,
 }
 
-impl<B: Backend, T: Real> StoreTerm<B, T> {
+impl<B: Backend, T: Real> StorePiece<B, T> {
     fn rows(&self) -> usize {
         self.n * self.s
     }
-    /// First derivative row of the chunk starting at sample `i0`.
+    /// First derivative row of the chunk starting at (piece-local) sample `i0`.
     fn deriv_off(&self, i0: usize) -> usize {
         self.n + i0 * (self.s - 1)
+    }
+
+    /// `J v_j` of this piece's samples for the `k` stacked directions, with `tmp` and `out`
+    /// as scratch (grown as needed).
+    fn jvps(
+        &self,
+        be: &B,
+        dirs: &Directions<'_, B, T>,
+        tmp: &mut B::Buf<T>,
+        out: &mut B::Buf<T>,
+    ) -> Result<Vec<Vec<f64>>> {
+        let k = dirs.k;
+        let rows = self.rows();
+        let fo_max = dirs.layers.iter().map(|l| l.fan_out).max().unwrap_or(0);
+        if be.len(tmp) < ROW_BLOCK * k * fo_max {
+            *tmp = be.alloc(ROW_BLOCK * k * fo_max)?;
+        }
+        if be.len(out) < k * rows {
+            *out = be.alloc(k * rows)?;
+        }
+        // in row blocks: the scratch stays bounded
+        for r0 in (0..rows).step_by(ROW_BLOCK) {
+            let nb = ROW_BLOCK.min(rows - r0);
+            let values = self.n.saturating_sub(r0).min(nb);
+            for (l, lay) in dirs.layers.iter().enumerate() {
+                let (fi, fo) = (lay.fan_in, lay.fan_out);
+                let kf = k * fo;
+                // Z̃ Ṽᵀ: the inputs times the stacked weights, plus the biases on the value
+                // rows
+                be.gemm(
+                    T::ONE,
+                    &self.a[l],
+                    Lay::at(r0 * fi, nb, fi),
+                    Tr::N,
+                    dirs.vstack,
+                    Lay::at(dirs.voff[l], kf, fi),
+                    Tr::T,
+                    T::ZERO,
+                    tmp,
+                    Lay::dense(nb, kf),
+                )?;
+                be.add_bias(tmp, values, kf, dirs.bstack, dirs.boff[l])?;
+                let beta = if l == 0 { T::ZERO } else { T::ONE };
+                for j in 0..k {
+                    let lx = Lay {
+                        off: j * fo,
+                        rows: nb,
+                        cols: fo,
+                        ld: kf,
+                    };
+                    let ly = Lay::at(r0 * fo, nb, fo);
+                    be.row_dot(tmp, lx, &self.g[l], ly, beta, out, j * rows + r0)?;
+                }
+            }
+        }
+        let mut host = vec![T::ZERO; k * rows];
+        be.download_range(out, 0, &mut host)?;
+        let host: Vec<f64> = convert(&host);
+        // per sample: the sum over its S rows
+        let res = (0..k)
+            .map(|j| {
+                let h = &host[j * rows..(j + 1) * rows];
+                let mut r = Vec::with_capacity(self.n);
+                for &(i0, n) in &self.chunks {
+                    let d = self.deriv_off(i0);
+                    for i in 0..n {
+                        let mut sum = h[i0 + i];
+                        for s in 0..self.s - 1 {
+                            sum += h[d + s * n + i];
+                        }
+                        r.push(self.c * sum);
+                    }
+                }
+                r
+            })
+            .collect();
+        Ok(res)
+    }
+
+    /// Keep layer `l`'s input jet `a` and un-scaled cotangent `g` (block layout, `n`
+    /// samples) of the chunk that starts at sample `first` of the term. Chunks must be
+    /// recorded in order of their samples, every layer of a chunk before the next chunk.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record(
+        &mut self,
+        be: &B,
+        l: usize,
+        first: usize,
+        n: usize,
+        a: &B::Buf<T>,
+        g: &B::Buf<T>,
+    ) -> Result<()> {
+        if first < self.first || first + n > self.first + self.n {
+            return Err(Error::Shape(format!(
+                "Jacobian store: chunk of samples {first}..{} outside the piece {}..{}",
+                first + n,
+                self.first,
+                self.first + self.n
+            )));
+        }
+        let i0 = first - self.first;
+        if self.chunks.last() != Some(&(i0, n)) {
+            if i0 != self.filled {
+                return Err(Error::Shape(format!(
+                    "Jacobian store: chunk at sample {first} recorded out of order"
+                )));
+            }
+            self.chunks.push((i0, n));
+            self.filled += n;
+        }
+        let (fi, fo) = self.dims[l];
+        let d = self.deriv_off(i0);
+        let dr = n * (self.s - 1);
+        be.copy(a, 0, &mut self.a[l], i0 * fi, n * fi)?;
+        be.copy(a, n * fi, &mut self.a[l], d * fi, dr * fi)?;
+        be.copy(g, 0, &mut self.g[l], i0 * fo, n * fo)?;
+        be.copy(g, n * fo, &mut self.g[l], d * fo, dr * fo)
     }
 }
 
 /// Stored layer inputs and cotangents of every chunk of the last pass.
 pub struct JacobianStore<B: Backend, T: Real> {
     layers: Vec<LayerLayout>,
-    terms: Vec<StoreTerm<B, T>>,
+    /// Per term, one piece per sweep worker.
+    terms: Vec<Vec<StorePiece<B, T>>>,
     /// Stacked weight blocks and biases of the directions of one product.
     vstack: B::Buf<T>,
     bstack: B::Buf<T>,
-    tmp: B::Buf<T>,
-    out: B::Buf<T>,
+    /// Per piece worker: the product block and the per-row results.
+    scratch: Vec<(B::Buf<T>, B::Buf<T>)>,
     max_bytes: usize,
     valid: bool,
 }
@@ -75,8 +212,7 @@ impl<B: Backend, T: Real> JacobianStore<B, T> {
             terms: vec![],
             vstack: be.alloc(0)?,
             bstack: be.alloc(0)?,
-            tmp: be.alloc(0)?,
-            out: be.alloc(0)?,
+            scratch: vec![],
             max_bytes,
             valid: false,
         })
@@ -117,88 +253,73 @@ impl<B: Backend, T: Real> JacobianStore<B, T> {
         }
         let nt = obj.num_terms();
         self.terms.truncate(nt);
+        let dims: Vec<(usize, usize)> = self.layers.iter().map(|l| (l.fan_in, l.fan_out)).collect();
         for t in 0..nt {
             let spec = obj.term_spec(t);
-            let n = obj.term_points(t);
+            let n_t = obj.term_points(t);
             let s = spec.kind.s();
-            let c = (spec.weight / n.max(1) as f64).sqrt();
-            let fresh = t >= self.terms.len() || self.terms[t].rows() != n * s;
-            if fresh {
-                let a = self
-                    .layers
-                    .iter()
-                    .map(|l| be.alloc(n * s * l.fan_in))
-                    .collect::<Result<Vec<_>>>()?;
-                let g = self
-                    .layers
-                    .iter()
-                    .map(|l| be.alloc(n * s * l.fan_out))
-                    .collect::<Result<Vec<_>>>()?;
-                let term = StoreTerm {
-                    c,
-                    s,
-                    n,
-                    chunks: vec![],
-                    filled: 0,
-                    a,
-                    g,
-                };
-                if t < self.terms.len() {
-                    self.terms[t] = term;
-                } else {
-                    self.terms.push(term);
-                }
+            let c = (spec.weight / n_t.max(1) as f64).sqrt();
+            let workers = obj.workers(t);
+            if t == self.terms.len() {
+                self.terms.push(vec![]);
             }
-            let term = &mut self.terms[t];
-            term.c = c;
-            term.s = s;
-            term.n = n;
-            term.chunks.clear();
-            term.filled = 0;
+            let pieces = &mut self.terms[t];
+            pieces.truncate(workers);
+            for w in 0..workers {
+                let (first, end) = (n_t * w / workers, n_t * (w + 1) / workers);
+                let n = end - first;
+                if pieces.get(w).is_none_or(|p| p.rows() != n * s) {
+                    let a = dims
+                        .iter()
+                        .map(|&(fi, _)| be.alloc(n * s * fi))
+                        .collect::<Result<Vec<_>>>()?;
+                    let g = dims
+                        .iter()
+                        .map(|&(_, fo)| be.alloc(n * s * fo))
+                        .collect::<Result<Vec<_>>>()?;
+                    let piece = StorePiece {
+                        c,
+                        s,
+                        n,
+                        first,
+                        dims: dims.clone(),
+                        chunks: vec![],
+                        filled: 0,
+                        a,
+                        g,
+                    };
+                    if w < pieces.len() {
+                        pieces[w] = piece;
+                    } else {
+                        pieces.push(piece);
+                    }
+                }
+                let p = &mut pieces[w];
+                (p.c, p.s, p.n, p.first) = (c, s, n, first);
+                p.chunks.clear();
+                p.filled = 0;
+            }
         }
         Ok(true)
     }
 
-    /// Register the next chunk of term `t` (`n` samples); returns its first sample.
-    pub fn add_chunk(&mut self, t: usize, n: usize) -> usize {
-        let term = &mut self.terms[t];
-        let i0 = term.filled;
-        term.chunks.push((i0, n));
-        term.filled += n;
-        i0
-    }
-
-    /// Keep layer `l`'s input jet `a` and un-scaled cotangent `g` (block layout, `n`
-    /// samples) of the chunk of term `t` that starts at sample `i0`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn record(
-        &mut self,
-        be: &B,
-        t: usize,
-        l: usize,
-        i0: usize,
-        n: usize,
-        a: &B::Buf<T>,
-        g: &B::Buf<T>,
-    ) -> Result<()> {
-        let (fi, fo) = (self.layers[l].fan_in, self.layers[l].fan_out);
-        let term = &mut self.terms[t];
-        let d = term.deriv_off(i0);
-        let dr = n * (term.s - 1);
-        be.copy(a, 0, &mut term.a[l], i0 * fi, n * fi)?;
-        be.copy(a, n * fi, &mut term.a[l], d * fi, dr * fi)?;
-        be.copy(g, 0, &mut term.g[l], i0 * fo, n * fo)?;
-        be.copy(g, n * fo, &mut term.g[l], d * fo, dr * fo)
+    /// The pieces of term `t`, one per sweep worker, for recording.
+    pub fn pieces_mut(&mut self, t: usize) -> &mut [StorePiece<B, T>] {
+        &mut self.terms[t]
     }
 
     /// Mark the pass complete.
     pub fn finish(&mut self) -> Result<()> {
-        for (t, term) in self.terms.iter().enumerate() {
-            if term.filled != term.n {
-                return Err(Error::Shape(format!(
-                    "Jacobian store: term {t} has {} of {} samples",
-                    term.filled, term.n
-                )));
+        for (t, pieces) in self.terms.iter().enumerate() {
+            for p in pieces {
+                if p.filled != p.n {
+                    return Err(Error::Shape(format!(
+                        "Jacobian store: term {t}, samples {}..{}: {} recorded",
+                        p.first,
+                        p.first + p.n,
+                        p.filled
+                    )));
+                }
             }
         }
         self.valid = true;
@@ -224,8 +345,6 @@ impl<B: Backend, T: Real> JacobianStore<B, T> {
         }
         let k = vs.len();
         let mut res = vec![Vec::new(); k];
-        let fo_max = self.layers.iter().map(|l| l.fan_out).max().unwrap_or(0);
-        let rows_max = self.terms.iter().map(|t| t.rows()).max().unwrap_or(0);
         // [V_1; …; V_k] and [b_1, …, b_k] of every layer, once
         let mut voff = Vec::with_capacity(self.layers.len());
         let mut boff = Vec::with_capacity(self.layers.len());
@@ -255,73 +374,35 @@ impl<B: Backend, T: Real> JacobianStore<B, T> {
                 be.copy(v, lay.b_off, &mut self.bstack, boff[li] + j * fo, fo)?;
             }
         }
-        if be.len(&self.tmp) < ROW_BLOCK * k * fo_max {
-            self.tmp = be.alloc(ROW_BLOCK * k * fo_max)?;
+        // pieces in order: each term's samples come out in order
+        // pieces in parallel (each with its own scratch), their results in order: each
+        // term's samples come out in order
+        let most = self.terms.iter().map(Vec::len).max().unwrap_or(0);
+        while self.scratch.len() < most {
+            self.scratch.push((be.alloc(0)?, be.alloc(0)?));
         }
-        if be.len(&self.out) < k * rows_max {
-            self.out = be.alloc(k * rows_max)?;
-        }
-        for t in 0..self.terms.len() {
-            let rows = self.terms[t].rows();
-            let term = &self.terms[t];
-            // in row blocks: the scratch stays bounded
-            for r0 in (0..rows).step_by(ROW_BLOCK) {
-                let nb = ROW_BLOCK.min(rows - r0);
-                let values = term.n.saturating_sub(r0).min(nb);
-                for (l, lay) in self.layers.iter().enumerate() {
-                    let (fi, fo) = (lay.fan_in, lay.fan_out);
-                    let kf = k * fo;
-                    // Z̃ Ṽᵀ: the inputs times the stacked weights, plus the biases on the
-                    // value rows
-                    be.gemm(
-                        T::ONE,
-                        &term.a[l],
-                        Lay::at(r0 * fi, nb, fi),
-                        Tr::N,
-                        &self.vstack,
-                        Lay::at(voff[l], kf, fi),
-                        Tr::T,
-                        T::ZERO,
-                        &mut self.tmp,
-                        Lay::dense(nb, kf),
-                    )?;
-                    be.add_bias(&mut self.tmp, values, kf, &self.bstack, boff[l])?;
-                    let beta = if l == 0 { T::ZERO } else { T::ONE };
-                    for j in 0..k {
-                        let lx = Lay {
-                            off: j * fo,
-                            rows: nb,
-                            cols: fo,
-                            ld: kf,
-                        };
-                        let ly = Lay::at(r0 * fo, nb, fo);
-                        be.row_dot(
-                            &self.tmp,
-                            lx,
-                            &term.g[l],
-                            ly,
-                            beta,
-                            &mut self.out,
-                            j * rows + r0,
-                        )?;
-                    }
-                }
-            }
-            let term = &self.terms[t];
-            let mut host = vec![T::ZERO; k * rows];
-            be.download_range(&self.out, 0, &mut host)?;
-            let host: Vec<f64> = convert(&host);
-            for (j, r) in res.iter_mut().enumerate() {
-                let h = &host[j * rows..(j + 1) * rows];
-                for &(i0, n) in &term.chunks {
-                    let d = term.deriv_off(i0);
-                    for i in 0..n {
-                        let mut sum = h[i0 + i];
-                        for s in 0..term.s - 1 {
-                            sum += h[d + s * n + i];
-                        }
-                        r.push(term.c * sum);
-                    }
+        let dirs = Directions {
+            layers: &self.layers,
+            vstack: &self.vstack,
+            bstack: &self.bstack,
+            voff: &voff,
+            boff: &boff,
+            k,
+        };
+        for pieces in &self.terms {
+            let mut outs: Vec<Vec<Vec<f64>>> = vec![vec![]; pieces.len()];
+            let jobs: Vec<_> = pieces
+                .iter()
+                .zip(self.scratch.iter_mut())
+                .zip(outs.iter_mut())
+                .collect();
+            run_workers(jobs, |((piece, (tmp, out)), res)| {
+                *res = piece.jvps(be, &dirs, tmp, out)?;
+                Ok(())
+            })?;
+            for piece_res in outs {
+                for (r, p) in res.iter_mut().zip(piece_res) {
+                    r.extend(p);
                 }
             }
         }

@@ -485,8 +485,13 @@ impl<B: Backend, T: Real> JetEngine<B, T> {
                     next,
                     Lay::dense(rows, w[l]),
                 )?;
-                self.be
-                    .jet_tanh_backward(&t.z[l - 1], next, &self.coef, shape.with_h(w[l]))?;
+                self.be.jet_tanh_backward(
+                    &t.z[l - 1],
+                    &t.a[l],
+                    next,
+                    &self.coef,
+                    shape.with_h(w[l]),
+                )?;
             }
             visit(
                 &self.be,

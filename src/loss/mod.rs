@@ -6,7 +6,7 @@
 //! Checked by `tests/gradient.rs`: the gradient against finite differences of the loss,
 //! and the per-layer Z/G matrices against the gradient (∇W = Gᵀ Z with seeds r/N).
 
-use crate::backend::Backend;
+use crate::backend::{run_workers, Backend};
 use crate::error::{Error, Result};
 use crate::jet::{accumulate_grad, JetEngine, JetKind, LayerView};
 use crate::model::Mlp;
@@ -16,6 +16,9 @@ use crate::scalar::{convert, Real};
 struct Term<B: Backend, T: Real> {
     spec: TermSpec,
     engine: JetEngine<B, T>,
+    /// Engines of the further workers of [`Objective::sweep_par`] (made on first use).
+    workers: Vec<JetEngine<B, T>>,
+    chunk_rows: Option<usize>,
     x_host: Vec<f64>,
     x: B::Buf<T>,
     n: usize,
@@ -26,6 +29,8 @@ pub struct Objective<B: Backend, T: Real> {
     be: B,
     mlp: Mlp,
     terms: Vec<Term<B, T>>,
+    /// At most this many sweep workers (None: the backend's choice).
+    max_workers: Option<usize>,
 }
 
 /// One chunk of one term during a [`Objective::sweep`]: its points, residuals, the
@@ -94,6 +99,66 @@ impl<B: Backend, T: Real> ChunkPass<'_, B, T> {
     }
 }
 
+/// What a sweep over one term reads: the term's spec and points.
+struct TermInput<'a, B: Backend, T: Real> {
+    t: usize,
+    spec: &'a TermSpec,
+    x: &'a B::Buf<T>,
+    x_host: &'a [f64],
+    n_total: usize,
+    d: usize,
+    m: usize,
+}
+
+impl<B: Backend, T: Real> TermInput<'_, B, T> {
+    /// Forward (with stored jets) every chunk of samples `range` with `engine`, compute the
+    /// residuals and their Jacobians on the host, and hand each chunk to `f`.
+    fn run(
+        &self,
+        engine: &mut JetEngine<B, T>,
+        params: &B::Buf<T>,
+        range: std::ops::Range<usize>,
+        f: &mut dyn FnMut(&mut ChunkPass<'_, B, T>) -> Result<()>,
+    ) -> Result<()> {
+        let (d, nr) = (self.d, self.spec.residual.n_res());
+        let sm = self.spec.kind.s() * self.m;
+        let mut first = range.start;
+        while first < range.end {
+            let c = engine.chunk().min(range.end - first);
+            engine.forward_chunk(params, self.x, first, c, true)?;
+            let y = engine.output()?;
+            let mut r = vec![0.0; c * nr];
+            let mut jac = vec![0.0; c * nr * sm];
+            for i in 0..c {
+                let gi = first + i;
+                self.spec.residual.eval(
+                    &self.x_host[gi * d..(gi + 1) * d],
+                    &y[i * sm..(i + 1) * sm],
+                    &mut r[i * nr..(i + 1) * nr],
+                    Some(&mut jac[i * nr * sm..(i + 1) * nr * sm]),
+                );
+            }
+            let mut pass = ChunkPass {
+                term: self.t,
+                first,
+                n: c,
+                n_total: self.n_total,
+                weight: self.spec.weight,
+                r,
+                jac,
+                n_res: nr,
+                s_m: sm,
+                x: &self.x_host[first * d..(first + c) * d],
+                engine,
+                params,
+            };
+            f(&mut pass)?;
+            first += c;
+        }
+        Ok(())
+    }
+}
+
 impl<B: Backend, T: Real> Objective<B, T> {
     /// `chunk_rows`: jet rows per chunk (None: the engine default).
     pub fn new(be: B, mlp: Mlp, specs: Vec<TermSpec>, chunk_rows: Option<usize>) -> Result<Self> {
@@ -111,12 +176,19 @@ impl<B: Backend, T: Real> Objective<B, T> {
             terms.push(Term {
                 spec,
                 engine,
+                workers: vec![],
+                chunk_rows,
                 x_host: vec![],
                 x,
                 n: 0,
             });
         }
-        Ok(Objective { be, mlp, terms })
+        Ok(Objective {
+            be,
+            mlp,
+            terms,
+            max_workers: None,
+        })
     }
 
     pub fn backend(&self) -> &B {
@@ -147,7 +219,11 @@ impl<B: Backend, T: Real> Objective<B, T> {
     }
     /// Bytes held by the jet engines' work buffers.
     pub fn workspace_bytes(&self) -> usize {
-        self.terms.iter().map(|t| t.engine.workspace_bytes()).sum()
+        self.terms
+            .iter()
+            .flat_map(|t| std::iter::once(&t.engine).chain(&t.workers))
+            .map(|e| e.workspace_bytes())
+            .sum()
     }
 
     /// Replace the points of term `t` (row-major, input-dimension columns).
@@ -180,32 +256,63 @@ impl<B: Backend, T: Real> Objective<B, T> {
         self.mlp.check_params(self.be.len(params))
     }
 
-    /// Residuals of term `t` (`N × n_res`) from a value-and-jet pass without storage.
+    /// Residuals of term `t` (`N × n_res`) from a value-and-jet pass without storage. value-and-jet pass without storage, split
+    /// over [`Self::workers`] like [`Self::sweep_par`].
     pub fn residuals(&mut self, params: &B::Buf<T>, t: usize) -> Result<Vec<f64>> {
         self.check_params(params)?;
-        let term = &mut self.terms[t];
+        let workers = self.workers(t);
+        self.ensure_workers(t, workers)?;
         let d = self.mlp.input_dim();
+        let term = &mut self.terms[t];
         let nr = term.spec.residual.n_res();
         let sm = term.spec.kind.s() * self.mlp.output_dim();
-        let mut r = vec![0.0; term.n * nr];
-        let mut first = 0;
-        while first < term.n {
-            let c = term.engine.chunk().min(term.n - first);
-            term.engine
-                .forward_chunk(params, &term.x, first, c, false)?;
-            let y = term.engine.output()?;
-            for i in 0..c {
-                let gi = first + i;
-                term.spec.residual.eval(
-                    &term.x_host[gi * d..(gi + 1) * d],
-                    &y[i * sm..(i + 1) * sm],
-                    &mut r[gi * nr..(gi + 1) * nr],
-                    None,
-                );
-            }
-            first += c;
+        let n = term.n;
+        let mut r = vec![0.0; n * nr];
+        let mut jobs = Vec::with_capacity(workers);
+        let mut rest = &mut r[..];
+        let engines = std::iter::once(&mut term.engine).chain(term.workers.iter_mut());
+        for (w, eng) in engines.take(workers).enumerate() {
+            let range = n * w / workers..n * (w + 1) / workers;
+            let (mine, tail) = std::mem::take(&mut rest).split_at_mut(range.len() * nr);
+            rest = tail;
+            jobs.push((range, eng, mine));
         }
+        let (spec, x, x_host) = (&term.spec, &term.x, &term.x_host);
+        run_workers(jobs, |(range, eng, out)| {
+            let mut first = range.start;
+            while first < range.end {
+                let c = eng.chunk().min(range.end - first);
+                eng.forward_chunk(params, x, first, c, false)?;
+                let y = eng.output()?;
+                for i in 0..c {
+                    let gi = first + i;
+                    let li = gi - range.start;
+                    spec.residual.eval(
+                        &x_host[gi * d..(gi + 1) * d],
+                        &y[i * sm..(i + 1) * sm],
+                        &mut out[li * nr..(li + 1) * nr],
+                        None,
+                    );
+                }
+                first += c;
+            }
+            Ok(())
+        })?;
         Ok(r)
+    }
+
+    /// Make sure term `t` has engines for `workers` workers.
+    fn ensure_workers(&mut self, t: usize, workers: usize) -> Result<()> {
+        let term = &mut self.terms[t];
+        while term.workers.len() + 1 < workers {
+            term.workers.push(JetEngine::new(
+                self.be.clone(),
+                self.mlp.clone(),
+                term.spec.kind.clone(),
+                term.chunk_rows,
+            )?);
+        }
+        Ok(())
     }
 
     /// Per-term losses `w/(2N) Σ ‖r‖²`.
@@ -260,42 +367,83 @@ impl<B: Backend, T: Real> Objective<B, T> {
         let d = self.mlp.input_dim();
         let m = self.mlp.output_dim();
         let term = &mut self.terms[t];
-        let nr = term.spec.residual.n_res();
-        let sm = term.spec.kind.s() * m;
-        let mut first = 0;
-        while first < term.n {
-            let c = term.engine.chunk().min(term.n - first);
-            term.engine.forward_chunk(params, &term.x, first, c, true)?;
-            let y = term.engine.output()?;
-            let mut r = vec![0.0; c * nr];
-            let mut jac = vec![0.0; c * nr * sm];
-            for i in 0..c {
-                let gi = first + i;
-                term.spec.residual.eval(
-                    &term.x_host[gi * d..(gi + 1) * d],
-                    &y[i * sm..(i + 1) * sm],
-                    &mut r[i * nr..(i + 1) * nr],
-                    Some(&mut jac[i * nr * sm..(i + 1) * nr * sm]),
-                );
-            }
-            let mut pass = ChunkPass {
-                term: t,
-                first,
-                n: c,
-                n_total: term.n,
-                weight: term.spec.weight,
-                r,
-                jac,
-                n_res: nr,
-                s_m: sm,
-                x: &term.x_host[first * d..(first + c) * d],
-                engine: &mut term.engine,
-                params,
-            };
-            f(&mut pass)?;
-            first += c;
+        let range = 0..term.n;
+        let input = TermInput {
+            t,
+            spec: &term.spec,
+            x: &term.x,
+            x_host: &term.x_host,
+            n_total: term.n,
+            d,
+            m,
+        };
+        input.run(&mut term.engine, params, range, &mut f)
+    }
+
+    /// The number of workers [`Self::sweep_par`] uses for term `t`: the backend's
+    /// [`Backend::chunk_workers`] (or the limit of [`Self::set_workers`]), at most one per
+    /// chunk.
+    pub fn workers(&self, t: usize) -> usize {
+        let term = &self.terms[t];
+        let chunks = term.n.div_ceil(term.engine.chunk()).max(1);
+        let want = self.max_workers.unwrap_or_else(|| self.be.chunk_workers());
+        want.clamp(1, chunks)
+    }
+
+    /// Fix the number of sweep workers (None: the backend's choice). More workers than
+    /// threads is allowed (they take turns), which lets tests cover uneven splits on any
+    /// machine.
+    pub fn set_workers(&mut self, workers: Option<usize>) -> Result<()> {
+        if workers == Some(0) {
+            return Err(Error::invalid("sweep workers", 0, "at least 1"));
         }
+        self.max_workers = workers;
         Ok(())
+    }
+
+    /// [`Self::sweep`] split over `states.len()` workers (see [`Self::workers`]), each with
+    /// its own jet engine and state, and a contiguous share of the samples, chunked as
+    /// usual. On the CPU each worker runs on its own thread with single-threaded
+    /// operations, which beats splitting every small product across threads. The caller
+    /// merges the states; chunk boundaries, and so rounding, depend on the worker count.
+    pub fn sweep_par<W: Send>(
+        &mut self,
+        params: &B::Buf<T>,
+        t: usize,
+        states: &mut [W],
+        f: impl Fn(&mut W, &mut ChunkPass<'_, B, T>) -> Result<()> + Sync,
+    ) -> Result<()> {
+        let workers = states.len();
+        if workers <= 1 {
+            return match states.first_mut() {
+                Some(st) => self.sweep(params, t, |pass| f(st, pass)),
+                None => Ok(()),
+            };
+        }
+        self.check_params(params)?;
+        self.ensure_workers(t, workers)?;
+        let d = self.mlp.input_dim();
+        let m = self.mlp.output_dim();
+        let term = &mut self.terms[t];
+        let n = term.n;
+        let input = TermInput {
+            t,
+            spec: &term.spec,
+            x: &term.x,
+            x_host: &term.x_host,
+            n_total: n,
+            d,
+            m,
+        };
+        let engines = std::iter::once(&mut term.engine).chain(term.workers.iter_mut());
+        let jobs: Vec<_> = engines
+            .zip(states.iter_mut())
+            .enumerate()
+            .map(|(w, (eng, st))| (n * w / workers..n * (w + 1) / workers, eng, st))
+            .collect();
+        run_workers(jobs, |(range, eng, st)| {
+            input.run(eng, params, range, &mut |pass| f(&mut *st, pass))
+        })
     }
 
     /// Loss and its gradient (written to `grad`, which must have the parameter count).
@@ -305,14 +453,29 @@ impl<B: Backend, T: Real> Objective<B, T> {
         self.be.fill(grad, 0, np, T::ZERO)?;
         let mut per_term = Vec::with_capacity(self.terms.len());
         for t in 0..self.terms.len() {
-            let mut ss = 0.0;
             let n = self.terms[t].n.max(1) as f64;
             let w = self.terms[t].spec.weight;
-            self.sweep(params, t, |pass| {
-                ss += pass.r.iter().map(|v| v * v).sum::<f64>();
+            // per worker: sum of squared residuals and a gradient (the first worker adds
+            // into `grad` itself)
+            let workers = self.workers(t);
+            let mut extra = Vec::with_capacity(workers - 1);
+            for _ in 1..workers {
+                extra.push(self.be.alloc::<T>(np)?);
+            }
+            let mut states: Vec<(f64, &mut B::Buf<T>)> = std::iter::once(&mut *grad)
+                .chain(extra.iter_mut())
+                .map(|g| (0.0, g))
+                .collect();
+            self.sweep_par(params, t, &mut states, |(ss, g), pass| {
+                *ss += pass.r.iter().map(|v| v * v).sum::<f64>();
                 let seeds = pass.grad_seeds();
-                pass.backward(&seeds, |be, v| accumulate_grad(be, &v, T::ONE, grad))
+                pass.backward(&seeds, |be, v| accumulate_grad(be, &v, T::ONE, g))
             })?;
+            let ss: f64 = states.iter().map(|s| s.0).sum();
+            drop(states);
+            for g in &extra {
+                self.be.axpby(T::ONE, g, T::ONE, grad)?;
+            }
             per_term.push(w * ss / (2.0 * n));
         }
         let loss: f64 = per_term.iter().sum();

@@ -583,11 +583,12 @@ impl Backend for Cuda {
     fn jet_tanh_backward<T: Real>(
         &self,
         z: &CudaBuf<T>,
+        a: &CudaBuf<T>,
         g: &mut CudaBuf<T>,
         coef: &CudaBuf<T>,
         shape: JetShape,
     ) -> Result<()> {
-        ops::jet_tanh_backward(self, z.dev(), g.dev(), coef.dev(), shape)
+        ops::jet_tanh_backward(self, z.dev(), a.dev(), g.dev(), coef.dev(), shape)
     }
     fn scale_jet_rows<T: Real>(
         &self,

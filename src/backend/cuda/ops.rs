@@ -445,15 +445,18 @@ pub fn jet_tanh<L: Launcher + ?Sized, T: Real>(
     )
 }
 
-/// Reverse mode through the tanh jet, in place on `g`.
+/// Reverse mode through the tanh jet, in place on `g`; `a` holds at least the value rows
+/// `tanh z`.
 pub fn jet_tanh_backward<L: Launcher + ?Sized, T: Real>(
     l: &L,
     z: Dev<T>,
+    a: Dev<T>,
     g: Dev<T>,
     coef: Dev<T>,
     shape: JetShape,
 ) -> Result<()> {
     check_len("jet_tanh_backward (z)", z.len, shape.len())?;
+    check_len("jet_tanh_backward (a)", a.len, shape.n * shape.h)?;
     check_len("jet_tanh_backward (g)", g.len, shape.len())?;
     check_len("jet_tanh_backward (coef)", coef.len, shape.k)?;
     let j = jet_args(shape);
@@ -461,7 +464,16 @@ pub fn jet_tanh_backward<L: Launcher + ?Sized, T: Real>(
         l,
         "jet_tanh_backward",
         shape.n * shape.h,
-        &[z.arg(), g.arg(), coef.arg(), j[0], j[1], j[2], j[3]],
+        &[
+            z.arg(),
+            a.arg(),
+            g.arg(),
+            coef.arg(),
+            j[0],
+            j[1],
+            j[2],
+            j[3],
+        ],
     )
 }
 

@@ -371,11 +371,19 @@ impl Backend for Emu {
     fn jet_tanh_backward<T: Real>(
         &self,
         z: &Vec<T>,
+        a: &Vec<T>,
         g: &mut Vec<T>,
         coef: &Vec<T>,
         shape: JetShape,
     ) -> Result<()> {
-        ops::jet_tanh_backward(self, self.dev(z), self.dev_mut(g), self.dev(coef), shape)
+        ops::jet_tanh_backward(
+            self,
+            self.dev(z),
+            self.dev(a),
+            self.dev_mut(g),
+            self.dev(coef),
+            shape,
+        )
     }
     fn scale_jet_rows<T: Real>(&self, g: &mut Vec<T>, w: &Vec<T>, shape: JetShape) -> Result<()> {
         ops::scale_jet_rows(self, self.dev_mut(g), self.dev(w), shape)

@@ -6,7 +6,8 @@
 //
 // CPU twins (same formulas, same operation order): `Cpu::add_bias`, `Cpu::jet_input`,
 // `Cpu::jet_broadcast_dirs`, `input_tanh_samples`, `tanh_fwd_samples`, `tanh_bwd_samples`,
-// `tanh_tangent_samples`, `Cpu::scale_jet_rows` (src/backend/cpu.rs).
+// `tanh_tangent_samples`, `Cpu::scale_jet_rows`, `quad_residual_ref`, `quad_seeds_ref`
+// (src/backend/cpu.rs).
 #include "common.cuh"
 
 // element (row s, sample i, unit j) of a jet block
@@ -228,4 +229,59 @@ extern "C" __global__ void scale_jet_rows_f32(float* g, const float* w, i64 n, i
 }
 extern "C" __global__ void scale_jet_rows_f64(double* g, const double* w, i64 n, i64 rows, i64 h) {
     scale_jet_rows_k(g, w, n, rows, h);
+}
+
+// Residuals of the built-in problems as quadratic forms of the output jet (one residual per
+// sample, DESIGN §2): r_i = d[f+i] + Σ_c (a[(f+i)·C + c] + b[c]·y_ic)·y_ic over the C = S·m
+// jet entries c = s·m + j of sample i, y_ic = y[(s·n + i)·m + j] (block layout, h = m), for
+// the chunk of n samples that starts at sample f of the term. One thread per sample; the sum
+// runs in the order of the CPU twin (`cpu::quad_residual_ref`).
+template <class T>
+__device__ __forceinline__ void quad_residual_k(const T* __restrict__ y, const T* __restrict__ a,
+                                                const T* __restrict__ b, const T* __restrict__ d,
+                                                T* __restrict__ r, i64 f, i64 n, i64 s, i64 m) {
+    const i64 C = s * m;
+    GRID_STRIDE(i, n) {
+        T acc = d[f + i];
+        for (i64 c = 0; c < C; ++c) {
+            const T v = y[((c / m) * n + i) * m + c % m];
+            acc += (a[(f + i) * C + c] + b[c] * v) * v;
+        }
+        r[i] = acc;
+    }
+}
+extern "C" __global__ void quad_residual_f32(const float* y, const float* a, const float* b,
+                                             const float* d, float* r, i64 f, i64 n, i64 s,
+                                             i64 m) {
+    quad_residual_k(y, a, b, d, r, f, n, s, m);
+}
+extern "C" __global__ void quad_residual_f64(const double* y, const double* a, const double* b,
+                                             const double* d, double* r, i64 f, i64 n, i64 s,
+                                             i64 m) {
+    quad_residual_k(y, a, b, d, r, f, n, s, m);
+}
+
+// Gauss–Newton seeds of those residuals, in the output jet's block layout:
+// g_ic = (alpha·r_i + beta)·∂r_i/∂y_ic = (alpha·r_i + beta)·(a_ic + 2 b_c y_ic): the loss
+// gradient's seeds with alpha = w/N, beta = 0; the un-scaled Jacobian with alpha = 0, beta = 1.
+template <class T>
+__device__ __forceinline__ void quad_seeds_k(const T* __restrict__ y, const T* __restrict__ a,
+                                             const T* __restrict__ b, const T* __restrict__ r,
+                                             T* __restrict__ g, T alpha, T beta, i64 f, i64 n,
+                                             i64 s, i64 m) {
+    GRID_STRIDE(e, n * s * m) {
+        const i64 j = e % m, i = (e / m) % n, c = (e / (m * n)) * m + j;
+        const T v = y[e];
+        g[e] = (alpha * r[i] + beta) * (a[(f + i) * s * m + c] + T(2) * b[c] * v);
+    }
+}
+extern "C" __global__ void quad_seeds_f32(const float* y, const float* a, const float* b,
+                                          const float* r, float* g, float alpha, float beta,
+                                          i64 f, i64 n, i64 s, i64 m) {
+    quad_seeds_k(y, a, b, r, g, alpha, beta, f, n, s, m);
+}
+extern "C" __global__ void quad_seeds_f64(const double* y, const double* a, const double* b,
+                                          const double* r, double* g, double alpha, double beta,
+                                          i64 f, i64 n, i64 s, i64 m) {
+    quad_seeds_k(y, a, b, r, g, alpha, beta, f, n, s, m);
 }

@@ -241,7 +241,7 @@ fn naive_factors(obj: &mut Objective<Cpu, f64>, p: &[f64]) -> Vec<Vec<(Vec<f64>,
             .collect();
         obj.sweep(&p.to_vec(), t, |pass| {
             for q in 0..nr {
-                let seeds = pass.component_seeds(q, |_| 1.0);
+                let seeds = pass.component_seeds(q, |_| 1.0)?;
                 pass.backward(&seeds, |be, v| {
                     let a = be.download(v.a)?;
                     let g = be.download(v.g)?;

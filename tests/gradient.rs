@@ -54,7 +54,7 @@ fn z_and_g_reproduce_the_gradient() {
     let mut acc = vec![0.0; p.len()];
     for t in 0..obj.num_terms() {
         obj.sweep(&p, t, |pass| {
-            let seeds = pass.grad_seeds();
+            let seeds = pass.grad_seeds()?;
             pass.backward(&seeds, |be, v| {
                 let a = be.download(v.a)?;
                 let g = be.download(v.g)?;
@@ -90,4 +90,74 @@ fn non_finite_loss_is_an_error() {
     assert!(e.contains("non-finite"), "{e}");
     assert!(obj.set_points(0, vec![0.0, f64::INFINITY]).is_err());
     assert!(obj.set_points(0, vec![0.0, 1.0, 2.0]).is_err());
+}
+
+/// The backend's residual kernels (quadratic forms, `Backend::quad_residual`/`quad_seeds`)
+/// give the loss, the gradient and the KFAC factors of the host evaluation.
+#[test]
+fn backend_residuals_match_the_host_path() {
+    use kfac_pinn::curvature::{KfacFactors, KfacPass};
+    for (problem, widths, n) in [
+        ("poisson2d", vec![2, 6, 5, 1], vec![13, 7]),
+        ("heat1d", vec![2, 4, 3, 1], vec![11, 6]),
+        ("log-fokker-planck9d", vec![10, 5, 4, 1], vec![9, 5]),
+    ] {
+        let (mut obj, p) = objective(problem, &widths, &n, 4);
+        let mlp = obj.mlp().clone();
+        let run = |obj: &mut Objective<Cpu, f64>| {
+            let mut g = vec![0.0; p.len()];
+            let l = obj.loss_grad(&p, &mut g).unwrap();
+            let lv = obj.loss(&p).unwrap();
+            let mut pass = KfacPass::<Cpu, f64>::new(&Cpu, &mlp, 2).unwrap();
+            let mut f = KfacFactors::new(&mlp, 2, false).unwrap();
+            let mut g2 = vec![0.0; p.len()];
+            pass.run(obj, &p, &mut g2, Some(&mut f), None).unwrap();
+            (l, lv, g, g2, f)
+        };
+        for t in 0..2 {
+            assert!(obj.backend_residuals(t), "{problem}: term {t} on the host");
+        }
+        let dev = run(&mut obj);
+        obj.set_backend_residuals(false).unwrap();
+        assert!(!obj.backend_residuals(0));
+        let host = run(&mut obj);
+        for (a, b, what) in [(dev.0, host.0, "loss"), (dev.1, host.1, "value-pass loss")] {
+            assert!(
+                (a - b).abs() <= 1e-13 * b.abs(),
+                "{problem} {what}: {a} vs {b}"
+            );
+        }
+        assert_close(
+            &format!("{problem} gradient"),
+            &dev.2,
+            &host.2,
+            1e-12,
+            1e-15,
+        );
+        assert_close(
+            &format!("{problem} KFAC gradient"),
+            &dev.3,
+            &host.3,
+            1e-12,
+            1e-15,
+        );
+        for t in 0..2 {
+            for l in 0..mlp.num_layers() {
+                assert_close(
+                    &format!("{problem} A"),
+                    dev.4.a(t, l),
+                    host.4.a(t, l),
+                    1e-12,
+                    1e-15,
+                );
+                assert_close(
+                    &format!("{problem} B"),
+                    dev.4.b(t, l),
+                    host.4.b(t, l),
+                    1e-12,
+                    1e-15,
+                );
+            }
+        }
+    }
 }

@@ -460,6 +460,90 @@ fn jet_kernels_match_cpu() {
     both!(jet_ops);
 }
 
+fn quad_ops<T: Real>() {
+    use kfac_pinn::backend::QuadForm;
+    let e = emu();
+    let first = 3;
+    let mut shapes = shapes();
+    shapes.push(JetShape {
+        n: 0,
+        k: 2,
+        lap: true,
+        h: 1,
+    });
+    for (si, sh) in shapes.into_iter().enumerate() {
+        let seed = 500 + 10 * si as u64;
+        let (n, m, c) = (sh.n, sh.h, sh.s() * sh.h);
+        let tag = |op: &str| format!("{op} n={n} k={} lap={} m={m}", sh.k, sh.lap);
+        let y: Vec<T> = data(sh.len(), seed, -1.5, 1.5);
+        let a: Vec<T> = data((first + n) * c, seed + 1, -1.0, 1.0);
+        let b: Vec<T> = data(c, seed + 2, -1.0, 1.0);
+        let d: Vec<T> = data(first + n, seed + 3, -1.0, 1.0);
+        let form = QuadForm::<Cpu, T> {
+            a: &a,
+            b: &b,
+            d: &d,
+        };
+        let eform = QuadForm::<Emu, T> {
+            a: &a,
+            b: &b,
+            d: &d,
+        };
+        // residuals: CPU, emulated kernel, and the formula written out
+        let (mut rc, mut re) = (vec![T::ZERO; n + 1], vec![T::ZERO; n + 1]);
+        Cpu.quad_residual(&y, &form, first, sh, &mut rc).unwrap();
+        e.quad_residual(&y, &eform, first, sh, &mut re).unwrap();
+        same(&tag("quad_residual"), &re, &rc);
+        for i in 0..n {
+            let mut want = d[first + i].to_f64();
+            for s in 0..sh.s() {
+                for j in 0..m {
+                    let v = y[(s * n + i) * m + j].to_f64();
+                    let cc = s * m + j;
+                    want += (a[(first + i) * c + cc].to_f64() + b[cc].to_f64() * v) * v;
+                }
+            }
+            let got = rc[i].to_f64();
+            assert!(
+                (got - want).abs() <= 64.0 * T::EPS.to_f64() * (1.0 + want.abs()) * c as f64,
+                "{}: sample {i}: {got} vs {want}",
+                tag("quad_residual formula")
+            );
+        }
+        // seeds with the gradient's and the Jacobian's scalings
+        for (alpha, beta) in [(0.37, 0.0), (0.0, 1.0)] {
+            let (al, be_) = (T::from_f64(alpha), T::from_f64(beta));
+            let (mut gc, mut ge) = (vec![T::ZERO; sh.len() + 2], vec![T::ZERO; sh.len() + 2]);
+            Cpu.quad_seeds(&y, &form, &rc, al, be_, first, sh, &mut gc)
+                .unwrap();
+            e.quad_seeds(&y, &eform, &rc, al, be_, first, sh, &mut ge)
+                .unwrap();
+            same(&tag("quad_seeds"), &ge, &gc);
+        }
+        // short buffers are refused
+        if n > 0 && m > 0 {
+            let short = vec![T::ZERO; (first + n) * c - 1];
+            let bad = QuadForm::<Emu, T> {
+                a: &short,
+                b: &b,
+                d: &d,
+            };
+            assert!(e.quad_residual(&y, &bad, first, sh, &mut re).is_err());
+            assert!(e.quad_residual(&y, &eform, first + 1, sh, &mut re).is_err());
+            let mut g = vec![T::ZERO; sh.len() - 1];
+            let z = T::ZERO;
+            assert!(e
+                .quad_seeds(&y, &eform, &rc, z, z, first, sh, &mut g)
+                .is_err());
+        }
+    }
+}
+
+#[test]
+fn residual_kernels_match_cpu() {
+    both!(quad_ops);
+}
+
 // ---- autodiff baseline and Jacobian rows -------------------------------------------------------
 
 fn autodiff_ops<T: Real>() {

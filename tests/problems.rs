@@ -114,3 +114,50 @@ fn unknown_problem_lists_choices() {
     let e = builtin("poisson3d").err().unwrap().to_string();
     assert!(e.contains("poisson3d") && e.contains("heat4d"), "{e}");
 }
+
+/// Every built-in residual (and the custom poisson one) has a quadratic form in the output
+/// jet, and the form reproduces `eval`'s residual and Jacobian at random points and jets.
+#[test]
+fn quadratic_forms_reproduce_the_residuals() {
+    use rand::Rng;
+    let doc: toml::Value = toml::from_str(include_str!("../examples/custom-poisson.toml")).unwrap();
+    let custom = kfac_pinn::pde::custom::from_toml_table(&doc["custom"]).unwrap();
+    let mut problems: Vec<(String, std::sync::Arc<dyn kfac_pinn::pde::Problem>)> = builtin_names()
+        .iter()
+        .map(|n| (n.to_string(), builtin(n).unwrap()))
+        .collect();
+    problems.push(("custom-poisson.toml".into(), custom));
+    let mut r = rng(11);
+    for (name, p) in problems {
+        for (t, term) in p.terms().iter().enumerate() {
+            let c = term.kind.s();
+            let x = p.sample(t, 25, &mut r).unwrap();
+            for pt in x.chunks(p.dim()) {
+                let (mut a, mut b) = (vec![0.0; c], vec![0.0; c]);
+                let d = term
+                    .residual
+                    .quad_form(pt, &mut a, &mut b)
+                    .unwrap_or_else(|| panic!("{name} term {} has no quadratic form", term.name));
+                let y: Vec<f64> = (0..c).map(|_| r.random_range(-2.0..2.0)).collect();
+                let (mut res, mut jac) = ([0.0], vec![0.0; c]);
+                term.residual.eval(pt, &y, &mut res, Some(&mut jac));
+                let form: f64 = d + (0..c).map(|k| (a[k] + b[k] * y[k]) * y[k]).sum::<f64>();
+                let tol = 1e-12 * (1.0 + res[0].abs() + d.abs());
+                assert!(
+                    (form - res[0]).abs() <= tol,
+                    "{name}/{}: form {form} vs eval {}",
+                    term.name,
+                    res[0]
+                );
+                for k in 0..c {
+                    let want = a[k] + 2.0 * b[k] * y[k];
+                    assert!(
+                        (jac[k] - want).abs() <= 1e-12 * (1.0 + want.abs()),
+                        "{name}/{}: ∂r/∂y[{k}]",
+                        term.name
+                    );
+                }
+            }
+        }
+    }
+}

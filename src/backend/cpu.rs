@@ -6,7 +6,10 @@
 //! Checked by `tests/jet.rs` (forward Laplacian against the autodiff baseline and finite
 //! differences) and by the unit tests at the bottom of this file.
 
-use super::{check_view, gemm_dims, syrk_dim, AdamStep, Backend, JacRows, JetShape, Lay, Tr};
+use super::{
+    check_quad, check_view, gemm_dims, syrk_dim, AdamStep, Backend, JacRows, JetShape, Lay,
+    QuadForm, QuadLens, Tr,
+};
 use crate::error::{Error, Result};
 use crate::scalar::Real;
 use faer::linalg::matmul::triangular::BlockStructure;
@@ -919,6 +922,66 @@ impl Backend for Cpu {
         Ok(())
     }
 
+    fn quad_residual<T: Real>(
+        &self,
+        y: &Vec<T>,
+        form: &QuadForm<'_, Self, T>,
+        first: usize,
+        shape: JetShape,
+        r: &mut Vec<T>,
+    ) -> Result<()> {
+        let lens = QuadLens {
+            y: y.len(),
+            a: form.a.len(),
+            b: form.b.len(),
+            d: form.d.len(),
+            out: r.len(),
+        };
+        check_quad(
+            "quad_residual",
+            lens,
+            first,
+            shape,
+            first + shape.n,
+            shape.n,
+        )?;
+        quad_residual_ref(y, form.a, form.b, form.d, first, shape, &mut r[..shape.n]);
+        Ok(())
+    }
+
+    fn quad_seeds<T: Real>(
+        &self,
+        y: &Vec<T>,
+        form: &QuadForm<'_, Self, T>,
+        r: &Vec<T>,
+        alpha: T,
+        beta: T,
+        first: usize,
+        shape: JetShape,
+        g: &mut Vec<T>,
+    ) -> Result<()> {
+        let lens = QuadLens {
+            y: y.len(),
+            a: form.a.len(),
+            b: form.b.len(),
+            d: r.len(),
+            out: g.len(),
+        };
+        check_quad("quad_seeds", lens, first, shape, shape.n, shape.len())?;
+        let len = shape.len();
+        quad_seeds_ref(
+            y,
+            form.a,
+            form.b,
+            r,
+            [alpha, beta],
+            first,
+            shape,
+            &mut g[..len],
+        );
+        Ok(())
+    }
+
     fn row_dot<T: Real>(
         &self,
         x: &Vec<T>,
@@ -1055,6 +1118,53 @@ pub fn row_dot_ref<T: Real>(x: &[T], lx: Lay, y: &[T], ly: Lay, beta: T, out: &m
                 };
             }
         });
+}
+
+/// CPU twin of the quadratic-form residual kernel (`quad_residual` in kernels/jet.cu),
+/// same summation order: `r[i] = d[first+i] + Σ_c (a[first+i, c] + b[c]·y_ic)·y_ic`.
+pub fn quad_residual_ref<T: Real>(
+    y: &[T],
+    a: &[T],
+    b: &[T],
+    d: &[T],
+    first: usize,
+    shape: JetShape,
+    r: &mut [T],
+) {
+    let (n, m) = (shape.n, shape.h);
+    let c_all = shape.s() * m;
+    for (i, ri) in r.iter_mut().enumerate().take(n) {
+        let ai = &a[(first + i) * c_all..(first + i + 1) * c_all];
+        let mut acc = d[first + i];
+        for (c, (&ac, &bc)) in ai.iter().zip(&b[..c_all]).enumerate() {
+            let v = y[((c / m) * n + i) * m + c % m];
+            acc += (ac + bc * v) * v;
+        }
+        *ri = acc;
+    }
+}
+
+/// CPU twin of the quadratic-form seed kernel (`quad_seeds` in kernels/jet.cu):
+/// `g_ic = (alpha·r_i + beta)·(a_ic + 2 b_c y_ic)` in block layout; `ab = [alpha, beta]`.
+#[allow(clippy::too_many_arguments)]
+pub fn quad_seeds_ref<T: Real>(
+    y: &[T],
+    a: &[T],
+    b: &[T],
+    r: &[T],
+    ab: [T; 2],
+    first: usize,
+    shape: JetShape,
+    g: &mut [T],
+) {
+    let (n, m) = (shape.n, shape.h);
+    let c_all = shape.s() * m;
+    let two = T::from_f64(2.0);
+    for (e, ge) in g.iter_mut().enumerate().take(shape.len()) {
+        let (i, c) = ((e / m) % n, (e / (m * n)) * m + e % m);
+        let v = y[e];
+        *ge = (ab[0] * r[i] + ab[1]) * (a[(first + i) * c_all + c] + two * b[c] * v);
+    }
 }
 
 /// CPU twin of the elementwise product kernel: `y *= x`.

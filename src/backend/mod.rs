@@ -58,6 +58,44 @@ impl Lay {
 
 /// Check that `lay` is a valid view inside a buffer of `len` elements (shared by the
 /// backends, so that every one rejects the same bad views with the same message).
+/// Buffer lengths of a quadratic-form residual op ([`Backend::quad_residual`],
+/// [`Backend::quad_seeds`]): the output jet, `a`, `b`, `d` (or the residuals, for the
+/// seeds) and the output.
+pub(crate) struct QuadLens {
+    pub y: usize,
+    pub a: usize,
+    pub b: usize,
+    pub d: usize,
+    pub out: usize,
+}
+
+/// The checks shared by every backend's quadratic-form residual ops: `d_need` and
+/// `out_need` are what the op reads of `d` (or r) and writes of its output.
+pub(crate) fn check_quad(
+    what: &str,
+    lens: QuadLens,
+    first: usize,
+    shape: JetShape,
+    d_need: usize,
+    out_need: usize,
+) -> Result<()> {
+    let c = shape.s() * shape.h;
+    for (name, len, need) in [
+        ("y", lens.y, shape.len()),
+        ("a", lens.a, (first + shape.n) * c),
+        ("b", lens.b, c),
+        ("d/r", lens.d, d_need),
+        ("out", lens.out, out_need),
+    ] {
+        if need > len {
+            return Err(Error::Shape(format!(
+                "{what} ({name}): need {need} elements, buffer has {len}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn check_view(what: &str, len: usize, lay: Lay) -> Result<()> {
     if lay.cols > lay.ld && lay.rows > 1 {
         return Err(Error::Shape(format!(
@@ -446,6 +484,32 @@ pub trait Backend: Clone + Send + Sync + 'static {
         y_off: usize,
         len: usize,
     ) -> Result<()>;
+    /// Residuals of a quadratic form ([`QuadForm`]) for the chunk of `shape.n` samples
+    /// starting at sample `first` of its term, from the chunk's output jet `y` (block
+    /// layout, `shape.h` = outputs): `r[i] = d[first+i] + Σ_c (a[first+i, c] + b[c]·y_ic)·y_ic`.
+    /// CPU twin: `cpu::quad_residual_ref`.
+    fn quad_residual<T: Real>(
+        &self,
+        y: &Self::Buf<T>,
+        form: &QuadForm<'_, Self, T>,
+        first: usize,
+        shape: JetShape,
+        r: &mut Self::Buf<T>,
+    ) -> Result<()>;
+    /// Seeds (output-jet cotangents, block layout) of those residuals:
+    /// `g_ic = (alpha·r_i + beta)·(a_ic + 2 b_c y_ic)`. CPU twin: `cpu::quad_seeds_ref`.
+    #[allow(clippy::too_many_arguments)]
+    fn quad_seeds<T: Real>(
+        &self,
+        y: &Self::Buf<T>,
+        form: &QuadForm<'_, Self, T>,
+        r: &Self::Buf<T>,
+        alpha: T,
+        beta: T,
+        first: usize,
+        shape: JetShape,
+        g: &mut Self::Buf<T>,
+    ) -> Result<()>;
     /// Row-wise dot products of two equally shaped views: `out[out_off + r] =
     /// beta·out[out_off + r] + Σ_c X[r, c] · Y[r, c]` for `r < rows` (beta = 0 ignores the
     /// old contents). CPU twin: `cpu::row_dot_ref`.
@@ -460,6 +524,24 @@ pub trait Backend: Clone + Send + Sync + 'static {
         out_off: usize,
     ) -> Result<()>;
 }
+
+/// A residual that is a quadratic form of the output jet, per sample of a term:
+/// `r_i = d_i + Σ_c (a_ic + b_c y_ic) y_ic` over the `C = S·m` jet entries `c = s·m + j`
+/// ([`crate::pde::Residual::quad_form`]). `a` is `N × C` (sample-major), `b` has `C`
+/// entries, `d` has `N`.
+pub struct QuadForm<'a, B: Backend, T: Real> {
+    pub a: &'a B::Buf<T>,
+    pub b: &'a B::Buf<T>,
+    pub d: &'a B::Buf<T>,
+}
+
+// Manual impls: a derive would ask for `B: Copy`.
+impl<B: Backend, T: Real> Clone for QuadForm<'_, B, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<B: Backend, T: Real> Copy for QuadForm<'_, B, T> {}
 
 /// Run one job per worker: inline if there is one (its operations may then use every
 /// thread), else in parallel, each job's CPU backend operations kept on its own thread

@@ -41,7 +41,7 @@ pub fn chunk_jacobian<B: Backend, T: Real>(
     let n = pass.n;
     be.upload_range(&vec![T::from_f64(c); n], scale, 0)?;
     for q in 0..nr {
-        let seeds = pass.component_seeds(q, |_| 1.0);
+        let seeds = pass.component_seeds(q, |_| 1.0)?;
         pass.backward(&seeds, |be, v| {
             let at = JacRows {
                 row0: row0 + q,
@@ -193,7 +193,7 @@ impl<B: Backend, T: Real> Gramian<B, T> {
                 }
                 chunk_jacobian(pass, c, scale, jc, 0, p)?;
                 // gradient Jᵀ r̃ and loss
-                let rs: Vec<f64> = pass.r.iter().map(|v| c * v).collect();
+                let rs: Vec<f64> = pass.r()?.iter().map(|v| c * v).collect();
                 loss += 0.5 * rs.iter().map(|v| v * v).sum::<f64>();
                 be.upload_range(&convert::<f64, T>(&rs), r, 0)?;
                 let jl = Lay {

@@ -48,13 +48,15 @@ pub fn jacobian<B: Backend, T: Real>(
         let c = (obj.term_spec(t).weight / n_t.max(1) as f64).sqrt();
         obj.sweep(params, t, |pass| {
             let scale = be.upload(&vec![T::from_f64(c); pass.n])?;
-            for i in 0..pass.n {
+            let (n, first) = (pass.n, pass.first);
+            let rc = pass.r()?;
+            for i in 0..n {
                 for q in 0..nr {
-                    r[row0 + (pass.first + i) * nr + q] = c * pass.r[i * nr + q];
+                    r[row0 + (first + i) * nr + q] = c * rc[i * nr + q];
                 }
             }
             for q in 0..nr {
-                let seeds = pass.component_seeds(q, |_| 1.0);
+                let seeds = pass.component_seeds(q, |_| 1.0)?;
                 let first = pass.first;
                 pass.backward(&seeds, |be, v| {
                     let at = JacRows {

@@ -192,7 +192,6 @@ pub struct KfacPass<B: Backend, T: Real> {
     b: Vec<Vec<B::Buf<T>>>,
     /// Per-sample row scales `r_n·w/N` of the current chunk.
     scale: B::Buf<T>,
-    scale_host: Vec<T>,
     /// Accumulators of the further workers of a chunk-parallel sweep.
     spares: Vec<Spare<B, T>>,
 }
@@ -203,7 +202,6 @@ struct Spare<B: Backend, T: Real> {
     a: Vec<B::Buf<T>>,
     b: Vec<B::Buf<T>>,
     scale: B::Buf<T>,
-    scale_host: Vec<T>,
 }
 
 impl<B: Backend, T: Real> Spare<B, T> {
@@ -219,7 +217,6 @@ impl<B: Backend, T: Real> Spare<B, T> {
                 .map(|l| be.alloc(l.fan_out * l.fan_out))
                 .collect::<Result<_>>()?,
             scale: be.alloc(0)?,
-            scale_host: vec![],
         })
     }
 }
@@ -230,7 +227,6 @@ struct Acc<'a, B: Backend, T: Real> {
     a: &'a mut [B::Buf<T>],
     b: &'a mut [B::Buf<T>],
     scale: &'a mut B::Buf<T>,
-    scale_host: &'a mut Vec<T>,
     ss: f64,
     store: Option<&'a mut StorePiece<B, T>>,
 }
@@ -260,7 +256,6 @@ impl<B: Backend, T: Real> KfacPass<B, T> {
             a,
             b,
             scale: be.alloc(0)?,
-            scale_host: vec![],
             spares: vec![],
         })
     }
@@ -332,7 +327,6 @@ impl<B: Backend, T: Real> KfacPass<B, T> {
                 a: &mut self.a[t][..],
                 b: &mut self.b[t][..],
                 scale: &mut self.scale,
-                scale_host: &mut self.scale_host,
                 ss: 0.0,
                 store: None,
             });
@@ -348,7 +342,6 @@ impl<B: Backend, T: Real> KfacPass<B, T> {
                     a: &mut sp.a[..],
                     b: &mut sp.b[..],
                     scale: &mut sp.scale,
-                    scale_host: &mut sp.scale_host,
                     ss: 0.0,
                     store: None,
                 });
@@ -357,19 +350,13 @@ impl<B: Backend, T: Real> KfacPass<B, T> {
                 acc.store = piece.take();
             }
             obj.sweep_par(params, t, &mut accs, |acc, pass| {
-                acc.ss += pass.r.iter().map(|v| v * v).sum::<f64>();
+                acc.ss += pass.sum_sq()?;
                 let (n, first) = (pass.n, pass.first);
-                if be.len(acc.scale) < n {
-                    *acc.scale = be.alloc(n)?;
-                }
                 for q in 0..nr {
-                    // un-scaled seeds ∂r_q/∂y: the cotangents are the g of B
-                    let seeds = pass.component_seeds(q, |_| 1.0);
-                    acc.scale_host.clear();
-                    acc.scale_host
-                        .extend((0..n).map(|i| T::from_f64(pass.r[i * nr + q] * gscale)));
-                    be.upload_range(acc.scale_host, acc.scale, 0)?;
-                    pass.backward(&seeds, |be, v| {
+                    // row scales r_n·w/N for the gradient; un-scaled seeds ∂r_q/∂y: the
+                    // cotangents are the g of B
+                    pass.scaled_residuals(q, gscale, acc.scale)?;
+                    pass.backward_component(q, |be, v| {
                         let l = v.index;
                         let (fi, fo) = (v.layout.fan_in, v.layout.fan_out);
                         if with_factors {

@@ -13,20 +13,24 @@ use crate::loss::{ChunkPass, Objective};
 use crate::scalar::Real;
 
 /// Output-jet seeds `Σ_q coef[i, q] · ∂r_{i,q}/∂y` of a chunk (`n × S·m`).
-pub fn combine_seeds<B: Backend, T: Real>(pass: &ChunkPass<'_, B, T>, coef: &[f64]) -> Vec<f64> {
-    let (sm, nr) = (pass.s_m, pass.n_res);
-    let mut s = vec![0.0; pass.n * sm];
-    for i in 0..pass.n {
+pub fn combine_seeds<B: Backend, T: Real>(
+    pass: &mut ChunkPass<'_, B, T>,
+    coef: &[f64],
+) -> Result<Vec<f64>> {
+    let (sm, nr, n) = (pass.s_m, pass.n_res, pass.n);
+    let jac = pass.jac()?;
+    let mut s = vec![0.0; n * sm];
+    for i in 0..n {
         let out = &mut s[i * sm..(i + 1) * sm];
         for q in 0..nr {
             let c = coef[i * nr + q];
             if c != 0.0 {
-                let j = &pass.jac[(i * nr + q) * sm..][..sm];
+                let j = &jac[(i * nr + q) * sm..][..sm];
                 out.iter_mut().zip(j).for_each(|(o, &jv)| *o += c * jv);
             }
         }
     }
-    s
+    Ok(s)
 }
 
 /// Scale `sqrt(w/N)` of the rows of term `t`.
@@ -83,7 +87,7 @@ pub fn vjp<B: Backend, T: Real>(
         obj.sweep(params, t, |pass| {
             let base = row0 + pass.first * nr;
             let coef: Vec<f64> = w[base..base + pass.n * nr].iter().map(|x| c * x).collect();
-            let seeds = combine_seeds(pass, &coef);
+            let seeds = combine_seeds(pass, &coef)?;
             pass.backward(&seeds, |be, v| accumulate_grad(be, &v, T::ONE, out))
         })?;
         row0 += obj.term_points(t) * nr;
@@ -107,7 +111,7 @@ pub fn gvp<B: Backend, T: Real>(
         obj.sweep(params, t, |pass| {
             let mut rt = pass.residual_tangent(v)?;
             rt.iter_mut().for_each(|x| *x *= c2);
-            let seeds = combine_seeds(pass, &rt);
+            let seeds = combine_seeds(pass, &rt)?;
             pass.backward(&seeds, |be, v| accumulate_grad(be, &v, T::ONE, out))
         })?;
     }

@@ -178,6 +178,10 @@ impl<B: Backend, T: Real> JetEngine<B, T> {
     pub fn backend(&self) -> &B {
         &self.be
     }
+    /// Shape of the output jet of the last forward chunk (`h` = outputs).
+    pub fn output_shape(&self) -> JetShape {
+        self.shape(self.n_cur, self.mlp.output_dim())
+    }
     pub fn mlp(&self) -> &Mlp {
         &self.mlp
     }
@@ -426,7 +430,7 @@ impl<B: Backend, T: Real> JetEngine<B, T> {
         &mut self,
         params: &B::Buf<T>,
         seeds: &[f64],
-        mut visit: impl FnMut(&B, LayerView<'_, B, T>) -> Result<()>,
+        visit: impl FnMut(&B, LayerView<'_, B, T>) -> Result<()>,
     ) -> Result<()> {
         if !self.stored {
             return Err(Error::Shape(
@@ -457,13 +461,50 @@ impl<B: Backend, T: Real> JetEngine<B, T> {
                 }
             }
         }
+        let t = self.train.as_mut().unwrap();
+        self.be.upload_range(&blk, &mut t.g[0], 0)?;
+        self.backward_seeded(params, visit)
+    }
+
+    /// The output jet of the last forward chunk where it lives (block layout: row
+    /// `s·n + i` of `m` values is component `s` of sample `i`, along the operator's
+    /// directions).
+    pub fn output_buf(&self) -> &B::Buf<T> {
+        &self.y
+    }
+
+    /// The output jet and the buffer that [`Self::backward_seeded`] reads its seeds from
+    /// (block layout, like [`Self::output_buf`]), after a forward pass with stored jets.
+    #[allow(clippy::type_complexity)]
+    pub fn output_and_seeds(&mut self) -> Result<(&B::Buf<T>, &mut B::Buf<T>)> {
+        if !self.stored {
+            return Err(Error::Shape(
+                "seeds need a forward pass with stored jets".into(),
+            ));
+        }
+        let t = self.train.as_mut().unwrap();
+        Ok((&self.y, &mut t.g[0]))
+    }
+
+    /// [`Self::backward`] with the seeds already in place ([`Self::output_and_seeds`]).
+    pub fn backward_seeded(
+        &mut self,
+        params: &B::Buf<T>,
+        mut visit: impl FnMut(&B, LayerView<'_, B, T>) -> Result<()>,
+    ) -> Result<()> {
+        if !self.stored {
+            return Err(Error::Shape(
+                "backward needs a forward pass with stored jets".into(),
+            ));
+        }
+        let n = self.n_cur;
+        let s = self.kind.s();
         let nl = self.mlp.num_layers();
         let w = self.mlp.widths().to_vec();
         let rows = n * s;
         let shape = self.shape(n, 0);
         let t = self.train.as_mut().unwrap();
         let [g0, g1] = &mut t.g;
-        self.be.upload_range(&blk, g0, 0)?;
         for l in (0..nl).rev() {
             let lay = self.mlp.layer(l);
             let (cur, next) = if (nl - 1 - l) % 2 == 0 {

@@ -116,12 +116,13 @@ impl<B: Backend, T: Real> ChunkPass<'_, B, T> {
     /// directional derivative of the chunk's residuals along `v`.
     pub fn residual_tangent(&mut self, v: &B::Buf<T>) -> Result<Vec<f64>> {
         let yd = self.tangent(v)?;
-        let (sm, nr) = (self.s_m, self.n_res);
-        let mut out = vec![0.0; self.n * nr];
-        for i in 0..self.n {
+        let (sm, nr, n) = (self.s_m, self.n_res, self.n);
+        let jac = self.jac()?;
+        let mut out = vec![0.0; n * nr];
+        for i in 0..n {
             let y = &yd[i * sm..(i + 1) * sm];
             for q in 0..nr {
-                let j = &self.jac[(i * nr + q) * sm..][..sm];
+                let j = &jac[(i * nr + q) * sm..][..sm];
                 out[i * nr + q] = j.iter().zip(y).map(|(a, b)| a * b).sum();
             }
         }

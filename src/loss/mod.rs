@@ -3,25 +3,64 @@
 //! chunk), and a chunk-by-chunk sweep that exposes residuals, their Gauss–Newton seeds and
 //! the reverse pass to curvature code (KFAC factors, Gramians, Jacobians).
 //!
+//! Residuals that are quadratic forms of the output jet (every built-in problem and the
+//! custom poisson/heat ones, [`crate::pde::Residual::quad_form`]) are computed by the
+//! backend where the jet lives: the per-point data `a, d` are uploaded when the points
+//! change, and a sweep's residuals, squared sums and seeds stay there; only scalars come
+//! back. Other residuals are evaluated on the host from the downloaded output jet, and
+//! any consumer may still ask a chunk for its host residuals and Jacobian (lazily).
+//!
+//! Sweeps run in workers ([`Objective::sweep_par`]): contiguous shares of a term's
+//! samples, each with its own jet engine and scratch, one per thread on the CPU.
+//!
 //! Checked by `tests/gradient.rs`: the gradient against finite differences of the loss,
-//! and the per-layer Z/G matrices against the gradient (∇W = Gᵀ Z with seeds r/N).
+//! the per-layer Z/G matrices against the gradient (∇W = Gᵀ Z with seeds r/N), and the
+//! backend residual path against the host path; `tests/curvature_kfac.rs` runs the KFAC
+//! pass with one and three workers.
 
-use crate::backend::{run_workers, Backend};
+use crate::backend::{run_workers, Backend, Lay, QuadForm};
 use crate::error::{Error, Result};
 use crate::jet::{accumulate_grad, JetEngine, JetKind, LayerView};
 use crate::model::Mlp;
 use crate::pde::TermSpec;
 use crate::scalar::{convert, Real};
 
+/// One sweep worker: its jet engine and residual scratch (`r` holds a chunk's residuals,
+/// `ss` one squared sum).
+struct Worker<B: Backend, T: Real> {
+    engine: JetEngine<B, T>,
+    r: B::Buf<T>,
+    ss: B::Buf<T>,
+}
+
+impl<B: Backend, T: Real> Worker<B, T> {
+    fn new(be: &B, mlp: &Mlp, spec: &TermSpec, chunk_rows: Option<usize>) -> Result<Self> {
+        let engine = JetEngine::new(be.clone(), mlp.clone(), spec.kind.clone(), chunk_rows)?;
+        let r = be.alloc(engine.chunk())?;
+        Ok(Worker {
+            engine,
+            r,
+            ss: be.alloc(1)?,
+        })
+    }
+}
+
+/// A term's residual as a quadratic form on the backend (see [`QuadForm`]).
+struct Quad<B: Backend, T: Real> {
+    a: B::Buf<T>,
+    b: B::Buf<T>,
+    d: B::Buf<T>,
+}
+
 struct Term<B: Backend, T: Real> {
     spec: TermSpec,
-    engine: JetEngine<B, T>,
-    /// Engines of the further workers of [`Objective::sweep_par`] (made on first use).
-    workers: Vec<JetEngine<B, T>>,
+    /// At least one; more for [`Objective::sweep_par`] (made on first use).
+    workers: Vec<Worker<B, T>>,
     chunk_rows: Option<usize>,
     x_host: Vec<f64>,
     x: B::Buf<T>,
     n: usize,
+    quad: Option<Quad<B, T>>,
 }
 
 /// A least-squares objective over a network and a set of terms with their points.
@@ -31,10 +70,13 @@ pub struct Objective<B: Backend, T: Real> {
     terms: Vec<Term<B, T>>,
     /// At most this many sweep workers (None: the backend's choice).
     max_workers: Option<usize>,
+    /// Use the backend's residual kernels where a term has a quadratic form.
+    backend_residuals: bool,
 }
 
-/// One chunk of one term during a [`Objective::sweep`]: its points, residuals, the
-/// residuals' Jacobian with respect to the output jet, and access to the reverse pass.
+/// One chunk of one term during a sweep: its points, its residuals and their Jacobian with
+/// respect to the output jet (on the backend, or on the host on request), and the reverse
+/// pass.
 pub struct ChunkPass<'a, B: Backend, T: Real> {
     pub term: usize,
     /// Index of the chunk's first sample within the term.
@@ -45,20 +87,63 @@ pub struct ChunkPass<'a, B: Backend, T: Real> {
     pub n_total: usize,
     /// The term's weight `w` (loss = w/(2N) Σ ‖r‖²).
     pub weight: f64,
-    /// Residuals per sample (`n × n_res`).
-    pub r: Vec<f64>,
-    /// `∂r/∂y` per sample (`n × n_res × S·m`).
-    pub jac: Vec<f64>,
     pub n_res: usize,
     /// Output-jet values per sample (`S·m`).
     pub s_m: usize,
     /// The chunk's points (row-major).
     pub x: &'a [f64],
+    spec: &'a TermSpec,
+    /// Host residuals (`n × n_res`) and `∂r/∂y` (`n × n_res × S·m`), once computed.
+    host: Option<(Vec<f64>, Vec<f64>)>,
+    /// The quadratic form, if the residuals are in `r_dev`.
+    form: Option<QuadForm<'a, B, T>>,
+    r_dev: &'a mut B::Buf<T>,
+    ss_dev: &'a mut B::Buf<T>,
     pub(crate) engine: &'a mut JetEngine<B, T>,
     pub(crate) params: &'a B::Buf<T>,
 }
 
 impl<B: Backend, T: Real> ChunkPass<'_, B, T> {
+    fn host(&mut self) -> Result<&(Vec<f64>, Vec<f64>)> {
+        if self.host.is_none() {
+            let (nr, sm, n) = (self.n_res, self.s_m, self.n);
+            let d = self.x.len() / n.max(1);
+            let y = self.engine.output()?;
+            let mut r = vec![0.0; n * nr];
+            let mut jac = vec![0.0; n * nr * sm];
+            for i in 0..n {
+                self.spec.residual.eval(
+                    &self.x[i * d..(i + 1) * d],
+                    &y[i * sm..(i + 1) * sm],
+                    &mut r[i * nr..(i + 1) * nr],
+                    Some(&mut jac[i * nr * sm..(i + 1) * nr * sm]),
+                );
+            }
+            self.host = Some((r, jac));
+        }
+        Ok(self.host.as_ref().expect("just computed"))
+    }
+    /// Residuals per sample (`n × n_res`), on the host.
+    pub fn r(&mut self) -> Result<&[f64]> {
+        Ok(&self.host()?.0)
+    }
+    /// `∂r/∂y` per sample (`n × n_res × S·m`, the output-jet layout of
+    /// [`JetEngine::output`]), on the host.
+    pub fn jac(&mut self) -> Result<&[f64]> {
+        Ok(&self.host()?.1)
+    }
+    /// `Σ ‖r_n‖²` over the chunk (on the backend where it can; one scalar comes back).
+    pub fn sum_sq(&mut self) -> Result<f64> {
+        if self.form.is_some() {
+            let be = self.engine.backend().clone();
+            let row = Lay::dense(1, self.n);
+            be.row_dot(self.r_dev, row, self.r_dev, row, T::ZERO, self.ss_dev, 0)?;
+            let mut v = [T::ZERO];
+            be.download_range(self.ss_dev, 0, &mut v)?;
+            return Ok(v[0].to_f64());
+        }
+        Ok(self.r()?.iter().map(|v| v * v).sum())
+    }
     /// Reverse pass with the given output-jet seeds (`n × S·m`, sample-major).
     pub fn backward(
         &mut self,
@@ -67,39 +152,104 @@ impl<B: Backend, T: Real> ChunkPass<'_, B, T> {
     ) -> Result<()> {
         self.engine.backward(self.params, seeds, visit)
     }
-    /// Seeds of the loss gradient: `w/N Σ_r r_{n,r} ∂r_{n,r}/∂y`.
-    pub fn grad_seeds(&self) -> Vec<f64> {
+    /// Reverse pass seeded with `(alpha·r_n + beta)·∂r_n/∂y` (one residual component),
+    /// the seeds made on the backend.
+    fn backward_form(
+        &mut self,
+        alpha: f64,
+        beta: f64,
+        visit: impl FnMut(&B, LayerView<'_, B, T>) -> Result<()>,
+    ) -> Result<()> {
+        let form = self.form.expect("called with a form");
+        let be = self.engine.backend().clone();
+        let shape = self.engine.output_shape();
+        let (y, seeds) = self.engine.output_and_seeds()?;
+        let (a, b) = (T::from_f64(alpha), T::from_f64(beta));
+        be.quad_seeds(y, &form, self.r_dev, a, b, self.first, shape, seeds)?;
+        self.engine.backward_seeded(self.params, visit)
+    }
+    /// Reverse pass for the loss gradient: seeds `w/N Σ_q r_{n,q} ∂r_{n,q}/∂y`.
+    pub fn backward_grad(
+        &mut self,
+        visit: impl FnMut(&B, LayerView<'_, B, T>) -> Result<()>,
+    ) -> Result<()> {
         let scale = self.weight / self.n_total as f64;
-        let mut s = vec![0.0; self.n * self.s_m];
-        for i in 0..self.n {
-            for q in 0..self.n_res {
-                let rv = self.r[i * self.n_res + q] * scale;
-                let j = &self.jac[(i * self.n_res + q) * self.s_m..][..self.s_m];
-                for (o, &jv) in s[i * self.s_m..][..self.s_m].iter_mut().zip(j) {
+        if self.form.is_some() {
+            return self.backward_form(scale, 0.0, visit);
+        }
+        let seeds = self.grad_seeds()?;
+        self.backward(&seeds, visit)
+    }
+    /// Reverse pass seeded with the un-scaled Jacobian of residual component `q`.
+    pub fn backward_component(
+        &mut self,
+        q: usize,
+        visit: impl FnMut(&B, LayerView<'_, B, T>) -> Result<()>,
+    ) -> Result<()> {
+        if self.form.is_some() {
+            return self.backward_form(0.0, 1.0, visit);
+        }
+        let seeds = self.component_seeds(q, |_| 1.0)?;
+        self.backward(&seeds, visit)
+    }
+    /// `out[i] = scale · r_{i,q}` on the backend (`out` grows to the chunk if needed).
+    pub fn scaled_residuals(&mut self, q: usize, scale: f64, out: &mut B::Buf<T>) -> Result<()> {
+        let be = self.engine.backend().clone();
+        if be.len(out) < self.n {
+            *out = be.alloc(self.n)?;
+        }
+        if self.form.is_some() {
+            be.copy(self.r_dev, 0, out, 0, self.n)?;
+            return be.scale(T::from_f64(scale), out);
+        }
+        let nr = self.n_res;
+        let host: Vec<T> = self
+            .r()?
+            .iter()
+            .skip(q)
+            .step_by(nr)
+            .map(|&v| T::from_f64(v * scale))
+            .collect();
+        be.upload_range(&host, out, 0)
+    }
+    /// Seeds of the loss gradient on the host: `w/N Σ_r r_{n,r} ∂r_{n,r}/∂y`.
+    pub fn grad_seeds(&mut self) -> Result<Vec<f64>> {
+        let scale = self.weight / self.n_total as f64;
+        let (n, nr, sm) = (self.n, self.n_res, self.s_m);
+        let (r, jac) = self.host()?;
+        let mut s = vec![0.0; n * sm];
+        for i in 0..n {
+            for q in 0..nr {
+                let rv = r[i * nr + q] * scale;
+                let j = &jac[(i * nr + q) * sm..][..sm];
+                for (o, &jv) in s[i * sm..][..sm].iter_mut().zip(j) {
                     *o += rv * jv;
                 }
             }
         }
-        s
+        Ok(s)
     }
-    /// Seeds selecting residual component `q` of every sample, each scaled by `scale[i]`.
-    pub fn component_seeds(&self, q: usize, scale: impl Fn(usize) -> f64) -> Vec<f64> {
-        let mut s = vec![0.0; self.n * self.s_m];
-        for i in 0..self.n {
+    /// Seeds selecting residual component `q` of every sample, each scaled by `scale[i]`
+    /// (on the host).
+    pub fn component_seeds(&mut self, q: usize, scale: impl Fn(usize) -> f64) -> Result<Vec<f64>> {
+        let (n, nr, sm) = (self.n, self.n_res, self.s_m);
+        let jac = &self.host()?.1;
+        let mut s = vec![0.0; n * sm];
+        for i in 0..n {
             let c = scale(i);
-            let j = &self.jac[(i * self.n_res + q) * self.s_m..][..self.s_m];
-            for (o, &jv) in s[i * self.s_m..][..self.s_m].iter_mut().zip(j) {
+            let j = &jac[(i * nr + q) * sm..][..sm];
+            for (o, &jv) in s[i * sm..][..sm].iter_mut().zip(j) {
                 *o = c * jv;
             }
         }
-        s
+        Ok(s)
     }
     pub fn kind(&self) -> &JetKind {
         self.engine.kind()
     }
 }
 
-/// What a sweep over one term reads: the term's spec and points.
+/// What a sweep over one term reads: the term's spec, points and residual form.
 struct TermInput<'a, B: Backend, T: Real> {
     t: usize,
     spec: &'a TermSpec,
@@ -108,35 +258,29 @@ struct TermInput<'a, B: Backend, T: Real> {
     n_total: usize,
     d: usize,
     m: usize,
+    form: Option<QuadForm<'a, B, T>>,
 }
 
 impl<B: Backend, T: Real> TermInput<'_, B, T> {
-    /// Forward (with stored jets) every chunk of samples `range` with `engine`, compute the
-    /// residuals and their Jacobians on the host, and hand each chunk to `f`.
+    /// Forward (with stored jets) every chunk of samples `range` with the worker's engine,
+    /// compute the residuals on the backend if the term has a form, and hand each chunk
+    /// to `f`.
     fn run(
         &self,
-        engine: &mut JetEngine<B, T>,
+        worker: &mut Worker<B, T>,
         params: &B::Buf<T>,
         range: std::ops::Range<usize>,
         f: &mut dyn FnMut(&mut ChunkPass<'_, B, T>) -> Result<()>,
     ) -> Result<()> {
-        let (d, nr) = (self.d, self.spec.residual.n_res());
-        let sm = self.spec.kind.s() * self.m;
+        let d = self.d;
+        let Worker { engine, r, ss } = worker;
         let mut first = range.start;
         while first < range.end {
             let c = engine.chunk().min(range.end - first);
             engine.forward_chunk(params, self.x, first, c, true)?;
-            let y = engine.output()?;
-            let mut r = vec![0.0; c * nr];
-            let mut jac = vec![0.0; c * nr * sm];
-            for i in 0..c {
-                let gi = first + i;
-                self.spec.residual.eval(
-                    &self.x_host[gi * d..(gi + 1) * d],
-                    &y[i * sm..(i + 1) * sm],
-                    &mut r[i * nr..(i + 1) * nr],
-                    Some(&mut jac[i * nr * sm..(i + 1) * nr * sm]),
-                );
+            if let Some(form) = &self.form {
+                let be = engine.backend().clone();
+                be.quad_residual(engine.output_buf(), form, first, engine.output_shape(), r)?;
             }
             let mut pass = ChunkPass {
                 term: self.t,
@@ -144,11 +288,14 @@ impl<B: Backend, T: Real> TermInput<'_, B, T> {
                 n: c,
                 n_total: self.n_total,
                 weight: self.spec.weight,
-                r,
-                jac,
-                n_res: nr,
-                s_m: sm,
+                n_res: self.spec.residual.n_res(),
+                s_m: self.spec.kind.s() * self.m,
                 x: &self.x_host[first * d..(first + c) * d],
+                spec: self.spec,
+                host: None,
+                form: self.form,
+                r_dev: r,
+                ss_dev: ss,
                 engine,
                 params,
             };
@@ -156,6 +303,48 @@ impl<B: Backend, T: Real> TermInput<'_, B, T> {
             first += c;
         }
         Ok(())
+    }
+
+    /// `Σ ‖r_n‖²` of samples `range` from value passes (no stored jets).
+    fn sum_sq_values(
+        &self,
+        worker: &mut Worker<B, T>,
+        params: &B::Buf<T>,
+        range: std::ops::Range<usize>,
+    ) -> Result<f64> {
+        let (d, nr) = (self.d, self.spec.residual.n_res());
+        let sm = self.spec.kind.s() * self.m;
+        let Worker { engine, r, ss } = worker;
+        let be = engine.backend().clone();
+        let mut total = 0.0;
+        let mut first = range.start;
+        let mut rh = vec![0.0; nr];
+        while first < range.end {
+            let c = engine.chunk().min(range.end - first);
+            engine.forward_chunk(params, self.x, first, c, false)?;
+            if let Some(form) = &self.form {
+                be.quad_residual(engine.output_buf(), form, first, engine.output_shape(), r)?;
+                let row = Lay::dense(1, c);
+                be.row_dot(r, row, r, row, T::ZERO, ss, 0)?;
+                let mut v = [T::ZERO];
+                be.download_range(ss, 0, &mut v)?;
+                total += v[0].to_f64();
+            } else {
+                let y = engine.output()?;
+                for i in 0..c {
+                    let gi = first + i;
+                    self.spec.residual.eval(
+                        &self.x_host[gi * d..(gi + 1) * d],
+                        &y[i * sm..(i + 1) * sm],
+                        &mut rh,
+                        None,
+                    );
+                    total += rh.iter().map(|v| v * v).sum::<f64>();
+                }
+            }
+            first += c;
+        }
+        Ok(total)
     }
 }
 
@@ -171,16 +360,16 @@ impl<B: Backend, T: Real> Objective<B, T> {
                     "a finite number >= 0",
                 ));
             }
-            let engine = JetEngine::new(be.clone(), mlp.clone(), spec.kind.clone(), chunk_rows)?;
+            let worker = Worker::new(&be, &mlp, &spec, chunk_rows)?;
             let x = be.alloc(0)?;
             terms.push(Term {
                 spec,
-                engine,
-                workers: vec![],
+                workers: vec![worker],
                 chunk_rows,
                 x_host: vec![],
                 x,
                 n: 0,
+                quad: None,
             });
         }
         Ok(Objective {
@@ -188,6 +377,7 @@ impl<B: Backend, T: Real> Objective<B, T> {
             mlp,
             terms,
             max_workers: None,
+            backend_residuals: true,
         })
     }
 
@@ -221,9 +411,59 @@ impl<B: Backend, T: Real> Objective<B, T> {
     pub fn workspace_bytes(&self) -> usize {
         self.terms
             .iter()
-            .flat_map(|t| std::iter::once(&t.engine).chain(&t.workers))
-            .map(|e| e.workspace_bytes())
+            .flat_map(|t| &t.workers)
+            .map(|w| w.engine.workspace_bytes())
             .sum()
+    }
+
+    /// Compute residuals and seeds with the backend's kernels where a term's residual is
+    /// a quadratic form (the default), or always on the host (`false`; for comparisons).
+    pub fn set_backend_residuals(&mut self, on: bool) -> Result<()> {
+        self.backend_residuals = on;
+        for t in 0..self.terms.len() {
+            self.upload_form(t)?;
+        }
+        Ok(())
+    }
+
+    /// True if term `t`'s residuals are computed by the backend.
+    pub fn backend_residuals(&self, t: usize) -> bool {
+        self.terms[t].quad.is_some()
+    }
+
+    /// The per-point data of term `t`'s quadratic form on the backend, if it has one
+    /// (one residual component; the output jet along the coordinate axes).
+    fn upload_form(&mut self, t: usize) -> Result<()> {
+        let d = self.mlp.input_dim();
+        let c = self.terms[t].spec.kind.s() * self.mlp.output_dim();
+        let term = &mut self.terms[t];
+        term.quad = None;
+        let axes = match &term.spec.kind {
+            JetKind::Value => true,
+            JetKind::Full(op) => op.is_identity(),
+        };
+        if !self.backend_residuals || !axes || term.spec.residual.n_res() != 1 || term.n == 0 {
+            return Ok(());
+        }
+        let (mut a, mut b, mut dv) = (vec![0.0; term.n * c], vec![0.0; c], vec![0.0; term.n]);
+        for i in 0..term.n {
+            let x = &term.x_host[i * d..(i + 1) * d];
+            b.fill(0.0);
+            match term
+                .spec
+                .residual
+                .quad_form(x, &mut a[i * c..(i + 1) * c], &mut b)
+            {
+                Some(v) => dv[i] = v,
+                None => return Ok(()),
+            }
+        }
+        term.quad = Some(Quad {
+            a: self.be.upload(&convert::<f64, T>(&a))?,
+            b: self.be.upload(&convert::<f64, T>(&b))?,
+            d: self.be.upload(&convert::<f64, T>(&dv))?,
+        });
+        Ok(())
     }
 
     /// Replace the points of term `t` (row-major, input-dimension columns).
@@ -249,74 +489,95 @@ impl<B: Backend, T: Real> Objective<B, T> {
         term.n = x.len() / d;
         term.x = self.be.upload(&convert::<f64, T>(&x))?;
         term.x_host = x;
-        Ok(())
+        self.upload_form(t)
     }
 
     fn check_params(&self, params: &B::Buf<T>) -> Result<()> {
         self.mlp.check_params(self.be.len(params))
     }
 
-    /// Residuals of term `t` (`N × n_res`) from a value-and-jet pass without storage. value-and-jet pass without storage, split
-    /// over [`Self::workers`] like [`Self::sweep_par`].
-    pub fn residuals(&mut self, params: &B::Buf<T>, t: usize) -> Result<Vec<f64>> {
-        self.check_params(params)?;
-        let workers = self.workers(t);
-        self.ensure_workers(t, workers)?;
-        let d = self.mlp.input_dim();
-        let term = &mut self.terms[t];
-        let nr = term.spec.residual.n_res();
-        let sm = term.spec.kind.s() * self.mlp.output_dim();
-        let n = term.n;
-        let mut r = vec![0.0; n * nr];
-        let mut jobs = Vec::with_capacity(workers);
-        let mut rest = &mut r[..];
-        let engines = std::iter::once(&mut term.engine).chain(term.workers.iter_mut());
-        for (w, eng) in engines.take(workers).enumerate() {
-            let range = n * w / workers..n * (w + 1) / workers;
-            let (mine, tail) = std::mem::take(&mut rest).split_at_mut(range.len() * nr);
-            rest = tail;
-            jobs.push((range, eng, mine));
-        }
-        let (spec, x, x_host) = (&term.spec, &term.x, &term.x_host);
-        run_workers(jobs, |(range, eng, out)| {
-            let mut first = range.start;
-            while first < range.end {
-                let c = eng.chunk().min(range.end - first);
-                eng.forward_chunk(params, x, first, c, false)?;
-                let y = eng.output()?;
-                for i in 0..c {
-                    let gi = first + i;
-                    let li = gi - range.start;
-                    spec.residual.eval(
-                        &x_host[gi * d..(gi + 1) * d],
-                        &y[i * sm..(i + 1) * sm],
-                        &mut out[li * nr..(li + 1) * nr],
-                        None,
-                    );
-                }
-                first += c;
-            }
-            Ok(())
-        })?;
-        Ok(r)
-    }
-
-    /// Make sure term `t` has engines for `workers` workers.
+    /// Make sure term `t` has `workers` workers.
     fn ensure_workers(&mut self, t: usize, workers: usize) -> Result<()> {
         let term = &mut self.terms[t];
-        while term.workers.len() + 1 < workers {
-            term.workers.push(JetEngine::new(
-                self.be.clone(),
-                self.mlp.clone(),
-                term.spec.kind.clone(),
-                term.chunk_rows,
-            )?);
+        while term.workers.len() < workers {
+            let w = Worker::new(&self.be, &self.mlp, &term.spec, term.chunk_rows)?;
+            term.workers.push(w);
         }
         Ok(())
     }
 
-    /// Per-term losses `w/(2N) Σ ‖r‖²`.
+    /// Split term `t` over `workers` workers: `(samples, worker)` jobs and the term's
+    /// sweep input.
+    #[allow(clippy::type_complexity)]
+    fn jobs(
+        &mut self,
+        t: usize,
+        workers: usize,
+    ) -> Result<(
+        TermInput<'_, B, T>,
+        Vec<(std::ops::Range<usize>, &mut Worker<B, T>)>,
+    )> {
+        self.ensure_workers(t, workers)?;
+        let (d, m) = (self.mlp.input_dim(), self.mlp.output_dim());
+        let term = &mut self.terms[t];
+        let n = term.n;
+        let form = term.quad.as_ref().map(|q| QuadForm {
+            a: &q.a,
+            b: &q.b,
+            d: &q.d,
+        });
+        let input = TermInput {
+            t,
+            spec: &term.spec,
+            x: &term.x,
+            x_host: &term.x_host,
+            n_total: n,
+            d,
+            m,
+            form,
+        };
+        let jobs = term
+            .workers
+            .iter_mut()
+            .take(workers)
+            .enumerate()
+            .map(|(w, wk)| (n * w / workers..n * (w + 1) / workers, wk))
+            .collect();
+        Ok((input, jobs))
+    }
+
+    /// Residuals of term `t` (`N × n_res`) on the host, from value passes (no stored
+    /// jets).
+    pub fn residuals(&mut self, params: &B::Buf<T>, t: usize) -> Result<Vec<f64>> {
+        self.check_params(params)?;
+        let d = self.mlp.input_dim();
+        let sm = self.terms[t].spec.kind.s() * self.mlp.output_dim();
+        let term = &mut self.terms[t];
+        let nr = term.spec.residual.n_res();
+        let mut r = vec![0.0; term.n * nr];
+        let engine = &mut term.workers[0].engine;
+        let mut first = 0;
+        while first < term.n {
+            let c = engine.chunk().min(term.n - first);
+            engine.forward_chunk(params, &term.x, first, c, false)?;
+            let y = engine.output()?;
+            for i in 0..c {
+                let gi = first + i;
+                term.spec.residual.eval(
+                    &term.x_host[gi * d..(gi + 1) * d],
+                    &y[i * sm..(i + 1) * sm],
+                    &mut r[gi * nr..(gi + 1) * nr],
+                    None,
+                );
+            }
+            first += c;
+        }
+        Ok(r)
+    }
+
+    /// Per-term losses `w/(2N) Σ ‖r‖²` (value passes, split over the workers).
     pub fn loss_terms(&mut self, params: &B::Buf<T>) -> Result<Vec<f64>> {
+        self.check_params(params)?;
         let mut out = Vec::with_capacity(self.terms.len());
         for t in 0..self.terms.len() {
             let n = self.terms[t].n;
@@ -324,9 +585,16 @@ impl<B: Backend, T: Real> Objective<B, T> {
                 out.push(0.0);
                 continue;
             }
-            let r = self.residuals(params, t)?;
             let w = self.terms[t].spec.weight;
-            out.push(w * r.iter().map(|v| v * v).sum::<f64>() / (2.0 * n as f64));
+            let workers = self.workers(t);
+            let (input, jobs) = self.jobs(t, workers)?;
+            let mut sums = vec![0.0; jobs.len()];
+            let jobs: Vec<_> = jobs.into_iter().zip(sums.iter_mut()).collect();
+            run_workers(jobs, |((range, wk), s)| {
+                *s = input.sum_sq_values(wk, params, range)?;
+                Ok(())
+            })?;
+            out.push(w * sums.iter().sum::<f64>() / (2.0 * n as f64));
         }
         Ok(out)
     }
@@ -355,8 +623,8 @@ impl<B: Backend, T: Real> Objective<B, T> {
             .join(", ")
     }
 
-    /// Visit every chunk of term `t`: forward with stored jets, residuals and seeds on
-    /// the host, then `f` (which may run backward passes).
+    /// Visit every chunk of term `t` in order: forward with stored jets, residuals, then
+    /// `f` (which may run backward passes).
     pub fn sweep(
         &mut self,
         params: &B::Buf<T>,
@@ -364,20 +632,9 @@ impl<B: Backend, T: Real> Objective<B, T> {
         mut f: impl FnMut(&mut ChunkPass<'_, B, T>) -> Result<()>,
     ) -> Result<()> {
         self.check_params(params)?;
-        let d = self.mlp.input_dim();
-        let m = self.mlp.output_dim();
-        let term = &mut self.terms[t];
-        let range = 0..term.n;
-        let input = TermInput {
-            t,
-            spec: &term.spec,
-            x: &term.x,
-            x_host: &term.x_host,
-            n_total: term.n,
-            d,
-            m,
-        };
-        input.run(&mut term.engine, params, range, &mut f)
+        let (input, mut jobs) = self.jobs(t, 1)?;
+        let (range, worker) = jobs.pop().expect("one job");
+        input.run(worker, params, range, &mut f)
     }
 
     /// The number of workers [`Self::sweep_par`] uses for term `t`: the backend's
@@ -385,7 +642,7 @@ impl<B: Backend, T: Real> Objective<B, T> {
     /// chunk.
     pub fn workers(&self, t: usize) -> usize {
         let term = &self.terms[t];
-        let chunks = term.n.div_ceil(term.engine.chunk()).max(1);
+        let chunks = term.n.div_ceil(term.workers[0].engine.chunk()).max(1);
         let want = self.max_workers.unwrap_or_else(|| self.be.chunk_workers());
         want.clamp(1, chunks)
     }
@@ -413,36 +670,14 @@ impl<B: Backend, T: Real> Objective<B, T> {
         states: &mut [W],
         f: impl Fn(&mut W, &mut ChunkPass<'_, B, T>) -> Result<()> + Sync,
     ) -> Result<()> {
-        let workers = states.len();
-        if workers <= 1 {
-            return match states.first_mut() {
-                Some(st) => self.sweep(params, t, |pass| f(st, pass)),
-                None => Ok(()),
-            };
+        if states.is_empty() {
+            return Ok(());
         }
         self.check_params(params)?;
-        self.ensure_workers(t, workers)?;
-        let d = self.mlp.input_dim();
-        let m = self.mlp.output_dim();
-        let term = &mut self.terms[t];
-        let n = term.n;
-        let input = TermInput {
-            t,
-            spec: &term.spec,
-            x: &term.x,
-            x_host: &term.x_host,
-            n_total: n,
-            d,
-            m,
-        };
-        let engines = std::iter::once(&mut term.engine).chain(term.workers.iter_mut());
-        let jobs: Vec<_> = engines
-            .zip(states.iter_mut())
-            .enumerate()
-            .map(|(w, (eng, st))| (n * w / workers..n * (w + 1) / workers, eng, st))
-            .collect();
-        run_workers(jobs, |(range, eng, st)| {
-            input.run(eng, params, range, &mut |pass| f(&mut *st, pass))
+        let (input, jobs) = self.jobs(t, states.len())?;
+        let jobs: Vec<_> = jobs.into_iter().zip(states.iter_mut()).collect();
+        run_workers(jobs, |((range, wk), st)| {
+            input.run(wk, params, range, &mut |pass| f(&mut *st, pass))
         })
     }
 
@@ -467,9 +702,8 @@ impl<B: Backend, T: Real> Objective<B, T> {
                 .map(|g| (0.0, g))
                 .collect();
             self.sweep_par(params, t, &mut states, |(ss, g), pass| {
-                *ss += pass.r.iter().map(|v| v * v).sum::<f64>();
-                let seeds = pass.grad_seeds();
-                pass.backward(&seeds, |be, v| accumulate_grad(be, &v, T::ONE, g))
+                *ss += pass.sum_sq()?;
+                pass.backward_grad(|be, v| accumulate_grad(be, &v, T::ONE, g))
             })?;
             let ss: f64 = states.iter().map(|s| s.0).sum();
             drop(states);

@@ -283,7 +283,7 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for EngdWoodbury<B, T> {
                     *scale = be.alloc(pass.n)?;
                 }
                 let base = row0 + pass.first * nr;
-                for (o, v) in r[base..base + pass.n * nr].iter_mut().zip(&pass.r) {
+                for (o, v) in r[base..base + pass.n * nr].iter_mut().zip(pass.r()?) {
                     *o = c * v;
                 }
                 chunk_jacobian(pass, c, scale, j, base, p)

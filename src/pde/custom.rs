@@ -595,6 +595,13 @@ impl Residual for LinearRes {
             }
         }
     }
+    fn quad_form(&self, x: &[f64], a: &mut [f64], _b: &mut [f64]) -> Option<f64> {
+        a[1 + self.d] = self.op_coef;
+        if let Some(t) = self.time {
+            a[1] = t;
+        }
+        Some(-self.f.eval(x))
+    }
 }
 
 /// `F(x, u, ∇u, lap)` with seeds from its symbolic partial derivatives.
@@ -631,6 +638,10 @@ impl Residual for DataRes {
         if let Some(j) = jac {
             j[0] = 1.0;
         }
+    }
+    fn quad_form(&self, x: &[f64], a: &mut [f64], _b: &mut [f64]) -> Option<f64> {
+        a[0] = 1.0;
+        Some(-self.g.eval(x))
     }
 }
 

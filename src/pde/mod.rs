@@ -62,6 +62,16 @@ pub trait Residual: Send + Sync {
     fn is_linear(&self) -> bool {
         true
     }
+    /// The residual (one component) as a quadratic form of the output jet,
+    /// `r = d(x) + Σ_c (a_c(x) + b_c·y_c)·y_c` over the `S·m` entries `c` of `y`: fills `a`
+    /// and `b` (zeroed by the caller; `b` must not depend on `x`) and returns `d(x)`, or
+    /// None if the residual has no such form. With it, backends compute residuals and
+    /// Gauss–Newton seeds where the output jet lives ([`crate::backend::QuadForm`]),
+    /// without a round trip to the host. Checked against [`Residual::eval`] in
+    /// tests/problems.rs.
+    fn quad_form(&self, _x: &[f64], _a: &mut [f64], _b: &mut [f64]) -> Option<f64> {
+        None
+    }
 }
 
 /// One term of a least-squares loss `Σ_terms w/(2N) Σ_n ‖r_n‖²`.

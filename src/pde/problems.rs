@@ -51,6 +51,13 @@ impl Residual for LinearResidual {
             }
         }
     }
+    fn quad_form(&self, x: &[f64], a: &mut [f64], _b: &mut [f64]) -> Option<f64> {
+        a[1 + self.k] = -self.op_coef;
+        if let Some(t) = self.time {
+            a[1] = t;
+        }
+        Some(-(self.f)(x))
+    }
 }
 
 /// log-Fokker–Planck residual for drift −x/2 and diffusion √2·I in `d` space
@@ -82,6 +89,16 @@ impl Residual for LogFokkerPlanckResidual {
     fn is_linear(&self) -> bool {
         false
     }
+    fn quad_form(&self, x: &[f64], a: &mut [f64], b: &mut [f64]) -> Option<f64> {
+        let d = self.d;
+        a[1] = 1.0;
+        for i in 0..d {
+            a[2 + i] = -0.5 * x[1 + i];
+            b[2 + i] = -1.0;
+        }
+        a[2 + d] = -0.5;
+        Some(-0.5 * d as f64)
+    }
 }
 
 /// Dirichlet/initial data `u − g(x)`.
@@ -95,6 +112,10 @@ impl Residual for DataResidual {
         if let Some(j) = jac {
             j[0] = 1.0;
         }
+    }
+    fn quad_form(&self, x: &[f64], a: &mut [f64], _b: &mut [f64]) -> Option<f64> {
+        a[0] = 1.0;
+        Some(-(self.g)(x))
     }
 }
 

@@ -28,7 +28,7 @@ pub mod solver;
 use self::device::{drv, no_panic};
 use self::launch::{DeviceLimits, Geometry, KArg, Launcher};
 use self::ops::Dev;
-use super::{AdamStep, Backend, JacRows, JetShape, Lay, Tr};
+use super::{AdamStep, Backend, JacRows, JetShape, Lay, QuadForm, Tr};
 use crate::error::{Error, Result};
 use crate::scalar::Real;
 use cudarc::cublas::CudaBlas;
@@ -668,6 +668,41 @@ impl Backend for Cuda {
         len: usize,
     ) -> Result<()> {
         ops::mul(self, x.dev(), x_off, y.dev(), y_off, len)
+    }
+    fn quad_residual<T: Real>(
+        &self,
+        y: &CudaBuf<T>,
+        form: &QuadForm<'_, Self, T>,
+        first: usize,
+        shape: JetShape,
+        r: &mut CudaBuf<T>,
+    ) -> Result<()> {
+        let (a, b, d) = (form.a.dev(), form.b.dev(), form.d.dev());
+        ops::quad_residual(self, y.dev(), a, b, d, first, shape, r.dev())
+    }
+    fn quad_seeds<T: Real>(
+        &self,
+        y: &CudaBuf<T>,
+        form: &QuadForm<'_, Self, T>,
+        r: &CudaBuf<T>,
+        alpha: T,
+        beta: T,
+        first: usize,
+        shape: JetShape,
+        g: &mut CudaBuf<T>,
+    ) -> Result<()> {
+        let (a, b) = (form.a.dev(), form.b.dev());
+        ops::quad_seeds(
+            self,
+            y.dev(),
+            a,
+            b,
+            r.dev(),
+            [alpha, beta],
+            first,
+            shape,
+            g.dev(),
+        )
     }
     fn row_dot<T: Real>(
         &self,

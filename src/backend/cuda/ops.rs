@@ -8,7 +8,7 @@
 //! backend (f32 and f64, ragged and empty sizes, out-of-range arguments).
 
 use super::launch::{kernel_name, Geometry, KArg, Launcher};
-use crate::backend::{check_view, AdamStep, JacRows, JetShape, Lay};
+use crate::backend::{check_quad, check_view, AdamStep, JacRows, JetShape, Lay, QuadLens};
 use crate::error::{Error, Result};
 use crate::scalar::Real;
 use std::marker::PhantomData;
@@ -691,4 +691,93 @@ pub fn pack_f64<L: Launcher + ?Sized, T: Real>(
         _ => f64::from_le_bytes(v[..8].try_into().expect("8 bytes")),
     };
     Ok(Some((r, c, val)))
+}
+
+// ---- residuals ----------------------------------------------------------------------------
+
+/// Quadratic-form residuals of one chunk (see `Backend::quad_residual`); `a`, `b`, `d` as
+/// in [`crate::backend::QuadForm`].
+#[allow(clippy::too_many_arguments)]
+pub fn quad_residual<L: Launcher + ?Sized, T: Real>(
+    l: &L,
+    y: Dev<T>,
+    a: Dev<T>,
+    b: Dev<T>,
+    d: Dev<T>,
+    first: usize,
+    shape: JetShape,
+    r: Dev<T>,
+) -> Result<()> {
+    let lens = QuadLens {
+        y: y.len,
+        a: a.len,
+        b: b.len,
+        d: d.len,
+        out: r.len,
+    };
+    check_quad(
+        "quad_residual",
+        lens,
+        first,
+        shape,
+        first + shape.n,
+        shape.n,
+    )?;
+    launch_linear::<L, T>(
+        l,
+        "quad_residual",
+        shape.n,
+        &[
+            y.arg(),
+            a.arg(),
+            b.arg(),
+            d.arg(),
+            r.arg(),
+            KArg::len(first),
+            KArg::len(shape.n),
+            KArg::len(shape.s()),
+            KArg::len(shape.h),
+        ],
+    )
+}
+
+/// Seeds of the quadratic-form residuals (see `Backend::quad_seeds`).
+#[allow(clippy::too_many_arguments)]
+pub fn quad_seeds<L: Launcher + ?Sized, T: Real>(
+    l: &L,
+    y: Dev<T>,
+    a: Dev<T>,
+    b: Dev<T>,
+    r: Dev<T>,
+    ab: [T; 2],
+    first: usize,
+    shape: JetShape,
+    g: Dev<T>,
+) -> Result<()> {
+    let lens = QuadLens {
+        y: y.len,
+        a: a.len,
+        b: b.len,
+        d: r.len,
+        out: g.len,
+    };
+    check_quad("quad_seeds", lens, first, shape, shape.n, shape.len())?;
+    launch_linear::<L, T>(
+        l,
+        "quad_seeds",
+        shape.len(),
+        &[
+            y.arg(),
+            a.arg(),
+            b.arg(),
+            r.arg(),
+            g.arg(),
+            KArg::val(ab[0]),
+            KArg::val(ab[1]),
+            KArg::len(first),
+            KArg::len(shape.n),
+            KArg::len(shape.s()),
+            KArg::len(shape.h),
+        ],
+    )
 }

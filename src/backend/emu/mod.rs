@@ -11,7 +11,7 @@
 use super::cpu::Cpu;
 use super::cuda::launch::{DeviceLimits, Geometry, KArg, Launcher};
 use super::cuda::ops::{self, Dev};
-use super::{AdamStep, Backend, JacRows, JetShape, Lay, Tr};
+use super::{AdamStep, Backend, JacRows, JetShape, Lay, QuadForm, Tr};
 use crate::error::{Error, Result};
 use crate::scalar::Real;
 use std::sync::{Arc, Mutex};
@@ -469,6 +469,32 @@ impl Backend for Emu {
         len: usize,
     ) -> Result<()> {
         ops::mul(self, self.dev(x), x_off, self.dev_mut(y), y_off, len)
+    }
+    fn quad_residual<T: Real>(
+        &self,
+        y: &Vec<T>,
+        form: &QuadForm<'_, Self, T>,
+        first: usize,
+        shape: JetShape,
+        r: &mut Vec<T>,
+    ) -> Result<()> {
+        let (a, b, d) = (self.dev(form.a), self.dev(form.b), self.dev(form.d));
+        ops::quad_residual(self, self.dev(y), a, b, d, first, shape, self.dev_mut(r))
+    }
+    fn quad_seeds<T: Real>(
+        &self,
+        y: &Vec<T>,
+        form: &QuadForm<'_, Self, T>,
+        r: &Vec<T>,
+        alpha: T,
+        beta: T,
+        first: usize,
+        shape: JetShape,
+        g: &mut Vec<T>,
+    ) -> Result<()> {
+        let (a, b, r) = (self.dev(form.a), self.dev(form.b), self.dev(r));
+        let g = self.dev_mut(g);
+        ops::quad_seeds(self, self.dev(y), a, b, r, [alpha, beta], first, shape, g)
     }
     fn row_dot<T: Real>(
         &self,

@@ -178,6 +178,15 @@ impl<B: Backend, T: Real> JetEngine<B, T> {
     pub fn backend(&self) -> &B {
         &self.be
     }
+    fn check_stored(&self, what: &str) -> Result<()> {
+        if self.stored {
+            Ok(())
+        } else {
+            Err(Error::Shape(format!(
+                "{what} needs a forward pass with stored jets"
+            )))
+        }
+    }
     /// Shape of the output jet of the last forward chunk (`h` = outputs).
     pub fn output_shape(&self) -> JetShape {
         self.shape(self.n_cur, self.mlp.output_dim())
@@ -432,11 +441,7 @@ impl<B: Backend, T: Real> JetEngine<B, T> {
         seeds: &[f64],
         visit: impl FnMut(&B, LayerView<'_, B, T>) -> Result<()>,
     ) -> Result<()> {
-        if !self.stored {
-            return Err(Error::Shape(
-                "backward needs a forward pass with stored jets".into(),
-            ));
-        }
+        self.check_stored("backward")?;
         let n = self.n_cur;
         let m = self.mlp.output_dim();
         let s = self.kind.s();
@@ -477,11 +482,7 @@ impl<B: Backend, T: Real> JetEngine<B, T> {
     /// (block layout, like [`Self::output_buf`]), after a forward pass with stored jets.
     #[allow(clippy::type_complexity)]
     pub fn output_and_seeds(&mut self) -> Result<(&B::Buf<T>, &mut B::Buf<T>)> {
-        if !self.stored {
-            return Err(Error::Shape(
-                "seeds need a forward pass with stored jets".into(),
-            ));
-        }
+        self.check_stored("seeds")?;
         let t = self.train.as_mut().unwrap();
         Ok((&self.y, &mut t.g[0]))
     }
@@ -492,11 +493,7 @@ impl<B: Backend, T: Real> JetEngine<B, T> {
         params: &B::Buf<T>,
         mut visit: impl FnMut(&B, LayerView<'_, B, T>) -> Result<()>,
     ) -> Result<()> {
-        if !self.stored {
-            return Err(Error::Shape(
-                "backward needs a forward pass with stored jets".into(),
-            ));
-        }
+        self.check_stored("backward")?;
         let n = self.n_cur;
         let s = self.kind.s();
         let nl = self.mlp.num_layers();

@@ -305,6 +305,22 @@ impl<B: Backend, T: Real> TermInput<'_, B, T> {
         Ok(())
     }
 
+    /// Host residuals (`c × n_res`) of the chunk of `c` samples at `first` from its output
+    /// jet `y` (sample-major, [`JetEngine::output`]).
+    fn host_residuals(&self, first: usize, c: usize, y: &[f64], out: &mut [f64]) {
+        let (d, nr) = (self.d, self.spec.residual.n_res());
+        let sm = self.spec.kind.s() * self.m;
+        for i in 0..c {
+            let gi = first + i;
+            self.spec.residual.eval(
+                &self.x_host[gi * d..(gi + 1) * d],
+                &y[i * sm..(i + 1) * sm],
+                &mut out[i * nr..(i + 1) * nr],
+                None,
+            );
+        }
+    }
+
     /// `Σ ‖r_n‖²` of samples `range` from value passes (no stored jets).
     fn sum_sq_values(
         &self,
@@ -312,13 +328,12 @@ impl<B: Backend, T: Real> TermInput<'_, B, T> {
         params: &B::Buf<T>,
         range: std::ops::Range<usize>,
     ) -> Result<f64> {
-        let (d, nr) = (self.d, self.spec.residual.n_res());
-        let sm = self.spec.kind.s() * self.m;
+        let nr = self.spec.residual.n_res();
         let Worker { engine, r, ss } = worker;
         let be = engine.backend().clone();
         let mut total = 0.0;
         let mut first = range.start;
-        let mut rh = vec![0.0; nr];
+        let mut rh = vec![0.0; engine.chunk() * nr];
         while first < range.end {
             let c = engine.chunk().min(range.end - first);
             engine.forward_chunk(params, self.x, first, c, false)?;
@@ -331,16 +346,8 @@ impl<B: Backend, T: Real> TermInput<'_, B, T> {
                 total += v[0].to_f64();
             } else {
                 let y = engine.output()?;
-                for i in 0..c {
-                    let gi = first + i;
-                    self.spec.residual.eval(
-                        &self.x_host[gi * d..(gi + 1) * d],
-                        &y[i * sm..(i + 1) * sm],
-                        &mut rh,
-                        None,
-                    );
-                    total += rh.iter().map(|v| v * v).sum::<f64>();
-                }
+                self.host_residuals(first, c, &y, &mut rh);
+                total += rh[..c * nr].iter().map(|v| v * v).sum::<f64>();
             }
             first += c;
         }
@@ -550,26 +557,17 @@ impl<B: Backend, T: Real> Objective<B, T> {
     /// jets).
     pub fn residuals(&mut self, params: &B::Buf<T>, t: usize) -> Result<Vec<f64>> {
         self.check_params(params)?;
-        let d = self.mlp.input_dim();
-        let sm = self.terms[t].spec.kind.s() * self.mlp.output_dim();
-        let term = &mut self.terms[t];
-        let nr = term.spec.residual.n_res();
-        let mut r = vec![0.0; term.n * nr];
-        let engine = &mut term.workers[0].engine;
+        let (input, mut jobs) = self.jobs(t, 1)?;
+        let (range, worker) = jobs.pop().expect("one job");
+        let nr = input.spec.residual.n_res();
+        let mut r = vec![0.0; range.len() * nr];
+        let engine = &mut worker.engine;
         let mut first = 0;
-        while first < term.n {
-            let c = engine.chunk().min(term.n - first);
-            engine.forward_chunk(params, &term.x, first, c, false)?;
+        while first < range.end {
+            let c = engine.chunk().min(range.end - first);
+            engine.forward_chunk(params, input.x, first, c, false)?;
             let y = engine.output()?;
-            for i in 0..c {
-                let gi = first + i;
-                term.spec.residual.eval(
-                    &term.x_host[gi * d..(gi + 1) * d],
-                    &y[i * sm..(i + 1) * sm],
-                    &mut r[gi * nr..(gi + 1) * nr],
-                    None,
-                );
-            }
+            input.host_residuals(first, c, &y, &mut r[first * nr..(first + c) * nr]);
             first += c;
         }
         Ok(r)

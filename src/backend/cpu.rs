@@ -1,7 +1,9 @@
 //! The CPU backend: faer for dense products (multi-threaded through rayon), and fused,
 //! rayon-parallel loops for the jet kernels. These loops are the CPU twins of the CUDA
 //! kernels in `kernels/*.cu`: same arguments, same formulas (DESIGN §1), and the
-//! reference the GPU and the emulated kernels are tested against.
+//! reference the GPU and the emulated kernels are tested against. The tanh-jet loops are
+//! also built for AVX2 and picked at run time (same bits: Rust does not fuse `a·b + c`).
+//! Inside a chunk-parallel sweep ([`sequential`]) every operation stays on its thread.
 //!
 //! Checked by `tests/jet.rs` (forward Laplacian against the autodiff baseline and finite
 //! differences) and by the unit tests at the bottom of this file.
@@ -1258,6 +1260,24 @@ pub fn adam_ref<T: Real>(p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], s: Adam
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sequential_scopes_nest_and_restore() {
+        assert!(!is_sequential());
+        let threads = rayon::current_num_threads();
+        assert_eq!(Cpu.chunk_workers(), threads);
+        sequential(|| {
+            assert!(is_sequential());
+            assert_eq!(Cpu.chunk_workers(), 1);
+            sequential(|| assert!(is_sequential()));
+            // still set after the inner scope ends
+            assert!(is_sequential());
+        });
+        assert!(!is_sequential());
+        // restored when the scope unwinds, too
+        let _ = std::panic::catch_unwind(|| sequential(|| panic!("inside")));
+        assert!(!is_sequential());
+    }
 
     fn naive_gemm(a: &[f64], la: Lay, ta: Tr, b: &[f64], lb: Lay, tb: Tr) -> Vec<f64> {
         let get = |x: &[f64], l: Lay, t: Tr, r: usize, c: usize| match t {

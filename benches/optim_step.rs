@@ -1,6 +1,7 @@
 //! One optimizer step on heat 4+1d (5→64→64→48→48→1, 3000 interior + 500 boundary
-//! points, f64, CPU): kfac (with its 31-point grid line search), kfac-star (two tangent
-//! passes for the quadratic model) and engd-layer (per-layer Gramian blocks, host solves).
+//! points, f64, CPU): kfac (with its 31-point grid line search), kfac-star (the quadratic
+//! model's Gramian products from the gradient pass's stored layer inputs and cotangents)
+//! and engd-layer (per-layer Gramian blocks, host solves).
 //! The optimizer state is warmed up by a few steps first; the points stay fixed.
 //!
 //! Run with `cargo bench --bench optim_step`; other builds on the same machine skew the

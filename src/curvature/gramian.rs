@@ -39,10 +39,9 @@ pub fn chunk_jacobian<B: Backend, T: Real>(
     let be = pass.engine.backend().clone();
     let nr = pass.n_res;
     let n = pass.n;
-    be.upload_range(&vec![T::from_f64(c); n], scale, 0)?;
+    be.fill(scale, 0, n, T::from_f64(c))?;
     for q in 0..nr {
-        let seeds = pass.component_seeds(q, |_| 1.0)?;
-        pass.backward(&seeds, |be, v| {
+        pass.backward_component(q, |be, v| {
             let at = JacRows {
                 row0: row0 + q,
                 row_stride: nr,
@@ -193,9 +192,8 @@ impl<B: Backend, T: Real> Gramian<B, T> {
                 }
                 chunk_jacobian(pass, c, scale, jc, 0, p)?;
                 // gradient Jᵀ r̃ and loss
-                let rs: Vec<f64> = pass.r()?.iter().map(|v| c * v).collect();
-                loss += 0.5 * rs.iter().map(|v| v * v).sum::<f64>();
-                be.upload_range(&convert::<f64, T>(&rs), r, 0)?;
+                loss += 0.5 * c * c * pass.sum_sq()?;
+                pass.scaled_residuals(c, r)?;
                 let jl = Lay {
                     off: 0,
                     rows,

@@ -355,7 +355,7 @@ impl<B: Backend, T: Real> KfacPass<B, T> {
                 for q in 0..nr {
                     // row scales r_n·w/N for the gradient; un-scaled seeds ∂r_q/∂y: the
                     // cotangents are the g of B
-                    pass.scaled_residuals(q, gscale, acc.scale)?;
+                    pass.component_residuals(q, gscale, acc.scale)?;
                     pass.backward_component(q, |be, v| {
                         let l = v.index;
                         let (fi, fo) = (v.layout.fan_in, v.layout.fan_out);

@@ -193,21 +193,34 @@ impl<B: Backend, T: Real> ChunkPass<'_, B, T> {
         self.backward(&seeds, visit)
     }
     /// `out[i] = scale · r_{i,q}` on the backend (`out` grows to the chunk if needed).
-    pub fn scaled_residuals(&mut self, q: usize, scale: f64, out: &mut B::Buf<T>) -> Result<()> {
+    pub fn component_residuals(&mut self, q: usize, scale: f64, out: &mut B::Buf<T>) -> Result<()> {
+        self.residuals_to(Some(q), scale, out)
+    }
+    /// `out[i·n_res + q] = scale · r_{i,q}` on the backend (`out` grows if needed).
+    pub fn scaled_residuals(&mut self, scale: f64, out: &mut B::Buf<T>) -> Result<()> {
+        self.residuals_to(None, scale, out)
+    }
+    fn residuals_to(&mut self, q: Option<usize>, scale: f64, out: &mut B::Buf<T>) -> Result<()> {
         let be = self.engine.backend().clone();
-        if be.len(out) < self.n {
-            *out = be.alloc(self.n)?;
+        let nr = self.n_res;
+        let len = if q.is_some() { self.n } else { self.n * nr };
+        if be.len(out) < len {
+            *out = be.alloc(len)?;
         }
         if self.form.is_some() {
+            // one component, already on the backend
             be.copy(self.r_dev, 0, out, 0, self.n)?;
             return be.scale(T::from_f64(scale), out);
         }
-        let nr = self.n_res;
+        let (skip, step) = match q {
+            Some(q) => (q, nr),
+            None => (0, 1),
+        };
         let host: Vec<T> = self
             .r()?
             .iter()
-            .skip(q)
-            .step_by(nr)
+            .skip(skip)
+            .step_by(step)
             .map(|&v| T::from_f64(v * scale))
             .collect();
         be.upload_range(&host, out, 0)

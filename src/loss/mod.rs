@@ -70,6 +70,8 @@ pub struct Objective<B: Backend, T: Real> {
     terms: Vec<Term<B, T>>,
     /// At most this many sweep workers (None: the backend's choice).
     max_workers: Option<usize>,
+    /// Gradients of the further workers of [`Objective::loss_grad`] (kept between calls).
+    grad_spares: Vec<B::Buf<T>>,
     /// Use the backend's residual kernels where a term has a quadratic form.
     backend_residuals: bool,
 }
@@ -397,6 +399,7 @@ impl<B: Backend, T: Real> Objective<B, T> {
             mlp,
             terms,
             max_workers: None,
+            grad_spares: vec![],
             backend_residuals: true,
         })
     }
@@ -704,9 +707,17 @@ impl<B: Backend, T: Real> Objective<B, T> {
             // per worker: sum of squared residuals and a gradient (the first worker adds
             // into `grad` itself)
             let workers = self.workers(t);
-            let mut extra = Vec::with_capacity(workers - 1);
-            for _ in 1..workers {
+            let mut extra = std::mem::take(&mut self.grad_spares);
+            while extra.len() + 1 < workers {
                 extra.push(self.be.alloc::<T>(np)?);
+            }
+            extra.truncate(workers - 1);
+            for g in &mut extra {
+                if self.be.len(g) != np {
+                    *g = self.be.alloc(np)?;
+                } else {
+                    self.be.fill(g, 0, np, T::ZERO)?;
+                }
             }
             let mut states: Vec<(f64, &mut B::Buf<T>)> = std::iter::once(&mut *grad)
                 .chain(extra.iter_mut())
@@ -721,6 +732,7 @@ impl<B: Backend, T: Real> Objective<B, T> {
             for g in &extra {
                 self.be.axpby(T::ONE, g, T::ONE, grad)?;
             }
+            self.grad_spares = extra;
             per_term.push(w * ss / (2.0 * n));
         }
         let loss: f64 = per_term.iter().sum();

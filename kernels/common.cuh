@@ -36,30 +36,49 @@ __device__ __forceinline__ double k_tanh(double x) { return tanh(x); }
 __device__ __forceinline__ float k_sqrt(float x) { return sqrtf(x); }
 __device__ __forceinline__ double k_sqrt(double x) { return sqrt(x); }
 
-// Sum over the 32 lanes of a warp; every lane gets the total. All 32 lanes must call it.
-template <class T>
-__device__ __forceinline__ T warp_sum(T v) {
-    for (int o = KFAC_WARP / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+// Reduction operators for the warp and block reductions below.
+struct SumOp {
+    template <class T>
+    __device__ __forceinline__ T operator()(T a, T b) const { return a + b; }
+};
+struct MaxOp {
+    template <class T>
+    __device__ __forceinline__ T operator()(T a, T b) const { return a > b ? a : b; }
+};
+
+// Reduce over the 32 lanes of a warp; every lane gets the result. All 32 lanes must call it.
+template <class T, class Op>
+__device__ __forceinline__ T warp_reduce(T v, Op op) {
+    for (int o = KFAC_WARP / 2; o > 0; o /= 2) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
 }
-
-// Sum over all threads of a 1-D block (blockDim.x a multiple of 32, at most 1024); the
-// result is valid in thread 0. Every thread of the block must call it (it synchronises).
 template <class T>
-__device__ __forceinline__ T block_sum(T v) {
+__device__ __forceinline__ T warp_sum(T v) {
+    return warp_reduce(v, SumOp());
+}
+
+// Reduce over all threads of a 1-D block (blockDim.x a multiple of 32, at most 1024) with
+// `op`, whose neutral element is `id`; the result is valid in thread 0. Every thread of the
+// block must call it (it synchronises).
+template <class T, class Op>
+__device__ __forceinline__ T block_reduce(T v, Op op, T id) {
     __shared__ T partial[KFAC_MAX_WARPS];
     const int lane = threadIdx.x % KFAC_WARP;
     const int warp = threadIdx.x / KFAC_WARP;
     const int warps = blockDim.x / KFAC_WARP;
-    v = warp_sum(v);
+    v = warp_reduce(v, op);
     if (lane == 0) partial[warp] = v;
     __syncthreads();
     if (warp == 0) {
-        T w = lane < warps ? partial[lane] : T(0);
-        for (int o = KFAC_WARP / 2; o > 0; o /= 2) w += __shfl_down_sync(0xffffffffu, w, o);
+        T w = lane < warps ? partial[lane] : id;
+        for (int o = KFAC_WARP / 2; o > 0; o /= 2) w = op(w, __shfl_down_sync(0xffffffffu, w, o));
         v = w;
     }
     // partial[] may be reused by a later call in the same kernel
     __syncthreads();
     return v;
+}
+template <class T>
+__device__ __forceinline__ T block_sum(T v) {
+    return block_reduce(v, SumOp(), T(0));
 }

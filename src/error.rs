@@ -64,6 +64,17 @@ impl Error {
             choices: choices.join(", "),
         }
     }
+    /// Prefix the message of a numerical, non-finite, shape or device error with what was
+    /// being computed (other kinds name their subject already).
+    pub fn context(self, what: &str) -> Self {
+        match self {
+            Error::NonFinite(m) => Error::NonFinite(format!("{what}: {m}")),
+            Error::Numerical(m) => Error::Numerical(format!("{what}: {m}")),
+            Error::Shape(m) => Error::Shape(format!("{what}: {m}")),
+            Error::Device(m) => Error::Device(format!("{what}: {m}")),
+            e => e,
+        }
+    }
     pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.as_ref().display().to_string(),

@@ -14,7 +14,8 @@ use common::{assert_close, rng, uniform};
 use kfac_pinn::backend::cpu::Cpu;
 use kfac_pinn::backend::Backend;
 use kfac_pinn::curvature::{
-    gvp, jacobian, jvp, jvp_gram, vjp, Gramian, GramianKind, KfacFactors, KfacInverse, KfacPass,
+    gvp, jacobian, jvp, jvp_gram, vjp, DeviceFactors, Gramian, GramianKind, KfacFactors,
+    KfacInverse, KfacPass,
 };
 use kfac_pinn::jet::{JetEngine, JetKind, Operator};
 use kfac_pinn::loss::Objective;
@@ -292,11 +293,12 @@ fn kfac_factors_match_a_naive_computation_and_the_pass_gives_the_gradient() {
         for workers in [1, 3] {
             obj.set_workers(Some(workers)).unwrap();
             let mut pass = KfacPass::<Cpu, f64>::new(&Cpu, &mlp, 2).unwrap();
-            let mut f = KfacFactors::new(&mlp, 2, false).unwrap();
+            let mut fd = DeviceFactors::new(&Cpu, &mlp, 2, false).unwrap();
             let mut grad = vec![0.0; p.len()];
             let loss = pass
-                .run(&mut obj, &p, &mut grad, Some(&mut f), None)
+                .run(&mut obj, &p, &mut grad, Some(&mut fd), None)
                 .unwrap();
+            let f = fd.download(&Cpu).unwrap();
             let mut grad_ref = vec![0.0; p.len()];
             let loss_ref = obj.loss_grad(&p, &mut grad_ref).unwrap();
             assert!((loss - loss_ref).abs() <= 1e-12 * loss_ref);
@@ -349,11 +351,11 @@ fn kfac_equals_the_exact_gramian_block_for_one_sample() {
     let (m, np, j) = dense_j(&mut obj, &p);
     let g = jtj(m, np, &j);
     let mut pass = KfacPass::<Cpu, f64>::new(&Cpu, &mlp, 1).unwrap();
-    let mut f = KfacFactors::new(&mlp, 1, false).unwrap();
+    let mut f = DeviceFactors::new(&Cpu, &mlp, 1, false).unwrap();
     let mut grad = vec![0.0; np];
     pass.run(&mut obj, &p, &mut grad, Some(&mut f), None)
         .unwrap();
-    let dense = f.to_dense(0.0);
+    let dense = f.download(&Cpu).unwrap().to_dense(0.0);
     // compare the layer blocks of the exact Gramian
     let mut want = vec![0.0; np * np];
     for l in mlp.layers() {
@@ -405,7 +407,8 @@ fn kronecker_sum_inverse_matches_the_dense_inverse() {
         }
         let damping = 1e-3;
         let mut inv = KfacInverse::<Cpu, f64>::new(&Cpu, &mlp).unwrap();
-        let clamped = inv.update(&Cpu, &f, damping).unwrap();
+        let fd = DeviceFactors::upload(&Cpu, &f).unwrap();
+        let clamped = inv.update(&Cpu, &fd, damping).unwrap();
         assert_eq!(clamped, 0);
         let k = f.to_dense(damping);
         let g = uniform(&mut r, np, -1.0, 1.0);
@@ -418,7 +421,7 @@ fn kronecker_sum_inverse_matches_the_dense_inverse() {
         inv.apply(&Cpu, &g, &mut x2, -2.0).unwrap();
         let m2: Vec<f64> = want.iter().map(|v| -2.0 * v).collect();
         assert_close("−2 K⁻¹ g", &x2, &m2, 1e-8, 1e-10);
-        let dense_inv = inv.to_dense();
+        let dense_inv = inv.to_dense(&Cpu).unwrap();
         assert_close(
             "dense inverse · g",
             &matvec(np, np, &dense_inv, &g),
@@ -439,7 +442,9 @@ fn non_finite_factors_are_reported_not_propagated() {
     let b = f.b(0, 0).to_vec();
     f.set(0, 0, a, b).unwrap();
     let mut inv = KfacInverse::<Cpu, f64>::new(&Cpu, &mlp).unwrap();
-    let e = inv.update(&Cpu, &f, 1e-6).unwrap_err();
+    let e = inv
+        .update(&Cpu, &DeviceFactors::upload(&Cpu, &f).unwrap(), 1e-6)
+        .unwrap_err();
     assert!(matches!(e, kfac_pinn::Error::NonFinite(_)), "{e}");
     // wrong sizes are refused
     assert!(f.set(0, 0, vec![1.0; 4], vec![1.0; 9]).is_err());

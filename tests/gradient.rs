@@ -96,7 +96,7 @@ fn non_finite_loss_is_an_error() {
 /// give the loss, the gradient and the KFAC factors of the host evaluation.
 #[test]
 fn backend_residuals_match_the_host_path() {
-    use kfac_pinn::curvature::{KfacFactors, KfacPass};
+    use kfac_pinn::curvature::{DeviceFactors, KfacPass};
     for (problem, widths, n) in [
         ("poisson2d", vec![2, 6, 5, 1], vec![13, 7]),
         ("heat1d", vec![2, 4, 3, 1], vec![11, 6]),
@@ -109,10 +109,10 @@ fn backend_residuals_match_the_host_path() {
             let l = obj.loss_grad(&p, &mut g).unwrap();
             let lv = obj.loss(&p).unwrap();
             let mut pass = KfacPass::<Cpu, f64>::new(&Cpu, &mlp, 2).unwrap();
-            let mut f = KfacFactors::new(&mlp, 2, false).unwrap();
+            let mut f = DeviceFactors::new(&Cpu, &mlp, 2, false).unwrap();
             let mut g2 = vec![0.0; p.len()];
             pass.run(obj, &p, &mut g2, Some(&mut f), None).unwrap();
-            (l, lv, g, g2, f)
+            (l, lv, g, g2, f.download(&Cpu).unwrap())
         };
         for t in 0..2 {
             assert!(obj.backend_residuals(t), "{problem}: term {t} on the host");

@@ -750,6 +750,140 @@ fn linalg_helper_kernels_match_naive_loops() {
     both!(linalg_ops);
 }
 
+// ---- the KFAC inverse's small kernels ------------------------------------------------------------
+
+fn kfac_inverse_ops<T: Real>() {
+    use kfac_pinn::backend::cpu::{bias_border_ref, kron_recip_ref};
+    let e = emu();
+    for (si, n) in [0usize, 1, 2, 17, 65, 300].into_iter().enumerate() {
+        let x0: Vec<T> = data(n * n + 3, 600 + si as u64, -1.0, 1.0);
+        // damping: only the diagonal moves, by exactly v
+        let v = T::from_f64(0.37);
+        let (mut a, mut b) = (x0.clone(), x0.clone());
+        Cpu.add_diag(&mut a, n, v).unwrap();
+        e.add_diag(&mut b, n, v).unwrap();
+        same(&format!("add_diag n={n}"), &b, &a);
+        let mut want = x0.clone();
+        for i in 0..n {
+            want[i * n + i] += v;
+        }
+        assert_eq!(f64s(&a), f64s(&want), "add_diag n={n} vs the loop");
+        // the bias border: last column from the last row, then the corner
+        let (mut a, mut b) = (x0.clone(), x0.clone());
+        let corner = T::from_f64(0.125);
+        Cpu.bias_border(&mut a, n, corner).unwrap();
+        e.bias_border(&mut b, n, corner).unwrap();
+        same(&format!("bias_border n={n}"), &b, &a);
+        let mut want = x0.clone();
+        bias_border_ref(&mut want[..n * n], n, corner);
+        assert_eq!(f64s(&a), f64s(&want));
+        if n > 1 {
+            assert_eq!(a[n - 1], a[(n - 1) * n]);
+            assert_eq!(a[n * n - 1], corner);
+        }
+        // the Kronecker-sum scaling, rectangular
+        let (na, nb) = (n, (n + 3) / 2);
+        let sa = uniform(&mut rng(700 + si as u64), na, 0.0, 5.0);
+        let sb = uniform(&mut rng(800 + si as u64), nb, 0.0, 5.0);
+        let (mut a, mut b) = (vec![T::ZERO; na * nb], vec![T::ZERO; na * nb]);
+        Cpu.kron_recip(&sa, na, &sb, nb, &mut a).unwrap();
+        e.kron_recip(&sa, na, &sb, nb, &mut b).unwrap();
+        same(&format!("kron_recip {na}x{nb}"), &b, &a);
+        let mut want = vec![T::ZERO; na * nb];
+        kron_recip_ref(&sa, &sb, &mut want);
+        if na * nb > 0 {
+            let (o, i) = (nb - 1, na / 2);
+            let direct = 1.0 / (1.0 + sb[o] * sa[i]);
+            assert!((a[o * na + i].to_f64() - direct).abs() <= 1e-6 * direct);
+        }
+        assert!(e.kron_recip(&sa, na + 1, &sb, nb, &mut b).is_err() || na * nb == 0);
+    }
+    // casts, in every direction, and short buffers refused
+    for &n in &SIZES {
+        let x: Vec<T> = data(n, 900 + n as u64, -3.0, 3.0);
+        let mut a = vec![0.0f64; n];
+        let mut b = vec![0.0f64; n];
+        Cpu.cast(&x, &mut a, n).unwrap();
+        e.cast(&x, &mut b, n).unwrap();
+        assert_eq!(a, b, "cast to f64 n={n}");
+        assert_eq!(a, f64s(&x));
+        let mut c = vec![T::ZERO; n];
+        let mut d = vec![T::ZERO; n];
+        Cpu.cast(&a, &mut c, n).unwrap();
+        e.cast(&a, &mut d, n).unwrap();
+        assert_eq!(f64s(&c), f64s(&d), "cast from f64 n={n}");
+        assert_eq!(f64s(&c), f64s(&x));
+        let mut f = vec![0.0f32; n];
+        e.cast(&x, &mut f, n).unwrap();
+        let want: Vec<f32> = x.iter().map(|v| v.to_f64() as f32).collect();
+        assert_eq!(f, want);
+        assert!(e.cast(&x, &mut f, n + 1).is_err());
+    }
+}
+
+#[test]
+fn kfac_inverse_kernels_match_cpu() {
+    both!(kfac_inverse_ops);
+}
+
+#[test]
+fn eigenvalue_fixes_match_cpu() {
+    use kfac_pinn::backend::cpu::eig_fix_ref;
+    use kfac_pinn::backend::EigFix;
+    let e = emu();
+    // more values than the block's threads (reduction across warps and strides), and
+    // values straddling the floor / the noise level
+    for (si, n) in [1usize, 2, 31, 257, 1000].into_iter().enumerate() {
+        let mut v = uniform(&mut rng(950 + si as u64), n, -1.0, 10.0);
+        v[n / 2] = 1e-300;
+        if n > 2 {
+            v[1] = -1e-14;
+        }
+        for mode in [EigFix::InvSqrtFloor, EigFix::NonNegative] {
+            let (mut a, mut b) = (v.clone(), v.clone());
+            let fa = Cpu.eig_fix(&mut a, n, mode).unwrap();
+            let fb = e.eig_fix(&mut b, n, mode).unwrap();
+            assert_eq!(fa, fb, "eig_fix {mode:?} n={n}");
+            assert_close(&format!("eig_fix {mode:?} n={n}"), &b, &a, 1e-15, 0.0);
+            // against the definition, written out
+            let mut want = v.clone();
+            let fw = eig_fix_ref(&mut want, mode);
+            assert_eq!(fw, fa);
+            let m = match mode {
+                EigFix::InvSqrtFloor => v.iter().cloned().fold(f64::MIN, f64::max),
+                EigFix::NonNegative => v.iter().map(|x| x.abs()).fold(0.0, f64::max),
+            };
+            assert_eq!(fa.max, m);
+            for (i, (&x, &y)) in v.iter().zip(&a).enumerate() {
+                match mode {
+                    EigFix::InvSqrtFloor => {
+                        let floor = (n as f64 * f64::EPSILON * m).max(f64::MIN_POSITIVE);
+                        assert_eq!(y, 1.0 / x.max(floor).sqrt(), "entry {i}");
+                    }
+                    EigFix::NonNegative => assert_eq!(y, x.max(0.0), "entry {i}"),
+                }
+            }
+            let want_count = match mode {
+                EigFix::InvSqrtFloor => {
+                    let floor = (n as f64 * f64::EPSILON * m).max(f64::MIN_POSITIVE);
+                    v.iter().filter(|&&x| x < floor).count()
+                }
+                EigFix::NonNegative => v
+                    .iter()
+                    .filter(|&&x| x < -(n as f64) * 1e3 * f64::EPSILON * m)
+                    .count(),
+            };
+            assert_eq!(fa.clamped, want_count, "eig_fix {mode:?} n={n} count");
+        }
+    }
+    // nothing positive: values untouched, the maximum reported for the caller's error
+    let mut v = vec![-1.0, -2.0, 0.0];
+    let f = e.eig_fix(&mut v, 3, EigFix::InvSqrtFloor).unwrap();
+    assert_eq!(f.max, 0.0);
+    assert_eq!(v, vec![-1.0, -2.0, 0.0]);
+    assert!(e.eig_fix(&mut v, 4, EigFix::NonNegative).is_err());
+}
+
 // ---- the emulator itself -------------------------------------------------------------------------
 
 /// Launch an emulator self-test kernel (kernels/emu/selftest.cu) on one block.

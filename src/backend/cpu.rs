@@ -9,8 +9,8 @@
 //! differences) and by the unit tests at the bottom of this file.
 
 use super::{
-    check_quad, check_view, gemm_dims, syrk_dim, AdamStep, Backend, JacRows, JetShape, Lay,
-    QuadForm, QuadLens, Tr,
+    check_quad, check_view, gemm_dims, syrk_dim, AdamStep, Backend, EigFix, EigFixed, JacRows,
+    JetShape, Lay, QuadForm, QuadLens, Tr,
 };
 use crate::error::{Error, Result};
 use crate::scalar::Real;
@@ -1006,6 +1006,125 @@ impl Backend for Cpu {
         row_dot_ref(x, lx, y, ly, beta, &mut out[out_off..out_off + lx.rows]);
         Ok(())
     }
+
+    // ---- the KFAC inverse on the device ----------------------------------------------
+    fn sym_eig(
+        &self,
+        a: &Vec<f64>,
+        n: usize,
+        vals: &mut Vec<f64>,
+        vecs: &mut Vec<f64>,
+    ) -> Result<()> {
+        check_len("sym_eig (A)", a.len(), n * n)?;
+        check_len("sym_eig (values)", vals.len(), n)?;
+        check_len("sym_eig (vectors)", vecs.len(), n * n)?;
+        let e = crate::curvature::linalg::sym_eig(n, &a[..n * n], "sym_eig")?;
+        vals[..n].copy_from_slice(&e.vals);
+        for k in 0..n {
+            let col = e.vecs.col(k);
+            for i in 0..n {
+                vecs[k * n + i] = col[i];
+            }
+        }
+        Ok(())
+    }
+    fn eig_fix(&self, vals: &mut Vec<f64>, n: usize, mode: EigFix) -> Result<EigFixed> {
+        check_len("eig_fix", vals.len(), n)?;
+        Ok(eig_fix_ref(&mut vals[..n], mode))
+    }
+    fn kron_recip<T: Real>(
+        &self,
+        sa: &Vec<f64>,
+        na: usize,
+        sb: &Vec<f64>,
+        nb: usize,
+        d: &mut Vec<T>,
+    ) -> Result<()> {
+        check_len("kron_recip (sa)", sa.len(), na)?;
+        check_len("kron_recip (sb)", sb.len(), nb)?;
+        check_len("kron_recip (d)", d.len(), na * nb)?;
+        kron_recip_ref(&sa[..na], &sb[..nb], &mut d[..na * nb]);
+        Ok(())
+    }
+    fn cast<T: Real, U: Real>(&self, x: &Vec<T>, y: &mut Vec<U>, len: usize) -> Result<()> {
+        check_len("cast (x)", x.len(), len)?;
+        check_len("cast (y)", y.len(), len)?;
+        y[..len]
+            .iter_mut()
+            .zip(&x[..len])
+            .for_each(|(y, &x)| *y = U::from_f64(x.to_f64()));
+        Ok(())
+    }
+    fn add_diag<T: Real>(&self, x: &mut Vec<T>, n: usize, v: T) -> Result<()> {
+        check_len("add_diag", x.len(), n * n)?;
+        for i in 0..n {
+            x[i * n + i] += v;
+        }
+        Ok(())
+    }
+    fn bias_border<T: Real>(&self, a: &mut Vec<T>, n: usize, corner: T) -> Result<()> {
+        check_len("bias_border", a.len(), n * n)?;
+        bias_border_ref(&mut a[..n * n], n, corner);
+        Ok(())
+    }
+}
+
+/// CPU twin of the `eig_fix` kernel ([`Backend::eig_fix`], [`EigFix`]).
+pub fn eig_fix_ref(v: &mut [f64], mode: EigFix) -> EigFixed {
+    let n = v.len() as f64;
+    let mut clamped = 0;
+    let max = match mode {
+        EigFix::InvSqrtFloor => {
+            let m = v.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x));
+            let floor = (n * f64::EPSILON * m).max(f64::MIN_POSITIVE);
+            if m > 0.0 {
+                for x in v.iter_mut() {
+                    if *x < floor {
+                        *x = floor;
+                        clamped += 1;
+                    }
+                    *x = 1.0 / x.sqrt();
+                }
+            }
+            m
+        }
+        EigFix::NonNegative => {
+            let m = v.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x.abs()));
+            let noise = -n * 1e3 * f64::EPSILON * m;
+            for x in v.iter_mut() {
+                if *x < 0.0 {
+                    if *x < noise {
+                        clamped += 1;
+                    }
+                    *x = 0.0;
+                }
+            }
+            m
+        }
+    };
+    EigFixed { clamped, max }
+}
+
+/// CPU twin of the `kron_recip` kernel: `d[o·na + i] = 1 / (1 + sb[o]·sa[i])`.
+pub fn kron_recip_ref<T: Real>(sa: &[f64], sb: &[f64], d: &mut [T]) {
+    let na = sa.len();
+    for (o, &b) in sb.iter().enumerate() {
+        for (i, &a) in sa.iter().enumerate() {
+            d[o * na + i] = T::from_f64(1.0 / (1.0 + b * a));
+        }
+    }
+}
+
+/// CPU twin of the `bias_border` kernel: the last column of the row-major `n × n` `a`
+/// from its last row, and the corner.
+pub fn bias_border_ref<T: Real>(a: &mut [T], n: usize, corner: T) {
+    if n == 0 {
+        return;
+    }
+    for i in 0..n - 1 {
+        a[i * n + n - 1] = a[(n - 1) * n + i];
+    }
+    a[n * n - 1] = corner;
 }
 
 /// CPU twin of [`Backend::thin_svd`]: copies the view into a column-major f64 matrix and

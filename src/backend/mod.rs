@@ -523,6 +523,65 @@ pub trait Backend: Clone + Send + Sync + 'static {
         out: &mut Self::Buf<T>,
         out_off: usize,
     ) -> Result<()>;
+
+    // ---- the KFAC inverse on the device ----------------------------------------------
+    /// Symmetric eigendecomposition in f64 of the `n × n` row-major matrix `a`, of which
+    /// only the lower triangle is read: the eigenvalues in ascending order to `vals[..n]`
+    /// and eigenvector k to row k of `vecs` (row-major `n × n`, i.e. `Uᵀ`; the buffers may
+    /// be longer). Non-finite entries give [`crate::Error::NonFinite`]. CPU: faer
+    /// ([`crate::curvature::linalg::sym_eig`]); CUDA: cuSOLVER `syevd`.
+    fn sym_eig(
+        &self,
+        a: &Self::Buf<f64>,
+        n: usize,
+        vals: &mut Self::Buf<f64>,
+        vecs: &mut Self::Buf<f64>,
+    ) -> Result<()>;
+    /// The eigenvalue fixes of the simultaneous diagonalisation, in place on `vals[..n]`
+    /// ([`EigFix`]); returns how many were clamped and the maximum the floor is relative
+    /// to (one small read-back). CPU twin: `cpu::eig_fix_ref`.
+    fn eig_fix(&self, vals: &mut Self::Buf<f64>, n: usize, mode: EigFix) -> Result<EigFixed>;
+    /// The Kronecker-sum scaling `d[o·na + i] = 1 / (1 + sb[o]·sa[i])` for `o < nb`,
+    /// `i < na`, written in the training precision. CPU twin: `cpu::kron_recip_ref`.
+    fn kron_recip<T: Real>(
+        &self,
+        sa: &Self::Buf<f64>,
+        na: usize,
+        sb: &Self::Buf<f64>,
+        nb: usize,
+        d: &mut Self::Buf<T>,
+    ) -> Result<()>;
+    /// `y[..len] = x[..len]` converted between precisions (a copy when `T = U`).
+    fn cast<T: Real, U: Real>(
+        &self,
+        x: &Self::Buf<T>,
+        y: &mut Self::Buf<U>,
+        len: usize,
+    ) -> Result<()>;
+    /// `x[i·n + i] += v` for `i < n` (damping of a row-major `n × n` factor).
+    fn add_diag<T: Real>(&self, x: &mut Self::Buf<T>, n: usize, v: T) -> Result<()>;
+    /// The bias border of an augmented input factor (row-major `n × n`): the last column
+    /// copied from the last row, the corner set to `corner`. CPU twin:
+    /// `cpu::bias_border_ref`.
+    fn bias_border<T: Real>(&self, a: &mut Self::Buf<T>, n: usize, corner: T) -> Result<()>;
+}
+
+/// Which fix [`Backend::eig_fix`] applies to eigenvalues `v` with maximum `m`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EigFix {
+    /// `m = max v`, floor `f = max(n·ε·m, f64::MIN_POSITIVE)`: `v ← 1/√max(v, f)`,
+    /// counting the raised ones (the caller reports `m ≤ 0` as an error).
+    InvSqrtFloor,
+    /// `m = max |v|`: `v ← max(v, 0)`, counting `v < −n·10³·ε·m` (smaller negatives are
+    /// rounding noise of a semi-definite factor).
+    NonNegative,
+}
+
+/// What [`Backend::eig_fix`] found.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EigFixed {
+    pub clamped: usize,
+    pub max: f64,
 }
 
 /// A residual that is a quadratic form of the output jet, per sample of a term:

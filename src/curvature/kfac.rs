@@ -11,24 +11,27 @@
 //! is safe. `A`'s bias row comes from column sums of the value rows (Z̃ is never formed);
 //! its bias column and corner are filled on the host.
 //!
-//! The inverse ([`KfacInverse`]) is computed on the host in f64 from symmetric
-//! eigendecompositions and applied to the gradient with backend products:
-//! `X = K_B [(K_Bᵀ G̃ K_A) ⊘ (1 + s_B s_Aᵀ)] K_Aᵀ` for the gradient matrix `G̃ = [∇W | ∇b]`.
+//! The factors live on the backend in f64 ([`DeviceFactors`]; the pass casts its batch
+//! factors there and fills A's bias border; the moving average is an axpby). The inverse
+//! ([`KfacInverse`]) is computed there too, from f64 symmetric eigendecompositions
+//! (`Backend::sym_eig`: faer, or cuSOLVER `syevd`) and small kernels, and applied to the
+//! gradient with backend products: `X = K_B [(K_Bᵀ G̃ K_A) ⊘ (1 + s_B s_Aᵀ)] K_Aᵀ` for the
+//! gradient matrix `G̃ = [∇W | ∇b]`. A step reads back only the clamped-eigenvalue counts.
 //!
 //! Checked by `tests/curvature_kfac.rs`: for one sample of a value-only term the factors'
 //! Kronecker product equals the exact Gramian block; the factors against a naive host
-//! computation from the layer inputs and cotangents; the inverse against a dense solve.
+//! computation from the layer inputs and cotangents; the inverse against a dense solve
+//! and against the host reference `linalg::kron_side`; tests/kernels.rs runs the same
+//! inverse through the kernel emulation.
 
-use super::linalg::{kron_side, KronSide};
 use super::store::{JacobianStore, StorePiece};
-use crate::backend::{Backend, Lay, Tr};
+use crate::backend::{run_workers, Backend, EigFix, JetShape, Lay, Tr};
 use crate::error::{Error, Result};
 use crate::jet::accumulate_grad;
 use crate::loss::Objective;
 use crate::model::{LayerLayout, Mlp};
 use crate::optim::State;
-use crate::scalar::{convert, Real};
-use rayon::prelude::*;
+use crate::scalar::Real;
 
 /// Kronecker factors on the host (f64), per loss term and layer: `A` is
 /// `(fan_in+1)²` and `B` is `fan_out²`, both row-major.
@@ -174,6 +177,84 @@ impl KfacFactors {
     }
 }
 
+/// Kronecker factors on the backend, in f64 whatever the training precision (their moving
+/// average and the inverse need it); same layout as [`KfacFactors`], the host copy used
+/// for checkpoints and tests.
+pub struct DeviceFactors<B: Backend> {
+    layers: Vec<LayerLayout>,
+    /// `[term][layer]`
+    a: Vec<Vec<B::Buf<f64>>>,
+    b: Vec<Vec<B::Buf<f64>>>,
+}
+
+impl<B: Backend> DeviceFactors<B> {
+    /// Factors for `n_terms` loss terms (1 or 2), all at the identity or all zero.
+    pub fn new(be: &B, mlp: &Mlp, n_terms: usize, identity: bool) -> Result<Self> {
+        Self::upload(be, &KfacFactors::new(mlp, n_terms, identity)?)
+    }
+    pub fn upload(be: &B, host: &KfacFactors) -> Result<Self> {
+        let up = |x: &Vec<Vec<Vec<f64>>>| -> Result<Vec<Vec<B::Buf<f64>>>> {
+            x.iter()
+                .map(|t| t.iter().map(|m| be.upload(m)).collect())
+                .collect()
+        };
+        Ok(DeviceFactors {
+            layers: host.layers.clone(),
+            a: up(&host.a)?,
+            b: up(&host.b)?,
+        })
+    }
+    pub fn download(&self, be: &B) -> Result<KfacFactors> {
+        let down = |x: &Vec<Vec<B::Buf<f64>>>| -> Result<Vec<Vec<Vec<f64>>>> {
+            x.iter()
+                .map(|t| t.iter().map(|m| be.download(m)).collect())
+                .collect()
+        };
+        Ok(KfacFactors {
+            layers: self.layers.clone(),
+            a: down(&self.a)?,
+            b: down(&self.b)?,
+        })
+    }
+    /// Overwrite the factors with a host copy of the same network and number of terms.
+    pub fn load(&mut self, be: &B, host: &KfacFactors) -> Result<()> {
+        if host.layers != self.layers || host.a.len() != self.a.len() {
+            return Err(Error::Shape("KFAC factors of different networks".into()));
+        }
+        for (x, y) in self
+            .a
+            .iter_mut()
+            .chain(self.b.iter_mut())
+            .zip(host.a.iter().chain(&host.b))
+        {
+            for (xl, yl) in x.iter_mut().zip(y) {
+                be.upload_range(yl, xl, 0)?;
+            }
+        }
+        Ok(())
+    }
+    pub fn num_terms(&self) -> usize {
+        self.a.len()
+    }
+    /// Exponential moving average `X ← βX + (1−β)X_new` of every factor.
+    pub fn ema(&mut self, be: &B, new: &DeviceFactors<B>, beta: f64) -> Result<()> {
+        if new.layers != self.layers || new.a.len() != self.a.len() {
+            return Err(Error::Shape("KFAC factors of different networks".into()));
+        }
+        for (x, y) in self
+            .a
+            .iter_mut()
+            .chain(self.b.iter_mut())
+            .zip(new.a.iter().chain(&new.b))
+        {
+            for (xl, yl) in x.iter_mut().zip(y) {
+                be.axpby(1.0 - beta, yl, beta, xl)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 fn check_terms(n: usize) -> Result<()> {
     if n == 0 || n > 2 {
         return Err(Error::invalid(
@@ -269,10 +350,17 @@ impl<B: Backend, T: Real> KfacPass<B, T> {
         obj: &mut Objective<B, T>,
         params: &B::Buf<T>,
         grad: &mut B::Buf<T>,
-        mut factors: Option<&mut KfacFactors>,
+        mut factors: Option<&mut DeviceFactors<B>>,
         mut store: Option<&mut JacobianStore<B, T>>,
     ) -> Result<f64> {
         let be = obj.backend().clone();
+        if let Some(f) = factors.as_deref() {
+            if f.a.len() != self.a.len() || f.layers != self.layers {
+                return Err(Error::Shape(
+                    "KFAC factors of a different network or number of terms".into(),
+                ));
+            }
+        }
         if obj.num_terms() != self.a.len() {
             return Err(Error::Shape(format!(
                 "KFAC was set up for {} loss terms, the objective has {}",
@@ -406,16 +494,13 @@ impl<B: Backend, T: Real> KfacPass<B, T> {
             }
             loss += w * ss / (2.0 * n_t as f64);
             if let Some(f) = factors.as_deref_mut() {
+                // into the f64 factors, on the backend: A's bias column from its bias row,
+                // corner = (value rows)/(N·S) = 1/S
                 for (li, l) in self.layers.iter().enumerate() {
-                    let na = l.fan_in + 1;
-                    let mut a: Vec<f64> = convert(&be.download(&self.a[t][li])?);
-                    // bias column from the bias row; corner = (value rows)/(N·S) = 1/S
-                    for i in 0..l.fan_in {
-                        a[i * na + l.fan_in] = a[l.fan_in * na + i];
-                    }
-                    a[na * na - 1] = 1.0 / s as f64;
-                    f.a[t][li] = a;
-                    f.b[t][li] = convert(&be.download(&self.b[t][li])?);
+                    let (na, nb) = (l.fan_in + 1, l.fan_out);
+                    be.cast(&self.a[t][li], &mut f.a[t][li], na * na)?;
+                    be.bias_border(&mut f.a[t][li], na, 1.0 / s as f64)?;
+                    be.cast(&self.b[t][li], &mut f.b[t][li], nb * nb)?;
                 }
             }
         }
@@ -423,9 +508,9 @@ impl<B: Backend, T: Real> KfacPass<B, T> {
             // terms without points contribute nothing
             for t in 0..obj.num_terms() {
                 if obj.term_points(t) == 0 {
-                    for li in 0..self.layers.len() {
-                        f.a[t][li].fill(0.0);
-                        f.b[t][li].fill(0.0);
+                    for x in f.a[t].iter_mut().chain(f.b[t].iter_mut()) {
+                        let n = be.len(x);
+                        be.fill(x, 0, n, 0.0)?;
                     }
                 }
             }
@@ -447,21 +532,167 @@ impl<B: Backend, T: Real> KfacPass<B, T> {
     }
 }
 
-/// Per-layer pieces of the inverse on the backend, with host copies for `to_dense` and
-/// checkpoints.
+/// One side (A or B) of a layer's inverse: `K` with `Kᵀ X₁ K = I`, `Kᵀ X₂ K = diag(s)`
+/// (see [`kron_side`], its host reference), kept as `Kᵀ` in f64 on the backend, with the
+/// scratch of its computation.
+struct Side<B: Backend> {
+    n: usize,
+    /// `Kᵀ`, row-major `n × n`.
+    kt: B::Buf<f64>,
+    s: B::Buf<f64>,
+    x: B::Buf<f64>,
+    m: B::Buf<f64>,
+    wt: B::Buf<f64>,
+    e: B::Buf<f64>,
+    vals: B::Buf<f64>,
+}
+
+impl<B: Backend> Side<B> {
+    fn new(be: &B, n: usize) -> Result<Self> {
+        Ok(Side {
+            n,
+            kt: be.upload(&eye(n, 1.0))?,
+            s: be.alloc(n)?,
+            x: be.alloc(n * n)?,
+            m: be.alloc(n * n)?,
+            wt: be.alloc(n * n)?,
+            e: be.alloc(n * n)?,
+            vals: be.alloc(n)?,
+        })
+    }
+
+    /// Simultaneous diagonalisation of `x1 + λI` and `x2 + λI` (only `x1` without a second
+    /// term), every stage a backend op: `x1 + λI = U Λ Uᵀ`, `Wᵀ = Λ^{-1/2} Uᵀ` (clamped
+    /// floor), `Wᵀ (x2 + λI) W = E S Eᵀ` (negative s clamped to 0), `Kᵀ = Eᵀ Wᵀ`. Returns the
+    /// number of clamped eigenvalues.
+    fn update(
+        &mut self,
+        be: &B,
+        x1: &B::Buf<f64>,
+        x2: Option<&B::Buf<f64>>,
+        damping: f64,
+        what: &str,
+    ) -> Result<usize> {
+        let n = self.n;
+        let nn = n * n;
+        let sq = Lay::dense(n, n);
+        be.copy(x1, 0, &mut self.x, 0, nn)?;
+        be.add_diag(&mut self.x, n, damping)?;
+        be.sym_eig(&self.x, n, &mut self.vals, &mut self.wt)
+            .map_err(|e| e.context(what))?;
+        let f = be.eig_fix(&mut self.vals, n, EigFix::InvSqrtFloor)?;
+        if n > 0 && !(f.max > 0.0 && f.max.is_finite()) {
+            return Err(Error::Numerical(format!(
+                "{what} has no positive eigenvalue (largest {:e}); use a positive damping",
+                f.max
+            )));
+        }
+        let mut clamped = f.clamped;
+        // Wᵀ: row k of Uᵀ scaled by λ_k^{-1/2}
+        let rows = JetShape {
+            n,
+            k: 0,
+            lap: false,
+            h: n,
+        };
+        be.scale_jet_rows(&mut self.wt, &self.vals, rows)?;
+        match x2 {
+            None => {
+                be.copy(&self.wt, 0, &mut self.kt, 0, nn)?;
+                be.fill(&mut self.s, 0, n, 0.0)?;
+            }
+            Some(x2) => {
+                be.copy(x2, 0, &mut self.x, 0, nn)?;
+                be.add_diag(&mut self.x, n, damping)?;
+                // M = Wᵀ X₂ W (sym_eig reads its lower triangle)
+                be.gemm(
+                    1.0,
+                    &self.wt,
+                    sq,
+                    Tr::N,
+                    &self.x,
+                    sq,
+                    Tr::N,
+                    0.0,
+                    &mut self.m,
+                    sq,
+                )?;
+                be.gemm(
+                    1.0,
+                    &self.m,
+                    sq,
+                    Tr::N,
+                    &self.wt,
+                    sq,
+                    Tr::T,
+                    0.0,
+                    &mut self.x,
+                    sq,
+                )?;
+                be.sym_eig(&self.x, n, &mut self.s, &mut self.e)
+                    .map_err(|e| e.context(&format!("{what} (second term)")))?;
+                clamped += be.eig_fix(&mut self.s, n, EigFix::NonNegative)?.clamped;
+                be.gemm(
+                    1.0,
+                    &self.e,
+                    sq,
+                    Tr::N,
+                    &self.wt,
+                    sq,
+                    Tr::N,
+                    0.0,
+                    &mut self.kt,
+                    sq,
+                )?;
+            }
+        }
+        Ok(clamped)
+    }
+
+    /// `K` (row-major) on the host.
+    fn host_k(&self, be: &B) -> Result<Vec<f64>> {
+        Ok(transpose(self.n, &be.download(&self.kt)?))
+    }
+}
+
+fn transpose(n: usize, x: &[f64]) -> Vec<f64> {
+    let mut y = vec![0.0; n * n];
+    for i in 0..n {
+        for j in 0..n {
+            y[j * n + i] = x[i * n + j];
+        }
+    }
+    y
+}
+
+/// Per-layer pieces of the inverse on the backend: the two sides and the scaling in f64,
+/// and their copies in the training precision that [`KfacInverse::apply`] uses.
 struct LayerInverse<B: Backend, T: Real> {
-    ka: B::Buf<T>,
-    kb: B::Buf<T>,
+    a: Side<B>,
+    b: Side<B>,
     /// `1 / (1 + s_B s_Aᵀ)`, `fan_out × (fan_in+1)`.
+    d64: B::Buf<f64>,
+    /// `K_Aᵀ`, `K_Bᵀ` and `d` in `T`.
+    kat: B::Buf<T>,
+    kbt: B::Buf<T>,
     d: B::Buf<T>,
     t1: B::Buf<T>,
     t2: B::Buf<T>,
-    host_ka: Vec<f64>,
-    host_kb: Vec<f64>,
-    host_d: Vec<f64>,
 }
 
-/// The exact inverse of the damped Kronecker sum, per layer.
+impl<B: Backend, T: Real> LayerInverse<B, T> {
+    /// Refresh the training-precision copies from the f64 pieces.
+    fn cast_down(&mut self, be: &B) -> Result<()> {
+        let (na, nb) = (self.a.n, self.b.n);
+        be.cast(&self.a.kt, &mut self.kat, na * na)?;
+        be.cast(&self.b.kt, &mut self.kbt, nb * nb)?;
+        be.cast(&self.d64, &mut self.d, na * nb)
+    }
+}
+
+/// The exact inverse of the damped Kronecker sum, per layer, computed and applied on the
+/// backend (f64 eigendecompositions: faer on the CPU, cuSOLVER `syevd` on a GPU). Only
+/// the clamped-eigenvalue counts come back to the host during a step.
 pub struct KfacInverse<B: Backend, T: Real> {
     layers: Vec<LayerLayout>,
     inv: Vec<LayerInverse<B, T>>,
@@ -476,19 +707,18 @@ impl<B: Backend, T: Real> KfacInverse<B, T> {
         let mut inv = Vec::with_capacity(layers.len());
         for l in &layers {
             let (na, nb) = (l.fan_in + 1, l.fan_out);
-            let host_ka = eye(na, 1.0);
-            let host_kb = eye(nb, 1.0);
-            let host_d = vec![1.0; nb * na];
-            inv.push(LayerInverse {
-                ka: be.upload(&convert::<f64, T>(&host_ka))?,
-                kb: be.upload(&convert::<f64, T>(&host_kb))?,
-                d: be.upload(&convert::<f64, T>(&host_d))?,
+            let mut li = LayerInverse {
+                a: Side::new(be, na)?,
+                b: Side::new(be, nb)?,
+                d64: be.upload(&vec![1.0; nb * na])?,
+                kat: be.alloc(na * na)?,
+                kbt: be.alloc(nb * nb)?,
+                d: be.alloc(nb * na)?,
                 t1: be.alloc(nb * na)?,
                 t2: be.alloc(nb * na)?,
-                host_ka,
-                host_kb,
-                host_d,
-            });
+            };
+            li.cast_down(be)?;
+            inv.push(li);
         }
         Ok(KfacInverse {
             layers,
@@ -497,68 +727,49 @@ impl<B: Backend, T: Real> KfacInverse<B, T> {
         })
     }
 
-    /// Recompute the inverse of `Σ_t (A_t+λI)⊗(B_t+λI)` from `factors` (f64, host).
-    /// Returns the number of eigenvalues clamped to keep it positive definite.
-    pub fn update(&mut self, be: &B, factors: &KfacFactors, damping: f64) -> Result<usize> {
+    /// Recompute the inverse of `Σ_t (A_t+λI)⊗(B_t+λI)` from `factors`. Returns the
+    /// number of eigenvalues clamped to keep it positive definite.
+    pub fn update(&mut self, be: &B, factors: &DeviceFactors<B>, damping: f64) -> Result<usize> {
         if factors.layers != self.layers {
             return Err(Error::Shape("KFAC factors of a different network".into()));
         }
-        let damp = |x: &[f64], n: usize| {
-            let mut y = x.to_vec();
-            for i in 0..n {
-                y[i * n + i] += damping;
-            }
-            y
-        };
-        // the 2·L simultaneous diagonalisations are independent: run them in parallel
         let two = factors.num_terms() > 1;
-        let sides: Vec<Result<KronSide>> = (0..2 * self.layers.len())
-            .into_par_iter()
-            .map(|job| {
-                let (li, is_a) = (job / 2, job % 2 == 0);
-                let l = &self.layers[li];
-                let (n, x, what) = if is_a {
-                    (l.fan_in + 1, &factors.a, "A")
-                } else {
-                    (l.fan_out, &factors.b, "B")
-                };
-                let x1 = damp(&x[0][li], n);
-                let x2 = two.then(|| damp(&x[1][li], n));
-                kron_side(
-                    n,
-                    &x1,
-                    x2.as_deref(),
-                    &format!("KFAC {what} factor of layer {li}"),
-                )
-            })
-            .collect();
-        let mut sides = sides.into_iter();
-        let mut clamped = 0;
-        for li in 0..self.layers.len() {
-            let l = self.layers[li];
-            let (na, nb) = (l.fan_in + 1, l.fan_out);
-            let sa = sides.next().expect("A side")?;
-            let sb = sides.next().expect("B side")?;
-            clamped += sa.clamped + sb.clamped;
-            let mut d = vec![0.0; nb * na];
-            for o in 0..nb {
-                for i in 0..na {
-                    d[o * na + i] = 1.0 / (1.0 + sb.s[o] * sa.s[i]);
-                }
-            }
-            let inv = &mut self.inv[li];
-            be.upload_range(&convert::<f64, T>(&sa.k), &mut inv.ka, 0)?;
-            be.upload_range(&convert::<f64, T>(&sb.k), &mut inv.kb, 0)?;
-            be.upload_range(&convert::<f64, T>(&d), &mut inv.d, 0)?;
-            inv.host_ka = sa.k;
-            inv.host_kb = sb.k;
-            inv.host_d = d;
+        // the 2·L simultaneous diagonalisations are independent: on the CPU they run in
+        // parallel, each on one thread; on a GPU one after another on the stream
+        let mut jobs = Vec::with_capacity(2 * self.layers.len());
+        for (li, inv) in self.inv.iter_mut().enumerate() {
+            let (a1, b1) = (&factors.a[0][li], &factors.b[0][li]);
+            let (a2, b2) = if two {
+                (Some(&factors.a[1][li]), Some(&factors.b[1][li]))
+            } else {
+                (None, None)
+            };
+            jobs.push((&mut inv.a, a1, a2, li, "A"));
+            jobs.push((&mut inv.b, b1, b2, li, "B"));
         }
-        self.clamped = clamped;
-        Ok(clamped)
+        let clamped = std::sync::atomic::AtomicUsize::new(0);
+        let side = |(side, x1, x2, li, what): (&mut Side<B>, _, _, usize, &str)| {
+            let what = format!("KFAC {what} factor of layer {li}");
+            let c = side.update(be, x1, x2, damping, &what)?;
+            clamped.fetch_add(c, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        };
+        if be.chunk_workers() > 1 {
+            run_workers(jobs, side)?;
+        } else {
+            jobs.into_iter().try_for_each(side)?;
+        }
+        for inv in &mut self.inv {
+            let (na, nb) = (inv.a.n, inv.b.n);
+            be.kron_recip(&inv.a.s, na, &inv.b.s, nb, &mut inv.d64)?;
+            inv.cast_down(be)?;
+        }
+        self.clamped = clamped.into_inner();
+        Ok(self.clamped)
     }
 
-    /// `out = alpha · K⁻¹ grad` (flat parameter vectors; `out` must not alias `grad`).
+    /// `out = alpha · K⁻¹ grad` (flat parameter vectors; `out` must not alias `grad`):
+    /// `X = K_B [(K_Bᵀ G̃ K_A) ⊘ (1 + s_B s_Aᵀ)] K_Aᵀ` with `K_Aᵀ`, `K_Bᵀ` stored.
     pub fn apply(
         &mut self,
         be: &B,
@@ -570,16 +781,17 @@ impl<B: Backend, T: Real> KfacInverse<B, T> {
         for (l, inv) in self.layers.iter().zip(self.inv.iter_mut()) {
             let (fi, fo) = (l.fan_in, l.fan_out);
             let na = fi + 1;
+            // columns :fi and fi of K_Aᵀ are the rows :fi and fi of K_A, transposed
             let ka_top = Lay {
                 off: 0,
-                rows: fi,
-                cols: na,
+                rows: na,
+                cols: fi,
                 ld: na,
             };
             let ka_bias = Lay {
-                off: fi * na,
-                rows: 1,
-                cols: na,
+                off: fi,
+                rows: na,
+                cols: 1,
                 ld: na,
             };
             let gw = Lay::at(l.w_off, fo, fi);
@@ -591,55 +803,56 @@ impl<B: Backend, T: Real> KfacInverse<B, T> {
             };
             let y = Lay::dense(fo, na);
             let kb = Lay::dense(fo, fo);
+            let (one, zero) = (T::ONE, T::ZERO);
             // t1 = G̃ K_A = ∇W K_A[:fi] + ∇b K_A[fi]
             be.gemm(
-                T::ONE,
+                one,
                 grad,
                 gw,
                 Tr::N,
-                &inv.ka,
+                &inv.kat,
                 ka_top,
-                Tr::N,
-                T::ZERO,
+                Tr::T,
+                zero,
                 &mut inv.t1,
                 y,
             )?;
             be.gemm(
-                T::ONE,
+                one,
                 grad,
                 gb,
                 Tr::N,
-                &inv.ka,
+                &inv.kat,
                 ka_bias,
-                Tr::N,
-                T::ONE,
+                Tr::T,
+                one,
                 &mut inv.t1,
                 y,
             )?;
             // t2 = (K_Bᵀ t1) ⊘ (1 + s_B s_Aᵀ)
             be.gemm(
-                T::ONE,
-                &inv.kb,
+                one,
+                &inv.kbt,
                 kb,
-                Tr::T,
+                Tr::N,
                 &inv.t1,
                 y,
                 Tr::N,
-                T::ZERO,
+                zero,
                 &mut inv.t2,
                 y,
             )?;
             be.mul(&inv.d, 0, &mut inv.t2, 0, fo * na)?;
             // t1 = K_B t2, then X = t1 K_Aᵀ split into the weight and bias blocks
             be.gemm(
-                T::ONE,
-                &inv.kb,
+                one,
+                &inv.kbt,
                 kb,
-                Tr::N,
+                Tr::T,
                 &inv.t2,
                 y,
                 Tr::N,
-                T::ZERO,
+                zero,
                 &mut inv.t1,
                 y,
             )?;
@@ -648,10 +861,10 @@ impl<B: Backend, T: Real> KfacInverse<B, T> {
                 &inv.t1,
                 y,
                 Tr::N,
-                &inv.ka,
+                &inv.kat,
                 ka_top,
-                Tr::T,
-                T::ZERO,
+                Tr::N,
+                zero,
                 out,
                 gw,
             )?;
@@ -660,10 +873,10 @@ impl<B: Backend, T: Real> KfacInverse<B, T> {
                 &inv.t1,
                 y,
                 Tr::N,
-                &inv.ka,
+                &inv.kat,
                 ka_bias,
-                Tr::T,
-                T::ZERO,
+                Tr::N,
+                zero,
                 out,
                 gb,
             )?;
@@ -671,16 +884,22 @@ impl<B: Backend, T: Real> KfacInverse<B, T> {
         Ok(())
     }
 
+    /// Per layer, `K_A`, `K_B` (row-major) and the scaling `d`, downloaded in f64.
+    fn host_pieces(&self, be: &B) -> Result<Vec<[Vec<f64>; 3]>> {
+        self.inv
+            .iter()
+            .map(|inv| Ok([inv.a.host_k(be)?, inv.b.host_k(be)?, be.download(&inv.d64)?]))
+            .collect()
+    }
+
     /// The dense `P × P` inverse (block diagonal), in the flat parameter order. For tests.
-    pub fn to_dense(&self) -> Vec<f64> {
+    pub fn to_dense(&self, be: &B) -> Result<Vec<f64>> {
         let p = self.layers.last().map(|l| l.b_off + l.fan_out).unwrap_or(0);
         let mut out = vec![0.0; p * p];
-        for (l, inv) in self.layers.iter().zip(&self.inv) {
+        for (l, [ka, kb, d]) in self.layers.iter().zip(self.host_pieces(be)?) {
             let (na, nb) = (l.fan_in + 1, l.fan_out);
-            // column (p, q) of K_B ⊗ K_A, scaled by sqrt-free d: Inv = M diag(d) Mᵀ
-            let m = |o: usize, i: usize, pp: usize, qq: usize| {
-                inv.host_kb[o * nb + pp] * inv.host_ka[i * na + qq]
-            };
+            // Inv = M diag(d) Mᵀ with M = K_B ⊗ K_A
+            let m = |o: usize, i: usize, pp: usize, qq: usize| kb[o * nb + pp] * ka[i * na + qq];
             for o in 0..nb {
                 for i in 0..na {
                     let r = flat(l, o, i);
@@ -690,9 +909,7 @@ impl<B: Backend, T: Real> KfacInverse<B, T> {
                             let mut s = 0.0;
                             for pp in 0..nb {
                                 for qq in 0..na {
-                                    s += m(o, i, pp, qq)
-                                        * inv.host_d[pp * na + qq]
-                                        * m(o2, i2, pp, qq);
+                                    s += m(o, i, pp, qq) * d[pp * na + qq] * m(o2, i2, pp, qq);
                                 }
                             }
                             out[r * p + c] = s;
@@ -701,29 +918,130 @@ impl<B: Backend, T: Real> KfacInverse<B, T> {
                 }
             }
         }
-        out
+        Ok(out)
     }
 
-    pub fn state(&self, prefix: &str) -> State {
+    /// Named host arrays for checkpoints: `K_A`, `K_B` (row-major) and `d` per layer.
+    pub fn state(&self, be: &B, prefix: &str) -> Result<State> {
         let mut s = Vec::new();
-        for (li, inv) in self.inv.iter().enumerate() {
-            s.push((format!("{prefix}KA{li}"), inv.host_ka.clone()));
-            s.push((format!("{prefix}KB{li}"), inv.host_kb.clone()));
-            s.push((format!("{prefix}D{li}"), inv.host_d.clone()));
+        for (li, [ka, kb, d]) in self.host_pieces(be)?.into_iter().enumerate() {
+            s.push((format!("{prefix}KA{li}"), ka));
+            s.push((format!("{prefix}KB{li}"), kb));
+            s.push((format!("{prefix}D{li}"), d));
         }
-        s
+        Ok(s)
     }
 
     pub fn load_state(&mut self, be: &B, prefix: &str, s: &State) -> Result<()> {
-        for (li, (l, inv)) in self.layers.iter().zip(self.inv.iter_mut()).enumerate() {
-            let (na, nb) = (l.fan_in + 1, l.fan_out);
-            inv.host_ka = crate::optim::state_get(s, &format!("{prefix}KA{li}"), na * na)?.to_vec();
-            inv.host_kb = crate::optim::state_get(s, &format!("{prefix}KB{li}"), nb * nb)?.to_vec();
-            inv.host_d = crate::optim::state_get(s, &format!("{prefix}D{li}"), nb * na)?.to_vec();
-            be.upload_range(&convert::<f64, T>(&inv.host_ka), &mut inv.ka, 0)?;
-            be.upload_range(&convert::<f64, T>(&inv.host_kb), &mut inv.kb, 0)?;
-            be.upload_range(&convert::<f64, T>(&inv.host_d), &mut inv.d, 0)?;
+        for (li, inv) in self.inv.iter_mut().enumerate() {
+            let (na, nb) = (inv.a.n, inv.b.n);
+            let ka = crate::optim::state_get(s, &format!("{prefix}KA{li}"), na * na)?;
+            let kb = crate::optim::state_get(s, &format!("{prefix}KB{li}"), nb * nb)?;
+            let d = crate::optim::state_get(s, &format!("{prefix}D{li}"), nb * na)?;
+            be.upload_range(&transpose(na, ka), &mut inv.a.kt, 0)?;
+            be.upload_range(&transpose(nb, kb), &mut inv.b.kt, 0)?;
+            be.upload_range(d, &mut inv.d64, 0)?;
+            inv.cast_down(be)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::Cpu;
+    use crate::curvature::linalg::kron_side;
+
+    fn spd(n: usize, seed: u64, shift: f64) -> Vec<f64> {
+        use rand::{Rng, SeedableRng};
+        // a random Gram matrix plus a shift
+        let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let k = n + 2;
+        let x: Vec<f64> = (0..n * k).map(|_| r.random_range(-1.0..1.0)).collect();
+        let mut a = vec![0.0; n * n];
+        for i in 0..n {
+            for j in 0..n {
+                a[i * n + j] = (0..k).map(|c| x[i * k + c] * x[j * k + c]).sum::<f64>()
+                    + if i == j { shift } else { 0.0 };
+            }
+        }
+        a
+    }
+
+    /// The backend's simultaneous diagonalisation equals the host reference `kron_side`:
+    /// the same `s`, and the same `K` up to the sign of each column (distinct eigenvalues).
+    #[test]
+    fn backend_side_matches_the_host_reference() {
+        let damping = 1e-3;
+        for (n, two) in [(1, true), (4, false), (7, true), (12, true)] {
+            let x1 = spd(n, 1, 0.05);
+            let x2 = spd(n, 2, 0.0);
+            let damped = |x: &[f64]| {
+                let mut y = x.to_vec();
+                for i in 0..n {
+                    y[i * n + i] += damping;
+                }
+                y
+            };
+            let want = kron_side(
+                n,
+                &damped(&x1),
+                two.then(|| damped(&x2)).as_deref(),
+                "reference",
+            )
+            .unwrap();
+            let mut side = Side::<Cpu>::new(&Cpu, n).unwrap();
+            let clamped = side
+                .update(&Cpu, &x1, two.then_some(&x2), damping, "test")
+                .unwrap();
+            assert_eq!(clamped, want.clamped);
+            let k = side.host_k(&Cpu).unwrap();
+            for (a, b) in side.s.iter().zip(&want.s) {
+                assert!((a - b).abs() <= 1e-10 * (1.0 + b.abs()), "s: {a} vs {b}");
+            }
+            for c in 0..n {
+                let dot: f64 = (0..n).map(|r| k[r * n + c] * want.k[r * n + c]).sum();
+                let sign = dot.signum();
+                for r in 0..n {
+                    let (a, b) = (sign * k[r * n + c], want.k[r * n + c]);
+                    assert!(
+                        (a - b).abs() <= 1e-8 * (1.0 + b.abs()),
+                        "n={n} K[{r},{c}]: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// `Backend::sym_eig` gives eigenpairs (rows of Uᵀ) of the matrix whose lower triangle
+    /// it was given, in ascending order; non-finite input is an error.
+    #[test]
+    fn backend_sym_eig_gives_ascending_eigenpairs() {
+        let n = 9;
+        let mut a = spd(n, 3, 0.2);
+        let full = a.clone();
+        // garbage in the strict upper triangle must not matter
+        for i in 0..n {
+            for j in i + 1..n {
+                a[i * n + j] = 1e3;
+            }
+        }
+        let (mut vals, mut vecs) = (vec![0.0; n], vec![0.0; n * n]);
+        Cpu.sym_eig(&a, n, &mut vals, &mut vecs).unwrap();
+        assert!(vals.windows(2).all(|w| w[0] <= w[1]), "{vals:?}");
+        for k in 0..n {
+            let u = &vecs[k * n..(k + 1) * n];
+            let norm: f64 = u.iter().map(|x| x * x).sum();
+            assert!((norm - 1.0).abs() < 1e-12);
+            for i in 0..n {
+                let au: f64 = (0..n).map(|j| full[i * n + j] * u[j]).sum();
+                assert!((au - vals[k] * u[i]).abs() < 1e-10, "pair {k}, row {i}");
+            }
+        }
+        a[3] = f64::NAN;
+        let e = Cpu.sym_eig(&a, n, &mut vals, &mut vecs).unwrap_err();
+        assert!(matches!(e, Error::NonFinite(_)), "{e}");
+        assert!(Cpu.sym_eig(&a, n + 1, &mut vals, &mut vecs).is_err());
     }
 }

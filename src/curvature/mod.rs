@@ -2,8 +2,8 @@
 //! dense residual Jacobians ([`jacobian`]), Gramians `JᵀJ` (full, per-layer blocks,
 //! diagonal; [`Gramian`]), matrix-free Jacobian and Gramian products through the tangent
 //! and reverse passes ([`jvp`], [`vjp`], [`gvp`], [`jvp_gram`]), KFAC factors
-//! ([`KfacFactors`], accumulated by [`KfacPass`]) and the exact Kronecker-sum inverse
-//! ([`KfacInverse`]), Jacobian-vector products from a stored KFAC pass
+//! ([`DeviceFactors`] on the backend, accumulated by [`KfacPass`]; [`KfacFactors`] their
+//! host copy) and the exact Kronecker-sum inverse ([`KfacInverse`]), Jacobian-vector products from a stored KFAC pass
 //! ([`JacobianStore`]); small dense host linear algebra in [`linalg`].
 
 mod gramian;
@@ -15,6 +15,6 @@ mod store;
 
 pub use gramian::{chunk_jacobian, Gramian, GramianKind};
 pub use jacobian::{jacobian, Jacobian};
-pub use kfac::{KfacFactors, KfacInverse, KfacPass};
+pub use kfac::{DeviceFactors, KfacFactors, KfacInverse, KfacPass};
 pub use products::{combine_seeds, gvp, jvp, jvp_gram, vjp};
 pub use store::{JacobianStore, DEFAULT_STORE_BYTES};

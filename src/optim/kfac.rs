@@ -21,7 +21,7 @@ use super::util::{
 use super::{grid_line_search, only_fields, OptimizerConfig, State, StepInfo};
 use crate::backend::Backend;
 use crate::curvature::{
-    jvp_gram, JacobianStore, KfacFactors, KfacInverse, KfacPass, DEFAULT_STORE_BYTES,
+    jvp_gram, DeviceFactors, JacobianStore, KfacFactors, KfacInverse, KfacPass, DEFAULT_STORE_BYTES,
 };
 use crate::error::{check, Error, Result};
 use crate::loss::Objective;
@@ -44,8 +44,8 @@ pub enum KfacMode {
 /// Parts that need the network and the number of loss terms (built on the first step).
 struct Parts<B: Backend, T: Real> {
     pass: KfacPass<B, T>,
-    factors: KfacFactors,
-    batch: KfacFactors,
+    factors: DeviceFactors<B>,
+    batch: DeviceFactors<B>,
     inverse: KfacInverse<B, T>,
     grad: B::Buf<T>,
     dir: B::Buf<T>,
@@ -170,8 +170,8 @@ impl<B: Backend, T: Real> Kfac<B, T> {
         let nt = obj.num_terms();
         self.parts = Some(Parts {
             pass: KfacPass::new(be, mlp, nt)?,
-            factors: KfacFactors::new(mlp, nt, self.identity)?,
-            batch: KfacFactors::new(mlp, nt, false)?,
+            factors: DeviceFactors::new(be, mlp, nt, self.identity)?,
+            batch: DeviceFactors::new(be, mlp, nt, false)?,
             inverse: KfacInverse::new(be, mlp)?,
             grad: be.alloc(p)?,
             dir: be.alloc(p)?,
@@ -187,7 +187,9 @@ impl<B: Backend, T: Real> Kfac<B, T> {
 
     fn load_parts(&mut self, be: &B, s: &State) -> Result<()> {
         let parts = self.parts.as_mut().expect("initialised");
-        parts.factors.load_state("factor_", s)?;
+        let mut host = parts.factors.download(be)?;
+        host.load_state("factor_", s)?;
+        parts.factors.load(be, &host)?;
         parts.inverse.load_state(be, "inverse_", s)?;
         let n = be.len(&parts.mom);
         let m = super::state_get(s, "momentum", n)?;
@@ -205,9 +207,12 @@ impl<B: Backend, T: Real> Kfac<B, T> {
         self
     }
 
-    /// The EMA'd factors (after the first step), e.g. for inspection.
-    pub fn factors(&self) -> Option<&KfacFactors> {
-        self.parts.as_ref().map(|p| &p.factors)
+    /// A host copy of the EMA'd factors (after the first step), e.g. for inspection.
+    pub fn factors(&self, be: &B) -> Result<Option<KfacFactors>> {
+        self.parts
+            .as_ref()
+            .map(|p| p.factors.download(be))
+            .transpose()
     }
 }
 
@@ -234,7 +239,7 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for Kfac<B, T> {
         let keep = (self.mode == KfacMode::Star && self.started).then_some(&mut parts.store);
         let loss = parts.pass.run(obj, params, &mut parts.grad, batch, keep)?;
         if update_factors {
-            parts.factors.ema(&parts.batch, self.ema)?;
+            parts.factors.ema(&be, &parts.batch, self.ema)?;
         }
 
         // inverse of the damped Kronecker sum
@@ -342,8 +347,8 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for Kfac<B, T> {
             count_entry("started", u64::from(self.started)),
             ("momentum".into(), convert(&be.download(&parts.mom)?)),
         ];
-        s.extend(parts.factors.state("factor_"));
-        s.extend(parts.inverse.state("inverse_"));
+        s.extend(parts.factors.download(be)?.state("factor_"));
+        s.extend(parts.inverse.state(be, "inverse_")?);
         Ok(s)
     }
 

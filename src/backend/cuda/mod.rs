@@ -28,7 +28,7 @@ pub mod solver;
 use self::device::{drv, no_panic};
 use self::launch::{DeviceLimits, Geometry, KArg, Launcher};
 use self::ops::Dev;
-use super::{AdamStep, Backend, JacRows, JetShape, Lay, QuadForm, Tr};
+use super::{AdamStep, Backend, EigFix, EigFixed, JacRows, JetShape, Lay, QuadForm, Tr};
 use crate::error::{Error, Result};
 use crate::scalar::Real;
 use cudarc::cublas::CudaBlas;
@@ -715,5 +715,36 @@ impl Backend for Cuda {
         out_off: usize,
     ) -> Result<()> {
         ops::row_dot(self, x.dev(), lx, y.dev(), ly, beta, out.dev(), out_off)
+    }
+    fn sym_eig(
+        &self,
+        a: &CudaBuf<f64>,
+        n: usize,
+        vals: &mut CudaBuf<f64>,
+        vecs: &mut CudaBuf<f64>,
+    ) -> Result<()> {
+        solver::sym_eig(self, a.dev(), n, vals.dev(), vecs.dev())
+    }
+    fn eig_fix(&self, vals: &mut CudaBuf<f64>, n: usize, mode: EigFix) -> Result<EigFixed> {
+        ops::eig_fix(self, vals.dev(), n, mode)
+    }
+    fn kron_recip<T: Real>(
+        &self,
+        sa: &CudaBuf<f64>,
+        na: usize,
+        sb: &CudaBuf<f64>,
+        nb: usize,
+        d: &mut CudaBuf<T>,
+    ) -> Result<()> {
+        ops::kron_recip(self, sa.dev(), na, sb.dev(), nb, d.dev())
+    }
+    fn cast<T: Real, U: Real>(&self, x: &CudaBuf<T>, y: &mut CudaBuf<U>, len: usize) -> Result<()> {
+        ops::cast(self, x.dev(), y.dev(), len)
+    }
+    fn add_diag<T: Real>(&self, x: &mut CudaBuf<T>, n: usize, v: T) -> Result<()> {
+        ops::add_diag(self, x.dev(), n, v)
+    }
+    fn bias_border<T: Real>(&self, a: &mut CudaBuf<T>, n: usize, corner: T) -> Result<()> {
+        ops::bias_border(self, a.dev(), n, corner)
     }
 }

@@ -8,7 +8,9 @@
 //! backend (f32 and f64, ragged and empty sizes, out-of-range arguments).
 
 use super::launch::{kernel_name, Geometry, KArg, Launcher};
-use crate::backend::{check_quad, check_view, AdamStep, JacRows, JetShape, Lay, QuadLens};
+use crate::backend::{
+    check_quad, check_view, AdamStep, EigFix, EigFixed, JacRows, JetShape, Lay, QuadLens,
+};
 use crate::error::{Error, Result};
 use crate::scalar::Real;
 use std::marker::PhantomData;
@@ -779,5 +781,108 @@ pub fn quad_seeds<L: Launcher + ?Sized, T: Real>(
             KArg::len(shape.s()),
             KArg::len(shape.h),
         ],
+    )
+}
+
+// ---- the KFAC inverse ---------------------------------------------------------------------
+
+/// `x[i·n + i] += v` for `i < n`.
+pub fn add_diag<L: Launcher + ?Sized, T: Real>(l: &L, x: Dev<T>, n: usize, v: T) -> Result<()> {
+    check_len("add_diag", x.len, n * n)?;
+    launch_linear::<L, T>(l, "add_diag", n, &[x.arg(), KArg::len(n), KArg::val(v)])
+}
+
+/// The bias border of a row-major `n × n` input factor (see `Backend::bias_border`).
+pub fn bias_border<L: Launcher + ?Sized, T: Real>(
+    l: &L,
+    a: Dev<T>,
+    n: usize,
+    corner: T,
+) -> Result<()> {
+    check_len("bias_border", a.len, n * n)?;
+    launch_linear::<L, T>(
+        l,
+        "bias_border",
+        n,
+        &[a.arg(), KArg::len(n), KArg::val(corner)],
+    )
+}
+
+/// `y[..len] = x[..len]` converted from `T` to `U`.
+pub fn cast<L: Launcher + ?Sized, T: Real, U: Real>(
+    l: &L,
+    x: Dev<T>,
+    y: Dev<U>,
+    len: usize,
+) -> Result<()> {
+    check_len("cast (x)", x.len, len)?;
+    check_len("cast (y)", y.len, len)?;
+    let name = format!("cast_{}_{}", T::DTYPE.name(), U::DTYPE.name());
+    match Geometry::linear(len, l.limits()) {
+        // SAFETY: x and y hold at least len elements of their types (checked above).
+        Some(g) => unsafe { l.launch(&name, g, &[x.arg(), y.arg(), KArg::len(len)]) },
+        None => Ok(()),
+    }
+}
+
+/// The eigenvalue fixes of `Backend::eig_fix`, one block; reads back two scalars.
+pub fn eig_fix<L: Launcher + ?Sized>(
+    l: &L,
+    v: Dev<f64>,
+    n: usize,
+    mode: EigFix,
+) -> Result<EigFixed> {
+    check_len("eig_fix", v.len, n)?;
+    if n == 0 {
+        return Ok(EigFixed {
+            clamped: 0,
+            max: f64::NEG_INFINITY,
+        });
+    }
+    let mut info = [0u8; 16];
+    l.with_scratch(16, &mut |s| {
+        // SAFETY: v holds n f64s (checked above); the scratch area holds the two f64s the
+        // kernel writes, read back after it.
+        unsafe {
+            l.launch(
+                "eig_fix_f64",
+                Geometry::single_block(),
+                &[
+                    v.arg(),
+                    KArg::len(n),
+                    KArg::I32(match mode {
+                        EigFix::InvSqrtFloor => 0,
+                        EigFix::NonNegative => 1,
+                    }),
+                    KArg::Ptr(s),
+                ],
+            )?;
+            l.read(s, &mut info)
+        }
+    })?;
+    let f = |b: &[u8]| f64::from_le_bytes(b.try_into().expect("8 bytes"));
+    Ok(EigFixed {
+        clamped: f(&info[..8]) as usize,
+        max: f(&info[8..]),
+    })
+}
+
+/// `d[o·na + i] = 1 / (1 + sb[o]·sa[i])`.
+pub fn kron_recip<L: Launcher + ?Sized, T: Real>(
+    l: &L,
+    sa: Dev<f64>,
+    na: usize,
+    sb: Dev<f64>,
+    nb: usize,
+    d: Dev<T>,
+) -> Result<()> {
+    check_len("kron_recip (sa)", sa.len, na)?;
+    check_len("kron_recip (sb)", sb.len, nb)?;
+    check_len("kron_recip (d)", d.len, na * nb)?;
+    launch_linear::<L, T>(
+        l,
+        "kron_recip",
+        na * nb,
+        &[sa.arg(), KArg::len(na), sb.arg(), KArg::len(nb), d.arg()],
     )
 }

@@ -9,10 +9,13 @@
 //!   gesvd's column-major V'ᵀ (m × m) is already the row-major U of A and its column-major
 //!   U' (n × m) the row-major Vᵀ, written straight into the outputs.
 //!
-//! Symmetric eigendecompositions are not routed here: the optimizers eigendecompose only
-//! small KFAC factors (fan-in+1 or fan-out square), on the host in f64 (src/curvature/linalg.rs).
+//! The symmetric eigendecomposition of `Backend::sym_eig` (the KFAC inverse) is `syevd`
+//! (f64): the row-major lower triangle it is asked to read is the column-major upper one,
+//! and the column-major eigenvectors it writes over its input are, read row-major, the
+//! rows of `Uᵀ` the trait promises. The input is first copied by `pack_f64`, which also
+//! finds non-finite entries.
 //!
-//! Checked on a GPU by tests/gpu.rs (one HIG step against the CPU).
+//! Checked on a GPU by tests/gpu.rs (one HIG step and one KFAC* step against the CPU).
 
 use super::launch::Launcher;
 use super::ops::{self, check_len, Dev};
@@ -139,4 +142,77 @@ pub(super) fn thin_svd<T: Real>(
         ops::pack_f64(cu, vtc.dev(), Lay::dense(cols, cols), true, vt)?;
     }
     Ok(())
+}
+
+pub(super) fn sym_eig(
+    cu: &Cuda,
+    a: Dev<f64>,
+    n: usize,
+    vals: Dev<f64>,
+    vecs: Dev<f64>,
+) -> Result<()> {
+    check_len("sym_eig (A)", a.len, n * n)?;
+    check_len("sym_eig (values)", vals.len, n)?;
+    check_len("sym_eig (vectors)", vecs.len, n * n)?;
+    if n == 0 {
+        return Ok(());
+    }
+    let ni = i32::try_from(n)
+        .map_err(|_| Error::Shape(format!("sym_eig: n = {n} exceeds cuSOLVER's 32-bit sizes")))?;
+    if let Some((i, j, v)) = ops::pack_f64(cu, a, Lay::dense(n, n), false, vecs)? {
+        return Err(Error::NonFinite(format!(
+            "sym_eig: entry ({i}, {j}) is {v}"
+        )));
+    }
+    let jobz = sys::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR;
+    let uplo = sys::cublasFillMode_t::CUBLAS_FILL_MODE_UPPER;
+    let handle = cu.solver()?;
+    cu.bind()?;
+    let mut lwork = 0i32;
+    // SAFETY: the handle is valid and bound to the backend's stream; vecs holds n·n f64
+    // (lda = n) and vals n (checked above); lwork is a valid out-pointer.
+    check("syevd_bufferSize", unsafe {
+        sys::cusolverDnDsyevd_bufferSize(
+            handle.cu(),
+            jobz,
+            uplo,
+            ni,
+            vecs.ptr as *const f64,
+            ni,
+            vals.ptr as *const f64,
+            &mut lwork,
+        )
+    })?;
+    let work = cu.alloc_raw::<f64>(lwork.max(1) as usize)?;
+    let info = cu.alloc_raw::<f64>(1)?; // 8 bytes; holds the i32 devInfo
+                                        // SAFETY: as above; work holds lwork f64 as cuSOLVER asked, info one i32. All on the
+                                        // backend's stream.
+    check("syevd", unsafe {
+        sys::cusolverDnDsyevd(
+            handle.cu(),
+            jobz,
+            uplo,
+            ni,
+            vecs.ptr as *mut f64,
+            ni,
+            vals.ptr as *mut f64,
+            work.dev().ptr as *mut f64,
+            lwork,
+            info.dev().ptr as *mut i32,
+        )
+    })?;
+    drop(handle);
+    let mut dev_info = [0u8; 4];
+    // SAFETY: info holds 8 bytes, 4 are read.
+    unsafe { cu.read(info.dev().ptr, &mut dev_info)? };
+    match i32::from_le_bytes(dev_info) {
+        0 => Ok(()),
+        k if k > 0 => Err(Error::Numerical(format!(
+            "eigendecomposition of a {n}×{n} matrix: {k} off-diagonal elements did not converge"
+        ))),
+        k => Err(Error::Numerical(format!(
+            "eigendecomposition of a {n}×{n} matrix: syevd parameter {} invalid",
+            -k
+        ))),
+    }
 }

@@ -11,7 +11,7 @@
 use super::cpu::Cpu;
 use super::cuda::launch::{DeviceLimits, Geometry, KArg, Launcher};
 use super::cuda::ops::{self, Dev};
-use super::{AdamStep, Backend, JacRows, JetShape, Lay, QuadForm, Tr};
+use super::{AdamStep, Backend, EigFix, EigFixed, JacRows, JetShape, Lay, QuadForm, Tr};
 use crate::error::{Error, Result};
 use crate::scalar::Real;
 use std::sync::{Arc, Mutex};
@@ -516,5 +516,36 @@ impl Backend for Emu {
             self.dev_mut(out),
             out_off,
         )
+    }
+    fn sym_eig(
+        &self,
+        a: &Vec<f64>,
+        n: usize,
+        vals: &mut Vec<f64>,
+        vecs: &mut Vec<f64>,
+    ) -> Result<()> {
+        Cpu.sym_eig(a, n, vals, vecs)
+    }
+    fn eig_fix(&self, vals: &mut Vec<f64>, n: usize, mode: EigFix) -> Result<EigFixed> {
+        ops::eig_fix(self, self.dev_mut(vals), n, mode)
+    }
+    fn kron_recip<T: Real>(
+        &self,
+        sa: &Vec<f64>,
+        na: usize,
+        sb: &Vec<f64>,
+        nb: usize,
+        d: &mut Vec<T>,
+    ) -> Result<()> {
+        ops::kron_recip(self, self.dev(sa), na, self.dev(sb), nb, self.dev_mut(d))
+    }
+    fn cast<T: Real, U: Real>(&self, x: &Vec<T>, y: &mut Vec<U>, len: usize) -> Result<()> {
+        ops::cast(self, self.dev(x), self.dev_mut(y), len)
+    }
+    fn add_diag<T: Real>(&self, x: &mut Vec<T>, n: usize, v: T) -> Result<()> {
+        ops::add_diag(self, self.dev_mut(x), n, v)
+    }
+    fn bias_border<T: Real>(&self, a: &mut Vec<T>, n: usize, corner: T) -> Result<()> {
+        ops::bias_border(self, self.dev_mut(a), n, corner)
     }
 }

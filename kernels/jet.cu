@@ -6,7 +6,8 @@
 //
 // CPU twins (same formulas, same operation order): `Cpu::add_bias`, `Cpu::jet_input`,
 // `Cpu::jet_broadcast_dirs`, `input_tanh_samples`, `tanh_fwd_samples`, `tanh_bwd_samples`,
-// `tanh_tangent_samples`, `Cpu::scale_jet_rows`, `quad_residual_ref`, `quad_seeds_ref`
+// `tanh_tangent_samples`, `Cpu::scale_jet_rows`, `quad_residual_ref`, `quad_tangent_ref`,
+// `quad_seeds_ref`
 // (src/backend/cpu.rs).
 #include "common.cuh"
 
@@ -259,6 +260,35 @@ extern "C" __global__ void quad_residual_f64(const double* y, const double* a, c
                                              const double* d, double* r, i64 f, i64 n, i64 s,
                                              i64 m) {
     quad_residual_k(y, a, b, d, r, f, n, s, m);
+}
+
+// Directional derivative of those residuals along an output-jet tangent ẏ (same block
+// layout as y): t_i = Σ_c (a_ic + 2 b_c y_ic)·ẏ_ic, the rows of J·v. One thread per sample,
+// summed in the order of the CPU twin (`cpu::quad_tangent_ref`).
+template <class T>
+__device__ __forceinline__ void quad_tangent_k(const T* __restrict__ y, const T* __restrict__ a,
+                                               const T* __restrict__ b,
+                                               const T* __restrict__ yd, T* __restrict__ t,
+                                               i64 f, i64 n, i64 s, i64 m) {
+    const i64 C = s * m;
+    GRID_STRIDE(i, n) {
+        T acc = T(0);
+        for (i64 c = 0; c < C; ++c) {
+            const i64 e = ((c / m) * n + i) * m + c % m;
+            acc += (a[(f + i) * C + c] + T(2) * b[c] * y[e]) * yd[e];
+        }
+        t[i] = acc;
+    }
+}
+extern "C" __global__ void quad_tangent_f32(const float* y, const float* a, const float* b,
+                                            const float* yd, float* t, i64 f, i64 n, i64 s,
+                                            i64 m) {
+    quad_tangent_k(y, a, b, yd, t, f, n, s, m);
+}
+extern "C" __global__ void quad_tangent_f64(const double* y, const double* a, const double* b,
+                                            const double* yd, double* t, i64 f, i64 n, i64 s,
+                                            i64 m) {
+    quad_tangent_k(y, a, b, yd, t, f, n, s, m);
 }
 
 // Gauss–Newton seeds of those residuals, in the output jet's block layout:

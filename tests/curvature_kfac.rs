@@ -158,6 +158,24 @@ fn matrix_free_products_match_the_dense_jacobian() {
         let want = [dot(&v, &gv), dot(&v, &gv2), dot(&v2, &gv), dot(&v2, &gv2)];
         assert_close(&format!("{problem} Gram"), &gram, &want, 1e-10, 1e-12);
         assert!(vjp(&mut obj, &p, &w[1..], &mut out).is_err());
+        // the same products with the residuals evaluated on the host
+        obj.set_backend_residuals(false).unwrap();
+        gvp(&mut obj, &p, &v, &mut out).unwrap();
+        assert_close(
+            &format!("{problem} G v (host residuals)"),
+            &out,
+            &gv,
+            1e-10,
+            1e-12,
+        );
+        let gram = jvp_gram(&mut obj, &p, &[&v, &v2]).unwrap();
+        assert_close(
+            &format!("{problem} Gram (host residuals)"),
+            &gram,
+            &want,
+            1e-10,
+            1e-12,
+        );
     }
 }
 

@@ -92,11 +92,12 @@ fn non_finite_loss_is_an_error() {
     assert!(obj.set_points(0, vec![0.0, 1.0, 2.0]).is_err());
 }
 
-/// The backend's residual kernels (quadratic forms, `Backend::quad_residual`/`quad_seeds`)
-/// give the loss, the gradient and the KFAC factors of the host evaluation.
+/// The backend's residual kernels (quadratic forms, `Backend::quad_residual`/`quad_seeds`/
+/// `quad_tangent`) give the loss, the gradient, the KFAC factors and the Gauss–Newton
+/// products of the host evaluation.
 #[test]
 fn backend_residuals_match_the_host_path() {
-    use kfac_pinn::curvature::{DeviceFactors, KfacPass};
+    use kfac_pinn::curvature::{gvp, DeviceFactors, KfacPass};
     for (problem, widths, n) in [
         ("poisson2d", vec![2, 6, 5, 1], vec![13, 7]),
         ("heat1d", vec![2, 4, 3, 1], vec![11, 6]),
@@ -112,7 +113,13 @@ fn backend_residuals_match_the_host_path() {
             let mut f = DeviceFactors::new(&Cpu, &mlp, 2, false).unwrap();
             let mut g2 = vec![0.0; p.len()];
             pass.run(obj, &p, &mut g2, Some(&mut f), None).unwrap();
-            (l, lv, g, g2, f.download(&Cpu).unwrap())
+            // a Gauss–Newton product (J·v and the seeds on the backend, or on the host)
+            let v: Vec<f64> = (0..p.len())
+                .map(|i| ((i * 7 % 11) as f64 - 5.0) / 5.0)
+                .collect();
+            let mut gv = vec![0.0; p.len()];
+            gvp(obj, &p, &v, &mut gv).unwrap();
+            (l, lv, g, g2, f.download(&Cpu).unwrap(), gv)
         };
         for t in 0..2 {
             assert!(obj.backend_residuals(t), "{problem}: term {t} on the host");
@@ -141,6 +148,7 @@ fn backend_residuals_match_the_host_path() {
             1e-12,
             1e-15,
         );
+        assert_close(&format!("{problem} G·v"), &dev.5, &host.5, 1e-12, 1e-15);
         for t in 0..2 {
             for l in 0..mlp.num_layers() {
                 assert_close(

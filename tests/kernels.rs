@@ -520,8 +520,39 @@ fn quad_ops<T: Real>() {
                 .unwrap();
             same(&tag("quad_seeds"), &ge, &gc);
         }
+        // the tangent: CPU, emulated kernel, and the derivative of the residual (exact for
+        // a quadratic: r(y + ẏ) − r(y − ẏ) = 2·(∂r/∂y)·ẏ)
+        let yd: Vec<T> = data(sh.len(), seed + 4, -1.0, 1.0);
+        let (mut tc, mut te) = (vec![T::ZERO; n + 1], vec![T::ZERO; n + 1]);
+        Cpu.quad_tangent(&y, &form, &yd, first, sh, &mut tc)
+            .unwrap();
+        e.quad_tangent(&y, &eform, &yd, first, sh, &mut te).unwrap();
+        same(&tag("quad_tangent"), &te, &tc);
+        let shifted = |sign: f64| -> Vec<f64> {
+            let ys: Vec<T> = y
+                .iter()
+                .zip(&yd)
+                .map(|(&a, &b)| T::from_f64(a.to_f64() + sign * b.to_f64()))
+                .collect();
+            let mut r = vec![T::ZERO; n];
+            Cpu.quad_residual(&ys, &form, first, sh, &mut r).unwrap();
+            f64s(&r)
+        };
+        let (rp, rm) = (shifted(1.0), shifted(-1.0));
+        for i in 0..n {
+            let want = 0.5 * (rp[i] - rm[i]);
+            let got = tc[i].to_f64();
+            assert!(
+                (got - want).abs() <= 256.0 * T::EPS.to_f64() * (1.0 + want.abs()) * c as f64,
+                "{}: sample {i}: {got} vs {want}",
+                tag("quad_tangent vs central difference")
+            );
+        }
         // short buffers are refused
         if n > 0 && m > 0 {
+            assert!(e
+                .quad_tangent(&y, &eform, &yd[..sh.len() - 1].to_vec(), first, sh, &mut te)
+                .is_err());
             let short = vec![T::ZERO; (first + n) * c - 1];
             let bad = QuadForm::<Emu, T> {
                 a: &short,

@@ -951,6 +951,27 @@ impl Backend for Cpu {
         Ok(())
     }
 
+    fn quad_tangent<T: Real>(
+        &self,
+        y: &Vec<T>,
+        form: &QuadForm<'_, Self, T>,
+        yd: &Vec<T>,
+        first: usize,
+        shape: JetShape,
+        t: &mut Vec<T>,
+    ) -> Result<()> {
+        let lens = QuadLens {
+            y: y.len(),
+            a: form.a.len(),
+            b: form.b.len(),
+            d: yd.len(),
+            out: t.len(),
+        };
+        check_quad("quad_tangent", lens, first, shape, shape.len(), shape.n)?;
+        quad_tangent_ref(y, form.a, form.b, yd, first, shape, &mut t[..shape.n]);
+        Ok(())
+    }
+
     fn quad_seeds<T: Real>(
         &self,
         y: &Vec<T>,
@@ -1262,6 +1283,31 @@ pub fn quad_residual_ref<T: Real>(
             acc += (ac + bc * v) * v;
         }
         *ri = acc;
+    }
+}
+
+/// CPU twin of the quadratic-form tangent kernel (`quad_tangent` in kernels/jet.cu):
+/// `t_i = Σ_c (a_ic + 2 b_c y_ic)·yd_ic`, summed in the kernel's order.
+pub fn quad_tangent_ref<T: Real>(
+    y: &[T],
+    a: &[T],
+    b: &[T],
+    yd: &[T],
+    first: usize,
+    shape: JetShape,
+    t: &mut [T],
+) {
+    let (n, m) = (shape.n, shape.h);
+    let c_all = shape.s() * m;
+    let two = T::from_f64(2.0);
+    for (i, ti) in t.iter_mut().enumerate().take(n) {
+        let ai = &a[(first + i) * c_all..(first + i + 1) * c_all];
+        let mut acc = T::ZERO;
+        for (c, (&ac, &bc)) in ai.iter().zip(&b[..c_all]).enumerate() {
+            let e = ((c / m) * n + i) * m + c % m;
+            acc += (ac + two * bc * y[e]) * yd[e];
+        }
+        *ti = acc;
     }
 }
 

@@ -84,7 +84,7 @@ pub(crate) fn check_quad(
         ("y", lens.y, shape.len()),
         ("a", lens.a, (first + shape.n) * c),
         ("b", lens.b, c),
-        ("d/r", lens.d, d_need),
+        ("d, r or ẏ", lens.d, d_need),
         ("out", lens.out, out_need),
     ] {
         if need > len {
@@ -495,6 +495,18 @@ pub trait Backend: Clone + Send + Sync + 'static {
         first: usize,
         shape: JetShape,
         r: &mut Self::Buf<T>,
+    ) -> Result<()>;
+    /// Directional derivative of those residuals along the output-jet tangent `yd` (block
+    /// layout like `y`): `t[i] = Σ_c (a[first+i, c] + 2 b[c]·y_ic)·yd_ic`, the chunk's rows
+    /// of `J·v` (un-scaled). CPU twin: `cpu::quad_tangent_ref`.
+    fn quad_tangent<T: Real>(
+        &self,
+        y: &Self::Buf<T>,
+        form: &QuadForm<'_, Self, T>,
+        yd: &Self::Buf<T>,
+        first: usize,
+        shape: JetShape,
+        t: &mut Self::Buf<T>,
     ) -> Result<()>;
     /// Seeds (output-jet cotangents, block layout) of those residuals:
     /// `g_ic = (alpha·r_i + beta)·(a_ic + 2 b_c y_ic)`. CPU twin: `cpu::quad_seeds_ref`.

@@ -6,7 +6,7 @@
 //!
 //! Checked by `tests/curvature_kfac.rs` against the dense Jacobian and Gramian.
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Lay};
 use crate::error::Result;
 use crate::jet::accumulate_grad;
 use crate::loss::{ChunkPass, Objective};
@@ -95,7 +95,8 @@ pub fn vjp<B: Backend, T: Real>(
     Ok(())
 }
 
-/// `out = G v = Jᵀ J v`: per chunk one forward, one tangent and one backward pass.
+/// `out = G v = Jᵀ J v`: per chunk one forward, one tangent and one backward pass. For
+/// quadratic-form residuals `J v` and the seeds stay on the backend.
 pub fn gvp<B: Backend, T: Real>(
     obj: &mut Objective<B, T>,
     params: &B::Buf<T>,
@@ -106,9 +107,16 @@ pub fn gvp<B: Backend, T: Real>(
     obj.mlp().check_params(be.len(out))?;
     let np = be.len(out);
     be.fill(out, 0, np, T::ZERO)?;
+    // J·v of a chunk, on the backend where the residuals are
+    let mut jv = be.alloc(0)?;
     for t in 0..obj.num_terms() {
         let c2 = row_scale(obj, t).powi(2);
         obj.sweep(params, t, |pass| {
+            if pass.on_backend() {
+                pass.residual_tangent_to(v, &mut jv)?;
+                return pass
+                    .backward_weighted(&jv, c2, |be, v| accumulate_grad(be, &v, T::ONE, out));
+            }
             let mut rt = pass.residual_tangent(v)?;
             rt.iter_mut().for_each(|x| *x *= c2);
             let seeds = combine_seeds(pass, &rt)?;
@@ -119,7 +127,8 @@ pub fn gvp<B: Backend, T: Real>(
 }
 
 /// The Gram matrix `[(J v_i)·(J v_j)]_{ij}` of a few directions (row-major `k × k`), i.e.
-/// `v_iᵀ G v_j`, from one forward and `k` tangent passes per chunk.
+/// `v_iᵀ G v_j`, from one forward and `k` tangent passes per chunk (`J v_i` on the backend
+/// for quadratic-form residuals; one scalar per pair and chunk comes back).
 pub fn jvp_gram<B: Backend, T: Real>(
     obj: &mut Objective<B, T>,
     params: &B::Buf<T>,
@@ -127,9 +136,30 @@ pub fn jvp_gram<B: Backend, T: Real>(
 ) -> Result<Vec<f64>> {
     let k = vs.len();
     let mut gram = vec![0.0; k * k];
+    let be = obj.backend().clone();
+    // J·v_i of a chunk, on the backend where the residuals are
+    let mut jv_dev = (0..k).map(|_| be.alloc(0)).collect::<Result<Vec<_>>>()?;
+    let mut dot = be.alloc(1)?;
     for t in 0..obj.num_terms() {
         let c2 = row_scale(obj, t).powi(2);
         obj.sweep(params, t, |pass| {
+            if pass.on_backend() {
+                for (v, out) in vs.iter().zip(jv_dev.iter_mut()) {
+                    pass.residual_tangent_to(v, out)?;
+                }
+                let row = Lay::dense(1, pass.n);
+                for a in 0..k {
+                    for b in a..k {
+                        // one scalar per pair comes back
+                        let (x, y) = (&jv_dev[a], &jv_dev[b]);
+                        be.row_dot(x, row, y, row, T::ZERO, &mut dot, 0)?;
+                        let mut d = [T::ZERO];
+                        be.download_range(&dot, 0, &mut d)?;
+                        gram[a * k + b] += c2 * d[0].to_f64();
+                    }
+                }
+                return Ok(());
+            }
             let jv = vs
                 .iter()
                 .map(|v| pass.residual_tangent(v))

@@ -1,7 +1,8 @@
 //! The tangent pass: forward mode in the PARAMETERS through the stored jets of the last
 //! forward chunk. For a parameter direction `v` it gives the output-jet tangent
 //! `ẏ = (∂y/∂θ) v`, from which matrix-free Jacobian-vector products `J v` follow (the
-//! residual Jacobian with respect to the output jet is applied on the host).
+//! residual Jacobian with respect to the output jet is applied on the backend for
+//! quadratic-form residuals, `ChunkPass::residual_tangent_to`, else on the host).
 //!
 //! Per linear layer `ż = Ȧ Wᵀ + A Ẇᵀ (+ ḃ on value rows)`, and through tanh the
 //! linearised jet map of [`crate::backend::Backend::jet_tanh_tangent`]. The first layer's
@@ -23,6 +24,47 @@ impl<B: Backend, T: Real> JetEngine<B, T> {
     /// Returned sample-major, in the layout of [`JetEngine::output`]. Uses the engine's
     /// gradient buffers as scratch (their contents are not needed between passes).
     pub fn tangent(&mut self, params: &B::Buf<T>, v: &B::Buf<T>) -> Result<Vec<f64>> {
+        self.tangent_in_place(params, v)?;
+        let n = self.n_cur;
+        let s = self.kind.s();
+        let m = self.mlp.output_dim();
+        let rows = n * s;
+        let (_, last) = self.output_and_tangent()?;
+        let mut blk = vec![T::ZERO; rows * m];
+        self.be.download_range(last, 0, &mut blk)?;
+        let mut out = vec![0.0; rows * m];
+        for i in 0..n {
+            for r in 0..s {
+                for j in 0..m {
+                    out[(i * s + r) * m + j] = blk[(r * n + i) * m + j].to_f64();
+                }
+            }
+        }
+        if let JetKind::Full(op) = &self.kind {
+            if !op.is_identity() {
+                rotate_dirs(op, &mut out, n, m, s, false);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The output jet and, after [`Self::tangent_in_place`], its tangent, both on the
+    /// backend in block layout (the tangent in the engine's coordinates: directions not
+    /// rotated back for a non-identity operator).
+    #[allow(clippy::type_complexity)]
+    pub fn output_and_tangent(&self) -> Result<(&B::Buf<T>, &B::Buf<T>)> {
+        self.check_stored("tangent")?;
+        let t = self
+            .train
+            .as_ref()
+            .expect("stored jets imply training buffers");
+        let last = (self.mlp.num_layers() - 1) % 2;
+        Ok((&self.y, &t.g[last]))
+    }
+
+    /// The tangent pass of [`Self::tangent`], its result left on the backend (see
+    /// [`Self::output_and_tangent`]); it overwrites the reverse pass's seed buffer.
+    pub fn tangent_in_place(&mut self, params: &B::Buf<T>, v: &B::Buf<T>) -> Result<()> {
         if !self.stored {
             return Err(Error::Shape(
                 "the tangent pass needs a forward pass with stored jets".into(),
@@ -32,7 +74,6 @@ impl<B: Backend, T: Real> JetEngine<B, T> {
         self.mlp.check_params(self.be.len(v))?;
         let n = self.n_cur;
         let s = self.kind.s();
-        let m = self.mlp.output_dim();
         let rows = n * s;
         let nl = self.mlp.num_layers();
         let w = self.mlp.widths().to_vec();
@@ -85,23 +126,7 @@ impl<B: Backend, T: Real> JetEngine<B, T> {
             be.gemm(T::ONE, &t.a[l], inp, Tr::N, v, wl, Tr::T, T::ONE, next, out)?;
             be.add_bias(next, n, w[l + 1], v, lay.b_off)?;
         }
-        let last = if (nl - 1) % 2 == 0 { &*g0 } else { &*g1 };
-        let mut blk = vec![T::ZERO; rows * m];
-        be.download_range(last, 0, &mut blk)?;
-        let mut out = vec![0.0; rows * m];
-        for i in 0..n {
-            for r in 0..s {
-                for j in 0..m {
-                    out[(i * s + r) * m + j] = blk[(r * n + i) * m + j].to_f64();
-                }
-            }
-        }
-        if let JetKind::Full(op) = &self.kind {
-            if !op.is_identity() {
-                rotate_dirs(op, &mut out, n, m, s, false);
-            }
-        }
-        Ok(out)
+        Ok(())
     }
 }
 

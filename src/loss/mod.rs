@@ -162,13 +162,62 @@ impl<B: Backend, T: Real> ChunkPass<'_, B, T> {
         beta: f64,
         visit: impl FnMut(&B, LayerView<'_, B, T>) -> Result<()>,
     ) -> Result<()> {
+        self.backward_form_with(None, alpha, beta, visit)
+    }
+    /// [`Self::backward_form`] with per-sample weights `w` in place of the residuals.
+    fn backward_form_with(
+        &mut self,
+        w: Option<&B::Buf<T>>,
+        alpha: f64,
+        beta: f64,
+        visit: impl FnMut(&B, LayerView<'_, B, T>) -> Result<()>,
+    ) -> Result<()> {
         let form = self.form.expect("called with a form");
         let be = self.engine.backend().clone();
         let shape = self.engine.output_shape();
+        let r = w.unwrap_or(&*self.r_dev);
         let (y, seeds) = self.engine.output_and_seeds()?;
         let (a, b) = (T::from_f64(alpha), T::from_f64(beta));
-        be.quad_seeds(y, &form, self.r_dev, a, b, self.first, shape, seeds)?;
+        be.quad_seeds(y, &form, r, a, b, self.first, shape, seeds)?;
         self.engine.backward_seeded(self.params, visit)
+    }
+    /// Whether this chunk's residuals are a quadratic form held on the backend: then
+    /// [`Self::residual_tangent_to`] and [`Self::backward_weighted`] work there.
+    pub fn on_backend(&self) -> bool {
+        self.form.is_some()
+    }
+    /// `out[i] = (∂r_i/∂y)·ẏ_i` along the parameter direction `v`, on the backend: the
+    /// chunk's rows of `J·v`, un-scaled (`out` grows to the chunk if needed). Needs a
+    /// quadratic-form residual ([`Self::on_backend`]); overwrites the seed buffer.
+    pub fn residual_tangent_to(&mut self, v: &B::Buf<T>, out: &mut B::Buf<T>) -> Result<()> {
+        let Some(form) = self.form else {
+            return Err(Error::Shape(
+                "residual_tangent_to needs residuals on the backend (a quadratic form)".into(),
+            ));
+        };
+        let be = self.engine.backend().clone();
+        if be.len(out) < self.n {
+            *out = be.alloc(self.n)?;
+        }
+        self.engine.tangent_in_place(self.params, v)?;
+        let shape = self.engine.output_shape();
+        let (y, yd) = self.engine.output_and_tangent()?;
+        be.quad_tangent(y, &form, yd, self.first, shape, out)
+    }
+    /// Reverse pass seeded with `alpha·w_i·∂r_i/∂y` for per-sample weights `w` on the
+    /// backend (`Jᵀ` of a weighted residual vector). Needs [`Self::on_backend`].
+    pub fn backward_weighted(
+        &mut self,
+        w: &B::Buf<T>,
+        alpha: f64,
+        visit: impl FnMut(&B, LayerView<'_, B, T>) -> Result<()>,
+    ) -> Result<()> {
+        if self.form.is_none() {
+            return Err(Error::Shape(
+                "backward_weighted needs residuals on the backend (a quadratic form)".into(),
+            ));
+        }
+        self.backward_form_with(Some(w), alpha, 0.0, visit)
     }
     /// Reverse pass for the loss gradient: seeds `w/N Σ_q r_{n,q} ∂r_{n,q}/∂y`.
     pub fn backward_grad(

@@ -680,6 +680,18 @@ impl Backend for Cuda {
         let (a, b, d) = (form.a.dev(), form.b.dev(), form.d.dev());
         ops::quad_residual(self, y.dev(), a, b, d, first, shape, r.dev())
     }
+    fn quad_tangent<T: Real>(
+        &self,
+        y: &CudaBuf<T>,
+        form: &QuadForm<'_, Self, T>,
+        yd: &CudaBuf<T>,
+        first: usize,
+        shape: JetShape,
+        t: &mut CudaBuf<T>,
+    ) -> Result<()> {
+        let (a, b) = (form.a.dev(), form.b.dev());
+        ops::quad_tangent(self, y.dev(), a, b, yd.dev(), first, shape, t.dev())
+    }
     fn quad_seeds<T: Real>(
         &self,
         y: &CudaBuf<T>,

@@ -743,6 +743,44 @@ pub fn quad_residual<L: Launcher + ?Sized, T: Real>(
     )
 }
 
+/// Directional derivatives of the quadratic-form residuals (see `Backend::quad_tangent`).
+#[allow(clippy::too_many_arguments)]
+pub fn quad_tangent<L: Launcher + ?Sized, T: Real>(
+    l: &L,
+    y: Dev<T>,
+    a: Dev<T>,
+    b: Dev<T>,
+    yd: Dev<T>,
+    first: usize,
+    shape: JetShape,
+    t: Dev<T>,
+) -> Result<()> {
+    let lens = QuadLens {
+        y: y.len,
+        a: a.len,
+        b: b.len,
+        d: yd.len,
+        out: t.len,
+    };
+    check_quad("quad_tangent", lens, first, shape, shape.len(), shape.n)?;
+    launch_linear::<L, T>(
+        l,
+        "quad_tangent",
+        shape.n,
+        &[
+            y.arg(),
+            a.arg(),
+            b.arg(),
+            yd.arg(),
+            t.arg(),
+            KArg::len(first),
+            KArg::len(shape.n),
+            KArg::len(shape.s()),
+            KArg::len(shape.h),
+        ],
+    )
+}
+
 /// Seeds of the quadratic-form residuals (see `Backend::quad_seeds`).
 #[allow(clippy::too_many_arguments)]
 pub fn quad_seeds<L: Launcher + ?Sized, T: Real>(

@@ -481,6 +481,18 @@ impl Backend for Emu {
         let (a, b, d) = (self.dev(form.a), self.dev(form.b), self.dev(form.d));
         ops::quad_residual(self, self.dev(y), a, b, d, first, shape, self.dev_mut(r))
     }
+    fn quad_tangent<T: Real>(
+        &self,
+        y: &Vec<T>,
+        form: &QuadForm<'_, Self, T>,
+        yd: &Vec<T>,
+        first: usize,
+        shape: JetShape,
+        t: &mut Vec<T>,
+    ) -> Result<()> {
+        let (a, b, yd) = (self.dev(form.a), self.dev(form.b), self.dev(yd));
+        ops::quad_tangent(self, self.dev(y), a, b, yd, first, shape, self.dev_mut(t))
+    }
     fn quad_seeds<T: Real>(
         &self,
         y: &Vec<T>,

@@ -86,22 +86,29 @@ extern "C" __global__ void cast_f32_f64(const float* x, double* y, i64 n) { cast
 extern "C" __global__ void cast_f64_f32(const double* x, float* y, i64 n) { cast_k(x, y, n); }
 extern "C" __global__ void cast_f64_f64(const double* x, double* y, i64 n) { cast_k(x, y, n); }
 
-// Eigenvalue fixes of the simultaneous diagonalisation (`curvature::linalg::kron_side`),
-// launched with a single block over v[0..n):
+// Eigenvalue fixes, launched with a single block over v[0..n):
 // mode 0: with m = max v and floor = max(n·ε·m, DBL_MIN), v ← 1/sqrt(max(v, floor)),
 //         counting the raised ones (the host reports m ≤ 0 as an error);
 // mode 1: with m = max |v|, v ← max(v, 0), counting v < −n·10³·ε·m (rounding noise of a
-//         semi-definite factor is not counted).
-// info[0] = the count, info[1] = m.
+//         semi-definite factor is not counted);
+// mode 2: with m = max |v| and cut = n·ε·m, v ← 1/v where |v| > cut (and m > 0), else 0:
+//         the pseudo-inverse of a spectrum (LAPACK gelsd's default cut), counting the
+//         dropped ones.
+// Modes 0 and 1 serve the simultaneous diagonalisation (`curvature::linalg::kron_side`),
+// mode 2 the minimum-norm solves (`curvature::linalg::pinv_apply`). The maximum
+// propagates NaN, so the host sees a non-finite input. info[0] = the count, info[1] = m.
 #define KFAC_DBL_EPS 2.220446049250313e-16
 #define KFAC_DBL_MIN 2.2250738585072014e-308
-extern "C" __global__ void eig_fix_f64(double* v, i64 n, int mode, double* info) {
-    double m = -1.0 / 0.0;
-    for (i64 i = threadIdx.x; i < n; i += blockDim.x) {
-        const double x = mode == 0 ? v[i] : fabs(v[i]);
-        m = x > m ? x : m;
+struct MaxNanOp {
+    __device__ __forceinline__ double operator()(double a, double b) const {
+        return a != a ? a : (b != b ? b : (a > b ? a : b));
     }
-    m = block_reduce(m, MaxOp(), -1.0 / 0.0);
+};
+extern "C" __global__ void eig_fix_f64(double* v, i64 n, int mode, double* info) {
+    const MaxNanOp op;
+    double m = -1.0 / 0.0;
+    for (i64 i = threadIdx.x; i < n; i += blockDim.x) m = op(m, mode == 0 ? v[i] : fabs(v[i]));
+    m = block_reduce(m, op, -1.0 / 0.0);
     __shared__ double shared_m;
     if (threadIdx.x == 0) shared_m = m;
     __syncthreads();
@@ -119,6 +126,17 @@ extern "C" __global__ void eig_fix_f64(double* v, i64 n, int mode, double* info)
                 }
                 v[i] = 1.0 / sqrt(x);
             }
+    } else if (mode == 2) {
+        const double cut = (double)n * KFAC_DBL_EPS * m;
+        for (i64 i = threadIdx.x; i < n; i += blockDim.x) {
+            const double x = v[i];
+            if (fabs(x) > cut && m > 0.0) {
+                v[i] = 1.0 / x;
+            } else {
+                v[i] = 0.0;
+                count += 1.0;
+            }
+        }
     } else {
         const double noise = -(double)n * 1e3 * KFAC_DBL_EPS * m;
         for (i64 i = threadIdx.x; i < n; i += blockDim.x) {

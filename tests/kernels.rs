@@ -834,21 +834,33 @@ fn kfac_inverse_ops<T: Real>() {
         let x: Vec<T> = data(n, 900 + n as u64, -3.0, 3.0);
         let mut a = vec![0.0f64; n];
         let mut b = vec![0.0f64; n];
-        Cpu.cast(&x, &mut a, n).unwrap();
-        e.cast(&x, &mut b, n).unwrap();
+        Cpu.cast(&x, 0, &mut a, 0, n).unwrap();
+        e.cast(&x, 0, &mut b, 0, n).unwrap();
         assert_eq!(a, b, "cast to f64 n={n}");
         assert_eq!(a, f64s(&x));
         let mut c = vec![T::ZERO; n];
         let mut d = vec![T::ZERO; n];
-        Cpu.cast(&a, &mut c, n).unwrap();
-        e.cast(&a, &mut d, n).unwrap();
+        Cpu.cast(&a, 0, &mut c, 0, n).unwrap();
+        e.cast(&a, 0, &mut d, 0, n).unwrap();
         assert_eq!(f64s(&c), f64s(&d), "cast from f64 n={n}");
         assert_eq!(f64s(&c), f64s(&x));
         let mut f = vec![0.0f32; n];
-        e.cast(&x, &mut f, n).unwrap();
+        e.cast(&x, 0, &mut f, 0, n).unwrap();
         let want: Vec<f32> = x.iter().map(|v| v.to_f64() as f32).collect();
         assert_eq!(f, want);
-        assert!(e.cast(&x, &mut f, n + 1).is_err());
+        assert!(e.cast(&x, 0, &mut f, 0, n + 1).is_err());
+        // a range inside larger buffers
+        if n > 4 {
+            let mut g = vec![-1.0f64; n + 2];
+            e.cast(&x, 3, &mut g, 1, n - 4).unwrap();
+            let mut h = vec![-1.0f64; n + 2];
+            Cpu.cast(&x, 3, &mut h, 1, n - 4).unwrap();
+            assert_eq!(g, h);
+            assert_eq!(g[0], -1.0);
+            assert_eq!(g[1], x[3].to_f64());
+            assert_eq!(g[n - 3], -1.0);
+            assert!(e.cast(&x, 5, &mut g, 0, n - 4).is_err());
+        }
     }
 }
 
@@ -870,7 +882,11 @@ fn eigenvalue_fixes_match_cpu() {
         if n > 2 {
             v[1] = -1e-14;
         }
-        for mode in [EigFix::InvSqrtFloor, EigFix::NonNegative] {
+        for mode in [
+            EigFix::InvSqrtFloor,
+            EigFix::NonNegative,
+            EigFix::PseudoInverse,
+        ] {
             let (mut a, mut b) = (v.clone(), v.clone());
             let fa = Cpu.eig_fix(&mut a, n, mode).unwrap();
             let fb = e.eig_fix(&mut b, n, mode).unwrap();
@@ -882,7 +898,7 @@ fn eigenvalue_fixes_match_cpu() {
             assert_eq!(fw, fa);
             let m = match mode {
                 EigFix::InvSqrtFloor => v.iter().cloned().fold(f64::MIN, f64::max),
-                EigFix::NonNegative => v.iter().map(|x| x.abs()).fold(0.0, f64::max),
+                _ => v.iter().map(|x| x.abs()).fold(0.0, f64::max),
             };
             assert_eq!(fa.max, m);
             for (i, (&x, &y)) in v.iter().zip(&a).enumerate() {
@@ -892,6 +908,11 @@ fn eigenvalue_fixes_match_cpu() {
                         assert_eq!(y, 1.0 / x.max(floor).sqrt(), "entry {i}");
                     }
                     EigFix::NonNegative => assert_eq!(y, x.max(0.0), "entry {i}"),
+                    EigFix::PseudoInverse => {
+                        let cut = n as f64 * f64::EPSILON * m;
+                        let want = if x.abs() > cut { 1.0 / x } else { 0.0 };
+                        assert_eq!(y, want, "entry {i}");
+                    }
                 }
             }
             let want_count = match mode {
@@ -903,6 +924,10 @@ fn eigenvalue_fixes_match_cpu() {
                     .iter()
                     .filter(|&&x| x < -(n as f64) * 1e3 * f64::EPSILON * m)
                     .count(),
+                EigFix::PseudoInverse => v
+                    .iter()
+                    .filter(|&&x| x.abs() <= n as f64 * f64::EPSILON * m)
+                    .count(),
             };
             assert_eq!(fa.clamped, want_count, "eig_fix {mode:?} n={n} count");
         }
@@ -913,6 +938,21 @@ fn eigenvalue_fixes_match_cpu() {
     assert_eq!(f.max, 0.0);
     assert_eq!(v, vec![-1.0, -2.0, 0.0]);
     assert!(e.eig_fix(&mut v, 4, EigFix::NonNegative).is_err());
+    // a NaN reaches the reported maximum in every mode (so the caller can refuse it)
+    for mode in [
+        EigFix::InvSqrtFloor,
+        EigFix::NonNegative,
+        EigFix::PseudoInverse,
+    ] {
+        let mut v = vec![1.0; 300];
+        v[299] = f64::NAN;
+        let mut w = v.clone();
+        assert!(
+            e.eig_fix(&mut v, 300, mode).unwrap().max.is_nan(),
+            "{mode:?}"
+        );
+        assert!(Cpu.eig_fix(&mut w, 300, mode).unwrap().max.is_nan());
+    }
 }
 
 // ---- the emulator itself -------------------------------------------------------------------------

@@ -1067,12 +1067,19 @@ impl Backend for Cpu {
         kron_recip_ref(&sa[..na], &sb[..nb], &mut d[..na * nb]);
         Ok(())
     }
-    fn cast<T: Real, U: Real>(&self, x: &Vec<T>, y: &mut Vec<U>, len: usize) -> Result<()> {
-        check_len("cast (x)", x.len(), len)?;
-        check_len("cast (y)", y.len(), len)?;
-        y[..len]
+    fn cast<T: Real, U: Real>(
+        &self,
+        x: &Vec<T>,
+        x_off: usize,
+        y: &mut Vec<U>,
+        y_off: usize,
+        len: usize,
+    ) -> Result<()> {
+        check_len("cast (x)", x.len(), x_off + len)?;
+        check_len("cast (y)", y.len(), y_off + len)?;
+        y[y_off..y_off + len]
             .iter_mut()
-            .zip(&x[..len])
+            .zip(&x[x_off..x_off + len])
             .for_each(|(y, &x)| *y = U::from_f64(x.to_f64()));
         Ok(())
     }
@@ -1094,9 +1101,20 @@ impl Backend for Cpu {
 pub fn eig_fix_ref(v: &mut [f64], mode: EigFix) -> EigFixed {
     let n = v.len() as f64;
     let mut clamped = 0;
+    // a maximum that propagates NaN, like the kernel's
+    let max_of = |f: fn(f64) -> f64, v: &[f64]| {
+        v.iter().fold(f64::NEG_INFINITY, |m, &x| {
+            let x = f(x);
+            if m.is_nan() || x.is_nan() {
+                f64::NAN
+            } else {
+                m.max(x)
+            }
+        })
+    };
     let max = match mode {
         EigFix::InvSqrtFloor => {
-            let m = v.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x));
+            let m = max_of(|x| x, v);
             let floor = (n * f64::EPSILON * m).max(f64::MIN_POSITIVE);
             if m > 0.0 {
                 for x in v.iter_mut() {
@@ -1109,8 +1127,21 @@ pub fn eig_fix_ref(v: &mut [f64], mode: EigFix) -> EigFixed {
             }
             m
         }
+        EigFix::PseudoInverse => {
+            let m = max_of(f64::abs, v);
+            let cut = n * f64::EPSILON * m;
+            for x in v.iter_mut() {
+                if x.abs() > cut && m > 0.0 {
+                    *x = 1.0 / *x;
+                } else {
+                    *x = 0.0;
+                    clamped += 1;
+                }
+            }
+            m
+        }
         EigFix::NonNegative => {
-            let m = v.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x.abs()));
+            let m = max_of(f64::abs, v);
             let noise = -n * 1e3 * f64::EPSILON * m;
             for x in v.iter_mut() {
                 if *x < 0.0 {

@@ -549,9 +549,9 @@ pub trait Backend: Clone + Send + Sync + 'static {
         vals: &mut Self::Buf<f64>,
         vecs: &mut Self::Buf<f64>,
     ) -> Result<()>;
-    /// The eigenvalue fixes of the simultaneous diagonalisation, in place on `vals[..n]`
-    /// ([`EigFix`]); returns how many were clamped and the maximum the floor is relative
-    /// to (one small read-back). CPU twin: `cpu::eig_fix_ref`.
+    /// Eigenvalue fixes in place on `vals[..n]` ([`EigFix`]); returns how many were
+    /// clamped (or dropped) and the maximum the floor or cut is relative to, NaN if any
+    /// value is NaN (one small read-back). CPU twin: `cpu::eig_fix_ref`.
     fn eig_fix(&self, vals: &mut Self::Buf<f64>, n: usize, mode: EigFix) -> Result<EigFixed>;
     /// The Kronecker-sum scaling `d[o·na + i] = 1 / (1 + sb[o]·sa[i])` for `o < nb`,
     /// `i < na`, written in the training precision. CPU twin: `cpu::kron_recip_ref`.
@@ -563,11 +563,14 @@ pub trait Backend: Clone + Send + Sync + 'static {
         nb: usize,
         d: &mut Self::Buf<T>,
     ) -> Result<()>;
-    /// `y[..len] = x[..len]` converted between precisions (a copy when `T = U`).
+    /// `y[y_off + i] = x[x_off + i]` for `i < len`, converted between precisions (a copy
+    /// when `T = U`).
     fn cast<T: Real, U: Real>(
         &self,
         x: &Self::Buf<T>,
+        x_off: usize,
         y: &mut Self::Buf<U>,
+        y_off: usize,
         len: usize,
     ) -> Result<()>;
     /// `x[i·n + i] += v` for `i < n` (damping of a row-major `n × n` factor).
@@ -587,6 +590,9 @@ pub enum EigFix {
     /// `m = max |v|`: `v ← max(v, 0)`, counting `v < −n·10³·ε·m` (smaller negatives are
     /// rounding noise of a semi-definite factor).
     NonNegative,
+    /// `m = max |v|`, cut `c = n·ε·m`: `v ← 1/v` where `|v| > c` (and `m > 0`), else 0 (the
+    /// pseudo-inverse of a spectrum, LAPACK `gelsd`'s default cut), counting the dropped.
+    PseudoInverse,
 }
 
 /// What [`Backend::eig_fix`] found.

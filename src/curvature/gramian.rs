@@ -118,6 +118,12 @@ impl<B: Backend, T: Real> Gramian<B, T> {
         &self.blocks
     }
 
+    /// Block `b`'s storage on the backend: the buffer and the offset of its `n × n`
+    /// row-major matrix (`n` diagonal entries for [`GramianKind::Diagonal`]).
+    pub fn block_data(&self, b: usize) -> (&B::Buf<T>, usize) {
+        (&self.data, self.data_off[b])
+    }
+
     /// Set to the identity or zero.
     pub fn reset(&mut self, be: &B, identity: bool) -> Result<()> {
         let len = be.len(&self.data);

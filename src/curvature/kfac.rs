@@ -498,9 +498,9 @@ impl<B: Backend, T: Real> KfacPass<B, T> {
                 // corner = (value rows)/(N·S) = 1/S
                 for (li, l) in self.layers.iter().enumerate() {
                     let (na, nb) = (l.fan_in + 1, l.fan_out);
-                    be.cast(&self.a[t][li], &mut f.a[t][li], na * na)?;
+                    be.cast(&self.a[t][li], 0, &mut f.a[t][li], 0, na * na)?;
                     be.bias_border(&mut f.a[t][li], na, 1.0 / s as f64)?;
-                    be.cast(&self.b[t][li], &mut f.b[t][li], nb * nb)?;
+                    be.cast(&self.b[t][li], 0, &mut f.b[t][li], 0, nb * nb)?;
                 }
             }
         }
@@ -684,9 +684,9 @@ impl<B: Backend, T: Real> LayerInverse<B, T> {
     /// Refresh the training-precision copies from the f64 pieces.
     fn cast_down(&mut self, be: &B) -> Result<()> {
         let (na, nb) = (self.a.n, self.b.n);
-        be.cast(&self.a.kt, &mut self.kat, na * na)?;
-        be.cast(&self.b.kt, &mut self.kbt, nb * nb)?;
-        be.cast(&self.d64, &mut self.d, na * nb)
+        be.cast(&self.a.kt, 0, &mut self.kat, 0, na * na)?;
+        be.cast(&self.b.kt, 0, &mut self.kbt, 0, nb * nb)?;
+        be.cast(&self.d64, 0, &mut self.d, 0, na * nb)
     }
 }
 

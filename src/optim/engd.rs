@@ -9,7 +9,8 @@
 //!   `−G⁺∇L` for λ = 0), cheaper when the number of residuals M is below P. No EMA.
 //!
 //! The Gramian and the gradient come from one sweep (per-chunk Jacobian rows and
-//! symmetric rank-k updates on the backend); the solve runs on the host in f64.
+//! symmetric rank-k updates on the backend); the minimum-norm solves run on the backend
+//! too, in f64 ([`SymSolve`]: eigendecomposition, pseudo-inverse cut, two products).
 //!
 //! Checked by `tests/optim_second_order.rs` (the direction against a dense solve, loss
 //! decrease, accuracy on Poisson 2d, state round trip, validation).
@@ -18,14 +19,15 @@ use super::kfac::LINE_SEARCH_K_MIN;
 use super::util::{count_entry, count_get, ensure_finite};
 use super::{grid_line_search, only_fields, OptimizerConfig, State, StepInfo};
 use crate::backend::{Backend, Lay, Tr};
-use crate::curvature::linalg::pinv_solve;
-use crate::curvature::{chunk_jacobian, Gramian, GramianKind};
+use crate::curvature::{chunk_jacobian, Gramian, GramianKind, SymSolve};
 use crate::error::{check, Error, Result};
 use crate::loss::Objective;
-use crate::scalar::{convert, Real};
+use crate::scalar::Real;
 
 struct Parts<B: Backend, T: Real> {
     gram: Gramian<B, T>,
+    /// One solver per Gramian block.
+    solvers: Vec<SymSolve<B>>,
     grad: B::Buf<T>,
     dir: B::Buf<T>,
     trial: B::Buf<T>,
@@ -68,8 +70,16 @@ impl<B: Backend, T: Real> Engd<B, T> {
         }
         let be = obj.backend();
         let p = obj.mlp().num_params();
+        let gram = Gramian::new(be, obj.mlp(), self.kind, self.identity)?;
+        let diagonal = self.kind == GramianKind::Diagonal;
+        let solvers = gram
+            .blocks()
+            .iter()
+            .map(|&(_, n)| SymSolve::new(be, n, diagonal))
+            .collect::<Result<_>>()?;
         self.parts = Some(Parts {
-            gram: Gramian::new(be, obj.mlp(), self.kind, self.identity)?,
+            gram,
+            solvers,
             grad: be.alloc(p)?,
             dir: be.alloc(p)?,
             trial: be.alloc(p)?,
@@ -93,45 +103,6 @@ impl<B: Backend, T: Real> Engd<B, T> {
     }
 }
 
-/// Minimum-norm solve `(G_b + λI) x = g_b` for every block of `gram`; returns `−x` (the
-/// direction) on the host and the smallest numerical rank relative to the block size.
-fn solve_blocks<B: Backend, T: Real>(
-    be: &B,
-    gram: &Gramian<B, T>,
-    grad: &[f64],
-    damping: f64,
-) -> Result<Vec<f64>> {
-    let mut dir = vec![0.0; grad.len()];
-    for (b, &(off, n)) in gram.blocks().iter().enumerate() {
-        let mut g = gram.block_host(be, b)?;
-        let rhs = &grad[off..off + n];
-        if gram.kind() == GramianKind::Diagonal {
-            g.iter_mut().for_each(|v| *v += damping);
-            if let Some(v) = g.iter().find(|v| !v.is_finite()) {
-                return Err(Error::NonFinite(format!("diagonal Gramian entry {v}")));
-            }
-            let gmax = g.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-            let cut = n as f64 * f64::EPSILON * gmax;
-            for i in 0..n {
-                dir[off + i] = if g[i].abs() > cut && gmax > 0.0 {
-                    -rhs[i] / g[i]
-                } else {
-                    0.0
-                };
-            }
-        } else {
-            for i in 0..n {
-                g[i * n + i] += damping;
-            }
-            let (x, _rank) = pinv_solve(n, &g, rhs, None, "ENGD Gramian")?;
-            for i in 0..n {
-                dir[off + i] = -x[i];
-            }
-        }
-    }
-    Ok(dir)
-}
-
 impl<B: Backend, T: Real> super::Optimizer<B, T> for Engd<B, T> {
     fn name(&self) -> &'static str {
         match self.kind {
@@ -149,10 +120,22 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for Engd<B, T> {
         // gradient and Gramian (EMA) in one sweep
         let loss = parts.gram.update(obj, params, self.ema, &mut parts.grad)?;
 
-        // direction: minimum-norm solve of the damped Gramian system, per block
-        let g: Vec<f64> = convert(&be.download(&parts.grad)?);
-        let dir = solve_blocks(&be, &parts.gram, &g, self.damping)?;
-        be.upload_range(&convert::<f64, T>(&dir), &mut parts.dir, 0)?;
+        // direction Δ = −(G + λI)⁺ ∇L: minimum-norm solves per block, on the backend
+        for (b, &(off, _)) in parts.gram.blocks().iter().enumerate() {
+            let (g, g_off) = parts.gram.block_data(b);
+            parts.solvers[b].solve(
+                &be,
+                g,
+                g_off,
+                self.damping,
+                &parts.grad,
+                off,
+                &mut parts.dir,
+                off,
+                "ENGD Gramian",
+            )?;
+        }
+        be.scale(-T::ONE, &mut parts.dir)?;
         ensure_finite(&be, &parts.dir, "ENGD direction")?;
 
         // step size and update
@@ -220,6 +203,10 @@ pub struct EngdWoodbury<B: Backend, T: Real> {
     j: B::Buf<T>,
     k: B::Buf<T>,
     y: B::Buf<T>,
+    /// The scaled residuals r̃ (length M) and one chunk's share.
+    r: B::Buf<T>,
+    r_chunk: B::Buf<T>,
+    solver: Option<SymSolve<B>>,
     scale: B::Buf<T>,
     dir: B::Buf<T>,
     trial: B::Buf<T>,
@@ -235,6 +222,9 @@ impl<B: Backend, T: Real> EngdWoodbury<B, T> {
             j: be.alloc(0)?,
             k: be.alloc(0)?,
             y: be.alloc(0)?,
+            r: be.alloc(0)?,
+            r_chunk: be.alloc(0)?,
+            solver: None,
             scale: be.alloc(0)?,
             dir: be.alloc(n_params)?,
             trial: be.alloc(n_params)?,
@@ -265,10 +255,11 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for EngdWoodbury<B, T> {
             self.j = be.alloc(m * p)?;
             self.k = be.alloc(m * m)?;
             self.y = be.alloc(m)?;
+            self.r = be.alloc(m)?;
+            self.solver = Some(SymSolve::new(&be, m, false)?);
         }
 
-        // Jacobian and scaled residuals
-        let mut r = vec![0.0; m];
+        // Jacobian and scaled residuals, on the backend
         let mut row0 = 0;
         for t in 0..obj.num_terms() {
             let n_t = obj.term_points(t);
@@ -278,19 +269,19 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for EngdWoodbury<B, T> {
             let c = (obj.term_spec(t).weight / n_t as f64).sqrt();
             let nr = obj.term_spec(t).residual.n_res();
             let (j, scale) = (&mut self.j, &mut self.scale);
+            let (r, r_chunk) = (&mut self.r, &mut self.r_chunk);
             obj.sweep(params, t, |pass| {
                 if be.len(scale) < pass.n {
                     *scale = be.alloc(pass.n)?;
                 }
                 let base = row0 + pass.first * nr;
-                for (o, v) in r[base..base + pass.n * nr].iter_mut().zip(pass.r()?) {
-                    *o = c * v;
-                }
+                pass.scaled_residuals(c, r_chunk)?;
+                be.copy(r_chunk, 0, r, base, pass.n * nr)?;
                 chunk_jacobian(pass, c, scale, j, base, p)
             })?;
             row0 += n_t * nr;
         }
-        let loss = 0.5 * r.iter().map(|v| v * v).sum::<f64>();
+        let loss = 0.5 * be.dot(&self.r, &self.r)?;
         if !loss.is_finite() {
             return Err(Error::NonFinite(format!("loss is {loss}")));
         }
@@ -309,14 +300,20 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for EngdWoodbury<B, T> {
             &mut self.k,
             Lay::dense(m, m),
         )?;
-        let mut kh: Vec<f64> = convert(&be.download(&self.k)?);
-        for i in 0..m {
-            kh[i * m + i] += self.damping;
-        }
 
-        // direction Δ = −Jᵀ (JJᵀ + λI)⁺ r̃
-        let (y, _rank) = pinv_solve(m, &kh, &r, None, "ENGD sample-space Gramian")?;
-        be.upload_range(&convert::<f64, T>(&y), &mut self.y, 0)?;
+        // direction Δ = −Jᵀ (JJᵀ + λI)⁺ r̃ (the solve on the backend, in f64)
+        let solver = self.solver.as_mut().expect("allocated with the Jacobian");
+        solver.solve(
+            &be,
+            &self.k,
+            0,
+            self.damping,
+            &self.r,
+            0,
+            &mut self.y,
+            0,
+            "ENGD sample-space Gramian",
+        )?;
         be.gemm(
             -T::ONE,
             &self.j,

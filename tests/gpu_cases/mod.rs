@@ -166,7 +166,8 @@ pub fn one_step<B: Backend>(be: &B, name: &str, cfg: &OptimizerConfig, tol: Tol)
     }
 }
 
-/// KFAC (factors, inverse, momentum), KFAC* and HIG: one step each.
+/// KFAC (factors, inverse, momentum), KFAC*, HIG, the ENGD variants and Hessian-free:
+/// one step each.
 pub fn optimizer_steps<B: Backend>(be: &B, tol: Tol) {
     let kfac = OptimizerConfig {
         lr: Some(1e-2),
@@ -183,4 +184,27 @@ pub fn optimizer_steps<B: Backend>(be: &B, tol: Tol) {
     };
     one_step(be, "kfac-star", &star, tol);
     one_step(be, "hig", &OptimizerConfig::default(), tol);
+    // the Gramian solves (ENGD per block and diagonal, in sample space) and the
+    // Gauss–Newton products of Hessian-free
+    let engd = OptimizerConfig {
+        damping: Some(1e-6),
+        ..Default::default()
+    };
+    for name in ["engd", "engd-layer", "engd-diag", "engd-woodbury"] {
+        one_step(be, name, &engd, tol);
+    }
+    // conjugate gradients amplify last-bit differences of the products over their
+    // iterations (about 1e-9 relative after one step on the emulation): a looser bound
+    one_step(
+        be,
+        "hessian-free",
+        &OptimizerConfig {
+            damping: Some(1e-3),
+            ..Default::default()
+        },
+        Tol {
+            f64: tol.f64.max(1e-6),
+            f32: tol.f32.max(1e-3),
+        },
+    );
 }

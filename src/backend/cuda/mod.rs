@@ -750,8 +750,15 @@ impl Backend for Cuda {
     ) -> Result<()> {
         ops::kron_recip(self, sa.dev(), na, sb.dev(), nb, d.dev())
     }
-    fn cast<T: Real, U: Real>(&self, x: &CudaBuf<T>, y: &mut CudaBuf<U>, len: usize) -> Result<()> {
-        ops::cast(self, x.dev(), y.dev(), len)
+    fn cast<T: Real, U: Real>(
+        &self,
+        x: &CudaBuf<T>,
+        x_off: usize,
+        y: &mut CudaBuf<U>,
+        y_off: usize,
+        len: usize,
+    ) -> Result<()> {
+        ops::cast(self, x.dev(), x_off, y.dev(), y_off, len)
     }
     fn add_diag<T: Real>(&self, x: &mut CudaBuf<T>, n: usize, v: T) -> Result<()> {
         ops::add_diag(self, x.dev(), n, v)

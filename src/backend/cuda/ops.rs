@@ -846,19 +846,23 @@ pub fn bias_border<L: Launcher + ?Sized, T: Real>(
     )
 }
 
-/// `y[..len] = x[..len]` converted from `T` to `U`.
+/// `y[y_off + i] = x[x_off + i]` for `i < len`, converted from `T` to `U`.
 pub fn cast<L: Launcher + ?Sized, T: Real, U: Real>(
     l: &L,
     x: Dev<T>,
+    x_off: usize,
     y: Dev<U>,
+    y_off: usize,
     len: usize,
 ) -> Result<()> {
-    check_len("cast (x)", x.len, len)?;
-    check_len("cast (y)", y.len, len)?;
+    check_len("cast (x)", x.len, x_off + len)?;
+    check_len("cast (y)", y.len, y_off + len)?;
     let name = format!("cast_{}_{}", T::DTYPE.name(), U::DTYPE.name());
+    let args = [x.arg_at(x_off), y.arg_at(y_off), KArg::len(len)];
     match Geometry::linear(len, l.limits()) {
-        // SAFETY: x and y hold at least len elements of their types (checked above).
-        Some(g) => unsafe { l.launch(&name, g, &[x.arg(), y.arg(), KArg::len(len)]) },
+        // SAFETY: x and y hold at least x_off + len and y_off + len elements of their
+        // types (checked above).
+        Some(g) => unsafe { l.launch(&name, g, &args) },
         None => Ok(()),
     }
 }
@@ -891,6 +895,7 @@ pub fn eig_fix<L: Launcher + ?Sized>(
                     KArg::I32(match mode {
                         EigFix::InvSqrtFloor => 0,
                         EigFix::NonNegative => 1,
+                        EigFix::PseudoInverse => 2,
                     }),
                     KArg::Ptr(s),
                 ],

@@ -551,8 +551,15 @@ impl Backend for Emu {
     ) -> Result<()> {
         ops::kron_recip(self, self.dev(sa), na, self.dev(sb), nb, self.dev_mut(d))
     }
-    fn cast<T: Real, U: Real>(&self, x: &Vec<T>, y: &mut Vec<U>, len: usize) -> Result<()> {
-        ops::cast(self, self.dev(x), self.dev_mut(y), len)
+    fn cast<T: Real, U: Real>(
+        &self,
+        x: &Vec<T>,
+        x_off: usize,
+        y: &mut Vec<U>,
+        y_off: usize,
+        len: usize,
+    ) -> Result<()> {
+        ops::cast(self, self.dev(x), x_off, self.dev_mut(y), y_off, len)
     }
     fn add_diag<T: Real>(&self, x: &mut Vec<T>, n: usize, v: T) -> Result<()> {
         ops::add_diag(self, self.dev_mut(x), n, v)

@@ -1,7 +1,8 @@
 //! The CUDA backend against the CPU backend on a real GPU: the device's own kernels and
-//! library calls (cuBLAS gemm/syrk, cuSOLVER gesvd), then the whole engine — forward
-//! Laplacian, autodiff baseline, gradient, one KFAC step (Kronecker factors and
-//! momentum), one KFAC* step, one HIG step (tests/gpu_cases).
+//! library calls (cuBLAS gemm/syrk, cuSOLVER gesvd and syevd), then the whole engine —
+//! forward Laplacian, autodiff baseline, gradient, one KFAC step (Kronecker factors, their
+//! inverse and momentum), one KFAC* step, one HIG step, one step of each ENGD variant and
+//! of Hessian-free (tests/gpu_cases).
 //!
 //! Without a usable GPU every test prints why and passes as SKIPPED; with
 //! `KFAC_PINN_REQUIRE_GPU=1` a missing GPU is a failure instead.
@@ -54,8 +55,8 @@ fn gpu_gradient_matches_cpu() {
 }
 
 #[test]
-fn gpu_kfac_kfac_star_and_hig_steps_match_cpu() {
-    let Some(g) = gpu("gpu_kfac_kfac_star_and_hig_steps_match_cpu") else {
+fn gpu_optimizer_steps_match_cpu() {
+    let Some(g) = gpu("gpu_optimizer_steps_match_cpu") else {
         return;
     };
     gpu_cases::optimizer_steps(
@@ -203,6 +204,52 @@ fn gpu_thin_svd_matches_cpu() {
     let e = g
         .thin_svd(&ga, Lay::dense(3, 4), &mut gu, &mut gs, &mut gv)
         .unwrap_err();
+    assert!(matches!(e, Error::NonFinite(_)), "{e}");
+}
+
+/// The cuSOLVER eigendecomposition (syevd) gives the CPU's eigenvalues and eigenpairs of
+/// the matrix whose lower triangle it reads; non-finite input is refused.
+#[test]
+fn gpu_sym_eig_matches_cpu() {
+    let Some(g) = gpu("gpu_sym_eig_matches_cpu") else {
+        return;
+    };
+    for n in [1usize, 5, 33, 129] {
+        let x = uniform(&mut rng(n as u64 + 50), n * n, -1.0, 1.0);
+        // symmetric in the lower triangle, garbage above it
+        let mut a = vec![0.0; n * n];
+        for i in 0..n {
+            for j in 0..=i {
+                let v = x[i * n + j] + x[j * n + i];
+                a[i * n + j] = v;
+                a[j * n + i] = if i == j { v } else { 1e3 };
+            }
+        }
+        let (mut vals, mut vecs) = (vec![0.0; n], vec![0.0; n * n]);
+        Cpu.sym_eig(&a, n, &mut vals, &mut vecs).unwrap();
+        let ga = g.upload(&a).unwrap();
+        let (mut gv, mut gu) = (g.alloc::<f64>(n).unwrap(), g.alloc::<f64>(n * n).unwrap());
+        g.sym_eig(&ga, n, &mut gv, &mut gu).unwrap();
+        let (v2, u2) = (g.download(&gv).unwrap(), g.download(&gu).unwrap());
+        assert_close(&format!("eigenvalues n={n}"), &v2, &vals, 1e-11, 1e-12);
+        for k in 0..n {
+            let u = &u2[k * n..(k + 1) * n];
+            for i in 0..n {
+                let au: f64 = (0..n)
+                    .map(|j| if j <= i { a[i * n + j] } else { a[j * n + i] } * u[j])
+                    .sum();
+                assert!(
+                    (au - v2[k] * u[i]).abs() < 1e-10 * (1.0 + v2[k].abs()),
+                    "pair {k}"
+                );
+            }
+        }
+    }
+    let mut a = vec![1.0; 9];
+    a[4] = f64::INFINITY;
+    let ga = g.upload(&a).unwrap();
+    let (mut gv, mut gu) = (g.alloc::<f64>(3).unwrap(), g.alloc::<f64>(9).unwrap());
+    let e = g.sym_eig(&ga, 3, &mut gv, &mut gu).unwrap_err();
     assert!(matches!(e, Error::NonFinite(_)), "{e}");
 }
 

@@ -4,7 +4,8 @@
 // naive loops in tests/kernels.rs (the CPU backend does not need them). Then the small
 // kernels of the KFAC inverse on the device (damping, the bias border of an input factor,
 // precision casts, the eigenvalue floors and the Kronecker-sum scaling), whose CPU twins
-// are `cpu::{add_diag_ref, bias_border_ref, eig_fix_ref, kron_recip_ref}` and `Cpu::cast`.
+// are `cpu::{add_diag_ref, bias_border_ref, eig_fix_ref, kron_recip_ref}` and `Cpu::cast`;
+// and HIG's spectral scaling (`cpu::spectral_scale_ref`).
 #include "common.cuh"
 
 // Row-major n × n matrix with leading dimension ld: for every r < c, copy the lower
@@ -172,4 +173,27 @@ extern "C" __global__ void kron_recip_f32(const double* sa, i64 na, const double
 extern "C" __global__ void kron_recip_f64(const double* sa, i64 na, const double* sb, i64 nb,
                                           double* d) {
     kron_recip_k(sa, na, sb, nb, d);
+}
+
+// HIG's spectral step (`optim::hig`), one block over the k singular values s
+// (non-increasing) and c = Uᵀr̃: c_i ← −s_i^{−κ}·c_i where s_i > τ·s_0 and s_i > 0, else 0.
+// info[0] = how many were kept, info[1] = s_0.
+extern "C" __global__ void spectral_scale_f64(const double* s, double* c, i64 k, double kappa,
+                                              double tau, double* info) {
+    const double smax = s[0];
+    const double cut = tau * smax;
+    double kept = 0.0;
+    for (i64 i = threadIdx.x; i < k; i += blockDim.x) {
+        if (s[i] > cut && s[i] > 0.0) {
+            c[i] *= -pow(s[i], -kappa);
+            kept += 1.0;
+        } else {
+            c[i] = 0.0;
+        }
+    }
+    kept = block_sum(kept);
+    if (threadIdx.x == 0) {
+        info[0] = kept;
+        info[1] = smax;
+    }
 }

@@ -152,7 +152,21 @@ fn direction(
     tau: f64,
 ) -> (Vec<f64>, kfac_pinn::optim::SvdInfo) {
     let mut ws = SvdDirection::new(&Cpu).unwrap();
-    ws.compute(&Cpu, &j.to_vec(), m, p, r, kappa, tau).unwrap()
+    let mut d = vec![0.0; p];
+    let info = ws
+        .compute(
+            &Cpu,
+            &j.to_vec(),
+            m,
+            p,
+            &r.to_vec(),
+            kappa,
+            tau,
+            1.0,
+            &mut d,
+        )
+        .unwrap();
+    (d, info)
 }
 
 fn cfg() -> OptimizerConfig {
@@ -658,7 +672,7 @@ fn gn_step_through_the_objective_is_the_normal_equations_step() {
     let jt = transpose(&jac.j, m, p);
     let dx = solve(
         matmul(&jt, &jac.j, p, m, p),
-        matmul(&jt, &jac.r, p, m, 1),
+        matmul(&jt, &jac.r_host(&Cpu).unwrap(), p, m, 1),
         p,
     );
     let eta = 0.3;
@@ -914,12 +928,43 @@ fn bad_settings_and_empty_batches_are_clear_errors() {
         assert!(e.contains("batch") && e.contains("empty"), "{e}");
     }
     let mut ws = SvdDirection::new(&Cpu).unwrap();
+    let mut d = vec![0.0f64; 5];
     assert!(ws
-        .compute(&Cpu, &vec![0.0f64; 0], 0, 5, &[], 0.5, 1e-10)
+        .compute(
+            &Cpu,
+            &vec![0.0f64; 0],
+            0,
+            5,
+            &vec![],
+            0.5,
+            1e-10,
+            1.0,
+            &mut d
+        )
         .is_err());
+    let mut d = vec![0.0f64; 3];
     assert!(ws
-        .compute(&Cpu, &vec![0.0f64; 6], 2, 3, &[1.0], 0.5, 1e-10)
+        .compute(
+            &Cpu,
+            &vec![0.0f64; 6],
+            2,
+            3,
+            &vec![1.0],
+            0.5,
+            1e-10,
+            1.0,
+            &mut d
+        )
         .is_err());
+    // a scaled direction is the scaled unit-step direction
+    let j = vec![2.0, 0.0, 0.0, 0.0, 1.0, 0.0];
+    let r = vec![1.0, -1.0];
+    let (d1, _) = direction(&j, 2, 3, &r, 1.0, 1e-10);
+    let mut d3 = vec![0.0; 3];
+    ws.compute(&Cpu, &j, 2, 3, &r, 1.0, 1e-10, 3.0, &mut d3)
+        .unwrap();
+    assert_eq!(d3, d1.iter().map(|v| 3.0 * v).collect::<Vec<_>>());
+    assert_eq!(d1, vec![-0.5, 1.0, 0.0]);
     // problem options
     for l in [0.0, f64::NAN, f64::INFINITY] {
         let e = problem("toy-regression", &ProblemOptions { lambda: Some(l) })

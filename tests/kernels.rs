@@ -870,6 +870,45 @@ fn kfac_inverse_kernels_match_cpu() {
 }
 
 #[test]
+fn spectral_scaling_matches_cpu() {
+    use kfac_pinn::backend::cpu::spectral_scale_ref;
+    let e = emu();
+    for (si, k) in [1usize, 3, 40, 300, 1000].into_iter().enumerate() {
+        // non-increasing singular values spanning many decades, some exactly zero
+        let mut s: Vec<f64> = (0..k)
+            .map(|i| 10f64.powf(2.0 - 14.0 * i as f64 / k as f64))
+            .collect();
+        if k > 3 {
+            s[k - 1] = 0.0;
+        }
+        let c0 = uniform(&mut rng(980 + si as u64), k, -1.0, 1.0);
+        for (kappa, tau) in [(0.5, 1e-10), (1.0, 1e-6), (0.5, 0.0)] {
+            let (mut a, mut b) = (c0.clone(), c0.clone());
+            let ra = Cpu.spectral_scale(&s, &mut a, k, kappa, tau).unwrap();
+            let rb = e.spectral_scale(&s, &mut b, k, kappa, tau).unwrap();
+            assert_eq!(ra, rb, "k={k} κ={kappa} τ={tau}");
+            assert_eq!(a, b, "k={k} κ={kappa} τ={tau}");
+            // the definition, written out
+            let mut want = c0.clone();
+            assert_eq!(spectral_scale_ref(&s, &mut want, kappa, tau), ra);
+            let kept = s.iter().filter(|&&v| v > tau * s[0] && v > 0.0).count();
+            assert_eq!(ra, (kept, s[0]));
+            for i in 0..k {
+                let w = if i < kept {
+                    -c0[i] * s[i].powf(-kappa)
+                } else {
+                    0.0
+                };
+                assert_eq!(a[i], w, "entry {i}");
+            }
+        }
+    }
+    assert!(e
+        .spectral_scale(&vec![1.0; 2], &mut vec![0.0; 3], 3, 0.5, 0.0)
+        .is_err());
+}
+
+#[test]
 fn eigenvalue_fixes_match_cpu() {
     use kfac_pinn::backend::cpu::eig_fix_ref;
     use kfac_pinn::backend::EigFix;

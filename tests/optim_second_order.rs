@@ -49,13 +49,13 @@ fn extra(info: &kfac_pinn::optim::StepInfo, name: &str) -> f64 {
 /// Dense `JᵀJ` and the gradient at `p`.
 fn dense_gramian(obj: &mut Objective<Cpu, f64>, p: &[f64]) -> (Vec<f64>, Vec<f64>) {
     let j = jacobian(obj, &p.to_vec()).unwrap();
+    let r_host = j.r_host(&Cpu).unwrap();
     let np = j.cols;
     let mut g = vec![0.0; np * np];
     let mut grad = vec![0.0; np];
-    for r in 0..j.rows {
-        let row = &j.j[r * np..(r + 1) * np];
+    for (row, &rr) in j.j.chunks(np).zip(&r_host) {
         for a in 0..np {
-            grad[a] += row[a] * j.r[r];
+            grad[a] += row[a] * rr;
             for b in 0..np {
                 g[a * np + b] += row[a] * row[b];
             }

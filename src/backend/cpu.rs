@@ -1090,6 +1090,18 @@ impl Backend for Cpu {
         }
         Ok(())
     }
+    fn spectral_scale(
+        &self,
+        s: &Vec<f64>,
+        c: &mut Vec<f64>,
+        k: usize,
+        kappa: f64,
+        tau: f64,
+    ) -> Result<(usize, f64)> {
+        check_len("spectral_scale (s)", s.len(), k.max(1))?;
+        check_len("spectral_scale (c)", c.len(), k)?;
+        Ok(spectral_scale_ref(&s[..k], &mut c[..k], kappa, tau))
+    }
     fn bias_border<T: Real>(&self, a: &mut Vec<T>, n: usize, corner: T) -> Result<()> {
         check_len("bias_border", a.len(), n * n)?;
         bias_border_ref(&mut a[..n * n], n, corner);
@@ -1155,6 +1167,22 @@ pub fn eig_fix_ref(v: &mut [f64], mode: EigFix) -> EigFixed {
         }
     };
     EigFixed { clamped, max }
+}
+
+/// CPU twin of the `spectral_scale` kernel ([`Backend::spectral_scale`]).
+pub fn spectral_scale_ref(s: &[f64], c: &mut [f64], kappa: f64, tau: f64) -> (usize, f64) {
+    let smax = s.first().copied().unwrap_or(0.0);
+    let cut = tau * smax;
+    let mut kept = 0;
+    for (ci, &si) in c.iter_mut().zip(s) {
+        if si > cut && si > 0.0 {
+            *ci *= -si.powf(-kappa);
+            kept += 1;
+        } else {
+            *ci = 0.0;
+        }
+    }
+    (kept, smax)
 }
 
 /// CPU twin of the `kron_recip` kernel: `d[o·na + i] = 1 / (1 + sb[o]·sa[i])`.

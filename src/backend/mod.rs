@@ -575,6 +575,17 @@ pub trait Backend: Clone + Send + Sync + 'static {
     ) -> Result<()>;
     /// `x[i·n + i] += v` for `i < n` (damping of a row-major `n × n` factor).
     fn add_diag<T: Real>(&self, x: &mut Self::Buf<T>, n: usize, v: T) -> Result<()>;
+    /// HIG's spectral step on `k` singular values `s` (non-increasing) and `c = Uᵀr̃`:
+    /// `c_i ← −s_i^{−κ}·c_i` where `s_i > τ·s_0` and `s_i > 0`, else 0. Returns how many
+    /// were kept and `s_0` (one small read-back). CPU twin: `cpu::spectral_scale_ref`.
+    fn spectral_scale(
+        &self,
+        s: &Self::Buf<f64>,
+        c: &mut Self::Buf<f64>,
+        k: usize,
+        kappa: f64,
+        tau: f64,
+    ) -> Result<(usize, f64)>;
     /// The bias border of an augmented input factor (row-major `n × n`): the last column
     /// copied from the last row, the corner set to `corner`. CPU twin:
     /// `cpu::bias_border_ref`.

@@ -7,24 +7,33 @@
 //! Checked by `tests/curvature.rs`: Jᵀ r̃ equals the loss gradient, and J against finite
 //! differences of the residuals.
 
-use crate::backend::{Backend, JacRows};
+use super::gramian::chunk_jacobian;
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::loss::Objective;
-use crate::scalar::Real;
+use crate::scalar::{convert, Real};
 
-/// `M × P` Jacobian (row-major, on the backend) and the scaled residuals.
+/// `M × P` Jacobian (row-major) and the scaled residuals, both on the backend.
 pub struct Jacobian<B: Backend, T: Real> {
     pub rows: usize,
     pub cols: usize,
     pub j: B::Buf<T>,
-    /// Scaled residuals r̃ (host, length M).
-    pub r: Vec<f64>,
+    /// Scaled residuals r̃ (length M).
+    pub r: B::Buf<T>,
+}
+
+impl<B: Backend, T: Real> Jacobian<B, T> {
+    /// The scaled residuals on the host.
+    pub fn r_host(&self, be: &B) -> Result<Vec<f64>> {
+        Ok(convert(&be.download(&self.r)?))
+    }
 }
 
 /// Refuse Jacobians above this many bytes with a clear message instead of thrashing.
 const MAX_JACOBIAN_BYTES: usize = 16 << 30;
 
-/// Assemble the scaled residual Jacobian at `params`.
+/// Assemble the scaled residual Jacobian at `params` (rows and residuals where the jets
+/// are: seeds and residuals of quadratic-form problems never leave the backend).
 pub fn jacobian<B: Backend, T: Real>(
     obj: &mut Objective<B, T>,
     params: &B::Buf<T>,
@@ -40,36 +49,21 @@ pub fn jacobian<B: Backend, T: Real>(
         )));
     }
     let mut j = be.alloc::<T>(m * p)?;
-    let mut r = vec![0.0; m];
+    let mut r = be.alloc::<T>(m)?;
+    let (mut r_chunk, mut scale) = (be.alloc::<T>(0)?, be.alloc::<T>(0)?);
     let mut row0 = 0;
     for t in 0..obj.num_terms() {
         let n_t = obj.term_points(t);
         let nr = obj.term_spec(t).residual.n_res();
         let c = (obj.term_spec(t).weight / n_t.max(1) as f64).sqrt();
         obj.sweep(params, t, |pass| {
-            let scale = be.upload(&vec![T::from_f64(c); pass.n])?;
-            let (n, first) = (pass.n, pass.first);
-            let rc = pass.r()?;
-            for i in 0..n {
-                for q in 0..nr {
-                    r[row0 + (first + i) * nr + q] = c * rc[i * nr + q];
-                }
+            if be.len(&scale) < pass.n {
+                scale = be.alloc(pass.n)?;
             }
-            for q in 0..nr {
-                let seeds = pass.component_seeds(q, |_| 1.0)?;
-                let first = pass.first;
-                pass.backward(&seeds, |be, v| {
-                    let at = JacRows {
-                        row0: row0 + first * nr + q,
-                        row_stride: nr,
-                        ld: p,
-                        w_off: v.layout.w_off,
-                        b_off: v.layout.b_off,
-                    };
-                    be.jac_rows(v.a, v.g, v.shape, v.layout.fan_out, &scale, &mut j, at)
-                })?;
-            }
-            Ok(())
+            let base = row0 + pass.first * nr;
+            pass.scaled_residuals(c, &mut r_chunk)?;
+            be.copy(&r_chunk, 0, &mut r, base, pass.n * nr)?;
+            chunk_jacobian(pass, c, &mut scale, &mut j, base, p)
         })?;
         row0 += n_t * nr;
     }

@@ -12,9 +12,9 @@
 //! pseudo-inverse (full) ENGD step.
 //!
 //! Where the SVD runs: behind the backend op [`Backend::thin_svd`], so a CUDA backend
-//! can use cuSOLVER on the device-resident Jacobian instead of copying M·P numbers to
-//! the host every step; only k-vectors (`Uᵀr̃`, σ) and the P-vector direction cross to
-//! the host. The SVD is f64 whatever the network's precision: HIG's whole point is to
+//! uses cuSOLVER on the device-resident Jacobian; the truncation and scaling are a
+//! kernel (`Backend::spectral_scale`) and the products are backend products, so only the
+//! rank, σ_max, the smallest kept σ and the loss cross to the host. The SVD is f64 whatever the network's precision: HIG's whole point is to
 //! resolve small singular values, which f32 cannot.
 //!
 //! Cost: the Jacobian (one reverse pass per residual component) and an SVD of
@@ -31,7 +31,7 @@ use crate::backend::{Backend, Lay, Tr};
 use crate::curvature::jacobian;
 use crate::error::{check, Error, Result};
 use crate::loss::Objective;
-use crate::scalar::{convert, DType, Real};
+use crate::scalar::{DType, Real};
 
 /// Smallest line-search exponent (step sizes 2^K_MIN..=1), as for ENGD.
 const K_MIN: i32 = -30;
@@ -88,10 +88,10 @@ impl<B: Backend> SvdDirection<B> {
         Ok(())
     }
 
-    /// `d = −V Σ_τ^{−κ} Uᵀ r` for the thin SVD `J = U Σ Vᵀ` of the `m × p` row-major
-    /// matrix `j`, where `Σ_τ^{−κ}` inverts `σ^κ` for σ > τ·σ_max and is zero otherwise.
-    /// Returns `d` (length p) on the host and what the SVD found. `κ` and `τ` are taken
-    /// as given (the optimizers validate them).
+    /// `out = alpha · d` with `d = −V Σ_τ^{−κ} Uᵀ r` for the thin SVD `J = U Σ Vᵀ` of the
+    /// `m × p` row-major matrix `j`, where `Σ_τ^{−κ}` inverts `σ^κ` for σ > τ·σ_max and is
+    /// zero otherwise; `r` has `m` entries, `out` `p`. Everything stays on the backend but
+    /// what the SVD found. `κ` and `τ` are taken as given (the optimizers validate them).
     #[allow(clippy::too_many_arguments)]
     pub fn compute<T: Real>(
         &mut self,
@@ -99,14 +99,17 @@ impl<B: Backend> SvdDirection<B> {
         j: &B::Buf<T>,
         m: usize,
         p: usize,
-        r: &[f64],
+        r: &B::Buf<T>,
         kappa: f64,
         tau: f64,
-    ) -> Result<(Vec<f64>, SvdInfo)> {
-        if r.len() != m {
+        alpha: f64,
+        out: &mut B::Buf<T>,
+    ) -> Result<SvdInfo> {
+        if be.len(r) != m || be.len(out) != p {
             return Err(Error::Shape(format!(
-                "{} residuals for a Jacobian with {m} rows",
-                r.len()
+                "{} residuals and a {}-vector for a Jacobian with {m} rows and {p} columns",
+                be.len(r),
+                be.len(out)
             )));
         }
         if m == 0 || p == 0 {
@@ -121,7 +124,7 @@ impl<B: Backend> SvdDirection<B> {
         // SVD (f64, on the device)
         be.thin_svd(j, Lay::dense(m, p), &mut self.u, &mut self.s, &mut self.vt)?;
         // c = Uᵀ r
-        be.upload_range(r, &mut self.r, 0)?;
+        be.cast(r, 0, &mut self.r, 0, m)?;
         be.gemm(
             1.0,
             &self.u,
@@ -134,27 +137,24 @@ impl<B: Backend> SvdDirection<B> {
             &mut self.c,
             Lay::dense(k, 1),
         )?;
-        let mut s = vec![0.0; k];
-        let mut c = vec![0.0; k];
-        be.download_range(&self.s, 0, &mut s)?;
-        be.download_range(&self.c, 0, &mut c)?;
-        // truncate and scale: c_i ← −σ_i^{−κ} c_i for σ_i > τ σ_max (σ non-increasing)
-        let sigma_max = s[0];
-        let cutoff = tau * sigma_max;
-        let rank = s.iter().take_while(|&&v| v > cutoff && v > 0.0).count();
-        for (ci, &si) in c.iter_mut().zip(&s).take(rank) {
-            *ci *= -si.powf(-kappa);
+        // truncate and scale: c_i ← −σ_i^{−κ} c_i for σ_i > τ σ_max, else 0 (σ
+        // non-increasing, so the kept ones lead)
+        let (rank, sigma_max) = be.spectral_scale(&self.s, &mut self.c, k, kappa, tau)?;
+        let mut sigma_min_kept = f64::NAN;
+        if rank > 0 {
+            let mut v = [0.0];
+            be.download_range(&self.s, rank - 1, &mut v)?;
+            sigma_min_kept = v[0];
         }
         let info = SvdInfo {
             rank,
             sigma_max,
-            sigma_min_kept: if rank > 0 { s[rank - 1] } else { f64::NAN },
+            sigma_min_kept,
         };
         if rank == 0 {
-            return Ok((vec![0.0; p], info));
+            return be.fill(out, 0, p, T::ZERO).map(|_| info);
         }
         // d = V c over the kept directions only: the first `rank` rows of Vᵀ
-        be.upload_range(&c[..rank], &mut self.c, 0)?;
         be.gemm(
             1.0,
             &self.vt,
@@ -167,7 +167,11 @@ impl<B: Backend> SvdDirection<B> {
             &mut self.d,
             Lay::dense(p, 1),
         )?;
-        Ok((be.download(&self.d)?, info))
+        be.cast(&self.d, 0, out, 0, p)?;
+        if alpha != 1.0 {
+            be.scale(T::from_f64(alpha), out)?;
+        }
+        Ok(info)
     }
 }
 
@@ -267,19 +271,34 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for Hig<B, T> {
                 ),
             ));
         }
-        // curvature: scaled residual Jacobian J and residuals r̃ (L = ½‖r̃‖²)
+        // curvature: scaled residual Jacobian J and residuals r̃ (L = ½‖r̃‖²), on the backend
         let jac = jacobian(obj, params)?;
-        if let Some(i) = jac.r.iter().position(|v| !v.is_finite()) {
-            let (term, sample) = locate_row(obj, i);
-            return Err(Error::NonFinite(format!(
-                "residual row {i} (term `{term}`, sample {sample}) is {}",
-                jac.r[i]
-            )));
+        let loss = 0.5 * be.dot(&jac.r, &jac.r)?;
+        if !loss.is_finite() {
+            // find the culprit (an error path: the residuals may come to the host)
+            let r = jac.r_host(&be)?;
+            if let Some(i) = r.iter().position(|v| !v.is_finite()) {
+                let (term, sample) = locate_row(obj, i);
+                return Err(Error::NonFinite(format!(
+                    "residual row {i} (term `{term}`, sample {sample}) is {}",
+                    r[i]
+                )));
+            }
+            return Err(Error::NonFinite(format!("loss is {loss}")));
         }
-        let loss = 0.5 * jac.r.iter().map(|v| v * v).sum::<f64>();
-        // direction: −V Σ_τ^{−κ} Uᵀ r̃ from the thin SVD of J
-        let (d, info) = self.svd.compute(
-            &be, &jac.j, jac.rows, jac.cols, &jac.r, self.kappa, self.tau,
+        // direction: η·(−V Σ_τ^{−κ} Uᵀ r̃) from the thin SVD of J (η = 1 for the search)
+        let eta_fixed = self.lr.unwrap_or(1.0);
+        let (m, p) = (jac.rows, jac.cols);
+        let info = self.svd.compute(
+            &be,
+            &jac.j,
+            m,
+            p,
+            &jac.r,
+            self.kappa,
+            self.tau,
+            eta_fixed,
+            &mut self.dir,
         )?;
         drop(jac);
         let extra = vec![
@@ -290,15 +309,10 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for Hig<B, T> {
         // step size and update
         let eta = match self.lr {
             Some(eta) => {
-                let scaled: Vec<f64> = d.iter().map(|v| eta * v).collect();
-                be.upload_range(&convert::<f64, T>(&scaled), &mut self.dir, 0)?;
                 be.axpby(T::ONE, &self.dir, T::ONE, params)?;
                 eta
             }
-            None => {
-                be.upload_range(&convert::<f64, T>(&d), &mut self.dir, 0)?;
-                grid_line_search(obj, params, &self.dir, loss, K_MIN, &mut self.trial)?.eta
-            }
+            None => grid_line_search(obj, params, &self.dir, loss, K_MIN, &mut self.trial)?.eta,
         };
         Ok(StepInfo {
             loss,

@@ -763,6 +763,16 @@ impl Backend for Cuda {
     fn add_diag<T: Real>(&self, x: &mut CudaBuf<T>, n: usize, v: T) -> Result<()> {
         ops::add_diag(self, x.dev(), n, v)
     }
+    fn spectral_scale(
+        &self,
+        s: &CudaBuf<f64>,
+        c: &mut CudaBuf<f64>,
+        k: usize,
+        kappa: f64,
+        tau: f64,
+    ) -> Result<(usize, f64)> {
+        ops::spectral_scale(self, s.dev(), c.dev(), k, kappa, tau)
+    }
     fn bias_border<T: Real>(&self, a: &mut CudaBuf<T>, n: usize, corner: T) -> Result<()> {
         ops::bias_border(self, a.dev(), n, corner)
     }

@@ -910,6 +910,45 @@ pub fn eig_fix<L: Launcher + ?Sized>(
     })
 }
 
+/// HIG's spectral scaling (see `Backend::spectral_scale`), one block; reads back two
+/// scalars.
+pub fn spectral_scale<L: Launcher + ?Sized>(
+    l: &L,
+    s: Dev<f64>,
+    c: Dev<f64>,
+    k: usize,
+    kappa: f64,
+    tau: f64,
+) -> Result<(usize, f64)> {
+    check_len("spectral_scale (s)", s.len, k.max(1))?;
+    check_len("spectral_scale (c)", c.len, k)?;
+    if k == 0 {
+        return Ok((0, 0.0));
+    }
+    let mut info = [0u8; 16];
+    l.with_scratch(16, &mut |sc| {
+        // SAFETY: s and c hold k f64s (checked above); the scratch area holds the two f64s
+        // the kernel writes, read back after it.
+        unsafe {
+            l.launch(
+                "spectral_scale_f64",
+                Geometry::single_block(),
+                &[
+                    s.arg(),
+                    c.arg(),
+                    KArg::len(k),
+                    KArg::F64(kappa),
+                    KArg::F64(tau),
+                    KArg::Ptr(sc),
+                ],
+            )?;
+            l.read(sc, &mut info)
+        }
+    })?;
+    let f = |b: &[u8]| f64::from_le_bytes(b.try_into().expect("8 bytes"));
+    Ok((f(&info[..8]) as usize, f(&info[8..])))
+}
+
 /// `d[o·na + i] = 1 / (1 + sb[o]·sa[i])`.
 pub fn kron_recip<L: Launcher + ?Sized, T: Real>(
     l: &L,

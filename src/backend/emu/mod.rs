@@ -564,6 +564,16 @@ impl Backend for Emu {
     fn add_diag<T: Real>(&self, x: &mut Vec<T>, n: usize, v: T) -> Result<()> {
         ops::add_diag(self, self.dev_mut(x), n, v)
     }
+    fn spectral_scale(
+        &self,
+        s: &Vec<f64>,
+        c: &mut Vec<f64>,
+        k: usize,
+        kappa: f64,
+        tau: f64,
+    ) -> Result<(usize, f64)> {
+        ops::spectral_scale(self, self.dev(s), self.dev_mut(c), k, kappa, tau)
+    }
     fn bias_border<T: Real>(&self, a: &mut Vec<T>, n: usize, corner: T) -> Result<()> {
         ops::bias_border(self, self.dev_mut(a), n, corner)
     }

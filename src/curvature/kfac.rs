@@ -43,6 +43,25 @@ pub struct KfacFactors {
     b: Vec<Vec<Vec<f64>>>,
 }
 
+/// Visit every factor of `x` (all A, then all B, term by term and layer by layer) with the
+/// matching factor of `y`; both sets must belong to the same network and terms.
+fn zip_factors<X, Y>(
+    x: (&mut [Vec<X>], &mut [Vec<X>]),
+    y: (&[Vec<Y>], &[Vec<Y>]),
+    mut f: impl FnMut(&mut X, &Y) -> Result<()>,
+) -> Result<()> {
+    for (xt, yt) in
+        x.0.iter_mut()
+            .chain(x.1.iter_mut())
+            .zip(y.0.iter().chain(y.1))
+    {
+        for (xl, yl) in xt.iter_mut().zip(yt) {
+            f(xl, yl)?;
+        }
+    }
+    Ok(())
+}
+
 fn eye(n: usize, v: f64) -> Vec<f64> {
     let mut m = vec![0.0; n * n];
     for i in 0..n {
@@ -113,19 +132,12 @@ impl KfacFactors {
         if new.layers != self.layers || new.a.len() != self.a.len() {
             return Err(Error::Shape("KFAC factors of different networks".into()));
         }
-        for (x, y) in self
-            .a
-            .iter_mut()
-            .chain(self.b.iter_mut())
-            .zip(new.a.iter().chain(&new.b))
-        {
-            for (xl, yl) in x.iter_mut().zip(y) {
-                xl.iter_mut()
-                    .zip(yl)
-                    .for_each(|(x, &y)| *x = beta * *x + (1.0 - beta) * y);
-            }
-        }
-        Ok(())
+        zip_factors((&mut self.a, &mut self.b), (&new.a, &new.b), |x, y| {
+            x.iter_mut()
+                .zip(y)
+                .for_each(|(x, &y)| *x = beta * *x + (1.0 - beta) * y);
+            Ok(())
+        })
     }
     /// The dense `P × P` curvature `Σ_t (A_t+λI)⊗(B_t+λI)` per layer (block diagonal), in
     /// the flat parameter order. For tests and small networks.
@@ -221,17 +233,9 @@ impl<B: Backend> DeviceFactors<B> {
         if host.layers != self.layers || host.a.len() != self.a.len() {
             return Err(Error::Shape("KFAC factors of different networks".into()));
         }
-        for (x, y) in self
-            .a
-            .iter_mut()
-            .chain(self.b.iter_mut())
-            .zip(host.a.iter().chain(&host.b))
-        {
-            for (xl, yl) in x.iter_mut().zip(y) {
-                be.upload_range(yl, xl, 0)?;
-            }
-        }
-        Ok(())
+        zip_factors((&mut self.a, &mut self.b), (&host.a, &host.b), |x, y| {
+            be.upload_range(y, x, 0)
+        })
     }
     pub fn num_terms(&self) -> usize {
         self.a.len()
@@ -241,17 +245,9 @@ impl<B: Backend> DeviceFactors<B> {
         if new.layers != self.layers || new.a.len() != self.a.len() {
             return Err(Error::Shape("KFAC factors of different networks".into()));
         }
-        for (x, y) in self
-            .a
-            .iter_mut()
-            .chain(self.b.iter_mut())
-            .zip(new.a.iter().chain(&new.b))
-        {
-            for (xl, yl) in x.iter_mut().zip(y) {
-                be.axpby(1.0 - beta, yl, beta, xl)?;
-            }
-        }
-        Ok(())
+        zip_factors((&mut self.a, &mut self.b), (&new.a, &new.b), |x, y| {
+            be.axpby(1.0 - beta, y, beta, x)
+        })
     }
 }
 

@@ -410,11 +410,17 @@ impl<B: Backend, T: Real> JetEngine<B, T> {
     /// `S·m` values `[u (m), ∂_1 u (m), …, ∂_K u (m), Δ_C u (m)]`, the derivatives along
     /// the coordinate axes (rotated back if the operator's directions are not).
     pub fn output(&self) -> Result<Vec<f64>> {
+        self.output_block_to_host(&self.y)
+    }
+
+    /// An output-shaped jet block (`S·n × m`, block layout) on the host, sample-major and
+    /// with the directions rotated back to the coordinate axes: [`Self::output`]'s layout.
+    pub(crate) fn output_block_to_host(&self, buf: &B::Buf<T>) -> Result<Vec<f64>> {
         let n = self.n_cur;
         let m = self.mlp.output_dim();
         let s = self.kind.s();
         let mut blk = vec![T::ZERO; n * s * m];
-        self.be.download_range(&self.y, 0, &mut blk)?;
+        self.be.download_range(buf, 0, &mut blk)?;
         let mut out = vec![0.0; n * s * m];
         for i in 0..n {
             for r in 0..s {

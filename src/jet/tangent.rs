@@ -12,7 +12,7 @@
 //! output jet for several nets and operators, and `J v` against the dense Jacobian) and by
 //! the kernel's unit test in `backend/cpu.rs`.
 
-use super::{rotate_dirs, JetEngine, JetKind};
+use super::JetEngine;
 use crate::backend::{Backend, Lay, Tr};
 use crate::error::{Error, Result};
 use crate::loss::ChunkPass;
@@ -25,27 +25,8 @@ impl<B: Backend, T: Real> JetEngine<B, T> {
     /// gradient buffers as scratch (their contents are not needed between passes).
     pub fn tangent(&mut self, params: &B::Buf<T>, v: &B::Buf<T>) -> Result<Vec<f64>> {
         self.tangent_in_place(params, v)?;
-        let n = self.n_cur;
-        let s = self.kind.s();
-        let m = self.mlp.output_dim();
-        let rows = n * s;
         let (_, last) = self.output_and_tangent()?;
-        let mut blk = vec![T::ZERO; rows * m];
-        self.be.download_range(last, 0, &mut blk)?;
-        let mut out = vec![0.0; rows * m];
-        for i in 0..n {
-            for r in 0..s {
-                for j in 0..m {
-                    out[(i * s + r) * m + j] = blk[(r * n + i) * m + j].to_f64();
-                }
-            }
-        }
-        if let JetKind::Full(op) = &self.kind {
-            if !op.is_identity() {
-                rotate_dirs(op, &mut out, n, m, s, false);
-            }
-        }
-        Ok(out)
+        self.output_block_to_host(last)
     }
 
     /// The output jet and, after [`Self::tangent_in_place`], its tangent, both on the

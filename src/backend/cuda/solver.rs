@@ -184,9 +184,10 @@ pub(super) fn sym_eig(
         )
     })?;
     let work = cu.alloc_raw::<f64>(lwork.max(1) as usize)?;
-    let info = cu.alloc_raw::<f64>(1)?; // 8 bytes; holds the i32 devInfo
-                                        // SAFETY: as above; work holds lwork f64 as cuSOLVER asked, info one i32. All on the
-                                        // backend's stream.
+    // 8 bytes; holds the i32 devInfo
+    let info = cu.alloc_raw::<f64>(1)?;
+    // SAFETY: as above; work holds lwork f64 as cuSOLVER asked, info one i32. All on the
+    // backend's stream.
     check("syevd", unsafe {
         sys::cusolverDnDsyevd(
             handle.cu(),

@@ -1,5 +1,5 @@
-// Reductions: dot (two passes: per-block partial sums in f64, then one block sums the
-// partials), column sums (row-partitioned partial sums, then a per-column finish) and
+// Reductions: dot and squared distance (two passes: per-block partial sums in f64, then
+// one block sums the partials), column sums (row-partitioned partial sums, then a per-column finish) and
 // row-wise dot products (one warp per row). CPU twins: `Cpu::dot`, `Cpu::col_sum`,
 // `cpu::row_dot_ref`; compared in tests/kernels.rs through the CPU emulation.
 #include "common.cuh"
@@ -21,6 +21,29 @@ extern "C" __global__ void dot_partial_f32(const float* x, const float* y, i64 n
 extern "C" __global__ void dot_partial_f64(const double* x, const double* y, i64 n,
                                            double* partial) {
     dot_partial_k(x, y, n, partial);
+}
+
+// partial[blockIdx.x] = Σ over this block's share of (x[i] − y[i])², each difference taken in
+// f64 (the L2 error of an evaluation; CPU twin `Cpu::sq_dist`).
+template <class T>
+__device__ __forceinline__ void sq_dist_partial_k(const T* __restrict__ x,
+                                                  const T* __restrict__ y, i64 n,
+                                                  double* __restrict__ partial) {
+    double acc = 0.0;
+    GRID_STRIDE(i, n) {
+        const double d = (double)x[i] - (double)y[i];
+        acc += d * d;
+    }
+    acc = block_sum(acc);
+    if (threadIdx.x == 0) partial[blockIdx.x] = acc;
+}
+extern "C" __global__ void sq_dist_partial_f32(const float* x, const float* y, i64 n,
+                                               double* partial) {
+    sq_dist_partial_k(x, y, n, partial);
+}
+extern "C" __global__ void sq_dist_partial_f64(const double* x, const double* y, i64 n,
+                                               double* partial) {
+    sq_dist_partial_k(x, y, n, partial);
 }
 
 // out[0] = Σ_{b < n} partial[b]; launched with a single block.

@@ -224,6 +224,30 @@ fn dot_op<T: Real>() {
         );
     }
     assert!(e.dot(&vec![T::ZERO; 3], &vec![T::ZERO; 4]).is_err());
+    // squared distances of ranges at offsets (the L2 error's reduction)
+    for (si, &n) in SIZES.iter().chain(&[70_001]).enumerate() {
+        let x: Vec<T> = data(n + 3, 50 + si as u64, -1.0, 1.0);
+        let y: Vec<T> = data(n + 1, 60 + si as u64, -1.0, 1.0);
+        let want = Cpu.sq_dist(&x, 3, &y, 1, n).unwrap();
+        let got = e.sq_dist(&x, 3, &y, 1, n).unwrap();
+        let direct: f64 = (0..n)
+            .map(|i| (x[3 + i].to_f64() - y[1 + i].to_f64()).powi(2))
+            .sum();
+        assert_close(
+            &format!("sq_dist n={n} ({})", T::DTYPE.name()),
+            &[got, want],
+            &[direct, direct],
+            0.0,
+            // the worst-case bound of summing n non-negative terms in another order
+            n as f64 * f64::EPSILON * direct + 1e-300,
+        );
+    }
+    assert!(e
+        .sq_dist(&vec![T::ZERO; 3], 1, &vec![T::ZERO; 4], 0, 3)
+        .is_err());
+    assert!(Cpu
+        .sq_dist(&vec![T::ZERO; 3], 0, &vec![T::ZERO; 4], 2, 3)
+        .is_err());
 }
 
 #[test]

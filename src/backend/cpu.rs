@@ -553,6 +553,22 @@ impl Backend for Cpu {
             .map(|(&a, &b)| a.to_f64() * b.to_f64())
             .sum())
     }
+    fn sq_dist<T: Real>(
+        &self,
+        x: &Vec<T>,
+        x_off: usize,
+        y: &Vec<T>,
+        y_off: usize,
+        len: usize,
+    ) -> Result<f64> {
+        check_len("sq_dist (x)", x.len(), x_off + len)?;
+        check_len("sq_dist (y)", y.len(), y_off + len)?;
+        Ok(x[x_off..x_off + len]
+            .iter()
+            .zip(&y[y_off..y_off + len])
+            .map(|(&a, &b)| (a.to_f64() - b.to_f64()).powi(2))
+            .sum())
+    }
     fn adam_update<T: Real>(
         &self,
         p: &mut Vec<T>,

@@ -317,6 +317,16 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn scale<T: Real>(&self, alpha: T, x: &mut Self::Buf<T>) -> Result<()>;
     /// `Σ x_i y_i`, accumulated in f64.
     fn dot<T: Real>(&self, x: &Self::Buf<T>, y: &Self::Buf<T>) -> Result<f64>;
+    /// `Σ (x[x_off + i] − y[y_off + i])²` for `i < len`, each difference and the sum in f64
+    /// (the L2 error of an evaluation).
+    fn sq_dist<T: Real>(
+        &self,
+        x: &Self::Buf<T>,
+        x_off: usize,
+        y: &Self::Buf<T>,
+        y_off: usize,
+        len: usize,
+    ) -> Result<f64>;
     /// One Adam update of `p` with gradient `g` and moments `m`, `v`.
     fn adam_update<T: Real>(
         &self,

@@ -800,7 +800,9 @@ pub struct Evaluator<B: Backend, T: Real> {
     engine: JetEngine<B, T>,
     x: B::Buf<T>,
     n: usize,
-    reference: Vec<f64>,
+    /// The reference on the backend, and `Σ u*²` (f64, from the host values).
+    reference_dev: B::Buf<T>,
+    ref_sq: f64,
 }
 
 /// Absolute and relative L2 errors: `sqrt(mean (u − u*)²)` and that over `sqrt(mean u*²)`.
@@ -823,27 +825,37 @@ impl<B: Backend, T: Real> Evaluator<B, T> {
             )));
         }
         let xb = be.upload(&convert::<f64, T>(x))?;
+        let reference_dev = be.upload(&convert::<f64, T>(&reference))?;
+        let ref_sq = reference.iter().map(|b| b * b).sum();
         let engine = JetEngine::new(be, mlp, JetKind::Value, None)?;
         Ok(Evaluator {
             engine,
             x: xb,
             n,
-            reference,
+            reference_dev,
+            ref_sq,
         })
     }
     /// Network outputs at the points (`N × m`).
     pub fn values(&mut self, params: &B::Buf<T>) -> Result<Vec<f64>> {
         self.engine.forward(params, &self.x, self.n)
     }
+    /// The errors, reduced where the values are (one scalar per chunk comes back).
     pub fn l2(&mut self, params: &B::Buf<T>) -> Result<L2Error> {
-        let u = self.values(params)?;
-        let n = u.len().max(1) as f64;
-        let se: f64 = u
-            .iter()
-            .zip(&self.reference)
-            .map(|(a, b)| (a - b) * (a - b))
-            .sum();
-        let sr: f64 = self.reference.iter().map(|b| b * b).sum();
+        let be = self.engine.backend().clone();
+        let m = self.engine.mlp().output_dim();
+        let mut se = 0.0;
+        let mut first = 0;
+        while first < self.n {
+            let c = self.engine.chunk().min(self.n - first);
+            self.engine
+                .forward_chunk(params, &self.x, first, c, false)?;
+            let y = self.engine.output_buf();
+            se += be.sq_dist(y, 0, &self.reference_dev, first * m, c * m)?;
+            first += c;
+        }
+        let n = (self.n * m).max(1) as f64;
+        let sr = self.ref_sq;
         let abs = (se / n).sqrt();
         Ok(L2Error {
             abs,

@@ -515,6 +515,16 @@ impl Backend for Cuda {
     fn dot<T: Real>(&self, x: &CudaBuf<T>, y: &CudaBuf<T>) -> Result<f64> {
         ops::dot(self, x.dev(), y.dev())
     }
+    fn sq_dist<T: Real>(
+        &self,
+        x: &CudaBuf<T>,
+        x_off: usize,
+        y: &CudaBuf<T>,
+        y_off: usize,
+        len: usize,
+    ) -> Result<f64> {
+        ops::sq_dist(self, x.dev(), x_off, y.dev(), y_off, len)
+    }
     fn adam_update<T: Real>(
         &self,
         p: &mut CudaBuf<T>,

@@ -152,20 +152,46 @@ pub fn dot<L: Launcher + ?Sized, T: Real>(l: &L, x: Dev<T>, y: Dev<T>) -> Result
             x.len, y.len
         )));
     }
-    let Some(g) = Geometry::linear(x.len, l.limits()) else {
+    partial_sum::<L, T>(l, "dot_partial", x.arg(), y.arg(), x.len)
+}
+
+/// `Σ (x[x_off + i] − y[y_off + i])²` for `i < len`, in f64.
+pub fn sq_dist<L: Launcher + ?Sized, T: Real>(
+    l: &L,
+    x: Dev<T>,
+    x_off: usize,
+    y: Dev<T>,
+    y_off: usize,
+    len: usize,
+) -> Result<f64> {
+    check_len("sq_dist (x)", x.len, x_off + len)?;
+    check_len("sq_dist (y)", y.len, y_off + len)?;
+    partial_sum::<L, T>(l, "sq_dist_partial", x.arg_at(x_off), y.arg_at(y_off), len)
+}
+
+/// A two-pass f64 reduction over `n` pairs: the `{base}_{T}` kernel writes one partial sum
+/// per block, `sum_partials_f64` adds them; one scalar comes back.
+fn partial_sum<L: Launcher + ?Sized, T: Real>(
+    l: &L,
+    base: &str,
+    x: KArg,
+    y: KArg,
+    n: usize,
+) -> Result<f64> {
+    let Some(g) = Geometry::linear(n, l.limits()) else {
         return Ok(0.0);
     };
     let blocks = g.grid[0] as usize;
     let mut out = [0u8; 8];
     l.with_scratch((blocks + 1) * 8, &mut |s| {
         let total = s + (blocks * 8) as u64;
-        // SAFETY: x and y hold x.len elements (checked equal); the scratch area holds
-        // blocks + 1 f64s: the partial sums and the total.
+        // SAFETY: every caller checked that x and y address n elements; the scratch area
+        // holds blocks + 1 f64s: the partial sums and the total.
         unsafe {
             l.launch(
-                &kernel_name::<T>("dot_partial"),
+                &kernel_name::<T>(base),
                 g,
-                &[x.arg(), y.arg(), KArg::len(x.len), KArg::Ptr(s)],
+                &[x, y, KArg::len(n), KArg::Ptr(s)],
             )?;
             l.launch(
                 "sum_partials_f64",

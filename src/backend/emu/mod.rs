@@ -288,6 +288,16 @@ impl Backend for Emu {
     fn dot<T: Real>(&self, x: &Vec<T>, y: &Vec<T>) -> Result<f64> {
         ops::dot(self, self.dev(x), self.dev(y))
     }
+    fn sq_dist<T: Real>(
+        &self,
+        x: &Vec<T>,
+        x_off: usize,
+        y: &Vec<T>,
+        y_off: usize,
+        len: usize,
+    ) -> Result<f64> {
+        ops::sq_dist(self, self.dev(x), x_off, self.dev(y), y_off, len)
+    }
     fn adam_update<T: Real>(
         &self,
         p: &mut Vec<T>,

@@ -736,37 +736,8 @@ pub fn quad_residual<L: Launcher + ?Sized, T: Real>(
     shape: JetShape,
     r: Dev<T>,
 ) -> Result<()> {
-    let lens = QuadLens {
-        y: y.len,
-        a: a.len,
-        b: b.len,
-        d: d.len,
-        out: r.len,
-    };
-    check_quad(
-        "quad_residual",
-        lens,
-        first,
-        shape,
-        first + shape.n,
-        shape.n,
-    )?;
-    launch_linear::<L, T>(
-        l,
-        "quad_residual",
-        shape.n,
-        &[
-            y.arg(),
-            a.arg(),
-            b.arg(),
-            d.arg(),
-            r.arg(),
-            KArg::len(first),
-            KArg::len(shape.n),
-            KArg::len(shape.s()),
-            KArg::len(shape.h),
-        ],
-    )
+    let d_need = first + shape.n;
+    quad_per_sample(l, "quad_residual", [y, a, b, d, r], first, shape, d_need)
 }
 
 /// Directional derivatives of the quadratic-form residuals (see `Backend::quad_tangent`).
@@ -781,24 +752,45 @@ pub fn quad_tangent<L: Launcher + ?Sized, T: Real>(
     shape: JetShape,
     t: Dev<T>,
 ) -> Result<()> {
+    quad_per_sample(
+        l,
+        "quad_tangent",
+        [y, a, b, yd, t],
+        first,
+        shape,
+        shape.len(),
+    )
+}
+
+/// The per-sample quadratic-form kernels (one thread per sample): buffers `[y, a, b, x,
+/// out]`, where the kernel reads `x_need` elements of `x` (`d`, or the tangent `ẏ`) and
+/// writes one value per sample to `out`.
+fn quad_per_sample<L: Launcher + ?Sized, T: Real>(
+    l: &L,
+    base: &str,
+    [y, a, b, x, out]: [Dev<T>; 5],
+    first: usize,
+    shape: JetShape,
+    x_need: usize,
+) -> Result<()> {
     let lens = QuadLens {
         y: y.len,
         a: a.len,
         b: b.len,
-        d: yd.len,
-        out: t.len,
+        d: x.len,
+        out: out.len,
     };
-    check_quad("quad_tangent", lens, first, shape, shape.len(), shape.n)?;
+    check_quad(base, lens, first, shape, x_need, shape.n)?;
     launch_linear::<L, T>(
         l,
-        "quad_tangent",
+        base,
         shape.n,
         &[
             y.arg(),
             a.arg(),
             b.arg(),
-            yd.arg(),
-            t.arg(),
+            x.arg(),
+            out.arg(),
             KArg::len(first),
             KArg::len(shape.n),
             KArg::len(shape.s()),

@@ -16,7 +16,7 @@ mod solve;
 mod store;
 
 pub use gramian::{chunk_jacobian, Gramian, GramianKind};
-pub use jacobian::{jacobian, Jacobian};
+pub use jacobian::{jacobian, jacobian_into, Jacobian};
 pub use kfac::{DeviceFactors, KfacFactors, KfacInverse, KfacPass};
 pub use products::{combine_seeds, gvp, jvp, jvp_gram, vjp};
 pub use solve::SymSolve;

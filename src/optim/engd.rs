@@ -19,7 +19,7 @@ use super::kfac::LINE_SEARCH_K_MIN;
 use super::util::{count_entry, count_get, ensure_finite};
 use super::{grid_line_search, only_fields, OptimizerConfig, State, StepInfo};
 use crate::backend::{Backend, Lay, Tr};
-use crate::curvature::{chunk_jacobian, Gramian, GramianKind, SymSolve};
+use crate::curvature::{jacobian_into, Gramian, GramianKind, Jacobian, SymSolve};
 use crate::error::{check, Error, Result};
 use crate::loss::Objective;
 use crate::scalar::Real;
@@ -200,14 +200,11 @@ pub struct EngdWoodbury<B: Backend, T: Real> {
     damping: f64,
     lr: Option<f64>,
     step: u64,
-    j: B::Buf<T>,
+    /// The Jacobian J and the scaled residuals r̃, reassembled in place every step.
+    jac: Jacobian<B, T>,
     k: B::Buf<T>,
     y: B::Buf<T>,
-    /// The scaled residuals r̃ (length M) and one chunk's share.
-    r: B::Buf<T>,
-    r_chunk: B::Buf<T>,
     solver: Option<SymSolve<B>>,
-    scale: B::Buf<T>,
     dir: B::Buf<T>,
     trial: B::Buf<T>,
 }
@@ -219,13 +216,10 @@ impl<B: Backend, T: Real> EngdWoodbury<B, T> {
             damping: check::non_negative("damping", cfg.damping.unwrap_or(0.0))?,
             lr: cfg.lr.map(|v| check::positive("lr", v)).transpose()?,
             step: 0,
-            j: be.alloc(0)?,
+            jac: Jacobian::empty(be)?,
             k: be.alloc(0)?,
             y: be.alloc(0)?,
-            r: be.alloc(0)?,
-            r_chunk: be.alloc(0)?,
             solver: None,
-            scale: be.alloc(0)?,
             dir: be.alloc(n_params)?,
             trial: be.alloc(n_params)?,
         })
@@ -251,37 +245,15 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for EngdWoodbury<B, T> {
                 bytes as f64 / (1u64 << 30) as f64
             )));
         }
-        if be.len(&self.j) != m * p {
-            self.j = be.alloc(m * p)?;
+        if be.len(&self.y) != m || self.solver.is_none() {
             self.k = be.alloc(m * m)?;
             self.y = be.alloc(m)?;
-            self.r = be.alloc(m)?;
             self.solver = Some(SymSolve::new(&be, m, false)?);
         }
 
         // Jacobian and scaled residuals, on the backend
-        let mut row0 = 0;
-        for t in 0..obj.num_terms() {
-            let n_t = obj.term_points(t);
-            if n_t == 0 {
-                continue;
-            }
-            let c = (obj.term_spec(t).weight / n_t as f64).sqrt();
-            let nr = obj.term_spec(t).residual.n_res();
-            let (j, scale) = (&mut self.j, &mut self.scale);
-            let (r, r_chunk) = (&mut self.r, &mut self.r_chunk);
-            obj.sweep(params, t, |pass| {
-                if be.len(scale) < pass.n {
-                    *scale = be.alloc(pass.n)?;
-                }
-                let base = row0 + pass.first * nr;
-                pass.scaled_residuals(c, r_chunk)?;
-                be.copy(r_chunk, 0, r, base, pass.n * nr)?;
-                chunk_jacobian(pass, c, scale, j, base, p)
-            })?;
-            row0 += n_t * nr;
-        }
-        let loss = 0.5 * be.dot(&self.r, &self.r)?;
+        jacobian_into(obj, params, &mut self.jac)?;
+        let loss = 0.5 * be.dot(&self.jac.r, &self.jac.r)?;
         if !loss.is_finite() {
             return Err(Error::NonFinite(format!("loss is {loss}")));
         }
@@ -290,10 +262,10 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for EngdWoodbury<B, T> {
         let jl = Lay::dense(m, p);
         be.gemm(
             T::ONE,
-            &self.j,
+            &self.jac.j,
             jl,
             Tr::N,
-            &self.j,
+            &self.jac.j,
             jl,
             Tr::T,
             T::ZERO,
@@ -308,7 +280,7 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for EngdWoodbury<B, T> {
             &self.k,
             0,
             self.damping,
-            &self.r,
+            &self.jac.r,
             0,
             &mut self.y,
             0,
@@ -316,7 +288,7 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for EngdWoodbury<B, T> {
         )?;
         be.gemm(
             -T::ONE,
-            &self.j,
+            &self.jac.j,
             jl,
             Tr::T,
             &self.y,

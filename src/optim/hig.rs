@@ -28,7 +28,7 @@
 
 use super::{grid_line_search, only_fields, OptimizerConfig, State, StepInfo};
 use crate::backend::{Backend, Lay, Tr};
-use crate::curvature::jacobian;
+use crate::curvature::{jacobian_into, Jacobian};
 use crate::error::{check, Error, Result};
 use crate::loss::Objective;
 use crate::scalar::{DType, Real};
@@ -183,6 +183,8 @@ pub struct Hig<B: Backend, T: Real> {
     /// Fixed step size; None: grid line search.
     lr: Option<f64>,
     svd: SvdDirection<B>,
+    /// The Jacobian and residuals, reassembled in place every step.
+    jac: Jacobian<B, T>,
     dir: B::Buf<T>,
     trial: B::Buf<T>,
 }
@@ -228,6 +230,7 @@ impl<B: Backend, T: Real> Hig<B, T> {
             tau,
             lr,
             svd: SvdDirection::new(be)?,
+            jac: Jacobian::empty(be)?,
             dir: be.alloc(n_params)?,
             trial: be.alloc(n_params)?,
         })
@@ -272,7 +275,8 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for Hig<B, T> {
             ));
         }
         // curvature: scaled residual Jacobian J and residuals r̃ (L = ½‖r̃‖²), on the backend
-        let jac = jacobian(obj, params)?;
+        jacobian_into(obj, params, &mut self.jac)?;
+        let jac = &self.jac;
         let loss = 0.5 * be.dot(&jac.r, &jac.r)?;
         if !loss.is_finite() {
             // find the culprit (an error path: the residuals may come to the host)
@@ -300,7 +304,6 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for Hig<B, T> {
             eta_fixed,
             &mut self.dir,
         )?;
-        drop(jac);
         let extra = vec![
             ("rank", info.rank as f64),
             ("sigma_max", info.sigma_max),

@@ -899,33 +899,43 @@ pub fn eig_fix<L: Launcher + ?Sized>(
             max: f64::NEG_INFINITY,
         });
     }
+    let mode = match mode {
+        EigFix::InvSqrtFloor => 0,
+        EigFix::NonNegative => 1,
+        EigFix::PseudoInverse => 2,
+    };
+    // SAFETY: v holds n f64s (checked above).
+    let [count, max] =
+        unsafe { single_block_pair(l, "eig_fix_f64", &[v.arg(), KArg::len(n), KArg::I32(mode)])? };
+    Ok(EigFixed {
+        clamped: count as usize,
+        max,
+    })
+}
+
+/// Launch the single-block kernel `kernel` with `args` followed by the address of two f64s
+/// it writes, and read those back (the scalars a step may return to the host).
+///
+/// # Safety
+/// `args` must satisfy [`Launcher::launch`]'s contract for `kernel`.
+unsafe fn single_block_pair<L: Launcher + ?Sized>(
+    l: &L,
+    kernel: &str,
+    args: &[KArg],
+) -> Result<[f64; 2]> {
     let mut info = [0u8; 16];
     l.with_scratch(16, &mut |s| {
-        // SAFETY: v holds n f64s (checked above); the scratch area holds the two f64s the
+        let mut all = args.to_vec();
+        all.push(KArg::Ptr(s));
+        // SAFETY: the caller vouches for `args`; the scratch area holds the two f64s the
         // kernel writes, read back after it.
         unsafe {
-            l.launch(
-                "eig_fix_f64",
-                Geometry::single_block(),
-                &[
-                    v.arg(),
-                    KArg::len(n),
-                    KArg::I32(match mode {
-                        EigFix::InvSqrtFloor => 0,
-                        EigFix::NonNegative => 1,
-                        EigFix::PseudoInverse => 2,
-                    }),
-                    KArg::Ptr(s),
-                ],
-            )?;
+            l.launch(kernel, Geometry::single_block(), &all)?;
             l.read(s, &mut info)
         }
     })?;
     let f = |b: &[u8]| f64::from_le_bytes(b.try_into().expect("8 bytes"));
-    Ok(EigFixed {
-        clamped: f(&info[..8]) as usize,
-        max: f(&info[8..]),
-    })
+    Ok([f(&info[..8]), f(&info[8..])])
 }
 
 /// HIG's spectral scaling (see `Backend::spectral_scale`), one block; reads back two
@@ -943,28 +953,21 @@ pub fn spectral_scale<L: Launcher + ?Sized>(
     if k == 0 {
         return Ok((0, 0.0));
     }
-    let mut info = [0u8; 16];
-    l.with_scratch(16, &mut |sc| {
-        // SAFETY: s and c hold k f64s (checked above); the scratch area holds the two f64s
-        // the kernel writes, read back after it.
-        unsafe {
-            l.launch(
-                "spectral_scale_f64",
-                Geometry::single_block(),
-                &[
-                    s.arg(),
-                    c.arg(),
-                    KArg::len(k),
-                    KArg::F64(kappa),
-                    KArg::F64(tau),
-                    KArg::Ptr(sc),
-                ],
-            )?;
-            l.read(sc, &mut info)
-        }
-    })?;
-    let f = |b: &[u8]| f64::from_le_bytes(b.try_into().expect("8 bytes"));
-    Ok((f(&info[..8]) as usize, f(&info[8..])))
+    // SAFETY: s and c hold k f64s (checked above).
+    let [kept, smax] = unsafe {
+        single_block_pair(
+            l,
+            "spectral_scale_f64",
+            &[
+                s.arg(),
+                c.arg(),
+                KArg::len(k),
+                KArg::F64(kappa),
+                KArg::F64(tau),
+            ],
+        )?
+    };
+    Ok((kept as usize, smax))
 }
 
 /// `d[o·na + i] = 1 / (1 + sb[o]·sa[i])`.

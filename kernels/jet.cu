@@ -219,17 +219,26 @@ extern "C" __global__ void jet_tanh_tangent_f64(const double* z, const double* a
     jet_tanh_tangent_k(z, a, t, coef, n, k, lap, h);
 }
 
-// g[r, :] *= w[r mod n] for the rows·h elements of a jet block.
+// dst[r, :] = w[r mod n] · src[r, :] for the rows·h elements of a jet block; in place when
+// dst == src (so no __restrict__ on them: each element is read before it is written).
 template <class T>
-__device__ __forceinline__ void scale_jet_rows_k(T* __restrict__ g, const T* __restrict__ w,
+__device__ __forceinline__ void scale_jet_rows_k(T* dst, const T* src, const T* __restrict__ w,
                                                  i64 n, i64 rows, i64 h) {
-    GRID_STRIDE(e, rows * h) g[e] *= w[(e / h) % n];
+    GRID_STRIDE(e, rows * h) dst[e] = src[e] * w[(e / h) % n];
 }
 extern "C" __global__ void scale_jet_rows_f32(float* g, const float* w, i64 n, i64 rows, i64 h) {
-    scale_jet_rows_k(g, w, n, rows, h);
+    scale_jet_rows_k(g, g, w, n, rows, h);
 }
 extern "C" __global__ void scale_jet_rows_f64(double* g, const double* w, i64 n, i64 rows, i64 h) {
-    scale_jet_rows_k(g, w, n, rows, h);
+    scale_jet_rows_k(g, g, w, n, rows, h);
+}
+extern "C" __global__ void scale_jet_rows_to_f32(float* dst, const float* src, const float* w,
+                                                 i64 n, i64 rows, i64 h) {
+    scale_jet_rows_k(dst, src, w, n, rows, h);
+}
+extern "C" __global__ void scale_jet_rows_to_f64(double* dst, const double* src, const double* w,
+                                                 i64 n, i64 rows, i64 h) {
+    scale_jet_rows_k(dst, src, w, n, rows, h);
 }
 
 // Residuals of the built-in problems as quadratic forms of the output jet (one residual per

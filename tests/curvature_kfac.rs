@@ -262,7 +262,7 @@ fn naive_factors(obj: &mut Objective<Cpu, f64>, p: &[f64]) -> Vec<Vec<(Vec<f64>,
             for q in 0..nr {
                 let seeds = pass.component_seeds(q, |_| 1.0)?;
                 pass.backward(&seeds, |be, v| {
-                    let a = be.download(v.a)?;
+                    let a = be.download(v.a())?;
                     let g = be.download(v.g)?;
                     let (fi, fo) = (v.layout.fan_in, v.layout.fan_out);
                     let na = fi + 1;

@@ -56,7 +56,7 @@ fn z_and_g_reproduce_the_gradient() {
         obj.sweep(&p, t, |pass| {
             let seeds = pass.grad_seeds()?;
             pass.backward(&seeds, |be, v| {
-                let a = be.download(v.a)?;
+                let a = be.download(v.a())?;
                 let g = be.download(v.g)?;
                 let (fi, fo) = (v.layout.fan_in, v.layout.fan_out);
                 let rows = v.rows();

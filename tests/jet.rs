@@ -196,3 +196,47 @@ fn bad_inputs_are_errors_not_panics() {
     let p = be.upload(&mlp.init::<f64>(0)).unwrap();
     assert!(eng.forward(&p, &x, 3).is_err(), "too few points");
 }
+
+#[test]
+fn a_taken_input_jet_ends_the_stored_chunk() {
+    // swap_input hands over the very input jet the backward pass saw (no copy), refuses a
+    // buffer of another length, and a further backward pass of the chunk is refused
+    let be = Cpu;
+    let mlp = Mlp::new(&[3, 6, 4, 1]).unwrap();
+    let p = be.upload(&mlp.init::<f64>(3)).unwrap();
+    let x = be.upload(&uniform(&mut rng(5), 6 * 3, -1.0, 1.0)).unwrap();
+    let mut eng =
+        JetEngine::<Cpu, f64>::new(be, mlp, JetKind::Full(Operator::laplacian(3)), None).unwrap();
+    eng.forward_chunk(&p, &x, 0, 6, true).unwrap();
+    let seeds = vec![0.5; 6 * 5];
+    // the input jets as the visitor sees them, without taking them
+    let mut seen = vec![];
+    eng.backward(&p, &seeds, |be, v| {
+        seen.push(be.download(v.a())?);
+        Ok(())
+    })
+    .unwrap();
+    let mut taken = vec![];
+    eng.backward(&p, &seeds, |be, mut v| {
+        let mut wrong = be.alloc(be.len(v.a()) + 1)?;
+        assert!(v.swap_input(&mut wrong, be).is_err(), "length mismatch");
+        let mut into = be.alloc(be.len(v.a()))?;
+        v.swap_input(&mut into, be)?;
+        taken.push(be.download(&into)?);
+        assert!(
+            v.a().iter().all(|&e| e == 0.0),
+            "the engine holds the new buffer"
+        );
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(taken.len(), 3);
+    for (l, (t, s)) in taken.iter().zip(&seen).enumerate() {
+        assert_eq!(t, s, "layer {} input jet", 2 - l);
+    }
+    let again = eng.backward(&p, &seeds, |_, _| Ok(()));
+    assert!(again.is_err(), "backward after the input jets were taken");
+    // a new forward pass stores again
+    eng.forward_chunk(&p, &x, 0, 6, true).unwrap();
+    eng.backward(&p, &seeds, |_, _| Ok(())).unwrap();
+}

@@ -454,6 +454,23 @@ fn jet_ops<T: Real>() {
         Cpu.scale_jet_rows(&mut a, &w, sh).unwrap();
         e.scale_jet_rows(&mut b, &w, sh).unwrap();
         same(&tag("scale_jet_rows"), &b, &a);
+        // out of place: the in-place result, and the rows written out (sample i = r mod n)
+        let mut want = vec![T::ZERO; len];
+        for (r, (o, x)) in want
+            .chunks_mut(sh.h.max(1))
+            .zip(g0.chunks(sh.h.max(1)))
+            .enumerate()
+        {
+            for (o, x) in o.iter_mut().zip(x) {
+                *o = *x * w[r % sh.n.max(1)];
+            }
+        }
+        let (mut c, mut d) = (vec![T::from_f64(7.0); len], vec![T::from_f64(7.0); len]);
+        Cpu.scale_jet_rows_to(&g0, &w, sh, &mut c).unwrap();
+        e.scale_jet_rows_to(&g0, &w, sh, &mut d).unwrap();
+        same(&tag("scale_jet_rows_to (cpu)"), &c, &a);
+        same(&tag("scale_jet_rows_to (emu)"), &d, &a);
+        same(&tag("scale_jet_rows_to (formula)"), &c, &want);
     }
     // short buffers are refused, like on the CPU
     let sh = JetShape {
@@ -476,6 +493,16 @@ fn jet_ops<T: Real>() {
         .jet_input_tanh(&mut full, &vec![T::ZERO; 7], &coef, sh)
         .is_err());
     assert!(e.scale_jet_rows(&mut full, &vec![T::ZERO; 2], sh).is_err());
+    let w3 = vec![T::ONE; 3];
+    for src_short in [true, false] {
+        let (src, mut dst) = if src_short {
+            (short.clone(), full.clone())
+        } else {
+            (full.clone(), short.clone())
+        };
+        assert!(e.scale_jet_rows_to(&src, &w3, sh, &mut dst).is_err());
+        assert!(Cpu.scale_jet_rows_to(&src, &w3, sh, &mut dst).is_err());
+    }
     assert!(e.add_bias(&mut full, 30, 2, &coef, 1).is_err());
 }
 

@@ -409,6 +409,15 @@ pub trait Backend: Clone + Send + Sync + 'static {
         w: &Self::Buf<T>,
         shape: JetShape,
     ) -> Result<()>;
+    /// `dst` = `src` with every jet row of sample `i` multiplied by `w[i]` (the first
+    /// `shape.len()` elements of each).
+    fn scale_jet_rows_to<T: Real>(
+        &self,
+        src: &Self::Buf<T>,
+        w: &Self::Buf<T>,
+        shape: JetShape,
+        dst: &mut Self::Buf<T>,
+    ) -> Result<()>;
     /// `out[out_off + j] = beta·out[out_off + j] + alpha · Σ_{r < rows} x[r, j]` (column sums of the first rows).
     fn col_sum<T: Real>(
         &self,

@@ -49,7 +49,7 @@ pub fn chunk_jacobian<B: Backend, T: Real>(
                 w_off: v.layout.w_off,
                 b_off: v.layout.b_off,
             };
-            be.jac_rows(v.a, v.g, v.shape, v.layout.fan_out, scale, j, at)
+            be.jac_rows(v.a(), v.g, v.shape, v.layout.fan_out, scale, j, at)
         })?;
     }
     Ok(())

@@ -27,7 +27,7 @@
 use super::store::{JacobianStore, StorePiece};
 use crate::backend::{run_workers, Backend, EigFix, JetShape, Lay, Tr};
 use crate::error::{Error, Result};
-use crate::jet::accumulate_grad;
+use crate::jet::{accumulate_grad, accumulate_grad_from};
 use crate::loss::Objective;
 use crate::model::{LayerLayout, Mlp};
 use crate::optim::State;
@@ -440,7 +440,7 @@ impl<B: Backend, T: Real> KfacPass<B, T> {
                     // row scales r_n·w/N for the gradient; un-scaled seeds ∂r_q/∂y: the
                     // cotangents are the g of B
                     pass.component_residuals(q, gscale, acc.scale)?;
-                    pass.backward_component(q, |be, v| {
+                    pass.backward_component(q, |be, mut v| {
                         let l = v.index;
                         let (fi, fo) = (v.layout.fan_in, v.layout.fan_out);
                         if with_factors {
@@ -453,8 +453,8 @@ impl<B: Backend, T: Real> KfacPass<B, T> {
                                     ld: fi + 1,
                                 };
                                 let fa = &mut acc.a[l];
-                                be.syrk(alpha_a, v.a, v.a_lay(), T::ONE, fa, lc)?;
-                                be.col_sum(alpha_a, v.a, n, fi, T::ONE, fa, fi * (fi + 1))?;
+                                be.syrk(alpha_a, v.a(), v.a_lay(), T::ONE, fa, lc)?;
+                                be.col_sum(alpha_a, v.a(), n, fi, T::ONE, fa, fi * (fi + 1))?;
                             }
                             be.syrk(
                                 alpha_b,
@@ -465,13 +465,29 @@ impl<B: Backend, T: Real> KfacPass<B, T> {
                                 Lay::dense(fo, fo),
                             )?;
                         }
-                        if let Some(st) = acc.store.as_deref_mut() {
-                            st.record(be, l, first, n, v.a, v.g)?;
-                        }
                         // gradient: g · r_n w/N, then Gᵀ Z̃
                         let sh = v.out_shape();
-                        be.scale_jet_rows(v.g, acc.scale, sh)?;
-                        accumulate_grad(be, &v, T::ONE, acc.grad)
+                        match acc.store.as_deref_mut() {
+                            Some(st) => {
+                                // the store takes the input jet and the un-scaled cotangent
+                                // (buffer swaps, no copies); the gradient reads them there
+                                let (a, g) = st.record(be, first, n, &mut v)?;
+                                be.scale_jet_rows_to(g, acc.scale, sh, v.g)?;
+                                accumulate_grad_from(
+                                    be,
+                                    v.layout,
+                                    v.shape,
+                                    v.g,
+                                    a,
+                                    T::ONE,
+                                    acc.grad,
+                                )
+                            }
+                            None => {
+                                be.scale_jet_rows(v.g, acc.scale, sh)?;
+                                accumulate_grad(be, &v, T::ONE, acc.grad)
+                            }
+                        }
                     })?;
                 }
                 Ok(())

@@ -5,30 +5,29 @@
 //! `g` the un-scaled cotangents the KFAC pass computes anyway for its `B` factors and `V_l`
 //! the layer's block of `v`. Keeping every chunk's `z̃` and `g` (what the pass already has
 //! in hand) turns `J v` for directions chosen after the pass (KFAC*'s Δ) into one product
-//! and one row-wise dot per layer, instead of a new forward and a tangent pass:
-//! `out = Σ_l rowdot(Z̃_l Ṽ_lᵀ, G_l)`, then a sum over each sample's S rows. Rows are kept
-//! value rows first (all samples), then chunk by chunk the derivative rows, so Z̃'s bias
-//! column (1 on value rows) is one `add_bias`; several directions share one product with
-//! the stacked `[V_1; V_2; …]`, in row blocks.
+//! and one row-wise dot per layer and chunk, instead of a new forward and a tangent pass:
+//! `out = Σ_l rowdot(Z̃_l Ṽ_lᵀ, G_l)`, then a sum over each sample's S rows. The jets are
+//! kept without copies: the pass swaps the jet engine's buffers of a visited layer with
+//! the store's (the engine goes on with the store's old ones), so a chunk's rows stay in
+//! the engine's block layout (value rows first, so Z̃'s bias column is one `add_bias`).
+//! Several directions share one product with the stacked `[V_1; V_2; …]`.
 //!
-//! A term's rows are kept in pieces, one per worker of the chunk-parallel sweep
+//! A term's chunks are kept in pieces, one per worker of the chunk-parallel sweep
 //! ([`Objective::sweep_par`]), each covering a contiguous share of the samples, so that
 //! workers record without sharing buffers.
 //!
-//! Only for residuals with one component; the memory is `Σ_terms N·S·Σ_l (fan_in +
-//! fan_out)` values, refused above a limit (callers fall back to tangent passes).
+//! Only for residuals with one component; the memory is about `Σ_terms N·S·Σ_l (fan_in +
+//! max fan_out)` values (the engine's cotangent buffers have the widest layer's width),
+//! refused above a limit (callers fall back to tangent passes).
 //! Checked by `tests/curvature_kfac.rs` against the dense Jacobian and the tangent-pass
 //! products, and through KFAC* in `tests/optim_second_order.rs`.
 
 use crate::backend::{run_workers, Backend, Lay, Tr};
 use crate::error::{Error, Result};
+use crate::jet::LayerView;
 use crate::loss::Objective;
 use crate::model::LayerLayout;
 use crate::scalar::{convert, Real};
-
-/// Rows per block of the stacked products: bounded scratch, and products large enough to
-/// run fast (on heat 4+1d 4096 rows measured as fast as 8192, faster than 1024).
-const ROW_BLOCK: usize = 4096;
 
 /// Default limit on the stored bytes.
 pub const DEFAULT_STORE_BYTES: usize = 1 << 30;
@@ -43,6 +42,18 @@ struct Directions<'a, B: Backend, T: Real> {
     k: usize,
 }
 
+/// One chunk's kept jets. The buffers are the jet engine's own, swapped in during the
+/// backward pass (so they have the engine's chunk capacity, not the chunk's size).
+struct Slot<B: Backend, T: Real> {
+    /// Piece-local first sample and number of samples.
+    i0: usize,
+    n: usize,
+    /// Per layer: the input jet (`n·S × fan_in`) and the un-scaled cotangent
+    /// (`n·S × fan_out`), dense, block layout (value rows first).
+    a: Vec<B::Buf<T>>,
+    g: Vec<B::Buf<T>>,
+}
+
 /// One worker's share of one term: samples `first..first + n`.
 pub struct StorePiece<B: Backend, T: Real> {
     /// Row scale `sqrt(w/N)` (N of the whole term).
@@ -53,24 +64,19 @@ pub struct StorePiece<B: Backend, T: Real> {
     n: usize,
     /// The piece's first sample within the term.
     first: usize,
-    /// `(fan_in, fan_out)` per layer.
-    dims: Vec<(usize, usize)>,
-    /// `(first sample, samples)` of every chunk recorded so far.
-    chunks: Vec<(usize, usize)>,
+    /// Layers of the network.
+    layers: usize,
+    /// Chunks in sample order; the first `used` belong to the current pass (the rest
+    /// keep their buffers for later passes).
+    slots: Vec<Slot<B, T>>,
+    used: usize,
+    /// Samples recorded in the current pass.
     filled: usize,
-    /// Per layer: inputs `N·S × fan_in` and cotangents `N·S × fan_out`; rows `0..N` are
-    /// the value rows, then chunk by chunk the derivative rows in block layout.
-    a: Vec<B::Buf<T>>,
-    g: Vec<B::Buf<T>>,
 }
 
 impl<B: Backend, T: Real> StorePiece<B, T> {
     fn rows(&self) -> usize {
         self.n * self.s
-    }
-    /// First derivative row of the chunk starting at (piece-local) sample `i0`.
-    fn deriv_off(&self, i0: usize) -> usize {
-        self.n + i0 * (self.s - 1)
     }
 
     /// `J v_j` of this piece's samples for the `k` stacked directions, with `tmp` and `out`
@@ -82,19 +88,20 @@ impl<B: Backend, T: Real> StorePiece<B, T> {
         tmp: &mut B::Buf<T>,
         out: &mut B::Buf<T>,
     ) -> Result<Vec<Vec<f64>>> {
-        let k = dirs.k;
+        let (k, s) = (dirs.k, self.s);
         let rows = self.rows();
+        let slots = &self.slots[..self.used];
         let fo_max = dirs.layers.iter().map(|l| l.fan_out).max().unwrap_or(0);
-        if be.len(tmp) < ROW_BLOCK * k * fo_max {
-            *tmp = be.alloc(ROW_BLOCK * k * fo_max)?;
+        let nb_max = slots.iter().map(|c| c.n * s).max().unwrap_or(0);
+        if be.len(tmp) < nb_max * k * fo_max {
+            *tmp = be.alloc(nb_max * k * fo_max)?;
         }
         if be.len(out) < k * rows {
             *out = be.alloc(k * rows)?;
         }
-        // in row blocks: the scratch stays bounded
-        for r0 in (0..rows).step_by(ROW_BLOCK) {
-            let nb = ROW_BLOCK.min(rows - r0);
-            let values = self.n.saturating_sub(r0).min(nb);
+        // chunk by chunk (the rows of a chunk start at i0·S in `out`)
+        for slot in slots {
+            let (nb, r0) = (slot.n * s, slot.i0 * s);
             for (l, lay) in dirs.layers.iter().enumerate() {
                 let (fi, fo) = (lay.fan_in, lay.fan_out);
                 let kf = k * fo;
@@ -102,8 +109,8 @@ impl<B: Backend, T: Real> StorePiece<B, T> {
                 // rows
                 be.gemm(
                     T::ONE,
-                    &self.a[l],
-                    Lay::at(r0 * fi, nb, fi),
+                    &slot.a[l],
+                    Lay::dense(nb, fi),
                     Tr::N,
                     dirs.vstack,
                     Lay::at(dirs.voff[l], kf, fi),
@@ -112,7 +119,7 @@ impl<B: Backend, T: Real> StorePiece<B, T> {
                     tmp,
                     Lay::dense(nb, kf),
                 )?;
-                be.add_bias(tmp, values, kf, dirs.bstack, dirs.boff[l])?;
+                be.add_bias(tmp, slot.n, kf, dirs.bstack, dirs.boff[l])?;
                 let beta = if l == 0 { T::ZERO } else { T::ONE };
                 for j in 0..k {
                     let lx = Lay {
@@ -121,26 +128,23 @@ impl<B: Backend, T: Real> StorePiece<B, T> {
                         cols: fo,
                         ld: kf,
                     };
-                    let ly = Lay::at(r0 * fo, nb, fo);
-                    be.row_dot(tmp, lx, &self.g[l], ly, beta, out, j * rows + r0)?;
+                    let ly = Lay::dense(nb, fo);
+                    be.row_dot(tmp, lx, &slot.g[l], ly, beta, out, j * rows + r0)?;
                 }
             }
         }
         let mut host = vec![T::ZERO; k * rows];
         be.download_range(out, 0, &mut host)?;
         let host: Vec<f64> = convert(&host);
-        // per sample: the sum over its S rows
+        // per sample: the sum over its S rows (rows s·n + i of its chunk)
         let res = (0..k)
             .map(|j| {
                 let h = &host[j * rows..(j + 1) * rows];
                 let mut r = Vec::with_capacity(self.n);
-                for &(i0, n) in &self.chunks {
-                    let d = self.deriv_off(i0);
+                for slot in slots {
+                    let (n, r0) = (slot.n, slot.i0 * s);
                     for i in 0..n {
-                        let mut sum = h[i0 + i];
-                        for s in 0..self.s - 1 {
-                            sum += h[d + s * n + i];
-                        }
+                        let sum: f64 = (0..s).map(|q| h[r0 + q * n + i]).sum();
                         r.push(self.c * sum);
                     }
                 }
@@ -150,19 +154,20 @@ impl<B: Backend, T: Real> StorePiece<B, T> {
         Ok(res)
     }
 
-    /// Keep layer `l`'s input jet `a` and un-scaled cotangent `g` (block layout, `n`
-    /// samples) of the chunk that starts at sample `first` of the term. Chunks must be
-    /// recorded in order of their samples, every layer of a chunk before the next chunk.
-    #[allow(clippy::too_many_arguments)]
+    /// Keep the input jet and the un-scaled cotangent `v.g` of the visited layer of the
+    /// chunk of `n` samples that starts at sample `first` of the term, by swapping the
+    /// engine's buffers with this piece's (no copies: the engine goes on with the
+    /// piece's old buffers, and its stored jets of the chunk are gone). Returns the kept
+    /// `(input, cotangent)`. Chunks must be recorded in order of their samples, every
+    /// layer of a chunk before the next chunk.
+    #[allow(clippy::type_complexity)]
     pub fn record(
         &mut self,
         be: &B,
-        l: usize,
         first: usize,
         n: usize,
-        a: &B::Buf<T>,
-        g: &B::Buf<T>,
-    ) -> Result<()> {
+        v: &mut LayerView<'_, B, T>,
+    ) -> Result<(&B::Buf<T>, &B::Buf<T>)> {
         if first < self.first || first + n > self.first + self.n {
             return Err(Error::Shape(format!(
                 "Jacobian store: chunk of samples {first}..{} outside the piece {}..{}",
@@ -171,23 +176,47 @@ impl<B: Backend, T: Real> StorePiece<B, T> {
                 self.first + self.n
             )));
         }
+        let l = v.index;
+        if l >= self.layers || v.shape.n != n {
+            return Err(Error::Shape(format!(
+                "Jacobian store: layer {l} of a chunk of {} samples recorded as {n} samples \
+                 of a {}-layer network",
+                v.shape.n, self.layers
+            )));
+        }
         let i0 = first - self.first;
-        if self.chunks.last() != Some(&(i0, n)) {
+        let current = self.used.checked_sub(1).map(|c| &self.slots[c]);
+        if current.is_none_or(|c| (c.i0, c.n) != (i0, n)) {
             if i0 != self.filled {
                 return Err(Error::Shape(format!(
                     "Jacobian store: chunk at sample {first} recorded out of order"
                 )));
             }
-            self.chunks.push((i0, n));
+            if self.used == self.slots.len() {
+                let empty = |_| be.alloc(0);
+                self.slots.push(Slot {
+                    i0,
+                    n,
+                    a: (0..self.layers).map(empty).collect::<Result<_>>()?,
+                    g: (0..self.layers).map(empty).collect::<Result<_>>()?,
+                });
+            }
+            let slot = &mut self.slots[self.used];
+            (slot.i0, slot.n) = (i0, n);
+            self.used += 1;
             self.filled += n;
         }
-        let (fi, fo) = self.dims[l];
-        let d = self.deriv_off(i0);
-        let dr = n * (self.s - 1);
-        be.copy(a, 0, &mut self.a[l], i0 * fi, n * fi)?;
-        be.copy(a, n * fi, &mut self.a[l], d * fi, dr * fi)?;
-        be.copy(g, 0, &mut self.g[l], i0 * fo, n * fo)?;
-        be.copy(g, n * fo, &mut self.g[l], d * fo, dr * fo)
+        let slot = &mut self.slots[self.used - 1];
+        // first use of the slot: buffers like the engine's, to hand back in the swap
+        if be.len(&slot.a[l]) != be.len(v.a()) {
+            slot.a[l] = be.alloc(be.len(v.a()))?;
+        }
+        if be.len(&slot.g[l]) != be.len(v.g) {
+            slot.g[l] = be.alloc(be.len(v.g))?;
+        }
+        v.swap_input(&mut slot.a[l], be)?;
+        std::mem::swap(v.g, &mut slot.g[l]);
+        Ok((&slot.a[l], &slot.g[l]))
     }
 }
 
@@ -222,7 +251,8 @@ impl<B: Backend, T: Real> JacobianStore<B, T> {
     /// (a residual with several components).
     pub fn bytes_needed(obj: &Objective<B, T>) -> Option<usize> {
         let layers = obj.mlp().layers();
-        let per_row: usize = layers.iter().map(|l| l.fan_in + l.fan_out).sum();
+        let g_width = layers.iter().map(|l| l.fan_out).max().unwrap_or(0);
+        let per_row: usize = layers.iter().map(|l| l.fan_in + g_width).sum();
         let mut total = 0usize;
         for t in 0..obj.num_terms() {
             let spec = obj.term_spec(t);
@@ -245,7 +275,6 @@ impl<B: Backend, T: Real> JacobianStore<B, T> {
                 return Ok(false);
             }
         }
-        let be = obj.backend();
         let layers = obj.mlp().layers();
         if layers != self.layers {
             self.terms.clear();
@@ -253,7 +282,6 @@ impl<B: Backend, T: Real> JacobianStore<B, T> {
         }
         let nt = obj.num_terms();
         self.terms.truncate(nt);
-        let dims: Vec<(usize, usize)> = self.layers.iter().map(|l| (l.fan_in, l.fan_out)).collect();
         for t in 0..nt {
             let spec = obj.term_spec(t);
             let n_t = obj.term_points(t);
@@ -265,38 +293,22 @@ impl<B: Backend, T: Real> JacobianStore<B, T> {
             }
             let pieces = &mut self.terms[t];
             pieces.truncate(workers);
-            for w in 0..workers {
+            while pieces.len() < workers {
+                pieces.push(StorePiece {
+                    c,
+                    s,
+                    n: 0,
+                    first: 0,
+                    layers: self.layers.len(),
+                    slots: vec![],
+                    used: 0,
+                    filled: 0,
+                });
+            }
+            for (w, p) in pieces.iter_mut().enumerate() {
                 let (first, end) = (n_t * w / workers, n_t * (w + 1) / workers);
-                let n = end - first;
-                if pieces.get(w).is_none_or(|p| p.rows() != n * s) {
-                    let a = dims
-                        .iter()
-                        .map(|&(fi, _)| be.alloc(n * s * fi))
-                        .collect::<Result<Vec<_>>>()?;
-                    let g = dims
-                        .iter()
-                        .map(|&(_, fo)| be.alloc(n * s * fo))
-                        .collect::<Result<Vec<_>>>()?;
-                    let piece = StorePiece {
-                        c,
-                        s,
-                        n,
-                        first,
-                        dims: dims.clone(),
-                        chunks: vec![],
-                        filled: 0,
-                        a,
-                        g,
-                    };
-                    if w < pieces.len() {
-                        pieces[w] = piece;
-                    } else {
-                        pieces.push(piece);
-                    }
-                }
-                let p = &mut pieces[w];
-                (p.c, p.s, p.n, p.first) = (c, s, n, first);
-                p.chunks.clear();
+                (p.c, p.s, p.n, p.first) = (c, s, end - first, first);
+                p.used = 0;
                 p.filled = 0;
             }
         }

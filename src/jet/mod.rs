@@ -50,19 +50,27 @@ impl JetKind {
 }
 
 /// One layer's data during the backward pass, handed to a visitor: the layer's input
-/// jet `a` (rows × fan_in; for layer 0 the input jet of the points) and the gradient
-/// `g` of the seeded outputs with respect to the layer's pre-activation jet
-/// (rows × fan_out). The visitor may modify `g` (it is not used afterwards).
+/// jet (rows × fan_in; for layer 0 the input jet of the points; [`Self::a`]) and the
+/// gradient `g` of the seeded outputs with respect to the layer's pre-activation jet
+/// (rows × fan_out). The visitor may modify `g` or swap it for a buffer of the same
+/// length (it is not used afterwards), and may take the input jet with
+/// [`Self::swap_input`].
 pub struct LayerView<'a, B: Backend, T: Real> {
     pub index: usize,
     pub layout: LayerLayout,
     /// Shape of the chunk with `h = fan_in`.
     pub shape: JetShape,
-    pub a: &'a B::Buf<T>,
+    a: &'a mut B::Buf<T>,
     pub g: &'a mut B::Buf<T>,
+    /// The engine's "jets of the last forward chunk are stored" flag.
+    stored: &'a mut bool,
 }
 
 impl<B: Backend, T: Real> LayerView<'_, B, T> {
+    /// The layer's input jet.
+    pub fn a(&self) -> &B::Buf<T> {
+        self.a
+    }
     pub fn rows(&self) -> usize {
         self.shape.rows()
     }
@@ -75,6 +83,24 @@ impl<B: Backend, T: Real> LayerView<'_, B, T> {
     pub fn out_shape(&self) -> JetShape {
         self.shape.with_h(self.layout.fan_out)
     }
+
+    /// Swap the layer's input jet with `into` (same length: the engine keeps `into`'s old
+    /// buffer as scratch for later chunks), so that a caller can keep the jet without a
+    /// copy. The backward pass never reads a layer's input after its visit, but the
+    /// chunk's stored jets are then incomplete: anything that needs them (another
+    /// backward pass, a tangent pass) is refused until the next forward pass.
+    pub fn swap_input(&mut self, into: &mut B::Buf<T>, be: &B) -> Result<()> {
+        if be.len(into) != be.len(self.a) {
+            return Err(Error::Shape(format!(
+                "swap_input: buffer of {} elements for an input jet buffer of {}",
+                be.len(into),
+                be.len(self.a)
+            )));
+        }
+        std::mem::swap(self.a, into);
+        *self.stored = false;
+        Ok(())
+    }
 }
 
 /// `grad[W] += alpha · Gᵀ A`, `grad[b] += alpha · Σ_value rows G`: the parameter gradient of
@@ -85,20 +111,34 @@ pub fn accumulate_grad<B: Backend, T: Real>(
     alpha: T,
     grad: &mut B::Buf<T>,
 ) -> Result<()> {
-    let l = v.layout;
+    accumulate_grad_from(be, v.layout, v.shape, v.g, v.a, alpha, grad)
+}
+
+/// [`accumulate_grad`] for a layer's cotangent `g` and input jet `a` held anywhere (chunk
+/// `shape` with `h = fan_in`; `g` dense rows × fan_out, `a` dense rows × fan_in).
+pub fn accumulate_grad_from<B: Backend, T: Real>(
+    be: &B,
+    l: LayerLayout,
+    shape: JetShape,
+    g: &B::Buf<T>,
+    a: &B::Buf<T>,
+    alpha: T,
+    grad: &mut B::Buf<T>,
+) -> Result<()> {
+    let rows = shape.rows();
     be.gemm(
         alpha,
-        v.g,
-        v.g_lay(),
+        g,
+        Lay::dense(rows, l.fan_out),
         Tr::T,
-        v.a,
-        v.a_lay(),
+        a,
+        Lay::dense(rows, l.fan_in),
         Tr::N,
         T::ONE,
         grad,
         Lay::at(l.w_off, l.fan_out, l.fan_in),
     )?;
-    be.col_sum(alpha, v.g, v.shape.n, l.fan_out, T::ONE, grad, l.b_off)
+    be.col_sum(alpha, g, shape.n, l.fan_out, T::ONE, grad, l.b_off)
 }
 
 struct TrainBufs<B: Backend, T: Real> {
@@ -508,6 +548,7 @@ impl<B: Backend, T: Real> JetEngine<B, T> {
         let shape = self.shape(n, 0);
         let t = self.train.as_mut().unwrap();
         let [g0, g1] = &mut t.g;
+        let stored = &mut self.stored;
         for l in (0..nl).rev() {
             let lay = self.mlp.layer(l);
             let (cur, next) = if (nl - 1 - l) % 2 == 0 {
@@ -543,8 +584,9 @@ impl<B: Backend, T: Real> JetEngine<B, T> {
                     index: l,
                     layout: lay,
                     shape: shape.with_h(w[l]),
-                    a: &t.a[l],
+                    a: &mut t.a[l],
                     g: cur,
+                    stored: &mut *stored,
                 },
             )?;
         }

@@ -608,6 +608,15 @@ impl Backend for Cuda {
     ) -> Result<()> {
         ops::scale_jet_rows(self, g.dev(), w.dev(), shape)
     }
+    fn scale_jet_rows_to<T: Real>(
+        &self,
+        src: &CudaBuf<T>,
+        w: &CudaBuf<T>,
+        shape: JetShape,
+        dst: &mut CudaBuf<T>,
+    ) -> Result<()> {
+        ops::scale_jet_rows_to(self, src.dev(), w.dev(), shape, dst.dev())
+    }
     fn col_sum<T: Real>(
         &self,
         alpha: T,

@@ -559,6 +559,32 @@ pub fn scale_jet_rows<L: Launcher + ?Sized, T: Real>(
     )
 }
 
+/// `dst` = `src` with every jet row of sample `i` multiplied by `w[i]`.
+pub fn scale_jet_rows_to<L: Launcher + ?Sized, T: Real>(
+    l: &L,
+    src: Dev<T>,
+    w: Dev<T>,
+    shape: JetShape,
+    dst: Dev<T>,
+) -> Result<()> {
+    check_len("scale_jet_rows_to (src)", src.len, shape.len())?;
+    check_len("scale_jet_rows_to (w)", w.len, shape.n)?;
+    check_len("scale_jet_rows_to (dst)", dst.len, shape.len())?;
+    launch_linear::<L, T>(
+        l,
+        "scale_jet_rows_to",
+        shape.len(),
+        &[
+            dst.arg(),
+            src.arg(),
+            w.arg(),
+            KArg::len(shape.n),
+            KArg::len(shape.rows()),
+            KArg::len(shape.h),
+        ],
+    )
+}
+
 /// Forward-over-reverse through tanh (autodiff baseline), in place on `g`.
 pub fn ad_tanh_rev<L: Launcher + ?Sized, T: Real>(
     l: &L,

@@ -398,6 +398,15 @@ impl Backend for Emu {
     fn scale_jet_rows<T: Real>(&self, g: &mut Vec<T>, w: &Vec<T>, shape: JetShape) -> Result<()> {
         ops::scale_jet_rows(self, self.dev_mut(g), self.dev(w), shape)
     }
+    fn scale_jet_rows_to<T: Real>(
+        &self,
+        src: &Vec<T>,
+        w: &Vec<T>,
+        shape: JetShape,
+        dst: &mut Vec<T>,
+    ) -> Result<()> {
+        ops::scale_jet_rows_to(self, self.dev(src), self.dev(w), shape, self.dev_mut(dst))
+    }
     fn col_sum<T: Real>(
         &self,
         alpha: T,

@@ -499,6 +499,26 @@ fn stored_pass_products_match_the_dense_jacobian() {
                 1e-10,
                 1e-12,
             );
+            // G v = Jᵀ(J v) from the kept jets, against the dense product and the
+            // forward/tangent/backward one
+            let mut gv = vec![f64::NAN; np];
+            store.gvp(&Cpu, &v, &mut gv).unwrap();
+            let jtjv: Vec<f64> = (0..np)
+                .map(|c| (0..m).map(|r| j[r * np + c] * jv[r]).sum())
+                .collect();
+            assert_close(&format!("{problem} stored G v"), &gv, &jtjv, 1e-10, 1e-12);
+            let mut want = vec![0.0; np];
+            gvp(&mut obj, &p, &v, &mut want).unwrap();
+            assert_close(
+                &format!("{problem} stored vs passes G v"),
+                &gv,
+                &want,
+                1e-10,
+                1e-12,
+            );
+            // vectors of another length are refused
+            assert!(store.gvp(&Cpu, &v[1..].to_vec(), &mut gv).is_err());
+            assert!(store.gvp(&Cpu, &v, &mut vec![0.0; np + 1]).is_err());
             let gram = store.jvp_gram(&Cpu, &[&v, &v2]).unwrap();
             let want = jvp_gram(&mut obj, &p, &[&v, &v2]).unwrap();
             assert_close(
@@ -520,4 +540,5 @@ fn stored_pass_products_match_the_dense_jacobian() {
         .unwrap();
     assert!(!store.is_valid());
     assert!(store.jvp(&Cpu, &p).is_err());
+    assert!(store.gvp(&Cpu, &p, &mut vec![0.0; p.len()]).is_err());
 }

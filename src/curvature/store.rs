@@ -22,9 +22,9 @@
 //! Checked by `tests/curvature_kfac.rs` against the dense Jacobian and the tangent-pass
 //! products, and through KFAC* in `tests/optim_second_order.rs`.
 
-use crate::backend::{run_workers, Backend, Lay, Tr};
+use crate::backend::{run_workers, Backend, JetShape, Lay, Tr};
 use crate::error::{Error, Result};
-use crate::jet::LayerView;
+use crate::jet::{accumulate_grad_from, LayerView};
 use crate::loss::Objective;
 use crate::model::LayerLayout;
 use crate::scalar::{convert, Real};
@@ -40,6 +40,17 @@ struct Directions<'a, B: Backend, T: Real> {
     voff: &'a [usize],
     boff: &'a [usize],
     k: usize,
+}
+
+/// One worker's scratch of [`JacobianStore::gvp`].
+struct GvpScratch<B: Backend, T: Real> {
+    /// A chunk's `Z̃ Ṽᵀ` block, then its scaled cotangents.
+    tmp: B::Buf<T>,
+    /// A chunk's `J v` rows and per-sample weights.
+    dots: B::Buf<T>,
+    w: B::Buf<T>,
+    /// The worker's share of `G v`.
+    acc: B::Buf<T>,
 }
 
 /// One chunk's kept jets. The buffers are the jet engine's own, swapped in during the
@@ -58,8 +69,10 @@ struct Slot<B: Backend, T: Real> {
 pub struct StorePiece<B: Backend, T: Real> {
     /// Row scale `sqrt(w/N)` (N of the whole term).
     c: f64,
-    /// Jet rows per sample.
+    /// Jet rows per sample, and the jet's directions and Laplacian row (`s = 1 + k + lap`).
     s: usize,
+    k: usize,
+    lap: bool,
     /// Samples.
     n: usize,
     /// The piece's first sample within the term.
@@ -154,6 +167,72 @@ impl<B: Backend, T: Real> StorePiece<B, T> {
         Ok(res)
     }
 
+    /// `acc += Jᵀ J v` over this piece's samples (`v` a full parameter vector; `sc`
+    /// scratch, grown as needed). Per chunk: `J v` row by row as in [`Self::jvps`], its
+    /// per-sample sums `w_i = c²Σ_s (J v)_{i,s}` by a column sum, then per layer the
+    /// gradient-like `Gᵀ diag(w) Z̃` with the cotangent rows scaled by `w`.
+    fn gvp(
+        &self,
+        be: &B,
+        layers: &[LayerLayout],
+        v: &B::Buf<T>,
+        sc: &mut GvpScratch<B, T>,
+    ) -> Result<()> {
+        let GvpScratch { tmp, dots, w, acc } = sc;
+        let s = self.s;
+        let slots = &self.slots[..self.used];
+        let fo_max = layers.iter().map(|l| l.fan_out).max().unwrap_or(0);
+        let n_max = slots.iter().map(|c| c.n).max().unwrap_or(0);
+        let grow = |b: &mut B::Buf<T>, len: usize| -> Result<()> {
+            if be.len(b) < len {
+                *b = be.alloc(len)?;
+            }
+            Ok(())
+        };
+        grow(tmp, n_max * s * fo_max)?;
+        grow(dots, n_max * s)?;
+        grow(w, n_max)?;
+        let c2 = T::from_f64(self.c * self.c);
+        for slot in slots {
+            let (n, nb) = (slot.n, slot.n * s);
+            // J v, row by row: Σ_l rowdot(Z̃_l Ṽ_lᵀ, G_l)
+            for (l, lay) in layers.iter().enumerate() {
+                let (fi, fo) = (lay.fan_in, lay.fan_out);
+                be.gemm(
+                    T::ONE,
+                    &slot.a[l],
+                    Lay::dense(nb, fi),
+                    Tr::N,
+                    v,
+                    Lay::at(lay.w_off, fo, fi),
+                    Tr::T,
+                    T::ZERO,
+                    tmp,
+                    Lay::dense(nb, fo),
+                )?;
+                be.add_bias(tmp, n, fo, v, lay.b_off)?;
+                let beta = if l == 0 { T::ZERO } else { T::ONE };
+                let rows = Lay::dense(nb, fo);
+                be.row_dot(tmp, rows, &slot.g[l], rows, beta, dots, 0)?;
+            }
+            // per sample (rows s·n + i): w_i = c² Σ_s
+            be.col_sum(c2, dots, s, n, T::ZERO, w, 0)?;
+            // Jᵀ w: the cotangent rows scaled by w, times the inputs
+            for (l, lay) in layers.iter().enumerate() {
+                let shape = JetShape {
+                    n,
+                    k: self.k,
+                    lap: self.lap,
+                    h: lay.fan_out,
+                };
+                be.scale_jet_rows_to(&slot.g[l], w, shape, tmp)?;
+                let shape_in = shape.with_h(lay.fan_in);
+                accumulate_grad_from(be, *lay, shape_in, tmp, &slot.a[l], T::ONE, acc)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Keep the input jet and the un-scaled cotangent `v.g` of the visited layer of the
     /// chunk of `n` samples that starts at sample `first` of the term, by swapping the
     /// engine's buffers with this piece's (no copies: the engine goes on with the
@@ -230,6 +309,8 @@ pub struct JacobianStore<B: Backend, T: Real> {
     bstack: B::Buf<T>,
     /// Per piece worker: the product block and the per-row results.
     scratch: Vec<(B::Buf<T>, B::Buf<T>)>,
+    /// Per piece worker: the scratch of [`Self::gvp`].
+    gvp_scratch: Vec<GvpScratch<B, T>>,
     max_bytes: usize,
     valid: bool,
 }
@@ -242,6 +323,7 @@ impl<B: Backend, T: Real> JacobianStore<B, T> {
             vstack: be.alloc(0)?,
             bstack: be.alloc(0)?,
             scratch: vec![],
+            gvp_scratch: vec![],
             max_bytes,
             valid: false,
         })
@@ -297,6 +379,8 @@ impl<B: Backend, T: Real> JacobianStore<B, T> {
                 pieces.push(StorePiece {
                     c,
                     s,
+                    k: spec.kind.k(),
+                    lap: spec.kind.lap(),
                     n: 0,
                     first: 0,
                     layers: self.layers.len(),
@@ -308,6 +392,7 @@ impl<B: Backend, T: Real> JacobianStore<B, T> {
             for (w, p) in pieces.iter_mut().enumerate() {
                 let (first, end) = (n_t * w / workers, n_t * (w + 1) / workers);
                 (p.c, p.s, p.n, p.first) = (c, s, end - first, first);
+                (p.k, p.lap) = (spec.kind.k(), spec.kind.lap());
                 p.used = 0;
                 p.filled = 0;
             }
@@ -419,6 +504,51 @@ impl<B: Backend, T: Real> JacobianStore<B, T> {
             }
         }
         Ok(res)
+    }
+
+    /// `out = G v = Jᵀ J v` for the stored pass (the Gauss–Newton product of
+    /// [`super::gvp`] without its forward, tangent and backward passes): per chunk two
+    /// products per layer with the kept jets, the pieces in parallel.
+    pub fn gvp(&mut self, be: &B, v: &B::Buf<T>, out: &mut B::Buf<T>) -> Result<()> {
+        if !self.valid {
+            return Err(Error::Shape(
+                "the Jacobian store holds no complete pass".into(),
+            ));
+        }
+        let np = be.len(out);
+        let needed = self.layers.last().map_or(0, |l| l.b_off + l.fan_out);
+        if np != needed || be.len(v) != needed {
+            return Err(Error::Shape(format!(
+                "G v: v has {}, out {} entries, the network {needed} parameters",
+                be.len(v),
+                np
+            )));
+        }
+        let most = self.terms.iter().map(Vec::len).max().unwrap_or(0);
+        while self.gvp_scratch.len() < most {
+            self.gvp_scratch.push(GvpScratch {
+                tmp: be.alloc(0)?,
+                dots: be.alloc(0)?,
+                w: be.alloc(0)?,
+                acc: be.alloc(np)?,
+            });
+        }
+        for sc in &mut self.gvp_scratch[..most] {
+            if be.len(&sc.acc) != np {
+                sc.acc = be.alloc(np)?;
+            }
+            be.fill(&mut sc.acc, 0, np, T::ZERO)?;
+        }
+        let layers = &self.layers;
+        for pieces in &self.terms {
+            let jobs: Vec<_> = pieces.iter().zip(self.gvp_scratch.iter_mut()).collect();
+            run_workers(jobs, |(piece, sc)| piece.gvp(be, layers, v, sc))?;
+        }
+        be.fill(out, 0, np, T::ZERO)?;
+        for sc in &self.gvp_scratch[..most] {
+            be.axpby(T::ONE, &sc.acc, T::ONE, out)?;
+        }
+        Ok(())
     }
 
     /// `J v` for the stored pass (length M, rows as in [`super::jacobian`]).

@@ -1,6 +1,8 @@
 //! Hessian-free optimisation with the Gauss–Newton matrix (Martens 2010; the settings of
 //! the paper's baseline, docs/paper-setups.md §2.3): truncated conjugate gradients on
-//! `(G + λI) x = −∇L` with matrix-free Gramian-vector products (tangent + reverse pass),
+//! `(G + λI) x = −∇L` with matrix-free Gramian-vector products (from the gradient pass's
+//! kept layer inputs and cotangents, [`JacobianStore::gvp`], when they fit in memory;
+//! else a tangent and a reverse pass each),
 //! warm start from the previous solution times 0.95, Martens' relative-progress
 //! termination, CG backtracking over the iterates kept at `⌈1.3^j⌉`, Levenberg–Marquardt
 //! adaptation of λ from the reduction ratio, and an Armijo backtracking line search.
@@ -11,7 +13,7 @@
 use super::util::{count_entry, count_get, ensure_finite, finite_scalar};
 use super::{only_fields, OptimizerConfig, State, StepInfo};
 use crate::backend::Backend;
-use crate::curvature::gvp;
+use crate::curvature::{gvp, JacobianStore, KfacPass, DEFAULT_STORE_BYTES};
 use crate::error::{check, Result};
 use crate::loss::Objective;
 use crate::scalar::{convert, Real};
@@ -41,6 +43,10 @@ pub struct HessianFree<B: Backend, T: Real> {
     trial: B::Buf<T>,
     /// Kept iterates for backtracking (reused across steps).
     kept: Vec<B::Buf<T>>,
+    /// The gradient pass that also keeps its layer inputs and cotangents, so that the
+    /// step's `G v` products need no passes through the network (built on the first step).
+    pass: Option<KfacPass<B, T>>,
+    store: JacobianStore<B, T>,
 }
 
 impl<B: Backend, T: Real> HessianFree<B, T> {
@@ -58,7 +64,17 @@ impl<B: Backend, T: Real> HessianFree<B, T> {
             ap: be.alloc(n)?,
             trial: be.alloc(n)?,
             kept: Vec::new(),
+            pass: None,
+            store: JacobianStore::new(be, DEFAULT_STORE_BYTES)?,
         })
+    }
+
+    /// Limit the memory the stored gradient pass may use (default
+    /// [`DEFAULT_STORE_BYTES`]); above it, every `G v` runs a forward, a tangent and a
+    /// backward pass.
+    pub fn with_store_limit(mut self, be: &B, bytes: usize) -> Result<Self> {
+        self.store = JacobianStore::new(be, bytes)?;
+        Ok(self)
     }
 
     /// The current (adapted) damping.
@@ -66,15 +82,20 @@ impl<B: Backend, T: Real> HessianFree<B, T> {
         self.damping
     }
 
-    /// `out = (G + λI) v`.
+    /// `out = (G + λI) v`, from the stored pass when it holds one.
     fn apply(
         obj: &mut Objective<B, T>,
+        store: &mut JacobianStore<B, T>,
         params: &B::Buf<T>,
         damping: f64,
         v: &B::Buf<T>,
         out: &mut B::Buf<T>,
     ) -> Result<()> {
-        gvp(obj, params, v, out)?;
+        if store.is_valid() {
+            store.gvp(obj.backend(), v, out)?;
+        } else {
+            gvp(obj, params, v, out)?;
+        }
         obj.backend().axpby(T::from_f64(damping), v, T::ONE, out)
     }
 }
@@ -113,14 +134,18 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for HessianFree<B, T> {
         let n = be.len(params);
         let lam = self.damping;
 
-        // gradient
-        let loss = obj.loss_grad(params, &mut self.grad)?;
+        // gradient, keeping the pass's jets for the G v products when they fit
+        if self.pass.is_none() {
+            self.pass = Some(KfacPass::new(&be, obj.mlp(), obj.num_terms())?);
+        }
+        let pass = self.pass.as_mut().expect("built above");
+        let loss = pass.run(obj, params, &mut self.grad, None, Some(&mut self.store))?;
         let b_norm2 = ensure_finite(&be, &self.grad, "gradient")?;
 
         // CG on (G + λI) x = b with b = −∇L, warm-started at 0.95 × the previous solution
         be.scale(T::from_f64(CG_DECAY), &mut self.x)?;
         // r = b − A x
-        Self::apply(obj, params, lam, &self.x, &mut self.ap)?;
+        Self::apply(obj, &mut self.store, params, lam, &self.x, &mut self.ap)?;
         be.copy(&self.grad, 0, &mut self.r, 0, n)?;
         be.axpby(-T::ONE, &self.ap, -T::ONE, &mut self.r)?;
         be.copy(&self.r, 0, &mut self.p, 0, n)?;
@@ -137,7 +162,7 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for HessianFree<B, T> {
             if rr <= (CG_RESIDUAL_TOL * CG_RESIDUAL_TOL) * b_norm2 {
                 break;
             }
-            Self::apply(obj, params, lam, &self.p, &mut self.ap)?;
+            Self::apply(obj, &mut self.store, params, lam, &self.p, &mut self.ap)?;
             let pap = be.dot(&self.p, &self.ap)?;
             finite_scalar(pap, "CG curvature pᵀ(G+λI)p")?;
             if pap <= 0.0 {
@@ -226,7 +251,8 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for HessianFree<B, T> {
             eta *= ARMIJO_SHRINK;
         }
 
-        // update
+        // update (the stored jets belong to the old parameters)
+        self.store.invalidate();
         if accepted > 0.0 {
             be.axpby(T::from_f64(accepted), &self.kept[slot], T::ONE, params)?;
         }

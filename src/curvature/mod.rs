@@ -4,7 +4,8 @@
 //! and reverse passes ([`jvp`], [`vjp`], [`gvp`], [`jvp_gram`]), KFAC factors
 //! ([`DeviceFactors`] on the backend, accumulated by [`KfacPass`]; [`KfacFactors`] their
 //! host copy) and the exact Kronecker-sum inverse ([`KfacInverse`]), Jacobian-vector
-//! products from a stored KFAC pass ([`JacobianStore`]); minimum-norm symmetric solves on the backend ([`SymSolve`]);
+//! and Gramian-vector products from a stored KFAC pass ([`JacobianStore`]); minimum-norm
+//! symmetric solves on the backend ([`SymSolve`]);
 //! small dense host linear algebra in [`linalg`].
 
 mod gramian;

@@ -1,4 +1,5 @@
-//! Jacobian-vector products from the stored layer inputs and cotangents of one KFAC pass.
+//! Jacobian-vector and Gauss–Newton products from the stored layer inputs and cotangents
+//! of one KFAC pass (KFAC*'s 2×2 model, Hessian-free's CG products).
 //!
 //! The residual of sample n depends on layer l's weights only through its pre-activation
 //! jet rows `z_{l,s,n} = W̃_l z̃_{l,s,n}`, so `J_n v = c Σ_l Σ_s g_{l,s,n}ᵀ V_l z̃_{l,s,n}` with
@@ -10,7 +11,9 @@
 //! kept without copies: the pass swaps the jet engine's buffers of a visited layer with
 //! the store's (the engine goes on with the store's old ones), so a chunk's rows stay in
 //! the engine's block layout (value rows first, so Z̃'s bias column is one `add_bias`).
-//! Several directions share one product with the stacked `[V_1; V_2; …]`.
+//! Several directions share one product with the stacked `[V_1; V_2; …]`. `G v = Jᵀ(J v)`
+//! goes on from the per-sample `J v` with the gradient's contraction: the cotangent rows
+//! scaled by `c²(J v)_n`, times the inputs (two products per layer and chunk in all).
 //!
 //! A term's chunks are kept in pieces, one per worker of the chunk-parallel sweep
 //! ([`Objective::sweep_par`]), each covering a contiguous share of the samples, so that
@@ -19,8 +22,9 @@
 //! Only for residuals with one component; the memory is about `Σ_terms N·S·Σ_l (fan_in +
 //! max fan_out)` values (the engine's cotangent buffers have the widest layer's width),
 //! refused above a limit (callers fall back to tangent passes).
-//! Checked by `tests/curvature_kfac.rs` against the dense Jacobian and the tangent-pass
-//! products, and through KFAC* in `tests/optim_second_order.rs`.
+//! Checked by `tests/curvature_kfac.rs` against the dense Jacobian (`J v`, `JᵀJ v`) and
+//! the pass-based products, and through KFAC* and Hessian-free in
+//! `tests/optim_second_order.rs` (each with and without the store).
 
 use crate::backend::{run_workers, Backend, JetShape, Lay, Tr};
 use crate::error::{Error, Result};

@@ -837,8 +837,7 @@ fn hessian_free_stored_pass_and_tangent_passes_agree() {
     let mut stored = HessianFree::<Cpu, f64>::new(&Cpu, np, &cfg).unwrap();
     let mut passes = HessianFree::<Cpu, f64>::new(&Cpu, np, &cfg)
         .unwrap()
-        .with_store_limit(&Cpu, 0)
-        .unwrap();
+        .with_store_limit(0);
     let (mut pa, mut pb) = (p0.clone(), p0.clone());
     for step in 0..3 {
         let ia = stored.step(&mut obj, &mut pa).unwrap();

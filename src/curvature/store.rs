@@ -333,6 +333,11 @@ impl<B: Backend, T: Real> JacobianStore<B, T> {
         })
     }
 
+    /// Change the memory limit (takes effect at the next pass).
+    pub fn set_limit(&mut self, max_bytes: usize) {
+        self.max_bytes = max_bytes;
+    }
+
     /// Bytes needed to store a pass over `obj`, or None if the store cannot be used
     /// (a residual with several components).
     pub fn bytes_needed(obj: &Objective<B, T>) -> Option<usize> {

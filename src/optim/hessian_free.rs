@@ -72,9 +72,9 @@ impl<B: Backend, T: Real> HessianFree<B, T> {
     /// Limit the memory the stored gradient pass may use (default
     /// [`DEFAULT_STORE_BYTES`]); above it, every `G v` runs a forward, a tangent and a
     /// backward pass.
-    pub fn with_store_limit(mut self, be: &B, bytes: usize) -> Result<Self> {
-        self.store = JacobianStore::new(be, bytes)?;
-        Ok(self)
+    pub fn with_store_limit(mut self, bytes: usize) -> Self {
+        self.store.set_limit(bytes);
+        self
     }
 
     /// The current (adapted) damping.

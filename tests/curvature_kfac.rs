@@ -530,6 +530,51 @@ fn stored_pass_products_match_the_dense_jacobian() {
             );
         }
     }
+    // f32: the stored products against the f64 dense ones (the Gram entries are summed in
+    // f64 on the backend from the f32 per-sample values)
+    {
+        let (widths, n) = ([2, 6, 5, 1], [19, 7]);
+        let (mut obj, p) = objective("heat1d", &widths, &n, 12, 30);
+        let (m, np, j) = dense_j(&mut obj, &p);
+        let prob = builtin("heat1d").unwrap();
+        let mlp = Mlp::new(&widths).unwrap();
+        let mut obj32 =
+            Objective::<Cpu, f32>::new(Cpu, mlp.clone(), prob.terms(), Some(30)).unwrap();
+        // the same points as `objective`'s (same seed, same draws in order)
+        let mut r = rng(12);
+        for (t, &k) in n.iter().enumerate() {
+            obj32
+                .set_points(t, prob.sample(t, k, &mut r).unwrap())
+                .unwrap();
+        }
+        obj32.set_workers(Some(2)).unwrap();
+        let p32: Vec<f32> = p.iter().map(|&x| x as f32).collect();
+        let mut pass = KfacPass::<Cpu, f32>::new(&Cpu, &mlp, 2).unwrap();
+        let mut store = JacobianStore::<Cpu, f32>::new(&Cpu, 1 << 30).unwrap();
+        let mut grad = vec![0.0f32; np];
+        pass.run(&mut obj32, &p32, &mut grad, None, Some(&mut store))
+            .unwrap();
+        let mut r = rng(4);
+        let v = uniform(&mut r, np, -1.0, 1.0);
+        let v2 = uniform(&mut r, np, -1.0, 1.0);
+        let (v32, v232): (Vec<f32>, Vec<f32>) = (
+            v.iter().map(|&x| x as f32).collect(),
+            v2.iter().map(|&x| x as f32).collect(),
+        );
+        let jv = matvec(m, np, &j, &v);
+        let jv2 = matvec(m, np, &j, &v2);
+        let dot = |a: &[f64], b: &[f64]| -> f64 { a.iter().zip(b).map(|(x, y)| x * y).sum() };
+        let want = [
+            dot(&jv, &jv),
+            dot(&jv, &jv2),
+            dot(&jv2, &jv),
+            dot(&jv2, &jv2),
+        ];
+        let gram = store.jvp_gram(&Cpu, &[&v32, &v232]).unwrap();
+        assert_close("f32 stored Gram", &gram, &want, 1e-4, 1e-6);
+        let got = store.jvp(&Cpu, &v32).unwrap();
+        assert_close("f32 stored J v", &got, &jv, 1e-4, 1e-5);
+    }
     // too little memory: nothing is stored
     let (mut obj, p) = objective("poisson2d", &[2, 4, 1], &[9, 5], 1, 30);
     let mlp = obj.mlp().clone();

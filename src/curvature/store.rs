@@ -7,7 +7,9 @@
 //! the layer's block of `v`. Keeping every chunk's `z̃` and `g` (what the pass already has
 //! in hand) turns `J v` for directions chosen after the pass (KFAC*'s Δ) into one product
 //! and one row-wise dot per layer and chunk, instead of a new forward and a tangent pass:
-//! `out = Σ_l rowdot(Z̃_l Ṽ_lᵀ, G_l)`, then a sum over each sample's S rows. The jets are
+//! `out = Σ_l rowdot(Z̃_l Ṽ_lᵀ, G_l)`, then a sum over each sample's S rows (a product with
+//! a row of ones), all on the backend: KFAC*'s Gram entries are `S Sᵀ` of those per-sample
+//! sums per piece, and only their `k × k` values are read back. The jets are
 //! kept without copies: the pass swaps the jet engine's buffers of a visited layer with
 //! the store's (the engine goes on with the store's old ones), so a chunk's rows stay in
 //! the engine's block layout (value rows first, so Z̃'s bias column is one `add_bias`).
@@ -57,6 +59,30 @@ struct GvpScratch<B: Backend, T: Real> {
     acc: B::Buf<T>,
 }
 
+/// One worker's scratch of [`JacobianStore::jvps`] and [`JacobianStore::jvp_gram`].
+struct JvScratch<B: Backend, T: Real> {
+    /// A chunk's `Z̃ Ṽᵀ` block.
+    tmp: B::Buf<T>,
+    /// A chunk's `J v_j` rows (`k × n·S`).
+    dots: B::Buf<T>,
+    /// `S` ones (the per-sample row sums).
+    ones: B::Buf<T>,
+    /// The piece's per-sample `J v_j` (`k × n`).
+    sums: B::Buf<T>,
+    /// Those in f64 and their Gram matrix (`k × k`): KFAC*'s 2×2 model is solved from
+    /// nearly collinear directions, so its entries are accumulated in f64 at any `T`.
+    sums64: B::Buf<f64>,
+    gram: B::Buf<f64>,
+}
+
+/// Replace `b` by a buffer of at least `len` entries if it is shorter.
+fn grow<B: Backend, T: Real>(be: &B, b: &mut B::Buf<T>, len: usize) -> Result<()> {
+    if be.len(b) < len {
+        *b = be.alloc(len)?;
+    }
+    Ok(())
+}
+
 /// One chunk's kept jets. The buffers are the jet engine's own, swapped in during the
 /// backward pass (so they have the engine's chunk capacity, not the chunk's size).
 struct Slot<B: Backend, T: Real> {
@@ -92,33 +118,26 @@ pub struct StorePiece<B: Backend, T: Real> {
 }
 
 impl<B: Backend, T: Real> StorePiece<B, T> {
-    fn rows(&self) -> usize {
-        self.n * self.s
-    }
-
-    /// `J v_j` of this piece's samples for the `k` stacked directions, with `tmp` and `out`
-    /// as scratch (grown as needed).
-    fn jvps(
-        &self,
-        be: &B,
-        dirs: &Directions<'_, B, T>,
-        tmp: &mut B::Buf<T>,
-        out: &mut B::Buf<T>,
-    ) -> Result<Vec<Vec<f64>>> {
+    /// `J v_j` of this piece's samples for the `k` stacked directions into `sc.sums`
+    /// (`k × n`, direction-major), on the backend. Per chunk and layer: `Z̃ Ṽᵀ` and one
+    /// row-wise dot per direction (the chunk's `J v` rows), then per direction the sums
+    /// over each sample's S rows as a `1 × S` times `S × n` product with a row of ones
+    /// (the rows of sample i are `q·n + i`, q < S), scaled by `c`.
+    fn jv_sums(&self, be: &B, dirs: &Directions<'_, B, T>, sc: &mut JvScratch<B, T>) -> Result<()> {
         let (k, s) = (dirs.k, self.s);
-        let rows = self.rows();
         let slots = &self.slots[..self.used];
         let fo_max = dirs.layers.iter().map(|l| l.fan_out).max().unwrap_or(0);
         let nb_max = slots.iter().map(|c| c.n * s).max().unwrap_or(0);
-        if be.len(tmp) < nb_max * k * fo_max {
-            *tmp = be.alloc(nb_max * k * fo_max)?;
+        grow(be, &mut sc.tmp, nb_max * k * fo_max)?;
+        grow(be, &mut sc.dots, k * nb_max)?;
+        grow(be, &mut sc.sums, k * self.n)?;
+        if be.len(&sc.ones) != s {
+            sc.ones = be.alloc(s)?;
+            be.fill(&mut sc.ones, 0, s, T::ONE)?;
         }
-        if be.len(out) < k * rows {
-            *out = be.alloc(k * rows)?;
-        }
-        // chunk by chunk (the rows of a chunk start at i0·S in `out`)
+        let c = T::from_f64(self.c);
         for slot in slots {
-            let (nb, r0) = (slot.n * s, slot.i0 * s);
+            let (n, nb) = (slot.n, slot.n * s);
             for (l, lay) in dirs.layers.iter().enumerate() {
                 let (fi, fo) = (lay.fan_in, lay.fan_out);
                 let kf = k * fo;
@@ -133,10 +152,10 @@ impl<B: Backend, T: Real> StorePiece<B, T> {
                     Lay::at(dirs.voff[l], kf, fi),
                     Tr::T,
                     T::ZERO,
-                    tmp,
+                    &mut sc.tmp,
                     Lay::dense(nb, kf),
                 )?;
-                be.add_bias(tmp, slot.n, kf, dirs.bstack, dirs.boff[l])?;
+                be.add_bias(&mut sc.tmp, n, kf, dirs.bstack, dirs.boff[l])?;
                 let beta = if l == 0 { T::ZERO } else { T::ONE };
                 for j in 0..k {
                     let lx = Lay {
@@ -146,29 +165,25 @@ impl<B: Backend, T: Real> StorePiece<B, T> {
                         ld: kf,
                     };
                     let ly = Lay::dense(nb, fo);
-                    be.row_dot(tmp, lx, &slot.g[l], ly, beta, out, j * rows + r0)?;
+                    be.row_dot(&sc.tmp, lx, &slot.g[l], ly, beta, &mut sc.dots, j * nb)?;
                 }
             }
+            for j in 0..k {
+                be.gemm(
+                    c,
+                    &sc.ones,
+                    Lay::dense(1, s),
+                    Tr::N,
+                    &sc.dots,
+                    Lay::at(j * nb, s, n),
+                    Tr::N,
+                    T::ZERO,
+                    &mut sc.sums,
+                    Lay::at(j * self.n + slot.i0, 1, n),
+                )?;
+            }
         }
-        let mut host = vec![T::ZERO; k * rows];
-        be.download_range(out, 0, &mut host)?;
-        let host: Vec<f64> = convert(&host);
-        // per sample: the sum over its S rows (rows s·n + i of its chunk)
-        let res = (0..k)
-            .map(|j| {
-                let h = &host[j * rows..(j + 1) * rows];
-                let mut r = Vec::with_capacity(self.n);
-                for slot in slots {
-                    let (n, r0) = (slot.n, slot.i0 * s);
-                    for i in 0..n {
-                        let sum: f64 = (0..s).map(|q| h[r0 + q * n + i]).sum();
-                        r.push(self.c * sum);
-                    }
-                }
-                r
-            })
-            .collect();
-        Ok(res)
+        Ok(())
     }
 
     /// `acc += Jᵀ J v` over this piece's samples (`v` a full parameter vector; `sc`
@@ -187,15 +202,9 @@ impl<B: Backend, T: Real> StorePiece<B, T> {
         let slots = &self.slots[..self.used];
         let fo_max = layers.iter().map(|l| l.fan_out).max().unwrap_or(0);
         let n_max = slots.iter().map(|c| c.n).max().unwrap_or(0);
-        let grow = |b: &mut B::Buf<T>, len: usize| -> Result<()> {
-            if be.len(b) < len {
-                *b = be.alloc(len)?;
-            }
-            Ok(())
-        };
-        grow(tmp, n_max * s * fo_max)?;
-        grow(dots, n_max * s)?;
-        grow(w, n_max)?;
+        grow(be, tmp, n_max * s * fo_max)?;
+        grow(be, dots, n_max * s)?;
+        grow(be, w, n_max)?;
         let c2 = T::from_f64(self.c * self.c);
         for slot in slots {
             let (n, nb) = (slot.n, slot.n * s);
@@ -311,8 +320,8 @@ pub struct JacobianStore<B: Backend, T: Real> {
     /// Stacked weight blocks and biases of the directions of one product.
     vstack: B::Buf<T>,
     bstack: B::Buf<T>,
-    /// Per piece worker: the product block and the per-row results.
-    scratch: Vec<(B::Buf<T>, B::Buf<T>)>,
+    /// Per piece worker: the scratch of [`Self::jvps`] and [`Self::jvp_gram`].
+    jv_scratch: Vec<JvScratch<B, T>>,
     /// Per piece worker: the scratch of [`Self::gvp`].
     gvp_scratch: Vec<GvpScratch<B, T>>,
     max_bytes: usize,
@@ -326,7 +335,7 @@ impl<B: Backend, T: Real> JacobianStore<B, T> {
             terms: vec![],
             vstack: be.alloc(0)?,
             bstack: be.alloc(0)?,
-            scratch: vec![],
+            jv_scratch: vec![],
             gvp_scratch: vec![],
             max_bytes,
             valid: false,
@@ -441,16 +450,20 @@ impl<B: Backend, T: Real> JacobianStore<B, T> {
         self.valid
     }
 
-    /// `J v_j` for the stored pass and each direction (each of length M, rows as in
-    /// [`super::jacobian`]).
-    pub fn jvps(&mut self, be: &B, vs: &[&B::Buf<T>]) -> Result<Vec<Vec<f64>>> {
+    /// Per term and piece: `J v_j` of the piece's samples for the directions `vs`
+    /// (`jv_sums` into the piece's scratch), then `reduce(be, scratch, n, k)`.
+    fn for_each_piece<R: Send>(
+        &mut self,
+        be: &B,
+        vs: &[&B::Buf<T>],
+        reduce: impl Fn(&B, &mut JvScratch<B, T>, usize, usize) -> Result<R> + Sync,
+    ) -> Result<Vec<Vec<R>>> {
         if !self.valid {
             return Err(Error::Shape(
                 "the Jacobian store holds no complete pass".into(),
             ));
         }
         let k = vs.len();
-        let mut res = vec![Vec::new(); k];
         // [V_1; …; V_k] and [b_1, …, b_k] of every layer, once
         let mut voff = Vec::with_capacity(self.layers.len());
         let mut boff = Vec::with_capacity(self.layers.len());
@@ -480,12 +493,16 @@ impl<B: Backend, T: Real> JacobianStore<B, T> {
                 be.copy(v, lay.b_off, &mut self.bstack, boff[li] + j * fo, fo)?;
             }
         }
-        // pieces in order: each term's samples come out in order
-        // pieces in parallel (each with its own scratch), their results in order: each
-        // term's samples come out in order
         let most = self.terms.iter().map(Vec::len).max().unwrap_or(0);
-        while self.scratch.len() < most {
-            self.scratch.push((be.alloc(0)?, be.alloc(0)?));
+        while self.jv_scratch.len() < most {
+            self.jv_scratch.push(JvScratch {
+                tmp: be.alloc(0)?,
+                dots: be.alloc(0)?,
+                ones: be.alloc(0)?,
+                sums: be.alloc(0)?,
+                sums64: be.alloc(0)?,
+                gram: be.alloc(0)?,
+            });
         }
         let dirs = Directions {
             layers: &self.layers,
@@ -495,21 +512,41 @@ impl<B: Backend, T: Real> JacobianStore<B, T> {
             boff: &boff,
             k,
         };
+        // pieces in parallel, each with its own scratch
+        let mut out = Vec::with_capacity(self.terms.len());
         for pieces in &self.terms {
-            let mut outs: Vec<Vec<Vec<f64>>> = vec![vec![]; pieces.len()];
+            let mut res: Vec<Option<R>> = pieces.iter().map(|_| None).collect();
             let jobs: Vec<_> = pieces
                 .iter()
-                .zip(self.scratch.iter_mut())
-                .zip(outs.iter_mut())
+                .zip(self.jv_scratch.iter_mut())
+                .zip(res.iter_mut())
                 .collect();
-            run_workers(jobs, |((piece, (tmp, out)), res)| {
-                *res = piece.jvps(be, &dirs, tmp, out)?;
+            run_workers(jobs, |((piece, sc), res)| {
+                piece.jv_sums(be, &dirs, sc)?;
+                *res = Some(reduce(be, sc, piece.n, k)?);
                 Ok(())
             })?;
-            for piece_res in outs {
-                for (r, p) in res.iter_mut().zip(piece_res) {
-                    r.extend(p);
-                }
+            // every worker ran (run_workers returns the first failure)
+            out.push(res.into_iter().flatten().collect());
+        }
+        Ok(out)
+    }
+
+    /// `J v_j` for the stored pass and each direction (each of length M, rows as in
+    /// [`super::jacobian`]).
+    pub fn jvps(&mut self, be: &B, vs: &[&B::Buf<T>]) -> Result<Vec<Vec<f64>>> {
+        let k = vs.len();
+        let per_piece = self.for_each_piece(be, vs, |be, sc, n, k| {
+            let mut host = vec![T::ZERO; k * n];
+            be.download_range(&sc.sums, 0, &mut host)?;
+            Ok(convert(&host))
+        })?;
+        // each term's pieces cover its samples in order
+        let mut res = vec![Vec::new(); k];
+        for piece_sums in per_piece.iter().flatten() {
+            let n = piece_sums.len() / k.max(1);
+            for (j, r) in res.iter_mut().enumerate() {
+                r.extend_from_slice(&piece_sums[j * n..(j + 1) * n]);
             }
         }
         Ok(res)
@@ -565,14 +602,38 @@ impl<B: Backend, T: Real> JacobianStore<B, T> {
         Ok(self.jvps(be, &[v])?.pop().expect("one direction"))
     }
 
-    /// The Gram matrix `[(J v_i)·(J v_j)]` (row-major `k × k`) for the stored pass.
+    /// The Gram matrix `[(J v_i)·(J v_j)]` (row-major `k × k`) for the stored pass: each
+    /// piece's `S Sᵀ` of its per-sample sums on the backend, only the `k × k` entries read
+    /// back and added up in f64.
     pub fn jvp_gram(&mut self, be: &B, vs: &[&B::Buf<T>]) -> Result<Vec<f64>> {
-        let jv = self.jvps(be, vs)?;
         let k = vs.len();
+        let per_piece = self.for_each_piece(be, vs, |be, sc, n, k| {
+            if n == 0 {
+                return Ok(vec![0.0; k * k]);
+            }
+            grow(be, &mut sc.sums64, k * n)?;
+            grow(be, &mut sc.gram, k * k)?;
+            be.cast(&sc.sums, 0, &mut sc.sums64, 0, k * n)?;
+            be.gemm(
+                1.0,
+                &sc.sums64,
+                Lay::dense(k, n),
+                Tr::N,
+                &sc.sums64,
+                Lay::dense(k, n),
+                Tr::T,
+                0.0,
+                &mut sc.gram,
+                Lay::dense(k, k),
+            )?;
+            let mut host = vec![0.0; k * k];
+            be.download_range(&sc.gram, 0, &mut host)?;
+            Ok(host)
+        })?;
         let mut gram = vec![0.0; k * k];
-        for a in 0..k {
-            for b in 0..k {
-                gram[a * k + b] = jv[a].iter().zip(&jv[b]).map(|(x, y)| x * y).sum();
+        for piece in per_piece.iter().flatten() {
+            for (g, p) in gram.iter_mut().zip(piece) {
+                *g += p;
             }
         }
         Ok(gram)

@@ -65,7 +65,7 @@ struct JvScratch<B: Backend, T: Real> {
     tmp: B::Buf<T>,
     /// A chunk's `J v_j` rows (`k × n·S`).
     dots: B::Buf<T>,
-    /// `S` ones (the per-sample row sums).
+    /// At least `S` ones (the per-sample row sums).
     ones: B::Buf<T>,
     /// The piece's per-sample `J v_j` (`k × n`).
     sums: B::Buf<T>,
@@ -131,7 +131,8 @@ impl<B: Backend, T: Real> StorePiece<B, T> {
         grow(be, &mut sc.tmp, nb_max * k * fo_max)?;
         grow(be, &mut sc.dots, k * nb_max)?;
         grow(be, &mut sc.sums, k * self.n)?;
-        if be.len(&sc.ones) != s {
+        // all ones, so only ever grown: the terms (S = 7, S = 1, …) share the scratch
+        if be.len(&sc.ones) < s {
             sc.ones = be.alloc(s)?;
             be.fill(&mut sc.ones, 0, s, T::ONE)?;
         }

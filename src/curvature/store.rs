@@ -95,6 +95,51 @@ struct Slot<B: Backend, T: Real> {
     g: Vec<B::Buf<T>>,
 }
 
+impl<B: Backend, T: Real> Slot<B, T> {
+    /// The chunk's `J v_j` rows for the `k` directions (`s` jet rows per sample) into
+    /// `dots` (`k × n·s`, direction-major), un-scaled: per layer `Z̃ Ṽᵀ` with the stacked
+    /// weights (plus the biases on the value rows) into `tmp`, then one row-wise dot per
+    /// direction with the cotangents, summed over the layers.
+    fn jv_rows(
+        &self,
+        be: &B,
+        s: usize,
+        dirs: &Directions<'_, B, T>,
+        tmp: &mut B::Buf<T>,
+        dots: &mut B::Buf<T>,
+    ) -> Result<()> {
+        let (n, nb, k) = (self.n, self.n * s, dirs.k);
+        for (l, lay) in dirs.layers.iter().enumerate() {
+            let (fi, fo) = (lay.fan_in, lay.fan_out);
+            let kf = k * fo;
+            be.gemm(
+                T::ONE,
+                &self.a[l],
+                Lay::dense(nb, fi),
+                Tr::N,
+                dirs.vstack,
+                Lay::at(dirs.voff[l], kf, fi),
+                Tr::T,
+                T::ZERO,
+                tmp,
+                Lay::dense(nb, kf),
+            )?;
+            be.add_bias(tmp, n, kf, dirs.bstack, dirs.boff[l])?;
+            let beta = if l == 0 { T::ZERO } else { T::ONE };
+            for j in 0..k {
+                let lx = Lay {
+                    off: j * fo,
+                    rows: nb,
+                    cols: fo,
+                    ld: kf,
+                };
+                be.row_dot(tmp, lx, &self.g[l], Lay::dense(nb, fo), beta, dots, j * nb)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One worker's share of one term: samples `first..first + n`.
 pub struct StorePiece<B: Backend, T: Real> {
     /// Row scale `sqrt(w/N)` (N of the whole term).
@@ -119,10 +164,10 @@ pub struct StorePiece<B: Backend, T: Real> {
 
 impl<B: Backend, T: Real> StorePiece<B, T> {
     /// `J v_j` of this piece's samples for the `k` stacked directions into `sc.sums`
-    /// (`k × n`, direction-major), on the backend. Per chunk and layer: `Z̃ Ṽᵀ` and one
-    /// row-wise dot per direction (the chunk's `J v` rows), then per direction the sums
-    /// over each sample's S rows as a `1 × S` times `S × n` product with a row of ones
-    /// (the rows of sample i are `q·n + i`, q < S), scaled by `c`.
+    /// (`k × n`, direction-major), on the backend. Per chunk: its `J v_j` rows
+    /// ([`Slot::jv_rows`]), then per direction the sums over each sample's S rows as a
+    /// `1 × S` times `S × n` product with a row of ones (the rows of sample i are
+    /// `q·n + i`, q < S), scaled by `c`.
     fn jv_sums(&self, be: &B, dirs: &Directions<'_, B, T>, sc: &mut JvScratch<B, T>) -> Result<()> {
         let (k, s) = (dirs.k, self.s);
         let slots = &self.slots[..self.used];
@@ -139,36 +184,7 @@ impl<B: Backend, T: Real> StorePiece<B, T> {
         let c = T::from_f64(self.c);
         for slot in slots {
             let (n, nb) = (slot.n, slot.n * s);
-            for (l, lay) in dirs.layers.iter().enumerate() {
-                let (fi, fo) = (lay.fan_in, lay.fan_out);
-                let kf = k * fo;
-                // Z̃ Ṽᵀ: the inputs times the stacked weights, plus the biases on the value
-                // rows
-                be.gemm(
-                    T::ONE,
-                    &slot.a[l],
-                    Lay::dense(nb, fi),
-                    Tr::N,
-                    dirs.vstack,
-                    Lay::at(dirs.voff[l], kf, fi),
-                    Tr::T,
-                    T::ZERO,
-                    &mut sc.tmp,
-                    Lay::dense(nb, kf),
-                )?;
-                be.add_bias(&mut sc.tmp, n, kf, dirs.bstack, dirs.boff[l])?;
-                let beta = if l == 0 { T::ZERO } else { T::ONE };
-                for j in 0..k {
-                    let lx = Lay {
-                        off: j * fo,
-                        rows: nb,
-                        cols: fo,
-                        ld: kf,
-                    };
-                    let ly = Lay::dense(nb, fo);
-                    be.row_dot(&sc.tmp, lx, &slot.g[l], ly, beta, &mut sc.dots, j * nb)?;
-                }
-            }
+            slot.jv_rows(be, s, dirs, &mut sc.tmp, &mut sc.dots)?;
             for j in 0..k {
                 be.gemm(
                     c,
@@ -188,18 +204,13 @@ impl<B: Backend, T: Real> StorePiece<B, T> {
     }
 
     /// `acc += Jᵀ J v` over this piece's samples (`v` a full parameter vector; `sc`
-    /// scratch, grown as needed). Per chunk: `J v` row by row as in [`Self::jvps`], its
-    /// per-sample sums `w_i = c²Σ_s (J v)_{i,s}` by a column sum, then per layer the
-    /// gradient-like `Gᵀ diag(w) Z̃` with the cotangent rows scaled by `w`.
-    fn gvp(
-        &self,
-        be: &B,
-        layers: &[LayerLayout],
-        v: &B::Buf<T>,
-        sc: &mut GvpScratch<B, T>,
-    ) -> Result<()> {
+    /// scratch, grown as needed; `dir` is `v` as one direction). Per chunk: `J v` row by
+    /// row ([`Slot::jv_rows`]), its per-sample sums `w_i = c²Σ_s (J v)_{i,s}` by a column
+    /// sum, then per layer the gradient-like `Gᵀ diag(w) Z̃` with the cotangent rows
+    /// scaled by `w`.
+    fn gvp(&self, be: &B, dir: &Directions<'_, B, T>, sc: &mut GvpScratch<B, T>) -> Result<()> {
         let GvpScratch { tmp, dots, w, acc } = sc;
-        let s = self.s;
+        let (s, layers) = (self.s, dir.layers);
         let slots = &self.slots[..self.used];
         let fo_max = layers.iter().map(|l| l.fan_out).max().unwrap_or(0);
         let n_max = slots.iter().map(|c| c.n).max().unwrap_or(0);
@@ -208,27 +219,8 @@ impl<B: Backend, T: Real> StorePiece<B, T> {
         grow(be, w, n_max)?;
         let c2 = T::from_f64(self.c * self.c);
         for slot in slots {
-            let (n, nb) = (slot.n, slot.n * s);
-            // J v, row by row: Σ_l rowdot(Z̃_l Ṽ_lᵀ, G_l)
-            for (l, lay) in layers.iter().enumerate() {
-                let (fi, fo) = (lay.fan_in, lay.fan_out);
-                be.gemm(
-                    T::ONE,
-                    &slot.a[l],
-                    Lay::dense(nb, fi),
-                    Tr::N,
-                    v,
-                    Lay::at(lay.w_off, fo, fi),
-                    Tr::T,
-                    T::ZERO,
-                    tmp,
-                    Lay::dense(nb, fo),
-                )?;
-                be.add_bias(tmp, n, fo, v, lay.b_off)?;
-                let beta = if l == 0 { T::ZERO } else { T::ONE };
-                let rows = Lay::dense(nb, fo);
-                be.row_dot(tmp, rows, &slot.g[l], rows, beta, dots, 0)?;
-            }
+            let n = slot.n;
+            slot.jv_rows(be, s, dir, tmp, dots)?;
             // per sample (rows s·n + i): w_i = c² Σ_s
             be.col_sum(c2, dots, s, n, T::ZERO, w, 0)?;
             // Jᵀ w: the cotangent rows scaled by w, times the inputs
@@ -586,10 +578,20 @@ impl<B: Backend, T: Real> JacobianStore<B, T> {
             }
             be.fill(&mut sc.acc, 0, np, T::ZERO)?;
         }
-        let layers = &self.layers;
+        // one direction, read in place: its layer blocks are v's own
+        let voff: Vec<usize> = self.layers.iter().map(|l| l.w_off).collect();
+        let boff: Vec<usize> = self.layers.iter().map(|l| l.b_off).collect();
+        let dir = Directions {
+            layers: &self.layers,
+            vstack: v,
+            bstack: v,
+            voff: &voff,
+            boff: &boff,
+            k: 1,
+        };
         for pieces in &self.terms {
             let jobs: Vec<_> = pieces.iter().zip(self.gvp_scratch.iter_mut()).collect();
-            run_workers(jobs, |(piece, sc)| piece.gvp(be, layers, v, sc))?;
+            run_workers(jobs, |(piece, sc)| piece.gvp(be, &dir, sc))?;
         }
         be.fill(out, 0, np, T::ZERO)?;
         for sc in &self.gvp_scratch[..most] {

@@ -267,13 +267,15 @@ fn col_sum_op<T: Real>() {
         (513, 33),
         (3, 0),
     ] {
-        let x: Vec<T> = data(rows * cols, (rows * 31 + cols) as u64, -1.0, 1.0);
-        for (alpha, beta) in [(1.0, 0.0), (0.5, 1.0), (-2.0, 0.25)] {
+        // three leading elements that are not part of the block (read at x_off = 3)
+        let x: Vec<T> = data(3 + rows * cols, (rows * 31 + cols) as u64, -1.0, 1.0);
+        for (alpha, beta, x_off) in [(1.0, 0.0, 0), (0.5, 1.0, 3), (-2.0, 0.25, 1)] {
             let out0: Vec<T> = data(cols + 4, 99, -1.0, 1.0);
             let (mut a, mut b) = (out0.clone(), out0.clone());
             let (al, be) = (T::from_f64(alpha), T::from_f64(beta));
-            Cpu.col_sum(al, &x, rows, cols, be, &mut a, 2).unwrap();
-            e.col_sum(al, &x, rows, cols, be, &mut b, 2).unwrap();
+            Cpu.col_sum(al, &x, x_off, rows, cols, be, &mut a, 2)
+                .unwrap();
+            e.col_sum(al, &x, x_off, rows, cols, be, &mut b, 2).unwrap();
             // partitioned sums: the error grows with the number of rows summed
             let (rtol, _) = tol::<T>();
             assert_close(
@@ -289,7 +291,7 @@ fn col_sum_op<T: Real>() {
         }
         // beta = 0 ignores NaN in the output, like the CPU
         let mut b = vec![T::from_f64(f64::NAN); cols];
-        e.col_sum(T::ONE, &x, rows, cols, T::ZERO, &mut b, 0)
+        e.col_sum(T::ONE, &x, 0, rows, cols, T::ZERO, &mut b, 0)
             .unwrap();
         assert!(
             b.iter().all(|v| v.is_finite()),
@@ -298,10 +300,13 @@ fn col_sum_op<T: Real>() {
     }
     let mut out = vec![T::ZERO; 3];
     assert!(e
-        .col_sum(T::ONE, &vec![T::ZERO; 5], 2, 3, T::ZERO, &mut out, 0)
+        .col_sum(T::ONE, &vec![T::ZERO; 5], 0, 2, 3, T::ZERO, &mut out, 0)
         .is_err());
     assert!(e
-        .col_sum(T::ONE, &vec![T::ZERO; 6], 2, 3, T::ZERO, &mut out, 1)
+        .col_sum(T::ONE, &vec![T::ZERO; 6], 1, 2, 3, T::ZERO, &mut out, 0)
+        .is_err());
+    assert!(e
+        .col_sum(T::ONE, &vec![T::ZERO; 6], 0, 2, 3, T::ZERO, &mut out, 1)
         .is_err());
 }
 

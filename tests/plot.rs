@@ -1,7 +1,7 @@
 //! Plots: the files are written (PNG and SVG, non-trivial content), the CLI commands
 //! produce them, and bad input is a clear error.
 
-use kfac_pinn::plot::{heat_maps, line_charts, Chart, HeatMap, Series};
+use kfac_pinn::plot::{heat_maps, line_charts, Chart, HeatMap, Legend, Series};
 use std::process::Command;
 
 fn tmp(name: &str) -> std::path::PathBuf {
@@ -27,6 +27,7 @@ fn chart() -> Chart {
                 points: vec![(0.0, 1.0), (2.0, f64::NAN), (3.0, 0.5), (10.0, 0.01)],
             },
         ],
+        legend: Legend::LowerLeft,
     }
 }
 
@@ -38,7 +39,14 @@ fn line_charts_write_png_and_svg() {
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
     assert!(bytes.len() > 5000);
     let svg = tmp("c.svg");
-    line_charts(&svg, &[chart()]).unwrap();
+    line_charts(
+        &svg,
+        &[Chart {
+            legend: Legend::UpperLeft,
+            ..chart()
+        }],
+    )
+    .unwrap();
     let text = std::fs::read_to_string(&svg).unwrap();
     assert!(text.contains("<svg") && text.contains("polyline"));
 }

@@ -891,18 +891,19 @@ impl Backend for Cpu {
         &self,
         alpha: T,
         x: &Vec<T>,
+        x_off: usize,
         rows: usize,
         cols: usize,
         beta: T,
         out: &mut Vec<T>,
         out_off: usize,
     ) -> Result<()> {
-        check_len("col_sum (x)", x.len(), rows * cols)?;
+        check_len("col_sum (x)", x.len(), x_off + rows * cols)?;
         check_len("col_sum (out)", out.len(), out_off + cols)?;
         let o = &mut out[out_off..out_off + cols];
         let mut acc = vec![T::ZERO; cols];
         if cols > 0 {
-            for row in x[..rows * cols].chunks(cols) {
+            for row in x[x_off..x_off + rows * cols].chunks(cols) {
                 acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
             }
         }
@@ -1733,7 +1734,7 @@ mod tests {
         let cpu = Cpu;
         let x: Vec<f64> = (0..12).map(|i| i as f64).collect();
         let mut out = vec![1.0; 5];
-        cpu.col_sum(2.0, &x, 3, 3, 1.0, &mut out, 1).unwrap();
+        cpu.col_sum(2.0, &x, 0, 3, 3, 1.0, &mut out, 1).unwrap();
         assert_eq!(
             out,
             vec![
@@ -1744,6 +1745,10 @@ mod tests {
                 1.0
             ]
         );
+        // the 3×3 block that starts at x[3]: column sums 3+6+9, 4+7+10, 5+8+11
+        let mut out = vec![0.0; 3];
+        cpu.col_sum(1.0, &x, 3, 3, 3, 0.0, &mut out, 0).unwrap();
+        assert_eq!(out, vec![18.0, 21.0, 24.0]);
         // 2 samples, k = 1, no Laplacian: rows [v0, v1, d0, d1]
         let mut g = vec![1.0; 8];
         let w = vec![2.0, 3.0];

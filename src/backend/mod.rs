@@ -418,11 +418,14 @@ pub trait Backend: Clone + Send + Sync + 'static {
         shape: JetShape,
         dst: &mut Self::Buf<T>,
     ) -> Result<()>;
-    /// `out[out_off + j] = beta·out[out_off + j] + alpha · Σ_{r < rows} x[r, j]` (column sums of the first rows).
+    /// `out[out_off + j] = beta·out[out_off + j] + alpha · Σ_{r < rows} x[x_off + r·cols + j]`
+    /// (column sums of the dense `rows × cols` block that starts at `x_off`).
+    #[allow(clippy::too_many_arguments)]
     fn col_sum<T: Real>(
         &self,
         alpha: T,
         x: &Self::Buf<T>,
+        x_off: usize,
         rows: usize,
         cols: usize,
         beta: T,

@@ -361,7 +361,7 @@ pub fn measure<B: Backend, T: Real>(
 
 /// Run time and peak memory versus D, one line per method (the paper's Laplacian figure).
 pub fn plot_results(path: &std::path::Path, results: &[Measurement]) -> anyhow::Result<()> {
-    use crate::plot::{Chart, Series};
+    use crate::plot::{Chart, Legend, Series};
     let mut methods: Vec<&str> = results.iter().map(|r| r.method.as_str()).collect();
     methods.dedup();
     methods.sort();
@@ -393,6 +393,7 @@ pub fn plot_results(path: &std::path::Path, results: &[Measurement]) -> anyhow::
             log_x: true,
             log_y: true,
             series: series(&|r| r.seconds),
+            legend: Legend::UpperLeft,
         },
         Chart {
             title: "peak heap memory".into(),
@@ -401,6 +402,7 @@ pub fn plot_results(path: &std::path::Path, results: &[Measurement]) -> anyhow::
             log_x: true,
             log_y: true,
             series: series(&|r| r.peak_bytes as f64 / (1u64 << 20) as f64),
+            legend: Legend::UpperLeft,
         },
     ];
     crate::plot::line_charts(path, &charts)?;

@@ -5,7 +5,7 @@ use crate::backend::cpu::Cpu;
 use crate::backend::Backend;
 use crate::jet::{JetEngine, JetKind};
 use crate::model::io as model_io;
-use crate::plot::{self, Chart, HeatMap, Series};
+use crate::plot::{self, Chart, HeatMap, Legend, Series};
 use crate::train::{read_log, LogRow};
 use anyhow::{bail, Context};
 use clap::Args;
@@ -98,6 +98,7 @@ pub fn curve_charts(
                         .collect(),
                 })
                 .collect(),
+            legend: Legend::LowerLeft,
         })
         .collect())
 }

@@ -235,7 +235,7 @@ impl<B: Backend, T: Real> Gramian<B, T> {
                     GramianKind::Diagonal => {
                         be.copy(jc, 0, sq, 0, rows * p)?;
                         be.mul(jc, 0, sq, 0, rows * p)?;
-                        be.col_sum(alpha, sq, rows, p, T::ONE, data, 0)?;
+                        be.col_sum(alpha, sq, 0, rows, p, T::ONE, data, 0)?;
                     }
                 }
                 Ok(())

@@ -454,7 +454,7 @@ impl<B: Backend, T: Real> KfacPass<B, T> {
                                 };
                                 let fa = &mut acc.a[l];
                                 be.syrk(alpha_a, v.a(), v.a_lay(), T::ONE, fa, lc)?;
-                                be.col_sum(alpha_a, v.a(), n, fi, T::ONE, fa, fi * (fi + 1))?;
+                                be.col_sum(alpha_a, v.a(), 0, n, fi, T::ONE, fa, fi * (fi + 1))?;
                             }
                             be.syrk(
                                 alpha_b,

@@ -7,8 +7,8 @@
 //! the layer's block of `v`. Keeping every chunk's `z̃` and `g` (what the pass already has
 //! in hand) turns `J v` for directions chosen after the pass (KFAC*'s Δ) into one product
 //! and one row-wise dot per layer and chunk, instead of a new forward and a tangent pass:
-//! `out = Σ_l rowdot(Z̃_l Ṽ_lᵀ, G_l)`, then a sum over each sample's S rows (a product with
-//! a row of ones), all on the backend: KFAC*'s Gram entries are `S Sᵀ` of those per-sample
+//! `out = Σ_l rowdot(Z̃_l Ṽ_lᵀ, G_l)`, then a sum over each sample's S rows (a column
+//! sum), all on the backend: KFAC*'s Gram entries are `S Sᵀ` of those per-sample
 //! sums per piece, and only their `k × k` values are read back. The jets are
 //! kept without copies: the pass swaps the jet engine's buffers of a visited layer with
 //! the store's (the engine goes on with the store's old ones), so a chunk's rows stay in
@@ -65,8 +65,6 @@ struct JvScratch<B: Backend, T: Real> {
     tmp: B::Buf<T>,
     /// A chunk's `J v_j` rows (`k × n·S`).
     dots: B::Buf<T>,
-    /// At least `S` ones (the per-sample row sums).
-    ones: B::Buf<T>,
     /// The piece's per-sample `J v_j` (`k × n`).
     sums: B::Buf<T>,
     /// Those in f64 and their Gram matrix (`k × k`): KFAC*'s 2×2 model is solved from
@@ -165,9 +163,9 @@ pub struct StorePiece<B: Backend, T: Real> {
 impl<B: Backend, T: Real> StorePiece<B, T> {
     /// `J v_j` of this piece's samples for the `k` stacked directions into `sc.sums`
     /// (`k × n`, direction-major), on the backend. Per chunk: its `J v_j` rows
-    /// ([`Slot::jv_rows`]), then per direction the sums over each sample's S rows as a
-    /// `1 × S` times `S × n` product with a row of ones (the rows of sample i are
-    /// `q·n + i`, q < S), scaled by `c`.
+    /// ([`Slot::jv_rows`]), then per direction the sums over each sample's S rows by a
+    /// column sum of that direction's `S × n` block (the rows of sample i are `q·n + i`,
+    /// q < S), scaled by `c`.
     fn jv_sums(&self, be: &B, dirs: &Directions<'_, B, T>, sc: &mut JvScratch<B, T>) -> Result<()> {
         let (k, s) = (dirs.k, self.s);
         let slots = &self.slots[..self.used];
@@ -176,28 +174,13 @@ impl<B: Backend, T: Real> StorePiece<B, T> {
         grow(be, &mut sc.tmp, nb_max * k * fo_max)?;
         grow(be, &mut sc.dots, k * nb_max)?;
         grow(be, &mut sc.sums, k * self.n)?;
-        // all ones, so only ever grown: the terms (S = 7, S = 1, …) share the scratch
-        if be.len(&sc.ones) < s {
-            sc.ones = be.alloc(s)?;
-            be.fill(&mut sc.ones, 0, s, T::ONE)?;
-        }
         let c = T::from_f64(self.c);
         for slot in slots {
             let (n, nb) = (slot.n, slot.n * s);
             slot.jv_rows(be, s, dirs, &mut sc.tmp, &mut sc.dots)?;
             for j in 0..k {
-                be.gemm(
-                    c,
-                    &sc.ones,
-                    Lay::dense(1, s),
-                    Tr::N,
-                    &sc.dots,
-                    Lay::at(j * nb, s, n),
-                    Tr::N,
-                    T::ZERO,
-                    &mut sc.sums,
-                    Lay::at(j * self.n + slot.i0, 1, n),
-                )?;
+                let out = j * self.n + slot.i0;
+                be.col_sum(c, &sc.dots, j * nb, s, n, T::ZERO, &mut sc.sums, out)?;
             }
         }
         Ok(())
@@ -222,7 +205,7 @@ impl<B: Backend, T: Real> StorePiece<B, T> {
             let n = slot.n;
             slot.jv_rows(be, s, dir, tmp, dots)?;
             // per sample (rows s·n + i): w_i = c² Σ_s
-            be.col_sum(c2, dots, s, n, T::ZERO, w, 0)?;
+            be.col_sum(c2, dots, 0, s, n, T::ZERO, w, 0)?;
             // Jᵀ w: the cotangent rows scaled by w, times the inputs
             for (l, lay) in layers.iter().enumerate() {
                 let shape = JetShape {
@@ -491,7 +474,6 @@ impl<B: Backend, T: Real> JacobianStore<B, T> {
             self.jv_scratch.push(JvScratch {
                 tmp: be.alloc(0)?,
                 dots: be.alloc(0)?,
-                ones: be.alloc(0)?,
                 sums: be.alloc(0)?,
                 sums64: be.alloc(0)?,
                 gram: be.alloc(0)?,

@@ -138,7 +138,7 @@ pub fn accumulate_grad_from<B: Backend, T: Real>(
         grad,
         Lay::at(l.w_off, l.fan_out, l.fan_in),
     )?;
-    be.col_sum(alpha, g, shape.n, l.fan_out, T::ONE, grad, l.b_off)
+    be.col_sum(alpha, g, 0, shape.n, l.fan_out, T::ONE, grad, l.b_off)
 }
 
 struct TrainBufs<B: Backend, T: Real> {

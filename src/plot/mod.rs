@@ -36,6 +36,17 @@ pub struct Chart {
     pub log_x: bool,
     pub log_y: bool,
     pub series: Vec<Series>,
+    /// Where the legend goes: in the corner the curves leave empty.
+    pub legend: Legend,
+}
+
+/// Legend corner of a [`Chart`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Legend {
+    /// For rising curves (run time against problem size).
+    UpperLeft,
+    /// For falling curves (error or loss against time or steps).
+    LowerLeft,
 }
 
 /// A heat map on a regular grid (`nx × ny` values, row j = y index, x fastest).
@@ -223,8 +234,13 @@ fn draw_line_chart<DB: DrawingBackend>(
                         .map_err(|e| e.to_string())?;
                 }
             }
+            let corner = match c.legend {
+                Legend::UpperLeft => SeriesLabelPosition::UpperLeft,
+                Legend::LowerLeft => SeriesLabelPosition::LowerLeft,
+            };
             chart
                 .configure_series_labels()
+                .position(corner)
                 .background_style(WHITE.mix(0.85))
                 .border_style(BLACK)
                 .label_font(("sans-serif", 13))

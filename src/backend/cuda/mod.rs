@@ -621,13 +621,24 @@ impl Backend for Cuda {
         &self,
         alpha: T,
         x: &CudaBuf<T>,
+        x_off: usize,
         rows: usize,
         cols: usize,
         beta: T,
         out: &mut CudaBuf<T>,
         out_off: usize,
     ) -> Result<()> {
-        ops::col_sum(self, alpha, x.dev(), rows, cols, beta, out.dev(), out_off)
+        ops::col_sum(
+            self,
+            alpha,
+            x.dev(),
+            x_off,
+            rows,
+            cols,
+            beta,
+            out.dev(),
+            out_off,
+        )
     }
     fn ad_tanh_rev<T: Real>(
         &self,

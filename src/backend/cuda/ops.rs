@@ -260,33 +260,34 @@ pub fn mul<L: Launcher + ?Sized, T: Real>(
 
 // ---- reductions over rows and columns ------------------------------------------------------
 
-/// `out[out_off + j] = beta·out[out_off + j] + alpha·Σ_{r < rows} x[r, j]`.
+/// `out[out_off + j] = beta·out[out_off + j] + alpha·Σ_{r < rows} x[x_off + r·cols + j]`.
 #[allow(clippy::too_many_arguments)]
 pub fn col_sum<L: Launcher + ?Sized, T: Real>(
     l: &L,
     alpha: T,
     x: Dev<T>,
+    x_off: usize,
     rows: usize,
     cols: usize,
     beta: T,
     out: Dev<T>,
     out_off: usize,
 ) -> Result<()> {
-    check_len("col_sum (x)", x.len, rows * cols)?;
+    check_len("col_sum (x)", x.len, x_off + rows * cols)?;
     check_len("col_sum (out)", out.len, out_off + cols)?;
     let Some((g, parts, chunk)) = Geometry::col_sum(rows, cols, l.limits()) else {
         return Ok(());
     };
     let size = std::mem::size_of::<T>();
     l.with_scratch(parts * cols * size, &mut |s| {
-        // SAFETY: x holds rows·cols elements and out out_off + cols (checked above); the
-        // scratch area holds parts·cols elements, one row per partition.
+        // SAFETY: x holds x_off + rows·cols elements and out out_off + cols (checked
+        // above); the scratch area holds parts·cols elements, one row per partition.
         unsafe {
             l.launch(
                 &kernel_name::<T>("col_sum_part"),
                 g,
                 &[
-                    x.arg(),
+                    x.arg_at(x_off),
                     KArg::len(rows),
                     KArg::len(cols),
                     KArg::len(chunk),

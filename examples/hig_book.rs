@@ -170,6 +170,7 @@ fn run_one(run: &Run, a: &Args, summary: &mut std::fs::File) -> anyhow::Result<(
         progress: false,
         checkpoint: None,
         checkpoint_every: 0,
+        checkpoint_seconds: None,
         neuron_log: None,
     };
     let mut log = CsvLog::create(&a.out.join(format!("{}.csv", run.label)))?;

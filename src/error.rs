@@ -33,13 +33,13 @@ pub enum Error {
     /// The requested device is not usable.
     #[error("device error: {0}")]
     Device(String),
-    /// A file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// A resource (a run directory) is held by another process.
+    #[error("{0}")]
+    Busy(String),
+    /// A file could not be read or written. The OS error is part of the message and not
+    /// a `source`, so error chains print it once.
+    #[error("{path}: {err}")]
+    Io { path: String, err: std::io::Error },
     /// A file was read but its contents are not valid.
     #[error("{path}: {msg}")]
     Format { path: String, msg: String },
@@ -78,7 +78,7 @@ impl Error {
     pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.as_ref().display().to_string(),
-            source,
+            err: source,
         }
     }
 }

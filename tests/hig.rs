@@ -832,6 +832,7 @@ fn hig_trains_the_toy_through_the_trainer() {
         progress: false,
         checkpoint: None,
         checkpoint_every: 0,
+        checkpoint_seconds: None,
         neuron_log: None,
     };
     let mut tr = Trainer::new(Cpu, p, mlp, &w, opt, opts).unwrap();

@@ -32,6 +32,7 @@ fn trainer(opt: &str, steps: u64) -> Trainer<Cpu, f64> {
         progress: false,
         checkpoint: None,
         checkpoint_every: 0,
+        checkpoint_seconds: None,
         neuron_log: None,
     };
     Trainer::new(Cpu, problem, mlp, &params, opt, o).unwrap()
@@ -132,7 +133,8 @@ fn cli_resume_continues_the_run_directory() {
     let ck_path = b.join("checkpoint.safetensors");
     let ck6 = std::fs::read(&ck_path).unwrap();
     assert_eq!(Checkpoint::load(&ck_path).unwrap().step, 6);
-    let (code, err) = cli(&["train", "--resume", b.to_str().unwrap(), "--steps", "7"]);
+    // on resume, --steps is "this many more"
+    let (code, err) = cli(&["train", "--resume", b.to_str().unwrap(), "--steps", "1"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         Checkpoint::load(&ck_path).unwrap().step,
@@ -140,7 +142,7 @@ fn cli_resume_continues_the_run_directory() {
         "a checkpoint is also written when the run ends"
     );
     std::fs::write(&ck_path, &ck6).unwrap();
-    let (code, err) = cli(&["train", "--resume", b.to_str().unwrap(), "--steps", "13"]);
+    let (code, err) = cli(&["train", "--resume", b.to_str().unwrap(), "--steps", "7"]);
     assert_eq!(code, 0, "{err}");
     let ma = kfac_pinn::model::io::load(&a.join("model.safetensors")).unwrap();
     let mb = kfac_pinn::model::io::load(&b.join("model.safetensors")).unwrap();
@@ -162,6 +164,19 @@ fn cli_resume_continues_the_run_directory() {
     let (code, err) = cli(&["train", "--resume", b.to_str().unwrap(), "--steps", "20"]);
     assert_eq!(code, 1);
     assert!(err.contains("not a valid checkpoint"), "{err}");
+    // a checkpoint whose header (not its tensors) was changed is refused too
+    std::fs::write(&ck_path, &bytes).unwrap();
+    let key = b"\"step\":\"13\"";
+    let at = bytes
+        .windows(key.len())
+        .position(|w| w == key)
+        .expect("step in the header");
+    let mut flipped = bytes.clone();
+    flipped[at + 9] = b'4'; // 13 -> 14
+    std::fs::write(&ck_path, &flipped).unwrap();
+    let (code, err) = cli(&["train", "--resume", b.to_str().unwrap(), "--steps", "20"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("checksum"), "{err}");
     std::fs::remove_dir_all(base).ok();
 }
 

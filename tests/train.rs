@@ -21,6 +21,7 @@ fn options(steps: u64, points: Vec<usize>) -> TrainOptions {
         progress: false,
         checkpoint: None,
         checkpoint_every: 0,
+        checkpoint_seconds: None,
         neuron_log: None,
     }
 }

@@ -54,19 +54,14 @@ struct Summary {
 }
 
 pub fn run(a: CompareArgs) -> anyhow::Result<()> {
-    let opts: Vec<&str> = a
-        .optimizers
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect();
-    if opts.is_empty() {
-        bail!(
-            "`--optimizers` must name at least one optimizer. Got `{}`.",
-            a.optimizers
-        );
-    }
-    for o in &opts {
+    let opts: Vec<&str> = super::split_list("optimizers", &a.optimizers)?;
+    for (i, o) in opts.iter().enumerate() {
+        if opts[..i].contains(o) {
+            bail!(
+                "`--optimizers` names `{o}` twice (each optimizer gets one run directory). Got `{}`.",
+                a.optimizers
+            );
+        }
         if !crate::optim::OPTIMIZER_NAMES.contains(o) {
             bail!(
                 "unknown optimizer `{o}` in `--optimizers`; expected some of: {}",
@@ -77,9 +72,10 @@ pub fn run(a: CompareArgs) -> anyhow::Result<()> {
     if a.seconds.is_none() && a.steps.is_none() {
         bail!("give a budget: --seconds and/or --steps");
     }
-    if a.out.exists() && std::fs::read_dir(&a.out)?.next().is_some() && !a.force {
+    crate::io::check_output_dir("--out", &a.out)?;
+    if a.out.is_dir() && std::fs::read_dir(&a.out)?.next().is_some() && !a.force {
         bail!(
-            "{} is not empty (pass --force to overwrite)",
+            "`--out` {} is not empty (pass --force to overwrite)",
             a.out.display()
         );
     }

@@ -61,7 +61,7 @@ pub fn evaluate<B: Backend>(
 }
 
 pub fn run(a: EvalArgs) -> anyhow::Result<()> {
-    crate::io::check_overwrite(&a.out, a.force)?;
+    crate::io::check_output("--out", &a.out, a.force)?;
     let model = model_io::load(&a.model)?;
     let pts = npy::read(&a.points)?;
     let d = model.mlp.input_dim();

@@ -55,6 +55,9 @@ pub struct LaplacianArgs {
     /// Measure in this process even when there are several measurements.
     #[arg(long)]
     pub no_isolate: bool,
+    /// Overwrite an existing --plot file.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -93,6 +96,10 @@ pub fn run(a: LaplacianArgs) -> anyhow::Result<()> {
         m => bail!("`--method` must be one of forward, autodiff, gemm, all. Got `{m}`."),
     };
     let hidden: Vec<usize> = parse_list("widths", &a.widths)?;
+    if let Some(p) = &a.plot {
+        // before the benchmark, which can take minutes
+        crate::plot::check_plot_path("--plot", p, a.force)?;
+    }
     if a.batch == 0 {
         bail!("`--batch` must be at least 1. Got 0.");
     }

@@ -144,15 +144,47 @@ fn list_presets() {
     }
 }
 
-/// Parse "a,b,c" into numbers, naming the flag in errors.
+/// Parse "a,b,c" into numbers, naming the flag in errors; an empty item (`2,,64`) is
+/// an error, not skipped.
 pub(crate) fn parse_list<T: std::str::FromStr>(flag: &str, s: &str) -> anyhow::Result<Vec<T>> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
+    split_list(flag, s)?
+        .into_iter()
         .map(|p| {
             p.parse::<T>().map_err(|_| {
-                anyhow::anyhow!("`--{flag}` must be a comma-separated list of numbers. Got `{s}`.")
+                anyhow::anyhow!(
+                    "`--{flag}` must be a comma-separated list of numbers. Got `{s}` (`{p}` is not one)."
+                )
             })
         })
         .collect()
 }
+
+/// Split "a,b,c" into trimmed items; empty items and an empty list are errors naming
+/// the flag.
+pub(crate) fn split_list<'a>(flag: &str, s: &'a str) -> anyhow::Result<Vec<&'a str>> {
+    let items: Vec<&str> = s.split(',').map(str::trim).collect();
+    if let Some(i) = items.iter().position(|p| p.is_empty()) {
+        anyhow::bail!(
+            "`--{flag}` must be a comma-separated list without empty items. Got `{s}` (item {} is empty).",
+            i + 1
+        );
+    }
+    Ok(items)
+}
+
+/// An orderly stop that still must exit non-zero (a run stopped by a signal exits with
+/// 128 + its number after writing its checkpoint). `main` prints the message and exits
+/// with the code.
+#[derive(Debug)]
+pub struct Exit {
+    pub code: i32,
+    pub message: String,
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Exit {}

@@ -104,7 +104,7 @@ pub fn curve_charts(
 }
 
 pub fn run(a: PlotArgs) -> anyhow::Result<()> {
-    crate::io::check_overwrite(&a.out, a.force)?;
+    crate::plot::check_plot_path("--out", &a.out, a.force)?;
     let labels: Vec<String> = match &a.labels {
         Some(l) => l.split(',').map(|s| s.trim().to_string()).collect(),
         None => a.logs.iter().map(|p| label_of(p)).collect(),
@@ -155,7 +155,7 @@ pub struct SolutionArgs {
 }
 
 pub fn run_solution(a: SolutionArgs) -> anyhow::Result<()> {
-    crate::io::check_overwrite(&a.out, a.force)?;
+    crate::plot::check_plot_path("--out", &a.out, a.force)?;
     let model = model_io::load(&a.model)?;
     let problem = match (&a.problem, &a.config) {
         (Some(_), Some(_)) => bail!("give either --problem or --config, not both"),

@@ -4,6 +4,7 @@
 use super::parse_list;
 use crate::backend::cpu::Cpu;
 use crate::backend::device::DeviceKind;
+use crate::io::lock::DirLock;
 use crate::model::Mlp;
 use crate::optim::{self, OptimizerConfig};
 use crate::pde::{problem, ProblemOptions};
@@ -12,8 +13,8 @@ use crate::scalar::{DType, Real};
 use crate::train::{CsvLog, StopReason, Summary, TrainOptions, Trainer};
 use anyhow::{bail, Context};
 use clap::Args;
-use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// The optimizer used when neither `--optimizer` nor a preset names one.
@@ -23,6 +24,8 @@ pub const DEFAULT_OPTIMIZER: &str = "adam";
 pub const DEFAULT_PRESET: (&str, &str) = ("poisson2d-257", "kfac-star");
 /// Default wall-clock budget of a bare `train` (seconds).
 const DEFAULT_SECONDS: f64 = 60.0;
+/// Default wall-clock time between checkpoints (seconds).
+const DEFAULT_CHECKPOINT_SECONDS: f64 = 300.0;
 
 /// Every setting of a run. The same struct is read from TOML (`--config`, keys spelled
 /// like the flags) and from the command line; flags override the file.
@@ -34,7 +37,10 @@ pub struct TrainArgs {
     #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Continue the run in this directory from its last checkpoint (its config.toml,
-    /// log and checkpoint); flags such as --steps/--seconds extend the budget.
+    /// log and checkpoint). `--steps`/`--seconds` then mean "this many more"; without them
+    /// the run continues to its recorded budget. Only budgets, logging and checkpoint
+    /// cadence, `--lr`, `--device`, `--chunk-rows`, `--save` and `--neuron-stats` may
+    /// change on resume; anything else is an error naming the setting.
     #[arg(long)]
     #[serde(skip)]
     pub resume: Option<PathBuf>,
@@ -127,6 +133,10 @@ pub struct TrainArgs {
     /// the steps since its last checkpoint.
     #[arg(long)]
     pub checkpoint_every: Option<u64>,
+    /// Also checkpoint every S seconds of wall-clock time (with --out; default 300), so
+    /// slow steps (ENGD on large nets) do not go hours without one.
+    #[arg(long)]
+    pub checkpoint_seconds: Option<f64>,
     /// Seed of the network initialisation (default 1).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -207,6 +217,7 @@ impl TrainArgs {
             log,
             log_every,
             checkpoint_every,
+            checkpoint_seconds,
             neuron_stats,
             seed,
             data_seed,
@@ -298,6 +309,7 @@ impl Resolved {
             eval_points: Some(self.opts.eval_points),
             log_every: Some(self.opts.log_every),
             checkpoint_every: Some(self.opts.checkpoint_every),
+            checkpoint_seconds: self.opts.checkpoint_seconds,
             seed: Some(self.seed),
             data_seed: Some(self.opts.data_seed),
             dtype: Some(self.dtype.name().into()),
@@ -422,6 +434,10 @@ pub fn resolve(a: &TrainArgs) -> anyhow::Result<Resolved> {
     if a.checkpoint_every == Some(0) {
         bail!("`--checkpoint-every` must be at least 1. Got 0.");
     }
+    let checkpoint_seconds = a.checkpoint_seconds.unwrap_or(DEFAULT_CHECKPOINT_SECONDS);
+    if !(checkpoint_seconds.is_finite() && checkpoint_seconds > 0.0) {
+        bail!("`--checkpoint-seconds` must be a finite number > 0. Got {checkpoint_seconds}.");
+    }
     let out = a.out.clone();
     let in_out = |name: &str| out.as_ref().map(|d| d.join(name));
     Ok(Resolved {
@@ -442,6 +458,7 @@ pub fn resolve(a: &TrainArgs) -> anyhow::Result<Resolved> {
             progress: !a.quiet && !a.json,
             checkpoint: in_out("checkpoint.safetensors"),
             checkpoint_every,
+            checkpoint_seconds: Some(checkpoint_seconds),
             neuron_log: a.neuron_stats.clone(),
         },
         seed: a.seed.unwrap_or(1),
@@ -456,63 +473,60 @@ pub fn resolve(a: &TrainArgs) -> anyhow::Result<Resolved> {
     })
 }
 
+/// The files a run writes into its run directory (what `--force` removes first).
+const RUN_FILES: &[&str] = &[
+    "config.toml",
+    "log.csv",
+    "checkpoint.safetensors",
+    "model.safetensors",
+    "neurons.csv",
+];
+
+/// Settings (config.toml keys) that may differ between a run and its resume: budgets,
+/// logging and checkpoint cadence, the step size, where it runs. Everything else would
+/// make the resumed run a different run than the one its checkpoint and log belong to.
+const RESUMABLE: &[&str] = &[
+    "steps",
+    "seconds",
+    "log-every",
+    "checkpoint-every",
+    "checkpoint-seconds",
+    "lr",
+    "device",
+    "chunk-rows",
+];
+
+/// How a run starts: fresh (into an optional run directory) or from a checkpoint.
+enum Start {
+    Fresh,
+    Resume(Box<crate::train::Checkpoint>),
+}
+
+/// A run whose settings, outputs and (for a resume) checkpoint have been checked, and
+/// whose run directory, if any, is locked. Nothing has been written yet.
+struct Prepared {
+    r: Resolved,
+    start: Start,
+    _lock: Option<DirLock>,
+}
+
 pub fn run(flags: TrainArgs) -> anyhow::Result<()> {
     let json = flags.json;
-    // settings: flags over the run directory's config (resume) or over --config
-    let (args, resume) = match (&flags.resume, &flags.config) {
+    let p = match (&flags.resume, &flags.config) {
         (Some(_), Some(_)) => bail!("give either --resume or --config, not both"),
-        (Some(dir), None) => {
-            let file = TrainArgs::from_toml(&dir.join("config.toml"))
-                .with_context(|| format!("resuming {}", dir.display()))?;
-            let mut a = flags.clone().over(file);
-            a.out = Some(dir.clone());
-            (a, Some(dir.clone()))
-        }
-        (None, Some(cfg)) => (flags.clone().over(TrainArgs::from_toml(cfg)?), None),
-        (None, None) => (flags.clone(), None),
+        (Some(dir), None) => prepare_resume(&flags, dir)?,
+        (None, cfg) => prepare_fresh(&flags, cfg.as_deref())?,
     };
-    let mut r = resolve(&args)?;
-    if resume.is_none() {
-        // outputs are checked before any work is done
-        if let Some(dir) = &r.out {
-            if dir.exists()
-                && std::fs::read_dir(dir)
-                    .map(|mut d| d.next().is_some())
-                    .unwrap_or(false)
-                && !r.force
-            {
-                bail!("run directory {} is not empty (pass --force to overwrite, or --resume to continue it)", dir.display());
-            }
-        }
-        for p in r.log.iter().chain(r.save.iter()) {
-            crate::io::check_overwrite(p, r.force || r.out.is_some())?;
-        }
-    }
-    if let Some(path) = &r.init {
-        let m = crate::model::io::load(path)?;
-        if args.widths.is_some() && m.mlp.widths() != r.widths.as_slice() {
-            bail!(
-                "`--widths` {:?} conflicts with the model file {} ({})",
-                r.widths,
-                path.display(),
-                m.mlp
-            );
-        }
-        r.widths = m.mlp.widths().to_vec();
-    }
-    if let Some(dir) = &r.out {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let text = toml::to_string(&r.to_args())?;
-        crate::io::write_atomic(&dir.join("config.toml"), text.as_bytes())?;
-    }
+    let signals = Signals::install()?;
+    let r = &p.r;
     let summary = match (backend_for(r.device)?, r.dtype) {
-        (AnyBackend::Cpu(be), DType::F64) => train_on::<Cpu, f64>(be, &r, resume.as_deref())?,
-        (AnyBackend::Cpu(be), DType::F32) => train_on::<Cpu, f32>(be, &r, resume.as_deref())?,
+        (AnyBackend::Cpu(be), DType::F64) => train_on::<Cpu, f64>(be, &p, &signals)?,
+        (AnyBackend::Cpu(be), DType::F32) => train_on::<Cpu, f32>(be, &p, &signals)?,
         (AnyBackend::Cuda(be), DType::F64) => {
-            train_on::<crate::backend::cuda::Cuda, f64>(be, &r, resume.as_deref())?
+            train_on::<crate::backend::cuda::Cuda, f64>(be, &p, &signals)?
         }
         (AnyBackend::Cuda(be), DType::F32) => {
-            train_on::<crate::backend::cuda::Cuda, f32>(be, &r, resume.as_deref())?
+            train_on::<crate::backend::cuda::Cuda, f32>(be, &p, &signals)?
         }
     };
     report(&summary, json)?;
@@ -525,7 +539,288 @@ pub fn run(flags: TrainArgs) -> anyhow::Result<()> {
                 .map(|l| format!(" (log kept at {})", l.display()))
                 .unwrap_or_default()
         ),
+        StopReason::Interrupted => match signals.received() {
+            Some((sig, name)) => {
+                let how = match &r.out {
+                    Some(dir) => format!(
+                        "; checkpoint at step {} in {}; continue with `kfac-pinn train --resume {}`",
+                        summary.steps,
+                        dir.display(),
+                        dir.display()
+                    ),
+                    None => String::new(),
+                };
+                Err(super::Exit {
+                    code: 128 + sig,
+                    message: format!("stopped by {name} at step {}{how}", summary.steps),
+                }
+                .into())
+            }
+            None => Ok(()),
+        },
         _ => Ok(()),
+    }
+}
+
+/// A fresh run: settings from flags over `--config`; every output checked before any work.
+fn prepare_fresh(flags: &TrainArgs, config: Option<&Path>) -> anyhow::Result<Prepared> {
+    let args = match config {
+        Some(cfg) => flags.clone().over(TrainArgs::from_toml(cfg)?),
+        None => flags.clone(),
+    };
+    let mut r = resolve(&args)?;
+    if let Some(path) = &r.init {
+        let m = crate::model::io::load(path).with_context(|| "`--init`".to_string())?;
+        if args.widths.is_some() && m.mlp.widths() != r.widths.as_slice() {
+            bail!(
+                "`--widths` {:?} conflicts with the model file {} ({})",
+                r.widths,
+                path.display(),
+                m.mlp
+            );
+        }
+        r.widths = m.mlp.widths().to_vec();
+    }
+    // outputs, before any work: a run must not fail at its end for want of a place to
+    // write, and nothing existing is replaced without --force (with or without --out)
+    if let Some(dir) = &r.out {
+        crate::io::check_output_dir("--out", dir)?;
+        if !r.force && has_entries(dir) {
+            bail!("run directory {} is not empty (pass --force to start over in it, or --resume to continue it)", dir.display());
+        }
+    }
+    for (flag, path) in [
+        ("--log", &args.log),
+        ("--save", &args.save),
+        ("--neuron-stats", &args.neuron_stats),
+    ] {
+        if let Some(p) = path {
+            crate::io::check_output(flag, p, r.force)?;
+        }
+    }
+    let lock = match &r.out {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            Some(lock_run_dir(dir)?)
+        }
+        None => None,
+    };
+    if let (Some(p), true) = (&args.neuron_stats, r.force) {
+        // appended to by the trainer: a forced fresh run starts it anew
+        remove_if_exists(p)?;
+    }
+    Ok(Prepared {
+        r,
+        start: Start::Fresh,
+        _lock: lock,
+    })
+}
+
+/// A resume: the directory locked, its config and checkpoint read and checked, the
+/// requested changes checked against the run's settings, the budget made relative.
+fn prepare_resume(flags: &TrainArgs, dir: &Path) -> anyhow::Result<Prepared> {
+    if !dir.is_dir() {
+        bail!("`--resume` {}: no such run directory", dir.display());
+    }
+    if !dir.join("config.toml").exists() {
+        bail!(
+            "`--resume` {}: not a run directory (it has no config.toml)",
+            dir.display()
+        );
+    }
+    let lock = lock_run_dir(dir)?;
+    let file = TrainArgs::from_toml(&dir.join("config.toml"))
+        .with_context(|| format!("resuming {}", dir.display()))?;
+    if flags.init.is_some() {
+        bail!("`--init` cannot be given with --resume: the checkpoint holds the parameters");
+    }
+    if flags.out.as_ref().is_some_and(|o| o != dir) {
+        bail!(
+            "`--out` cannot be given with --resume: the run directory is {}",
+            dir.display()
+        );
+    }
+    let run_log = dir.join("log.csv");
+    if let Some(l) = flags.log.as_ref().filter(|l| **l != run_log) {
+        bail!(
+            "`--log` cannot change on resume: the run's log is {}; got {}",
+            run_log.display(),
+            l.display()
+        );
+    }
+    if let Some(p) = &flags.save {
+        crate::io::check_output("--save", p, flags.force)?;
+    }
+    if let Some(p) = &flags.neuron_stats {
+        crate::io::check_output("--neuron-stats", p, true)?;
+    }
+    let ck_path = dir.join("checkpoint.safetensors");
+    if !ck_path.exists() {
+        bail!(
+            "cannot resume {}: it has no checkpoint.safetensors (the run never started); start it again with `--out {} --force`",
+            dir.display(),
+            dir.display()
+        );
+    }
+    let ck = crate::train::Checkpoint::load(&ck_path)
+        .with_context(|| format!("resuming {}", dir.display()))?;
+    let old = resolve(&file).with_context(|| format!("{}", dir.join("config.toml").display()))?;
+    let mut merged = flags.clone().over(file);
+    merged.out = Some(dir.to_path_buf());
+    merged.resume = None;
+    merged.config = None;
+    if flags.steps.is_some() || flags.seconds.is_some() {
+        // on resume a budget is "this many more": the totals are what the trainer stops at
+        if flags.steps == Some(0) {
+            bail!("`--steps` must be at least 1. Got 0.");
+        }
+        if let Some(s) = flags.seconds.filter(|s| !(s.is_finite() && *s > 0.0)) {
+            bail!("`--seconds` must be a finite number > 0. Got {s}.");
+        }
+        merged.steps = flags.steps.map(|s| ck.step.saturating_add(s));
+        merged.seconds = flags.seconds.map(|s| ck.elapsed + s);
+    }
+    let r = resolve(&merged)?;
+    check_unchanged(&old, &r)?;
+    if ck.optimizer != r.optimizer {
+        bail!(
+            "the checkpoint in {} belongs to optimizer `{}`, the run's config says `{}`",
+            dir.display(),
+            ck.optimizer,
+            r.optimizer
+        );
+    }
+    let steps_done = r.opts.max_steps.is_some_and(|m| ck.step >= m);
+    let seconds_done = r.opts.max_seconds.is_some_and(|m| ck.elapsed >= m);
+    if steps_done || seconds_done {
+        let budget = [
+            r.opts.max_steps.map(|m| format!("{m} steps")),
+            r.opts.max_seconds.map(|m| format!("{m} s")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" and ");
+        bail!(
+            "nothing to do: {} has trained {} steps in {:.1} s, its budget is {budget}; give --steps N or --seconds S to train it for that much more",
+            dir.display(),
+            ck.step,
+            ck.elapsed
+        );
+    }
+    Ok(Prepared {
+        r,
+        start: Start::Resume(Box::new(ck)),
+        _lock: Some(lock),
+    })
+}
+
+/// Refuse a resume that changes a setting other than [`RESUMABLE`] ones, naming the
+/// setting and both values. Compared on the resolved settings, so `--preset` or a
+/// differently written `--widths` that come to the same run are accepted.
+fn check_unchanged(old: &Resolved, new: &Resolved) -> anyhow::Result<()> {
+    let table =
+        |r: &Resolved| -> anyhow::Result<toml::Table> { Ok(toml::Table::try_from(r.to_args())?) };
+    let (a, b) = (table(old)?, table(new)?);
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    for k in keys {
+        if RESUMABLE.contains(&k.as_str()) || a.get(k) == b.get(k) {
+            continue;
+        }
+        let show = |v: Option<&toml::Value>| v.map(|v| v.to_string()).unwrap_or("unset".into());
+        bail!(
+            "`{k}` cannot change on resume: the run has {}, the resume asks for {} (what may change: {})",
+            show(a.get(k)),
+            show(b.get(k)),
+            RESUMABLE.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Whether a directory has entries other than its lock file.
+fn has_entries(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.file_name() != crate::io::lock::LOCK_FILE)
+        })
+        .unwrap_or(false)
+}
+
+fn lock_run_dir(dir: &Path) -> anyhow::Result<DirLock> {
+    let lock = DirLock::acquire(dir)?;
+    if let Some(pid) = lock.took_over {
+        eprintln!(
+            "note: {} was last held by process {pid}, which ended without releasing it (killed?); taking it over",
+            dir.display()
+        );
+    }
+    Ok(lock)
+}
+
+fn remove_if_exists(p: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(crate::Error::io(p, e).into()),
+    }
+}
+
+/// SIGINT, SIGTERM and SIGHUP stop the run after its current step (checkpoint written);
+/// a second one exits at once with 128 + signal. A watcher thread says so on stderr (a
+/// signal handler itself may not print).
+struct Signals {
+    stop: Arc<AtomicBool>,
+    which: Arc<AtomicUsize>,
+    done: Arc<AtomicBool>,
+}
+
+const STOP_SIGNALS: [(i32, &str); 3] = [
+    (signal_hook::consts::SIGINT, "SIGINT"),
+    (signal_hook::consts::SIGTERM, "SIGTERM"),
+    (signal_hook::consts::SIGHUP, "SIGHUP"),
+];
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use signal_hook::flag;
+        let stop = Arc::new(AtomicBool::new(false));
+        let which = Arc::new(AtomicUsize::new(0));
+        for (sig, _) in STOP_SIGNALS {
+            // registered first, so it sees the flag as the previous signal left it
+            flag::register_conditional_shutdown(sig, 128 + sig, Arc::clone(&stop))?;
+            flag::register(sig, Arc::clone(&stop))?;
+            flag::register_usize(sig, Arc::clone(&which), sig as usize)?;
+        }
+        let done = Arc::new(AtomicBool::new(false));
+        {
+            let (which, done) = (Arc::clone(&which), Arc::clone(&done));
+            std::thread::spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    if which.load(Ordering::SeqCst) != 0 {
+                        eprintln!("\nstopping after this step (a second signal aborts at once)");
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+            });
+        }
+        Ok(Signals { stop, which, done })
+    }
+
+    /// The signal that stopped the run, if any: number and name.
+    fn received(&self) -> Option<(i32, &'static str)> {
+        let s = self.which.load(Ordering::SeqCst) as i32;
+        STOP_SIGNALS.iter().find(|(n, _)| *n == s).copied()
+    }
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
     }
 }
 
@@ -552,9 +847,10 @@ pub(crate) fn backend_for(device: DeviceKind) -> anyhow::Result<AnyBackend> {
 
 fn train_on<B: crate::backend::Backend, T: Real>(
     be: B,
-    r: &Resolved,
-    resume: Option<&std::path::Path>,
+    p: &Prepared,
+    signals: &Signals,
 ) -> anyhow::Result<Summary> {
+    let r = &p.r;
     let prob = r.problem()?;
     let mlp = Mlp::new(&r.widths)?;
     let params: Vec<f64> = match &r.init {
@@ -564,36 +860,41 @@ fn train_on<B: crate::backend::Backend, T: Real>(
     let opt = optim::build::<B, T>(&r.optimizer, &r.opt_cfg, &be, mlp.num_params())
         .with_context(|| format!("optimizer `{}`", r.optimizer))?;
     let mut trainer = Trainer::new(be, Arc::clone(&prob), mlp, &params, opt, r.opts.clone())?;
-    let mut log = match (&r.log, resume) {
-        (Some(p), Some(dir)) => {
-            let ck = crate::train::Checkpoint::load(&dir.join("checkpoint.safetensors"))?;
-            trainer.restore(&ck)?;
-            // rows logged after the checkpoint are replayed by the resumed run
-            crate::train::truncate_log(p, ck.step, r.opts.log_every)?;
+    if let Start::Resume(ck) = &p.start {
+        trainer.restore(ck)?;
+    }
+    // everything is checked: only now is anything written
+    if let Some(dir) = &r.out {
+        if let Start::Fresh = p.start {
+            for f in RUN_FILES {
+                remove_if_exists(&dir.join(f))?;
+            }
+        }
+        let text = toml::to_string(&r.to_args())?;
+        crate::io::write_atomic(&dir.join("config.toml"), text.as_bytes())?;
+    }
+    let mut log = match (&r.log, &p.start) {
+        (Some(path), Start::Resume(ck)) => {
+            let fix = crate::train::truncate_log(path, ck.step, r.opts.log_every)?;
+            if let Some((line, why)) = &fix.torn {
+                eprintln!(
+                    "note: dropped a torn last row of {} (line {line}: {why})",
+                    path.display()
+                );
+            }
             eprintln!(
                 "resuming {} at step {} ({:.1} s trained)",
-                dir.display(),
+                r.out.as_deref().unwrap_or(path).display(),
                 ck.step,
                 ck.elapsed
             );
-            Some(CsvLog::append(p)?)
+            Some(CsvLog::append(path)?)
         }
-        (None, Some(_)) => bail!("cannot resume without the run's log"),
-        (Some(p), None) => Some(CsvLog::create(p)?),
-        (None, None) => None,
+        (None, Start::Resume(_)) => bail!("cannot resume without the run's log"),
+        (Some(path), Start::Fresh) => Some(CsvLog::create(path)?),
+        (None, Start::Fresh) => None,
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = Arc::clone(&stop);
-        // A second Ctrl-C while stopping falls through to the default handler.
-        let _ = ctrlc::set_handler(move || {
-            if stop.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-            eprintln!("\nstopping after this step (Ctrl-C again to abort)");
-        });
-    }
-    let summary = trainer.run(log.as_mut(), &stop)?;
+    let summary = trainer.run(log.as_mut(), &signals.stop)?;
     if let Some(path) = &r.save {
         let meta = [
             ("problem", r.problem.clone()),
@@ -624,7 +925,9 @@ fn report(s: &Summary, json: bool) -> anyhow::Result<()> {
             .map(|w| w.to_string())
             .collect::<Vec<_>>()
             .join("→");
-        let l2 = if s.l2_abs.is_nan() {
+        let l2 = if s.stop == StopReason::Diverged {
+            "L2 n/a (diverged)".to_string()
+        } else if s.l2_abs.is_nan() {
             "L2 n/a (no exact solution)".to_string()
         } else {
             format!("L2 {:.3e} (rel {:.3e})", s.l2_abs, s.l2_rel)
@@ -633,6 +936,9 @@ fn report(s: &Summary, json: bool) -> anyhow::Result<()> {
             "{} | {} | {} ({} params, {}) | {} steps in {:.1} s ({:.2} ms/step) | loss {:.3e} | {l2} | stop: {:?}",
             s.problem, s.optimizer, net, s.params, s.dtype, s.steps, s.seconds, s.mean_step_ms, s.loss, s.stop
         );
+        if !s.warnings.is_empty() {
+            println!("{} warning(s): {}", s.warnings.len(), s.warnings.join("; "));
+        }
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! File formats and safe writing: NumPy `.npy` arrays, atomic writes that never leave a
 //! half-written file under the final name, and the no-overwrite rule (`--force`).
 
+pub mod lock;
 pub mod npy;
 
 use crate::error::{Error, Result};
@@ -9,14 +10,77 @@ use std::path::Path;
 
 /// Refuse to replace an existing file unless `force` is set.
 pub fn check_overwrite(path: &Path, force: bool) -> Result<()> {
-    if !force && path.exists() {
-        return Err(Error::invalid(
-            "output",
-            path.display(),
-            "a path that does not exist yet (pass --force to overwrite)",
+    check_output("output", path, force)
+}
+
+/// Check an output path before any work is done, so a long run cannot fail at its end:
+/// an existing file is refused without `force`, a directory is refused always, and the
+/// nearest existing ancestor directory must accept a new file (probed with a temporary
+/// file, so permissions, read-only mounts and `/proc` are caught). `flag` names the
+/// setting in the error (`--save`, `--log`, ...).
+pub fn check_output(flag: &str, path: &Path, force: bool) -> Result<()> {
+    let bad = |expected: String| Error::invalid(flag, path.display(), expected);
+    if path.is_dir() {
+        return Err(bad("a file path, not a directory".into()));
+    }
+    if path.exists() && !force {
+        return Err(bad(
+            "a path that does not exist yet (pass --force to overwrite)".into(),
         ));
     }
-    Ok(())
+    let parent = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut dir = parent;
+    while !dir.exists() {
+        match dir.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(up) => dir = up,
+            None => {
+                dir = Path::new(".");
+                break;
+            }
+        }
+    }
+    if !dir.is_dir() {
+        return Err(bad(format!(
+            "a path whose parent is a directory ({} is not)",
+            dir.display()
+        )));
+    }
+    check_dir_writable(dir).map_err(|e| {
+        bad(format!(
+            "a place where files can be created (creating one in {} failed: {e})",
+            dir.display()
+        ))
+    })
+}
+
+/// [`check_output`] for a directory that will be created if missing (a run directory):
+/// it must not be a file, and a file must be creatable in it.
+pub fn check_output_dir(flag: &str, dir: &Path) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::invalid(
+            flag,
+            dir.display(),
+            "a directory (this is a file)",
+        ));
+    }
+    check_output(flag, &dir.join(".kfac-pinn-probe"), true).map_err(|e| match e {
+        Error::Invalid { name, expected, .. } => Error::Invalid {
+            name,
+            got: dir.display().to_string(),
+            expected,
+        },
+        e => e,
+    })
+}
+
+/// Create and remove a probe file in `dir`.
+fn check_dir_writable(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".kfac-pinn-probe-{}", std::process::id()));
+    std::fs::File::create(&probe)?;
+    std::fs::remove_file(&probe)
 }
 
 /// Write `bytes` to `path` atomically: a temporary file in the same directory, synced,

@@ -71,11 +71,21 @@ impl Mlp {
 
     /// Parse "2,64,64,1" (also accepts 'x' or '→' separators).
     pub fn parse(s: &str) -> Result<Self> {
-        let parts: Vec<&str> = s
-            .split([',', 'x', ' ', '→'])
-            .map(str::trim)
-            .filter(|p| !p.is_empty() && *p != "->")
-            .collect();
+        // separators: `,`, `x`, `→`, `->`, or whitespace alone; an empty item (`2,,64`)
+        // is a typo, not something to skip
+        let norm = s.replace("->", ",").replace(['x', '→'], ",");
+        let parts: Vec<&str> = if norm.contains(',') {
+            norm.split(',').map(str::trim).collect()
+        } else {
+            norm.split_whitespace().collect()
+        };
+        if parts.iter().any(|p| p.is_empty()) {
+            return Err(Error::invalid(
+                "widths",
+                s,
+                "comma-separated positive integers without empty items, e.g. 2,64,1",
+            ));
+        }
         let mut w = Vec::with_capacity(parts.len());
         for p in parts {
             w.push(p.parse::<usize>().map_err(|_| {

@@ -91,6 +91,14 @@ fn format_of(path: &Path) -> Result<Format> {
     }
 }
 
+/// Check a plot's output path before any work: a `.png` or `.svg` name in a writable
+/// place, not an existing file unless `force` (see [`crate::io::check_output`]).
+pub fn check_plot_path(flag: &str, path: &Path, force: bool) -> Result<()> {
+    format_of(path)
+        .map_err(|_| Error::invalid(flag, path.display(), "a path ending in .png or .svg"))?;
+    crate::io::check_output(flag, path, force)
+}
+
 /// Draw `n` panels side by side into `path` with `draw(panel_index, area)`.
 fn with_panels(
     path: &Path,

@@ -1,9 +1,11 @@
 //! Checkpoints: everything a run needs to continue exactly where it stopped — parameters,
 //! optimizer state (moments, Kronecker factors, moving averages, histories), the current
 //! training points, the data stream's RNG state, step count and training time. Stored as
-//! a safetensors file with a checksum over all tensor bytes in the metadata, written
-//! atomically: a crash leaves the previous checkpoint, and a truncated or corrupted file
-//! is rejected with a clear error instead of being resumed from.
+//! a safetensors file with a checksum in the metadata over every tensor's name and bytes
+//! and every other metadata entry (step, time, RNG state, ...), so a flipped bit anywhere
+//! that matters is caught; written atomically: a crash leaves the previous checkpoint,
+//! and a truncated or corrupted file is rejected with a clear error instead of being
+//! resumed from. (Checkpoints of format 1 checksummed the tensors only; they still load.)
 //! Checked by `tests/resume.rs`.
 
 use crate::error::{Error, Result};
@@ -36,6 +38,34 @@ fn fnv1a(h: &mut u64, bytes: &[u8]) {
     }
 }
 
+/// Version of the checkpoint layout: 2 checksums the metadata too.
+const FORMAT: u32 = 2;
+
+/// FNV-1a over the tensors (name, bytes; sorted by name) and, for format 2, every
+/// metadata entry but the checksum itself (sorted by key).
+fn checksum<'a>(
+    tensors: impl Iterator<Item = (&'a str, &'a [u8])>,
+    meta: Option<&HashMap<String, String>>,
+) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for (k, b) in tensors {
+        fnv1a(&mut h, k.as_bytes());
+        fnv1a(&mut h, b);
+    }
+    if let Some(meta) = meta {
+        let mut keys: Vec<&String> = meta.keys().filter(|k| *k != "checksum").collect();
+        keys.sort();
+        for k in keys {
+            // separators keep ("ab","c") and ("a","bc") apart
+            fnv1a(&mut h, &[0xff]);
+            fnv1a(&mut h, k.as_bytes());
+            fnv1a(&mut h, &[0xfe]);
+            fnv1a(&mut h, meta[k].as_bytes());
+        }
+    }
+    h
+}
+
 fn bytes_of(v: &[f64]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
@@ -65,12 +95,8 @@ impl Checkpoint {
             named.push((format!("points.{t}"), bytes_of(p), p.len()));
         }
         named.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut h = 0xcbf2_9ce4_8422_2325u64;
-        for (k, b, _) in &named {
-            fnv1a(&mut h, k.as_bytes());
-            fnv1a(&mut h, b);
-        }
         let mut meta = HashMap::new();
+        meta.insert("format".to_string(), FORMAT.to_string());
         meta.insert("kind".to_string(), "kfac-pinn checkpoint".to_string());
         meta.insert("step".into(), self.step.to_string());
         meta.insert("elapsed".into(), format!("{:016x}", self.elapsed.to_bits()));
@@ -83,6 +109,10 @@ impl Checkpoint {
         meta.insert("rng_stream".into(), self.rng_stream.to_string());
         meta.insert("rng_word_pos".into(), self.rng_word_pos.to_string());
         meta.insert("terms".into(), self.points.len().to_string());
+        let h = checksum(
+            named.iter().map(|(k, b, _)| (k.as_str(), b.as_slice())),
+            Some(&meta),
+        );
         meta.insert("checksum".into(), format!("{h:016x}"));
         let views: Vec<(String, TensorView<'_>)> = named
             .iter()
@@ -130,11 +160,19 @@ impl Checkpoint {
             named.push((k, vals, raw));
         }
         named.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut h = 0xcbf2_9ce4_8422_2325u64;
-        for (k, _, b) in &named {
-            fnv1a(&mut h, k.as_bytes());
-            fnv1a(&mut h, b);
-        }
+        let whole = match meta.get("format").map(String::as_str) {
+            None => false,
+            Some(f) if f == FORMAT.to_string() => true,
+            Some(f) => {
+                return Err(bad(format!(
+                    "unknown format `{f}` (this build reads {FORMAT})"
+                )))
+            }
+        };
+        let h = checksum(
+            named.iter().map(|(k, _, b)| (k.as_str(), b.as_slice())),
+            whole.then_some(&meta),
+        );
         if get("checksum")? != format!("{h:016x}") {
             return Err(bad("checksum mismatch (the file is corrupted)".into()));
         }

@@ -1,5 +1,10 @@
-//! CSV training logs: one header, one row per logged step, flushed after every row so a
-//! run that is stopped or killed keeps everything it logged.
+//! CSV training logs: one header, one row per logged step. Each row goes to the file in
+//! one `write` call (a kill can leave at most a torn last row, never a row split around
+//! another), and the file is synced before every checkpoint, so the log on disk always
+//! holds every row up to the checkpoint's step. A resume repairs the log with
+//! [`truncate_log`]: a torn last row is dropped, rows after the checkpoint are dropped
+//! (the resumed run logs them again), so every logged step appears exactly once.
+//! Checked by `tests/train.rs` (format) and `tests/crash.rs` (kills and resumes).
 
 use crate::error::{Error, Result};
 use std::io::Write;
@@ -51,15 +56,18 @@ impl CsvLog {
         })
     }
 
+    /// Append one row with a single `write` call.
     pub fn write(&mut self, r: &LogRow) -> Result<()> {
-        let lr = r.lr.map(|v| format!("{v:e}")).unwrap_or_default();
-        writeln!(
-            self.file,
-            "{},{:.6},{:e},{:e},{:e},{lr}",
-            r.step, r.seconds, r.loss, r.l2_abs, r.l2_rel
-        )
-        .and_then(|_| self.file.flush())
-        .map_err(|e| Error::io(&self.path, e))
+        let mut line = format_row(r);
+        line.push('\n');
+        self.file
+            .write_all(line.as_bytes())
+            .map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// Push the rows written so far to the disk (before a checkpoint refers to them).
+    pub fn sync(&mut self) -> Result<()> {
+        self.file.sync_data().map_err(|e| Error::io(&self.path, e))
     }
 }
 
@@ -71,12 +79,27 @@ fn format_row(r: &LogRow) -> String {
     )
 }
 
-/// Read a log written by [`CsvLog`].
+/// Read a log written by [`CsvLog`]; any malformed row is an error.
 pub fn read(path: &Path) -> Result<Vec<LogRow>> {
+    let (rows, torn) = read_repairable(path)?;
+    match torn {
+        None => Ok(rows),
+        Some((line, msg)) => Err(Error::Format {
+            path: path.display().to_string(),
+            msg: format!("line {line}: {msg}"),
+        }),
+    }
+}
+
+/// Read a log whose last row may be torn (a run killed while writing it): returns the
+/// complete rows and, for a bad last row, its line number and what is wrong with it. A
+/// row is complete only with its newline, so a cut number that still parses (`0.1166`
+/// cut to `0.11`) is not taken. A bad row before the last is an error.
+fn read_repairable(path: &Path) -> Result<(Vec<LogRow>, Option<TornRow>)> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let mut lines = text.lines();
-    match lines.next() {
-        Some(h) if h.trim() == HEADER => {}
+    let mut lines: Vec<&str> = text.split_inclusive('\n').collect();
+    match lines.first().map(|h| h.trim()) {
+        Some(h) if h == HEADER => {}
         other => {
             return Err(Error::Format {
                 path: path.display().to_string(),
@@ -84,52 +107,130 @@ pub fn read(path: &Path) -> Result<Vec<LogRow>> {
             });
         }
     }
-    let bad = |i: usize, msg: &str| Error::Format {
-        path: path.display().to_string(),
-        msg: format!("line {}: {msg}", i + 2),
-    };
+    lines.remove(0);
+    let last = lines.len();
     let mut rows = Vec::new();
-    for (i, line) in lines.enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let f: Vec<&str> = line.split(',').collect();
-        if f.len() != 6 {
-            return Err(bad(i, &format!("{} fields, expected 6", f.len())));
-        }
-        let num = |s: &str| {
-            s.parse::<f64>()
-                .map_err(|_| bad(i, &format!("`{s}` is not a number")))
+    for (i, raw) in lines.into_iter().enumerate() {
+        let line_no = i + 2;
+        let parsed = if raw.ends_with('\n') {
+            parse_row(raw.trim_end())
+        } else {
+            Err("the row has no line end (cut off)".to_string())
         };
-        rows.push(LogRow {
-            step: f[0]
-                .parse()
-                .map_err(|_| bad(i, &format!("`{}` is not a step number", f[0])))?,
-            seconds: num(f[1])?,
-            loss: num(f[2])?,
-            l2_abs: num(f[3])?,
-            l2_rel: num(f[4])?,
-            lr: if f[5].is_empty() {
-                None
-            } else {
-                Some(num(f[5])?)
-            },
-        });
+        match parsed {
+            Ok(Some(r)) => rows.push(r),
+            Ok(None) => {}
+            Err(msg) if i + 1 == last => return Ok((rows, Some((line_no, msg)))),
+            Err(msg) => {
+                return Err(Error::Format {
+                    path: path.display().to_string(),
+                    msg: format!("line {line_no}: {msg}"),
+                })
+            }
+        }
     }
-    Ok(rows)
+    Ok((rows, None))
 }
 
-/// Drop the rows of a log after `step`, and an end-of-run row at `step` off the
-/// `log_every` grid: a run resumed from step `step` logs them again.
-pub fn truncate_log(path: &Path, step: u64, log_every: u64) -> Result<()> {
-    let rows = read(path)?;
+/// One CSV row; `None` for a blank line.
+fn parse_row(line: &str) -> std::result::Result<Option<LogRow>, String> {
+    if line.trim().is_empty() {
+        return Ok(None);
+    }
+    let f: Vec<&str> = line.split(',').collect();
+    if f.len() != 6 {
+        return Err(format!("{} fields, expected 6", f.len()));
+    }
+    let num = |s: &str| {
+        s.parse::<f64>()
+            .map_err(|_| format!("`{s}` is not a number"))
+    };
+    Ok(Some(LogRow {
+        step: f[0]
+            .parse()
+            .map_err(|_| format!("`{}` is not a step number", f[0]))?,
+        seconds: num(f[1])?,
+        loss: num(f[2])?,
+        l2_abs: num(f[3])?,
+        l2_rel: num(f[4])?,
+        lr: if f[5].is_empty() {
+            None
+        } else {
+            Some(num(f[5])?)
+        },
+    }))
+}
+
+/// A torn last row: its line number and what is wrong with it.
+pub type TornRow = (usize, String);
+
+/// What [`truncate_log`] changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogRepair {
+    /// Rows after the checkpoint's step, dropped (the resumed run logs them again).
+    pub dropped: usize,
+    /// A torn last row was dropped: its line number and what was wrong with it.
+    pub torn: Option<TornRow>,
+}
+
+/// Prepare a log for a run resumed at `step`: drop a torn last row, the rows after
+/// `step`, and an end-of-run row at `step` off the `log_every` grid (a run resumed from
+/// `step` logs it again at its own end). Rewritten atomically.
+pub fn truncate_log(path: &Path, step: u64, log_every: u64) -> Result<LogRepair> {
+    let (rows, torn) = read_repairable(path)?;
     let mut text = String::from(HEADER);
     text.push('\n');
-    for r in rows.iter().filter(|r| {
-        r.step < step || (r.step == step && (step == 0 || step % log_every.max(1) == 0))
-    }) {
-        text.push_str(&format_row(r));
-        text.push('\n');
+    let mut dropped = 0;
+    for r in &rows {
+        if r.step < step || (r.step == step && (step == 0 || step % log_every.max(1) == 0)) {
+            text.push_str(&format_row(r));
+            text.push('\n');
+        } else {
+            dropped += 1;
+        }
     }
-    crate::io::write_atomic(path, text.as_bytes())
+    crate::io::write_atomic(path, text.as_bytes())?;
+    Ok(LogRepair { dropped, torn })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(step: u64) -> LogRow {
+        LogRow {
+            step,
+            seconds: 0.5 * step as f64,
+            loss: 1.0 / (1 + step) as f64,
+            l2_abs: 0.1,
+            l2_rel: 0.2,
+            lr: Some(0.1166),
+        }
+    }
+
+    /// A kill while a row was written leaves a prefix of it without its line end; even a
+    /// prefix that still has six fields and parses (`0.1166` cut to `0.11`) is dropped.
+    #[test]
+    fn torn_last_row_is_dropped_and_rows_after_the_checkpoint_replayed() {
+        let dir = std::env::temp_dir().join(format!("kfac-log-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("log.csv");
+        let full: String = (0..5)
+            .map(|k| format_row(&row(5 * k)) + "\n")
+            .collect::<String>();
+        for cut in [3, 12, format_row(&row(25)).len() - 2] {
+            let torn = &format_row(&row(25))[..cut];
+            std::fs::write(&p, format!("{HEADER}\n{full}{torn}")).unwrap();
+            assert!(read(&p).is_err(), "a strict read refuses the torn row");
+            let fix = truncate_log(&p, 15, 5).unwrap();
+            assert!(fix.torn.is_some(), "cut at {cut}");
+            assert_eq!(fix.dropped, 1, "row 20 is after the checkpoint");
+            let steps: Vec<u64> = read(&p).unwrap().iter().map(|r| r.step).collect();
+            assert_eq!(steps, [0, 5, 10, 15]);
+        }
+        // a bad row that is not the last is corruption, not a torn write
+        std::fs::write(&p, format!("{HEADER}\n0,x,1,1,1,\n{full}")).unwrap();
+        assert!(truncate_log(&p, 15, 5).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

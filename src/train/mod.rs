@@ -11,7 +11,7 @@ mod log;
 
 pub use checkpoint::Checkpoint;
 
-pub use log::{read as read_log, truncate_log, CsvLog, LogRow, HEADER as LOG_HEADER};
+pub use log::{read as read_log, truncate_log, CsvLog, LogRepair, LogRow, HEADER as LOG_HEADER};
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -42,9 +42,12 @@ pub struct TrainOptions {
     pub data_seed: u64,
     pub chunk_rows: Option<usize>,
     pub progress: bool,
-    /// Write a checkpoint here every `checkpoint_every` steps and when the run ends.
+    /// Write a checkpoint here at the start, every `checkpoint_every` steps, every
+    /// `checkpoint_seconds` of wall-clock time, and when the run ends.
     pub checkpoint: Option<std::path::PathBuf>,
     pub checkpoint_every: u64,
+    /// Wall-clock seconds (training and evaluation) between checkpoints; `None`: by steps only.
+    pub checkpoint_seconds: Option<f64>,
     /// Log mean/std of every hidden layer's activations (on up to 2048 evaluation
     /// points) to this CSV at every logged step.
     pub neuron_log: Option<std::path::PathBuf>,
@@ -64,6 +67,7 @@ impl Default for TrainOptions {
             progress: false,
             checkpoint: None,
             checkpoint_every: 0,
+            checkpoint_seconds: None,
             neuron_log: None,
         }
     }
@@ -98,6 +102,9 @@ pub struct Summary {
     /// Set when the run diverged: what was non-finite.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Signs that the run went wrong without diverging (a stalled loss, an output with
+    /// nothing of the solution, saturated neurons); empty for a healthy run.
+    pub warnings: Vec<String>,
 }
 
 /// A training run in progress: problem, objective, parameters, optimizer, clocks.
@@ -178,6 +185,9 @@ impl<B: Backend, T: Real> Trainer<B, T> {
         }
         if let Some(s) = opts.max_seconds {
             crate::error::check::positive("seconds", s)?;
+        }
+        if let Some(s) = opts.checkpoint_seconds {
+            crate::error::check::positive("checkpoint-seconds", s)?;
         }
         mlp.check_params(params.len())?;
         let mut obj = Objective::new(be.clone(), mlp.clone(), terms, opts.chunk_rows)?;
@@ -282,8 +292,13 @@ impl<B: Backend, T: Real> Trainer<B, T> {
         Ok(())
     }
 
-    fn save_checkpoint(&self) -> Result<()> {
+    /// Write the checkpoint (after syncing the log, so that the log on disk holds every
+    /// row up to the checkpoint's step).
+    fn save_checkpoint(&self, log: &mut Option<&mut CsvLog>) -> Result<()> {
         if let Some(p) = &self.opts.checkpoint {
+            if let Some(l) = log.as_deref_mut() {
+                l.sync()?;
+            }
             self.checkpoint()?.save(p)?;
         }
         Ok(())
@@ -350,7 +365,11 @@ impl<B: Backend, T: Real> Trainer<B, T> {
         if self.step == 0 {
             self.last_loss = self.obj.loss(&self.params).unwrap_or(f64::NAN);
             self.log(&mut log, None)?;
+            // a run directory is resumable from its first moment
+            self.save_checkpoint(&mut log)?;
         }
+        let mut checkpointed = Instant::now();
+        let mut health = Health::new(self.last_loss);
         let reason;
         let mut message = None;
         let mut last_lr = None;
@@ -384,6 +403,7 @@ impl<B: Backend, T: Real> Trainer<B, T> {
                     self.step += 1;
                     self.last_loss = info.loss;
                     last_lr = info.lr;
+                    health.loss(info.loss);
                     if !info.loss.is_finite() {
                         reason = StopReason::Diverged;
                         message = Some(format!("loss became {} at step {}", info.loss, self.step));
@@ -397,15 +417,24 @@ impl<B: Backend, T: Real> Trainer<B, T> {
                 }
                 Err(e) => return Err(e),
             }
-            if self.opts.checkpoint_every > 0 && self.step % self.opts.checkpoint_every == 0 {
-                self.save_checkpoint()?;
-            }
+            // log before checkpointing: a kill between the two leaves a row after the
+            // checkpoint, which the resume drops and logs again (never a missing row)
             if self.step % self.opts.log_every == 0 {
                 let e = self.log(&mut log, last_lr)?;
                 logged_at = self.step;
                 if let Some(b) = &bar {
                     b.set_message(format!("loss {:.3e}  L2 {:.3e}", self.last_loss, e.abs));
                 }
+            }
+            let by_steps =
+                self.opts.checkpoint_every > 0 && self.step % self.opts.checkpoint_every == 0;
+            let by_time = self
+                .opts
+                .checkpoint_seconds
+                .is_some_and(|s| checkpointed.elapsed().as_secs_f64() >= s);
+            if by_steps || by_time {
+                self.save_checkpoint(&mut log)?;
+                checkpointed = Instant::now();
             }
             if let Some(b) = &bar {
                 match (self.opts.max_steps, self.opts.max_seconds) {
@@ -428,9 +457,18 @@ impl<B: Backend, T: Real> Trainer<B, T> {
             self.l2()?
         };
         if reason != StopReason::Diverged {
-            self.save_checkpoint()?;
+            self.save_checkpoint(&mut log)?;
         }
         let steps_run = self.step - start_step;
+        let warnings = if reason == StopReason::Diverged {
+            vec![]
+        } else {
+            let saturated = self.saturated_layers()?;
+            health.warnings(steps_run, e.rel, saturated)
+        };
+        for w in &warnings {
+            eprintln!("warning: {w}");
+        }
         Ok(Summary {
             problem: self.problem.name().to_string(),
             optimizer: self.opt.name().to_string(),
@@ -450,7 +488,70 @@ impl<B: Backend, T: Real> Trainer<B, T> {
             },
             stop: reason,
             message,
+            warnings,
         })
+    }
+
+    /// Whether every hidden layer is saturated (|tanh| > 0.99 for at least 99% of the
+    /// activations on the statistics points), with the per-layer fractions.
+    fn saturated_layers(&self) -> Result<Option<Vec<f64>>> {
+        if self.stats_x.is_empty() || self.obj.mlp().widths().len() < 3 {
+            return Ok(None);
+        }
+        let stats =
+            crate::model::stats::neuron_stats(self.obj.mlp(), &self.params_host()?, &self.stats_x)?;
+        let fr: Vec<f64> = stats.iter().map(|s| s.saturated).collect();
+        Ok(fr.iter().all(|&f| f >= 0.99).then_some(fr))
+    }
+}
+
+/// Steps after which a loss that has not moved counts as stalled.
+const STALL_STEPS: u64 = 100;
+
+/// What the end-of-run health check looks at: the loss when this run (or resume) began
+/// and the lowest loss it reached.
+struct Health {
+    first: f64,
+    best: f64,
+}
+
+impl Health {
+    fn new(first: f64) -> Self {
+        Health { first, best: first }
+    }
+    fn loss(&mut self, l: f64) {
+        if l < self.best || self.best.is_nan() {
+            self.best = l;
+        }
+    }
+    /// Warnings for a run that did not diverge but went nowhere: the loss never fell
+    /// below 99% of its starting value, the relative L2 error is about 1 (the output holds
+    /// nothing of the solution: a saturated or collapsed net), or every hidden layer is
+    /// saturated (gradients vanish, training cannot recover).
+    fn warnings(&self, steps_run: u64, l2_rel: f64, saturated: Option<Vec<f64>>) -> Vec<String> {
+        let mut w = Vec::new();
+        if steps_run >= STALL_STEPS && self.first.is_finite() && self.best >= 0.99 * self.first {
+            w.push(format!(
+                "the loss never fell below 99% of its starting value {:.3e} in {steps_run} steps (lowest {:.3e}): training stalled; try a smaller learning rate or another optimizer",
+                self.first, self.best
+            ));
+        }
+        if steps_run >= STALL_STEPS && l2_rel.is_finite() && l2_rel >= 0.99 {
+            w.push(format!(
+                "the relative L2 error is {l2_rel:.3} after {steps_run} steps: the network's output holds almost nothing of the solution"
+            ));
+        }
+        if let Some(fr) = saturated {
+            let list = fr
+                .iter()
+                .map(|f| format!("{:.0}%", 100.0 * f))
+                .collect::<Vec<_>>();
+            w.push(format!(
+                "every hidden layer is saturated (share of |tanh| > 0.99 per layer: {}): gradients vanish and training cannot recover; restart with a smaller learning rate",
+                list.join(", ")
+            ));
+        }
+        w
     }
 }
 

@@ -108,10 +108,11 @@ pub struct TrainArgs {
     /// Scale λ of the second output in `toy-regression`.
     #[arg(long)]
     pub lambda: Option<f64>,
-    /// Budget in optimizer steps.
+    /// Budget in optimizer steps (with --resume: this many more steps).
     #[arg(long)]
     pub steps: Option<u64>,
-    /// Budget in wall-clock seconds of training (evaluation excluded).
+    /// Budget in wall-clock seconds of training, evaluation excluded (with --resume: this
+    /// many more seconds).
     #[arg(long)]
     pub seconds: Option<f64>,
     /// Points per term, e.g. 900,120 (interior, boundary).

@@ -1,4 +1,4 @@
-// Forward-Laplacian (jet) kernels, DESIGN §1. Block layout: a chunk of n samples with
+// Forward-Laplacian (jet) kernels, design §1. Block layout: a chunk of n samples with
 // S = 1 + k (+1 with a Laplacian) jet rows each, h columns; row s·n + i holds component s
 // of sample i. Each thread owns one (sample i, unit j) column of a sample's jet and walks
 // its S rows, so the fused kernels need no jet-sized temporaries and consecutive threads
@@ -127,7 +127,7 @@ extern "C" __global__ void jet_tanh_f64(const double* z, double* a, const double
     jet_tanh_k(z, a, coef, n, k, lap, h);
 }
 
-// Reverse mode through the tanh jet (DESIGN §1), in place on g; `act` holds at least the
+// Reverse mode through the tanh jet (design §1), in place on g; `act` holds at least the
 // value rows tanh z of the forward pass (read, not recomputed):
 // ḡΔz = s1 ḡΔa; ḡ∂_d z = s1 ḡ∂_d a + 2 c_d s2 ∂_d z ḡΔa;
 // ḡz = s1 ḡa + s2 Σ_d ∂_d z ḡ∂_d a + s2 Δz ḡΔa + s3 Σ_d c_d (∂_d z)² ḡΔa.
@@ -242,7 +242,7 @@ extern "C" __global__ void scale_jet_rows_to_f64(double* dst, const double* src,
 }
 
 // Residuals of the built-in problems as quadratic forms of the output jet (one residual per
-// sample, DESIGN §2): r_i = d[f+i] + Σ_c (a[(f+i)·C + c] + b[c]·y_ic)·y_ic over the C = S·m
+// sample, design §2): r_i = d[f+i] + Σ_c (a[(f+i)·C + c] + b[c]·y_ic)·y_ic over the C = S·m
 // jet entries c = s·m + j of sample i, y_ic = y[(s·n + i)·m + j] (block layout, h = m), for
 // the chunk of n samples that starts at sample f of the term. One thread per sample; the sum
 // runs in the order of the CPU twin (`cpu::quad_residual_ref`).

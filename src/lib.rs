@@ -1,7 +1,7 @@
 //! kfac-pinn: a trainer for physics-informed neural networks with second-order
 //! optimizers (KFAC, KFAC*, ENGD, Hessian-free, HIG), built on the forward Laplacian.
 //!
-//! Layout (one folder per concern): [`backend`] (the device seam: CPU now, CUDA next),
+//! Layout (one folder per concern): [`backend`] (the device seam: the CPU reference, the CUDA backend and the CPU emulation of its kernels),
 //! [`model`] (the tanh MLP), [`jet`] (forward Laplacian and its reverse mode),
 //! [`autodiff`] (the nested-differentiation baseline), [`pde`] (problems), [`loss`]
 //! (least-squares objectives), [`optim`], [`train`], [`cli`].

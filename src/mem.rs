@@ -58,10 +58,6 @@ fn add(n: usize) {
 pub fn is_installed() -> bool {
     INSTALLED.load(Ordering::Relaxed)
 }
-/// Bytes currently allocated.
-pub fn current_bytes() -> usize {
-    CURRENT.load(Ordering::Relaxed)
-}
 /// High-water mark since the last [`reset_peak`].
 pub fn peak_bytes() -> usize {
     PEAK.load(Ordering::Relaxed)

@@ -1,4 +1,4 @@
-//! The paper's best runs as presets (DESIGN §4; values from the paper's public experiment
+//! The paper's best runs as presets (design §4; values from the paper's public experiment
 //! configs, see docs/paper-setups.md §3). A preset fixes problem, network, points,
 //! resampling and budget; each optimizer in it carries its tuned hyperparameters (and,
 //! where the paper resampled differently for that optimizer, its own resampling interval).

@@ -1,6 +1,6 @@
 //! The CPU backend: faer for dense products (multi-threaded through rayon), and fused,
 //! rayon-parallel loops for the jet kernels. These loops are the CPU twins of the CUDA
-//! kernels in `kernels/*.cu`: same arguments, same formulas (DESIGN §1), and the
+//! kernels in `kernels/*.cu`: same arguments, same formulas (design §1), and the
 //! reference the GPU and the emulated kernels are tested against. The tanh-jet loops are
 //! also built for AVX2 and picked at run time (same bits: Rust does not fuse `a·b + c`).
 //! Inside a chunk-parallel sweep ([`sequential`]) every operation stays on its thread.

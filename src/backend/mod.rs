@@ -5,7 +5,7 @@
 //! CPU twins those kernels are compared with.
 //!
 //! Conventions: all matrices are row-major; a [`Lay`] describes a (possibly strided)
-//! view into a buffer. Jet matrices use the block layout of DESIGN §1: for a chunk of `n`
+//! view into a buffer. Jet matrices use the block layout of design §1: for a chunk of `n`
 //! samples with `S` jet rows each, row `s·n + i` holds jet component `s` of sample `i`
 //! (s = 0 value, s = 1..=K directions, s = K+1 weighted Laplacian when present).
 
@@ -375,7 +375,7 @@ pub trait Backend: Clone + Send + Sync + 'static {
         coef: &Self::Buf<T>,
         shape: JetShape,
     ) -> Result<()>;
-    /// `a = tanh` jet of the pre-activation jet `z` (DESIGN §1), out of place.
+    /// `a = tanh` jet of the pre-activation jet `z` (design §1), out of place.
     fn jet_tanh<T: Real>(
         &self,
         z: &Self::Buf<T>,

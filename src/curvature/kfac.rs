@@ -1,4 +1,4 @@
-//! Kronecker-factored curvature for PINN losses (DESIGN §3, docs/paper-setups.md §2.1):
+//! Kronecker-factored curvature for PINN losses (design §3, docs/paper-setups.md §2.1):
 //! per layer and per loss term, the input factor `A = 1/(N·S) Σ_{n,s} z̃ z̃ᵀ` (bias-augmented
 //! layer inputs of all S jet rows) and the output factor `B = w/N Σ_{n,s} g gᵀ` (g the
 //! un-scaled gradient of r_n with respect to the S layer-output rows), and the exact

@@ -1,6 +1,6 @@
 //! The forward Laplacian: a Taylor-mode pass that carries, per sample, the value, the K
 //! directional derivatives and the weighted Laplacian of every hidden vector through the
-//! tanh MLP in one sweep (DESIGN §1), and its reverse mode.
+//! tanh MLP in one sweep (design §1), and its reverse mode.
 //!
 //! Jets of a chunk of `n` samples are `(n·S) × h` matrices in block layout (rows
 //! `s·n + i`), so each linear layer is one matrix product. The batch is processed in
@@ -21,8 +21,8 @@ use crate::model::{LayerLayout, Mlp};
 use crate::scalar::Real;
 
 /// Target number of jet rows (samples × S) per chunk: large enough for efficient
-/// products, small enough to stay in cache (DESIGN §1 measured 1024-row chunks faster
-/// than one tall product).
+/// products, small enough to stay in cache (one tall product of the whole batch is
+/// slower than the same work in chunks; docs/design.md §1).
 pub const DEFAULT_CHUNK_ROWS: usize = 2048;
 
 /// What the output jet carries: values only, or values, K directional derivatives and

@@ -1,5 +1,5 @@
 //! The constant-coefficient second-order operator `Σ_ij C_ij ∂_ij u` that the jet carries,
-//! as directions `v_k` and weights `c_k` with `C = Σ_k c_k v_k v_kᵀ` (DESIGN §1).
+//! as directions `v_k` and weights `c_k` with `C = Σ_k c_k v_k v_kᵀ` (design §1).
 //!
 //! The Laplacian is `V = I`, `c = 1`; the heat equation zeroes the weight of the time
 //! direction; a general symmetric `C` is factorised by its eigendecomposition, so the

@@ -112,9 +112,6 @@ impl Mlp {
     pub fn num_layers(&self) -> usize {
         self.widths.len() - 1
     }
-    pub fn max_width(&self) -> usize {
-        *self.widths.iter().max().unwrap()
-    }
 
     pub fn layer(&self, l: usize) -> LayerLayout {
         let mut off = 0;

@@ -1,5 +1,5 @@
 //! Half-inverse gradients (HIG; Schnell, Holl & Thuerey, ICLR 2022) and Gauss–Newton
-//! through the same code path (DESIGN §3).
+//! through the same code path (design §3).
 //!
 //! One step: the scaled residual Jacobian `J` (M × P, rows sample-major, so that
 //! `L = ½‖r̃‖²` and `∇L = Jᵀr̃`), its thin SVD `J = U Σ Vᵀ` in f64, singular values

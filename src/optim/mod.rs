@@ -2,8 +2,10 @@
 //! (gradient, curvature, direction, step size, update). Hyperparameters arrive in one
 //! [`OptimizerConfig`] (CLI flags, TOML, presets) and are validated at construction.
 //!
-//! Checked by `tests/optim.rs` (each optimizer lowers the loss; Adam's update against a
-//! scalar reference) and by the training tests.
+//! Checked by `tests/optim_second_order.rs` (every second-order step against dense
+//! reconstructions, L-BFGS's line search against the strong-Wolfe conditions, state round
+//! trips, validation), `tests/train.rs` (Adam on Poisson 2d), `tests/kernels.rs` (the
+//! Adam and SGD update kernels against their CPU twins) and `tests/resume.rs`.
 
 mod adam;
 mod hig;

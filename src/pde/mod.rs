@@ -1,5 +1,5 @@
 //! Problems: least-squares terms (interior PDE residual, boundary/initial data), their
-//! samplers, exact solutions and reference setups (DESIGN §4, docs/paper-setups.md).
+//! samplers, exact solutions and reference setups (design §4, docs/paper-setups.md).
 //!
 //! A [`Residual`] maps the output jet of one sample to residual values and their
 //! Gauss–Newton seeds (the Jacobian of the residual with respect to the output jet).
@@ -94,7 +94,7 @@ impl std::fmt::Debug for TermSpec {
     }
 }
 
-/// Reference setup of a problem: network and point counts (the paper's, DESIGN §4).
+/// Reference setup of a problem: network and point counts (the paper's, design §4).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Setup {
     pub widths: Vec<usize>,

@@ -1,4 +1,4 @@
-//! The paper's PDE problems (DESIGN §4; domains, sampling and normalisations from the
+//! The paper's PDE problems (design §4; domains, sampling and normalisations from the
 //! public experiment code, see docs/paper-setups.md): Poisson 2d/5d/10d/100d, heat 1+1d
 //! and 4+1d, log-Fokker–Planck 9+1d. Time, where present, is the first input coordinate.
 

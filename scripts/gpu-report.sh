@@ -102,6 +102,7 @@ fi
 if [[ -n "$B" ]]; then
     for dt in f32 f64; do
         step "laplacian-$dt" 90 "$B" laplacian --device cuda --dims 1,10,50,100 --batch 1024 \
+            --widths 768,768,512,512 \
             --method all --repeats "${LAP_REPEATS:-10}" --dtype "$dt" --json --no-isolate \
             >>"$OUT/laplacian.jsonl"
     done

@@ -21,6 +21,7 @@ pub mod pde;
 pub mod plot;
 pub mod presets;
 pub mod scalar;
+pub mod selfcheck;
 pub mod train;
 
 pub use error::{Error, Result};

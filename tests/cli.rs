@@ -253,3 +253,108 @@ fn custom_problem_from_a_config_file_trains() {
     let l2 = v["l2_abs"].as_f64().unwrap();
     assert!(l2 < 1e-4, "L2 {l2:e}");
 }
+
+/// `selfcheck --device emu --json --out DIR`: every case passes on the CPU emulation of
+/// the CUDA kernels, the JSON object on stdout has the cases and the summary, and the
+/// same object is written to DIR/selfcheck.json.
+#[test]
+fn selfcheck_on_the_emulation_passes_with_json() {
+    let dir = std::env::temp_dir().join(format!("kfac-selfcheck-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (code, out, err) = run(&[
+        "selfcheck",
+        "--device",
+        "emu",
+        "--json",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let s = &v["summary"];
+    for k in ["passed", "failed", "not_applicable", "device", "seconds"] {
+        assert!(s.get(k).is_some(), "summary lacks {k}: {s}");
+    }
+    assert_eq!(s["failed"], 0, "{err}");
+    assert!(s["device"].as_str().unwrap().contains("emulation"), "{s}");
+    let cases = v["cases"].as_array().unwrap();
+    assert_eq!(s["passed"].as_u64().unwrap() as usize + 1, cases.len());
+    // every group ran, and every comparison compared entries
+    for g in kfac_pinn::selfcheck::GROUPS {
+        assert!(cases.iter().any(|c| c["group"] == *g), "no case of {g}");
+    }
+    for c in cases {
+        for k in [
+            "name",
+            "dtype",
+            "status",
+            "max_abs_err",
+            "max_rel_err",
+            "rtol",
+        ] {
+            assert!(c.get(k).is_some(), "case lacks {k}: {c}");
+        }
+        if c["rtol"].is_number() {
+            assert!(c["entries"].as_u64().unwrap() > 0, "{c}");
+        }
+    }
+    // the per-case lines went to stderr, the summary line last
+    assert!(err.lines().count() >= cases.len(), "{err}");
+    assert!(
+        err.trim_end().lines().last().unwrap().contains("0 failed"),
+        "{err}"
+    );
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("selfcheck.json")).unwrap())
+            .unwrap();
+    assert_eq!(file["summary"]["passed"], s["passed"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `selfcheck --device cuda`: on a machine without a GPU a clear error and exit status 1
+/// (no panic); with a GPU every case passes.
+#[test]
+fn selfcheck_on_cuda_passes_or_says_why_not() {
+    let (code, out, err) = run(&["selfcheck", "--device", "cuda"]);
+    assert!(!err.contains("panicked"), "{err}");
+    match kfac_pinn::backend::cuda::Cuda::new(0) {
+        Ok(_) => assert_eq!(code, 0, "{out}\n{err}"),
+        Err(_) => {
+            assert_eq!(code, 1, "{out}\n{err}");
+            assert!(
+                err.contains("selfcheck needs a usable GPU for `--device cuda`"),
+                "{err}"
+            );
+            assert!(out.is_empty(), "{out}");
+        }
+    }
+}
+
+/// The CPU against itself (another thread count) on the library calls, in text form;
+/// bad `--device` and `--only` values are errors that name them.
+#[test]
+fn selfcheck_text_output_and_bad_arguments() {
+    let (code, out, err) = run(&["selfcheck", "--device", "cpu", "--only", "gemm,svd"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2 * (16 + 3) + 11 + 1, "{out}");
+    assert!(
+        lines[..lines.len() - 1]
+            .iter()
+            .all(|l| l.starts_with("PASS")),
+        "{out}"
+    );
+    assert!(
+        lines.last().unwrap().contains("49 passed, 0 failed"),
+        "{out}"
+    );
+    let (code, _, err) = run(&["selfcheck", "--device", "tpu"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("`--device` must be one of cuda, emu, cpu. Got `tpu`"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["selfcheck", "--device", "cpu", "--only", "gemm,fft"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("Got `fft`"), "{err}");
+}

@@ -3,13 +3,12 @@
 //! kernel plans), against its CPU twin (the `Cpu` backend op), in f32 and f64, on sizes
 //! that are not multiples of the block size, larger than one grid (so the grid-stride
 //! loops wrap), and empty. Then the emulator itself (warp shuffles, shared memory,
-//! deadlock detection), the whole engine on emulated kernels (tests/gpu_cases), and the
+//! deadlock detection), the whole engine on emulated kernels (the library's self-check cases), and the
 //! kernel sources through NVRTC when libnvrtc can be loaded.
 
 #![allow(clippy::needless_range_loop)]
 
 mod common;
-mod gpu_cases;
 
 use common::{assert_close, rng, uniform};
 use kfac_pinn::backend::cpu::Cpu;
@@ -1130,33 +1129,48 @@ fn emulator_reports_what_would_hang_a_gpu() {
 
 // ---- the whole engine on emulated kernels ---------------------------------------------------------
 
-/// The emulated backend differs from the CPU only in the elementwise kernels (products
-/// and SVDs are the CPU's), so tolerances are tight.
-const EMU_TOL: gpu_cases::Tol = gpu_cases::Tol {
-    f64: 1e-11,
-    f32: 1e-4,
-};
+/// The library's self-check groups (`kfac_pinn::selfcheck`, also `kfac-pinn selfcheck
+/// --device emu`) on the emulated backend: every case must pass, and at least `min_pass`
+/// must have run. The emulated backend differs from the CPU only in the elementwise
+/// kernels (products and SVDs are the CPU's), so its tolerances are tight
+/// (`Tolerances::EMU`).
+fn emulated_selfcheck(groups: &[&str], min_pass: usize) {
+    use kfac_pinn::selfcheck::{self, Reference, Tolerances};
+    let r = selfcheck::run(
+        &emu(),
+        Tolerances::EMU,
+        Reference::Ambient,
+        groups,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(
+        r.all_passed(),
+        "{groups:?} on the emulation:\n{}",
+        r.failures()
+    );
+    assert!(
+        r.summary.passed >= min_pass,
+        "{groups:?}: only {} cases passed, expected at least {min_pass}",
+        r.summary.passed
+    );
+}
 
 #[test]
 fn forward_laplacian_on_emulated_kernels_matches_cpu() {
-    gpu_cases::forward_laplacian(&emu(), EMU_TOL);
-    gpu_cases::autodiff_laplacian(&emu(), EMU_TOL);
+    // 3 nets × 2 dtypes, and the autodiff baseline
+    emulated_selfcheck(&["forward", "autodiff"], 7);
 }
 
 #[test]
 fn gradient_on_emulated_kernels_matches_cpu() {
-    gpu_cases::gradient(&emu(), EMU_TOL);
+    emulated_selfcheck(&["gradient"], 4);
 }
 
 #[test]
 fn optimizer_steps_on_emulated_kernels_match_cpu() {
-    gpu_cases::optimizer_steps(
-        &emu(),
-        gpu_cases::Tol {
-            f64: 1e-9,
-            f32: 1e-4,
-        },
-    );
+    // parameters and state of 10 optimizers in f64 and f32
+    emulated_selfcheck(&["steps"], 40);
 }
 
 // ---- the sources through NVRTC ----------------------------------------------------------------------

@@ -7,6 +7,7 @@ mod compare;
 pub mod eval;
 mod laplacian;
 pub mod plot;
+mod selfcheck;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -45,6 +46,8 @@ pub enum Command {
     /// Time the Laplacian of an MLP: forward Laplacian vs nested autodiff (and bare GEMMs).
     #[command(allow_negative_numbers = true)]
     Laplacian(laplacian::LaplacianArgs),
+    /// Compare a device with the CPU on every engine case (GPU, kernel emulation, CPU).
+    Selfcheck(selfcheck::SelfcheckArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -67,6 +70,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plot(a) => plot::run(a),
         Command::PlotSolution(a) => plot::run_solution(a),
         Command::Compare(a) => compare::run(a),
+        Command::Selfcheck(a) => selfcheck::run(a),
     }
 }
 

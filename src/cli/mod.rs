@@ -1,7 +1,8 @@
 //! The command-line interface (clap + anyhow live only here and in main.rs).
 //!
-//! `train`, `problems`, `presets`, `laplacian`. Each subcommand validates its input and
-//! turns library errors into messages that name the bad value.
+//! `train`, `eval`, `plot`, `plot-solution`, `compare`, `devices`, `selfcheck`, `problems`,
+//! `presets`, `laplacian`. Each subcommand validates its input and turns library errors
+//! into messages that name the bad value.
 
 mod compare;
 pub mod eval;

@@ -79,6 +79,7 @@
 //! built-in log-Fokker–Planck and Poisson residuals and seeds, a manufactured problem
 //! trains to a small L2 error, and every error case names its key.
 
+use super::problems::{DataResidual, LinearResidual, ScalarFn};
 use super::{Boundary, BoxProblem, Problem, Residual, Setup, TermSpec};
 use crate::error::{check, Error, Result};
 use crate::jet::Operator;
@@ -543,6 +544,12 @@ struct Combo {
     label: String,
 }
 
+/// A combination as the built-in residuals' scalar function of a point.
+fn combo_fn(c: &Arc<Combo>) -> ScalarFn {
+    let c = Arc::clone(c);
+    Arc::new(move |x: &[f64]| c.eval(x))
+}
+
 impl Combo {
     fn single(e: Expr) -> Combo {
         Combo {
@@ -572,38 +579,6 @@ impl Combo {
 // ---------------------------------------------------------------------------------
 // residuals
 
-/// `a·u_t + b·lap − f(x)` (poisson: a = 0, b = −1; heat: a = 1, b = −κ).
-struct LinearRes {
-    time: Option<f64>,
-    op_coef: f64,
-    d: usize,
-    f: Arc<Combo>,
-}
-
-impl Residual for LinearRes {
-    fn eval(&self, x: &[f64], y: &[f64], r: &mut [f64], jac: Option<&mut [f64]>) {
-        let mut v = self.op_coef * y[1 + self.d] - self.f.eval(x);
-        if let Some(a) = self.time {
-            v += a * y[1];
-        }
-        r[0] = v;
-        if let Some(j) = jac {
-            j.fill(0.0);
-            j[1 + self.d] = self.op_coef;
-            if let Some(a) = self.time {
-                j[1] = a;
-            }
-        }
-    }
-    fn quad_form(&self, x: &[f64], a: &mut [f64], _b: &mut [f64]) -> Option<f64> {
-        a[1 + self.d] = self.op_coef;
-        if let Some(t) = self.time {
-            a[1] = t;
-        }
-        Some(-self.f.eval(x))
-    }
-}
-
 /// `F(x, u, ∇u, lap)` with seeds from its symbolic partial derivatives.
 struct GeneralRes {
     f: Expr,
@@ -624,24 +599,6 @@ impl Residual for GeneralRes {
     fn is_linear(&self) -> bool {
         // not analysed: the Gauss–Newton model is treated as approximate
         false
-    }
-}
-
-/// Data term `u − g(x)`.
-struct DataRes {
-    g: Arc<Combo>,
-}
-
-impl Residual for DataRes {
-    fn eval(&self, x: &[f64], y: &[f64], r: &mut [f64], jac: Option<&mut [f64]>) {
-        r[0] = y[0] - self.g.eval(x);
-        if let Some(j) = jac {
-            j[0] = 1.0;
-        }
-    }
-    fn quad_form(&self, x: &[f64], a: &mut [f64], _b: &mut [f64]) -> Option<f64> {
-        a[0] = 1.0;
-        Some(-self.g.eval(x))
     }
 }
 
@@ -870,21 +827,21 @@ impl CustomProblem {
                         ))
                     }
                 };
-                // poisson: -lap - f; heat: u_t - κ·lap - f
+                // poisson: -lap - f; heat: u_t - κ·lap - f (LinearResidual's convention)
                 let (time, op_coef, eq) = match kappa {
-                    Some(k) => (Some(1.0), -k, format!("u_t - {k}·Δ_x u = f")),
-                    None if c == identity_like(d, false) => (None, -1.0, "-Δu = f".to_string()),
+                    Some(k) => (Some(1.0), k, format!("u_t - {k}·Δ_x u = f")),
+                    None if c == identity_like(d, false) => (None, 1.0, "-Δu = f".to_string()),
                     None => (
                         None,
-                        -1.0,
+                        1.0,
                         format!("-∇·(C∇u) = f, C = {}", fmt_matrix(&c, d)),
                     ),
                 };
-                let res = LinearRes {
+                let res = LinearResidual {
                     time,
                     op_coef,
-                    d,
-                    f: f.clone(),
+                    k: d,
+                    f: combo_fn(&f),
                 };
                 (Arc::new(res), eq, Some(f))
             }
@@ -980,7 +937,7 @@ impl CustomProblem {
             boundary,
             op,
             interior,
-            Arc::new(DataRes { g: data.clone() }),
+            Arc::new(DataResidual { g: combo_fn(&data) }),
             exact_fn,
             setup,
         )?;

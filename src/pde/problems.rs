@@ -10,7 +10,8 @@ use rand_chacha::ChaCha8Rng;
 use std::f64::consts::PI;
 use std::sync::Arc;
 
-type ScalarFn = Arc<dyn Fn(&[f64]) -> f64 + Send + Sync>;
+/// A scalar function of a point (sources, boundary data, exact solutions).
+pub(crate) type ScalarFn = Arc<dyn Fn(&[f64]) -> f64 + Send + Sync>;
 
 /// Where the data term's points lie.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,14 +26,17 @@ pub enum Boundary {
 }
 
 /// Interior residual of a linear second-order PDE of the form
-/// `a_t·u_t − b·L_C u − f(x) = 0` where `L_C u` is the jet's operator term.
-struct LinearResidual {
-    /// Coefficient of u_t (index of the time direction in the jet), if any.
-    time: Option<f64>,
-    /// Coefficient of the operator term.
-    op_coef: f64,
-    k: usize,
-    f: ScalarFn,
+/// `a_t·u_t − b·L_C u − f(x) = 0` where `L_C u` is the jet's operator term: Poisson is
+/// `b = 1` without time (`−L_C u = f`), heat `a_t = 1`, `b = κ` (`u_t − κ L_C u = f`). The
+/// one convention for built-in and custom problems (`tests/custom.rs` checks both).
+pub(crate) struct LinearResidual {
+    /// Coefficient `a_t` of u_t (the jet's first direction), if any.
+    pub(crate) time: Option<f64>,
+    /// Coefficient `b` of the operator term, entering with a minus sign.
+    pub(crate) op_coef: f64,
+    /// Number of jet directions (the operator row is `1 + k`).
+    pub(crate) k: usize,
+    pub(crate) f: ScalarFn,
 }
 
 impl Residual for LinearResidual {
@@ -102,8 +106,8 @@ impl Residual for LogFokkerPlanckResidual {
 }
 
 /// Dirichlet/initial data `u − g(x)`.
-struct DataResidual {
-    g: ScalarFn,
+pub(crate) struct DataResidual {
+    pub(crate) g: ScalarFn,
 }
 
 impl Residual for DataResidual {

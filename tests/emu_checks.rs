@@ -123,9 +123,9 @@ fn the_same_kernel_with_its_barrier_passes_every_schedule() {
     let p = ptr(&mut out);
     let e = emu(Schedules::List((0..8).collect()));
     launch(&e, "emu_shared_rotate", geom(1, 256), &[p], &r).unwrap();
-    for t in 0..threads {
+    for (t, &got) in out.iter().enumerate() {
         let s = ((t + 1) % threads) as i64;
-        assert_eq!(out[t], s * s, "t {t}");
+        assert_eq!(got, s * s, "t {t}");
     }
     // the block reduction of common.cuh, as every reduction kernel uses it: Σ 0..1000
     let mut x: Vec<f64> = (0..1000).map(|i| i as f64).collect();
@@ -262,6 +262,28 @@ fn a_pointer_outside_the_named_buffers_is_refused() {
 }
 
 #[test]
+fn overlapping_buffers_are_refused() {
+    // each run works on its own copy of each buffer, so shared bytes would diverge
+    let mut x = vec![0i64; 10];
+    let whole = region_of(&mut x, false);
+    let tail = Region::new(whole.base + 8, 72, true);
+    let args = [ptr(&mut x), KArg::Ptr(whole.base + 8), KArg::I64(9)];
+    let err = launch(
+        &emu(Schedules::IndexOrder),
+        "emu_oob_read_before",
+        geom(1, 32),
+        &args,
+        &[whole, tail],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("emu_oob_read_before: the buffer of argument 0 (10 × i64) and the buffer of argument 1 (9 × i64) overlap"),
+        "{err}"
+    );
+}
+
+#[test]
 fn write_to_a_read_only_buffer_is_reported() {
     let mut x = vec![5i64; 10];
     let r = [region_of(&mut x, false)];
@@ -382,8 +404,8 @@ fn reduction_ops_pass_eight_schedules() {
         let fe = e.eig_fix(&mut v, 300, mode).unwrap();
         let fc = Cpu.eig_fix(&mut w, 300, mode).unwrap();
         assert_eq!(fe, fc, "{mode:?}");
-        for i in 0..300 {
-            assert!((v[i] - w[i]).abs() <= 1e-15 * w[i].abs(), "{mode:?} {i}");
+        for (i, (a, b)) in v.iter().zip(&w).enumerate() {
+            assert!((a - b).abs() <= 1e-15 * b.abs(), "{mode:?} {i}");
         }
     }
 }

@@ -757,6 +757,18 @@ extern "C" int kfac_emu_launch_checked(const char* name, const unsigned* grid,
         if (es > a.align) a.align = es;
     }
 
+    // each run works on separate copies, so buffers that share bytes would diverge
+    for (size_t r = 0; r < nregions; ++r)
+        for (size_t q = r + 1; q < nregions; ++q) {
+            if (regs[r].first_arg < 0 || regs[q].first_arg < 0) continue;
+            const uint64_t lo = regions[r].base > regions[q].base ? regions[r].base : regions[q].base;
+            const uint64_t ea = regions[r].base + regions[r].bytes, eb = regions[q].base + regions[q].bytes;
+            if (lo < (ea < eb ? ea : eb)) {
+                set_err(err, err_len, std::string(name) + ": " + region_str(regs[r]) + " and " +
+                                          region_str(regs[q]) + " overlap");
+                return 1;
+            }
+        }
     std::vector<emu::Shadow> ref;  // the first run's buffers
     uint64_t ref_atomics = 0;
     for (size_t j = 0; j < (nschedules > 0 ? nschedules : 1); ++j) {

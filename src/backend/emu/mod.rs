@@ -280,8 +280,10 @@ impl Emu {
     }
 
     /// Launch `kernel` with every check: on guarded copies of `buffers` (each pointer
-    /// argument must lie in one of them), under this device's schedules. With no buffers
-    /// the kernel runs once in place, in index order, unchecked.
+    /// argument must lie in one of them, and buffers that arguments point into must not
+    /// overlap), under this device's schedules. With no buffers the kernel runs once in
+    /// place, in index order, with only the checks that need no copies (shared memory
+    /// poisoned per block, faults in kernel code reported).
     ///
     /// # Safety
     /// Each buffer must be valid for reads of its bytes (and writes, when writable) and

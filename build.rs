@@ -11,7 +11,9 @@
 //!    host compiler against `kernels/emu/cuda_emu.h`, linked as `libkfac_emu.a` and enabled
 //!    with `cfg(kfac_emu)`. tests/kernels.rs runs every kernel through it. Without a C++
 //!    compiler the crate still builds (a warning says so) and the emulated backend
-//!    reports an error when used.
+//!    reports an error when used. The emulation compiles copies of the sources in
+//!    `$OUT_DIR/emu_src/` whose `__shared__` declarations are followed by a call that
+//!    poisons the variable per block (so reads before writes show; see `poison_shared`).
 
 use std::env;
 use std::fmt::Write as _;

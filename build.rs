@@ -11,7 +11,9 @@
 //!    host compiler against `kernels/emu/cuda_emu.h`, linked as `libkfac_emu.a` and enabled
 //!    with `cfg(kfac_emu)`. tests/kernels.rs runs every kernel through it. Without a C++
 //!    compiler the crate still builds (a warning says so) and the emulated backend
-//!    reports an error when used.
+//!    reports an error when used. The emulation compiles copies of the sources in
+//!    `$OUT_DIR/emu_src/` whose `__shared__` declarations are followed by a call that
+//!    poisons the variable per block (so reads before writes show; see `poison_shared`).
 
 use std::env;
 use std::fmt::Write as _;
@@ -146,8 +148,23 @@ fn main() {
     )
     .unwrap();
     writeln!(tu, "#include \"emu/cuda_emu.h\"").unwrap();
+    // the kernel sources as the emulation compiles them: every `__shared__` declaration
+    // followed by a call that poisons the variable when a block first reaches it, so a
+    // read before any thread of the block wrote it sees garbage, as on a GPU (see
+    // kernels/emu/cuda_emu.h); same lines, so compiler messages point at the real source
+    let emu_src = out.join("emu_src");
+    for f in &files {
+        let ext = f.extension().and_then(|e| e.to_str());
+        if !matches!(ext, Some("cu" | "cuh")) {
+            continue;
+        }
+        let rel = f.strip_prefix(&kdir).unwrap();
+        let dst = emu_src.join(rel);
+        fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        fs::write(&dst, poison_shared(f, &fs::read_to_string(f).unwrap())).unwrap();
+    }
     for m in &modules {
-        writeln!(tu, "#include \"{}.cu\"", m.name).unwrap();
+        writeln!(tu, "#include \"emu_src/{}.cu\"", m.name).unwrap();
     }
     // the emulator's own self-test kernels (never compiled to PTX)
     let selftests: Vec<&PathBuf> = files
@@ -159,7 +176,7 @@ fn main() {
     for p in &selftests {
         writeln!(
             tu,
-            "#include \"emu/{}\"",
+            "#include \"emu_src/emu/{}\"",
             p.file_name().unwrap().to_string_lossy()
         )
         .unwrap();
@@ -192,6 +209,47 @@ fn main() {
             "cargo:warning=the CUDA CPU emulation was not built (no working C++20 compiler?): {e}; tests/kernels.rs will fail"
         ),
     }
+}
+
+/// `src` (the text of kernel source `path`) with `::emu::note_shared(&NAME, sizeof(NAME));`
+/// appended to every line that declares one `__shared__` variable (`__shared__ TYPE
+/// NAME[...]...;`), for the CPU emulation only. A `__shared__` line of another form gets
+/// a warning: its variable would not be poisoned.
+fn poison_shared(path: &Path, src: &str) -> String {
+    let mut out = String::with_capacity(src.len() + 256);
+    for (no, line) in src.lines().enumerate() {
+        out.push_str(line);
+        let code = line.split("//").next().unwrap_or("");
+        if let Some(pos) = code.find("__shared__ ") {
+            match shared_name(&code[pos + "__shared__ ".len()..]) {
+                Some(name) => {
+                    write!(out, " ::emu::note_shared(&{name}, sizeof({name}));").unwrap()
+                }
+                None => println!(
+                    "cargo:warning={}:{}: __shared__ declaration not understood by the emulation (one variable per line, `__shared__ TYPE NAME[...];`); it is not poisoned",
+                    path.display(),
+                    no + 1
+                ),
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The variable name of `TYPE NAME[..][..];` (the text after `__shared__ `).
+fn shared_name(decl: &str) -> Option<&str> {
+    let decl = decl.trim_end();
+    let body = decl.strip_suffix(';')?;
+    if body.contains(',') || body.contains('=') {
+        return None;
+    }
+    let head = body.split('[').next()?.trim_end();
+    let start = head
+        .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .map_or(0, |i| i + 1);
+    let name = &head[start..];
+    (start > 0 && !name.is_empty()).then_some(name)
 }
 
 /// All files under `dir`, recursively.

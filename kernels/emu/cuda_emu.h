@@ -11,6 +11,15 @@
 // exited lane in its mask) is reported as an error instead of passing by accident.
 // __shared__ variables are function-scope statics (one block runs at a time per OS
 // thread, so all threads of a block see the same object, as on the GPU).
+//
+// Checks beyond CUDA's semantics (runtime.cpp, driven by src/backend/emu/mod.rs): a launch
+// can run under several schedules (the order in which ready fibers and blocks run:
+// index order, reverse, seeded random permutations) on fresh copies of its buffers placed
+// against PROT_NONE guard pages, and the results must agree — a missing __syncthreads or
+// a race through shared or global memory shows up as a mismatch, an out-of-bounds access
+// as a fault reported with the kernel's name. Float atomics make the result depend on the
+// order of additions, so they are counted (note_float_atomic) and such launches are
+// compared with a tolerance instead of bitwise.
 #pragma once
 
 #include <math.h>
@@ -38,6 +47,18 @@ void sync_block();
 // Warp-wide exchange: every lane in `mask` contributes `bits` and receives the bits of
 // lane `src` (its own when `src` is outside the warp or not in the mask).
 uint64_t warp_exchange(uint64_t bits, int src, unsigned mask);
+// Count a floating-point atomic of the running launch (its result depends on the order).
+void note_float_atomic();
+// Called after every __shared__ declaration (build.rs appends the call to the emulation's
+// copy of the sources): the first thread of a block to reach it fills the variable with a
+// poison byte (0xff under schedule 0, other bytes under other schedules), so a read before
+// any thread of the block wrote it yields garbage, and garbage that differs between
+// schedules, instead of what an earlier block or launch left in the static.
+void note_shared_bytes(void* p, size_t n);
+template <class T>
+inline void note_shared(T* p, size_t n) {
+    note_shared_bytes((void*)p, n);
+}
 
 template <class T>
 inline T shfl(unsigned mask, T v, int src) {
@@ -95,8 +116,14 @@ inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
 
 // Atomics. Fibers never preempt each other, but blocks may one day run on several OS
 // threads, so these are real atomic read-modify-writes.
-inline float atomicAdd(float* p, float v) { return std::atomic_ref<float>(*p).fetch_add(v); }
-inline double atomicAdd(double* p, double v) { return std::atomic_ref<double>(*p).fetch_add(v); }
+inline float atomicAdd(float* p, float v) {
+    ::emu::note_float_atomic();
+    return std::atomic_ref<float>(*p).fetch_add(v);
+}
+inline double atomicAdd(double* p, double v) {
+    ::emu::note_float_atomic();
+    return std::atomic_ref<double>(*p).fetch_add(v);
+}
 inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
     return std::atomic_ref<unsigned long long>(*p).fetch_add(v);
 }

@@ -2,12 +2,15 @@
 // the launch arguments (count and kind: pointer, i64, i32, f32, f64) against the kernel's
 // real C++ signature and binds them. The generated translation unit
 // ($OUT_DIR/emu_kernels.cpp, written by build.rs) includes every kernels/*.cu and lists
-// each `extern "C" __global__` entry point with `emu::entry`.
+// each `extern "C" __global__` entry point with `emu::entry`. The thunk also reports what
+// each pointer argument points to (element type from the signature), so the schedule
+// comparison in runtime.cpp can name and compare elements, and align buffer copies.
 #pragma once
 
 #include <functional>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 
 namespace emu {
@@ -30,25 +33,61 @@ inline const char* tag_name(uint32_t t) {
     }
 }
 
+// Element type a pointer argument points to (Elem::None for the scalar arguments).
+enum class Elem : uint8_t { None, F32, F64, I32, U32, I64, U64, Other };
+
+inline const char* elem_name(Elem e) {
+    switch (e) {
+        case Elem::F32: return "f32";
+        case Elem::F64: return "f64";
+        case Elem::I32: return "i32";
+        case Elem::U32: return "u32";
+        case Elem::I64: return "i64";
+        case Elem::U64: return "u64";
+        default: return "byte";
+    }
+}
+inline size_t elem_size(Elem e) {
+    switch (e) {
+        case Elem::F32: case Elem::I32: case Elem::U32: return 4;
+        case Elem::F64: case Elem::I64: case Elem::U64: return 8;
+        default: return 1;
+    }
+}
+
+template <class P> struct ElemOf { static constexpr Elem kind = Elem::Other; };
+template <> struct ElemOf<float> { static constexpr Elem kind = Elem::F32; };
+template <> struct ElemOf<double> { static constexpr Elem kind = Elem::F64; };
+template <> struct ElemOf<int> { static constexpr Elem kind = Elem::I32; };
+template <> struct ElemOf<unsigned> { static constexpr Elem kind = Elem::U32; };
+template <> struct ElemOf<long long> { static constexpr Elem kind = Elem::I64; };
+template <> struct ElemOf<unsigned long long> { static constexpr Elem kind = Elem::U64; };
+
 template <class A>
-struct ArgKind;
+struct ArgKind {
+    static constexpr Elem elem = Elem::None;
+};
 template <class P>
 struct ArgKind<P*> {
     static constexpr uint32_t tag = 0;
+    static constexpr Elem elem = ElemOf<std::remove_cv_t<P>>::kind;
     static P* get(uint64_t b) { return reinterpret_cast<P*>(static_cast<uintptr_t>(b)); }
 };
 template <>
 struct ArgKind<long long> {
+    static constexpr Elem elem = Elem::None;
     static constexpr uint32_t tag = 1;
     static long long get(uint64_t b) { return static_cast<long long>(b); }
 };
 template <>
 struct ArgKind<int> {
+    static constexpr Elem elem = Elem::None;
     static constexpr uint32_t tag = 2;
     static int get(uint64_t b) { return static_cast<int>(static_cast<int32_t>(static_cast<uint32_t>(b))); }
 };
 template <>
 struct ArgKind<float> {
+    static constexpr Elem elem = Elem::None;
     static constexpr uint32_t tag = 3;
     static float get(uint64_t b) {
         uint32_t u = static_cast<uint32_t>(b);
@@ -59,6 +98,7 @@ struct ArgKind<float> {
 };
 template <>
 struct ArgKind<double> {
+    static constexpr Elem elem = Elem::None;
     static constexpr uint32_t tag = 4;
     static double get(uint64_t b) {
         double d;
@@ -68,7 +108,10 @@ struct ArgKind<double> {
 };
 
 using Body = std::function<void()>;
-using Thunk = bool (*)(void* fn, const Arg* args, size_t n, Body* out, std::string* err);
+// Checks the arguments, binds them into `out`, and (when `elems` is not null) stores the
+// element type of each argument in elems[0..n).
+using Thunk = bool (*)(void* fn, const Arg* args, size_t n, Body* out, std::string* err,
+                       Elem* elems);
 
 template <class... A, size_t... I>
 Body bind_args(void (*fn)(A...), const Arg* a, std::index_sequence<I...>) {
@@ -77,7 +120,7 @@ Body bind_args(void (*fn)(A...), const Arg* a, std::index_sequence<I...>) {
 }
 
 template <class... A>
-bool thunk(void* fn, const Arg* args, size_t n, Body* out, std::string* err) {
+bool thunk(void* fn, const Arg* args, size_t n, Body* out, std::string* err, Elem* elems) {
     constexpr size_t want = sizeof...(A);
     if (n != want) {
         *err = "expected " + std::to_string(want) + " arguments, got " + std::to_string(n);
@@ -90,6 +133,10 @@ bool thunk(void* fn, const Arg* args, size_t n, Body* out, std::string* err) {
                    ", the kernel takes a " + tag_name(tags[i]);
             return false;
         }
+    }
+    if (elems != nullptr) {
+        const Elem kinds[want + 1] = {ArgKind<A>::elem..., Elem::None};
+        for (size_t i = 0; i < want; ++i) elems[i] = kinds[i];
     }
     *out = ::emu::bind_args(reinterpret_cast<void (*)(A...)>(fn), args, std::index_sequence_for<A...>{});
     return true;

@@ -4,9 +4,18 @@
 //! launch geometry ([`super::cuda::launch`]) as the CUDA backend. Dense products, the SVD
 //! and memory ops are the CPU backend's (cuBLAS and cuSOLVER are not emulated).
 //!
+//! Every launch is checked for what a GPU would punish but a sequential emulation could
+//! let pass (kernels/emu/runtime.cpp does the work): each op names the buffers it hands
+//! to its kernels (the [`Dev`]s it makes and the scratch area), and the launch runs on
+//! copies of them placed against PROT_NONE guard pages, under more than one thread
+//! schedule ([`Schedules`]); results that differ between schedules (a race) and accesses
+//! outside the buffers (a fault, caught and reported with the kernel's name, the thread
+//! and the offset) fail the launch, as does a write to a buffer the op passes read-only.
+//!
 //! For tests: tests/kernels.rs compares every op of this backend with the CPU backend,
-//! and runs the forward Laplacian and optimizer steps on it. It is slow (every GPU thread
-//! is a fiber) and not meant for training.
+//! and runs the forward Laplacian and optimizer steps on it; tests/emu_checks.rs plants
+//! races and out-of-bounds accesses (kernels/emu/selftest.cu) and checks they are caught.
+//! It is slow (every GPU thread is a fiber) and not meant for training.
 
 use super::cpu::Cpu;
 use super::cuda::launch::{DeviceLimits, Geometry, KArg, Launcher};
@@ -14,6 +23,8 @@ use super::cuda::ops::{self, Dev};
 use super::{AdamStep, Backend, EigFix, EigFixed, JacRows, JetShape, Lay, QuadForm, Tr};
 use crate::error::{Error, Result};
 use crate::scalar::Real;
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// One launch argument as the C++ side reads it (`emu::Arg` in kernels/emu/registry.h).
@@ -38,18 +49,137 @@ impl From<KArg> for EmuArg {
     }
 }
 
+/// One buffer a launch may touch, as the C++ side reads it (`EmuRegion` in
+/// kernels/emu/runtime.cpp).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Region {
+    /// Host address of the first byte.
+    pub base: u64,
+    /// Length in bytes.
+    pub bytes: u64,
+    /// 1 when the launch may write it, 0 when it must come back unchanged.
+    pub writable: u32,
+    pad: u32,
+}
+
+impl Region {
+    /// `bytes` bytes at `base`, written by the launch or only read.
+    pub fn new(base: u64, bytes: usize, writable: bool) -> Region {
+        Region {
+            base,
+            bytes: bytes as u64,
+            writable: u32::from(writable),
+            pad: 0,
+        }
+    }
+}
+
+thread_local! {
+    /// The buffers of the op running on this thread: every [`Dev`] the [`Emu`] made for
+    /// it and the scratch area while held. Ops run and launch on the calling thread, so a
+    /// thread-local list reaches `Launcher::launch` without changing the shared plans.
+    static REGIONS: RefCell<Vec<Region>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The extent of one op: starts with an empty buffer list, restores the previous list
+/// when dropped (so a raw launch after an op sees no stale buffers).
+struct OpScope(Vec<Region>);
+
+impl OpScope {
+    fn enter() -> OpScope {
+        OpScope(REGIONS.with(|r| std::mem::take(&mut *r.borrow_mut())))
+    }
+}
+
+impl Drop for OpScope {
+    fn drop(&mut self) {
+        let prev = std::mem::take(&mut self.0);
+        REGIONS.with(|r| *r.borrow_mut() = prev);
+    }
+}
+
+fn register(region: Region) {
+    REGIONS.with(|r| {
+        let mut r = r.borrow_mut();
+        // the same buffer twice (an in-place op): one region, writable if either is
+        match r
+            .iter_mut()
+            .find(|x| x.base == region.base && x.bytes == region.bytes)
+        {
+            Some(x) => x.writable |= region.writable,
+            None => r.push(region),
+        }
+    });
+}
+
+/// Which thread schedules a launch runs under. A schedule is the order in which the
+/// emulation runs the ready threads of a block between barriers (re-drawn every round)
+/// and the blocks of the grid: 0 is index order, 1 reverse order, every `s >= 2` a random
+/// order seeded by `s`. The first schedule's results are kept; every other must match
+/// them (bitwise, or within a tolerance for launches that used float atomics).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Schedules {
+    /// Index order only: one run per launch, no race detection (guard pages still apply).
+    IndexOrder,
+    /// Index order plus one more schedule per launch, by turns: reverse order on even
+    /// launches of this [`Emu`], a random order with a new seed on odd ones. Twice the
+    /// cost of one run; a kernel launched more than once meets both kinds. The default.
+    Rotate,
+    /// These schedules on every launch.
+    List(Vec<u64>),
+}
+
+/// Name of the environment variable that picks the [`Schedules`] of [`Emu::default`]:
+/// `rotate` (the default), `index`, or a count `n` in 1..=64 for schedules `0..n` on every
+/// launch (e.g. `4`: index order, reverse, and random orders 2 and 3).
+pub const SCHEDULES_ENV: &str = "KFAC_EMU_SCHEDULES";
+
+impl Schedules {
+    /// Parse a [`SCHEDULES_ENV`] value.
+    pub fn parse(s: &str) -> Result<Schedules> {
+        match s.trim() {
+            "rotate" | "" => Ok(Schedules::Rotate),
+            "index" => Ok(Schedules::IndexOrder),
+            t => match t.parse::<u64>() {
+                Ok(n) if (1..=64).contains(&n) => Ok(Schedules::List((0..n).collect())),
+                _ => Err(Error::invalid(
+                    SCHEDULES_ENV,
+                    format!("{s:?}"),
+                    "`rotate`, `index` or a number of schedules from 1 to 64",
+                )),
+            },
+        }
+    }
+
+    /// The schedules of launch number `n` of an [`Emu`].
+    fn for_launch(&self, n: u64) -> Vec<u64> {
+        match self {
+            Schedules::IndexOrder => vec![0],
+            Schedules::Rotate if n % 2 == 0 => vec![0, 1],
+            Schedules::Rotate => vec![0, 2 + n / 2],
+            Schedules::List(v) if v.is_empty() => vec![0],
+            Schedules::List(v) => v.clone(),
+        }
+    }
+}
+
 #[cfg(kfac_emu)]
 mod ffi {
-    use super::EmuArg;
+    use super::{EmuArg, Region};
     use std::os::raw::{c_char, c_int};
     extern "C" {
-        pub fn kfac_emu_launch(
+        pub fn kfac_emu_launch_checked(
             name: *const c_char,
             grid: *const u32,
             block: *const u32,
             shared_bytes: usize,
             args: *const EmuArg,
             nargs: usize,
+            regions: *const Region,
+            nregions: usize,
+            schedules: *const u64,
+            nschedules: usize,
             err: *mut c_char,
             err_len: usize,
         ) -> c_int;
@@ -84,84 +214,116 @@ pub fn kernel_names() -> Vec<String> {
     Vec::new()
 }
 
-/// The emulated device. Cheap to clone (clones share the scratch area).
+/// The emulated device. Cheap to clone (clones share the scratch area and the launch
+/// count that [`Schedules::Rotate`] takes turns by).
 #[derive(Clone, Debug)]
 pub struct Emu {
     limits: DeviceLimits,
     scratch: Arc<Mutex<Vec<u64>>>,
+    /// The schedules, or the bad [`SCHEDULES_ENV`] value (reported by every launch).
+    schedules: std::result::Result<Schedules, String>,
+    launches: Arc<AtomicU64>,
 }
 
 impl Default for Emu {
     /// Two "multiprocessors": grids are capped at 16 blocks of 256 threads, so inputs of
-    /// a few thousand elements already exercise the kernels' grid-stride loops.
+    /// a few thousand elements already exercise the kernels' grid-stride loops. The
+    /// schedules come from [`SCHEDULES_ENV`] ([`Schedules::Rotate`] when unset).
     fn default() -> Self {
         Emu::with_limits(DeviceLimits { sm_count: 2 })
     }
 }
 
 impl Emu {
+    /// An emulated device with `limits`; schedules from [`SCHEDULES_ENV`].
     pub fn with_limits(limits: DeviceLimits) -> Self {
+        let schedules = match std::env::var(SCHEDULES_ENV) {
+            Ok(v) => Schedules::parse(&v).map_err(|e| e.to_string()),
+            Err(_) => Ok(Schedules::Rotate),
+        };
         Emu {
             limits,
             scratch: Arc::new(Mutex::new(Vec::new())),
+            schedules,
+            launches: Arc::new(AtomicU64::new(0)),
         }
     }
 
-    /// An input buffer as the kernel plans see it (only read by the op it is handed to).
+    /// The same device running every launch under `schedules` (overrides the environment).
+    pub fn with_schedules(mut self, schedules: Schedules) -> Self {
+        self.schedules = Ok(schedules);
+        self
+    }
+
+    /// An input buffer as the kernel plans see it (only read by the op it is handed to);
+    /// registered with the running op as read-only.
     fn dev<T: Real>(&self, v: &[T]) -> Dev<T> {
+        register(Region::new(
+            v.as_ptr() as u64,
+            std::mem::size_of_val(v),
+            false,
+        ));
         // SAFETY: the slice is valid for v.len() elements and stays borrowed across the
         // op call it is made for; ops only read their input buffers.
         unsafe { Dev::new(v.as_ptr() as u64, v.len()) }
     }
-    /// An output buffer as the kernel plans see it.
+    /// An output buffer as the kernel plans see it; registered as writable.
     fn dev_mut<T: Real>(&self, v: &mut [T]) -> Dev<T> {
+        register(Region::new(
+            v.as_ptr() as u64,
+            std::mem::size_of_val(v),
+            true,
+        ));
         // SAFETY: as above, and the exclusive borrow makes the kernel's writes the only
         // accesses while the op runs.
         unsafe { Dev::new(v.as_mut_ptr() as u64, v.len()) }
     }
 
-    /// The `symmetrize` kernel (used after cuBLAS syrk on the GPU): mirror one triangle
-    /// of the square view `lc` of `c` onto the other.
-    pub fn symmetrize<T: Real>(&self, c: &mut [T], lc: Lay, from_lower: bool) -> Result<()> {
-        ops::symmetrize(self, self.dev_mut(c), lc, from_lower)
-    }
-
-    /// The `pack_f64` kernel (used before cuSOLVER on the GPU): the view `la` of `src` as
-    /// a dense f64 matrix, row-major or transposed; returns the first non-finite entry.
-    pub fn pack_f64<T: Real>(
+    /// Launch `kernel` with every check: on guarded copies of `buffers` (each pointer
+    /// argument must lie in one of them, and buffers that arguments point into must not
+    /// overlap), under this device's schedules. With no buffers the kernel runs once in
+    /// place, in index order, with only the checks that need no copies (shared memory
+    /// poisoned per block, faults in kernel code reported).
+    ///
+    /// # Safety
+    /// Each buffer must be valid for reads of its bytes (and writes, when writable) and
+    /// not accessed otherwise during the call; the kernel's accesses outside the buffers
+    /// are caught, but with no buffers, pointer arguments must satisfy
+    /// [`Launcher::launch`]'s contract.
+    pub unsafe fn launch_on(
         &self,
-        src: &[T],
-        la: Lay,
-        transpose: bool,
-        dst: &mut [f64],
-    ) -> Result<Option<(usize, usize, f64)>> {
-        ops::pack_f64(self, self.dev(src), la, transpose, self.dev_mut(dst))
-    }
-}
-
-impl Launcher for Emu {
-    fn limits(&self) -> DeviceLimits {
-        self.limits
-    }
-
-    unsafe fn launch(&self, kernel: &str, geom: Geometry, args: &[KArg]) -> Result<()> {
+        kernel: &str,
+        geom: Geometry,
+        args: &[KArg],
+        buffers: &[Region],
+    ) -> Result<()> {
+        let schedules = match &self.schedules {
+            Ok(s) => s.for_launch(self.launches.fetch_add(1, Ordering::Relaxed)),
+            Err(msg) => return Err(Error::Device(msg.clone())),
+        };
         #[cfg(kfac_emu)]
         {
             let name = std::ffi::CString::new(kernel)
                 .map_err(|_| Error::Device(format!("bad kernel name {kernel:?}")))?;
             let args: Vec<EmuArg> = args.iter().map(|&a| a.into()).collect();
-            let mut err = vec![0u8; 1024];
-            // SAFETY: name is NUL-terminated, grid/block point to 3 u32 each, args to
-            // args.len() entries, err to err.len() bytes; the memory the kernel touches is
-            // valid by this function's contract.
+            let mut err = vec![0u8; 2048];
+            // SAFETY: name is NUL-terminated, grid/block point to 3 u32 each, args,
+            // buffers and schedules to as many entries as passed, err to err.len() bytes;
+            // the buffers are valid by this function's contract, and the runtime only
+            // touches them through copies (reads) and the final write-back of the
+            // writable ones.
             let rc = unsafe {
-                ffi::kfac_emu_launch(
+                ffi::kfac_emu_launch_checked(
                     name.as_ptr(),
                     geom.grid.as_ptr(),
                     geom.block.as_ptr(),
                     0,
                     args.as_ptr(),
                     args.len(),
+                    buffers.as_ptr(),
+                    buffers.len(),
+                    schedules.as_ptr(),
+                    schedules.len(),
                     err.as_mut_ptr().cast(),
                     err.len(),
                 )
@@ -177,11 +339,47 @@ impl Launcher for Emu {
         }
         #[cfg(not(kfac_emu))]
         {
-            let _ = (geom, args);
+            let _ = (geom, args, buffers, schedules);
             Err(Error::Device(format!(
                 "cannot run {kernel}: the CUDA CPU emulation was not built (build.rs found no C++20 compiler)"
             )))
         }
+    }
+
+    /// The `symmetrize` kernel (used after cuBLAS syrk on the GPU): mirror one triangle
+    /// of the square view `lc` of `c` onto the other.
+    pub fn symmetrize<T: Real>(&self, c: &mut [T], lc: Lay, from_lower: bool) -> Result<()> {
+        let _op = OpScope::enter();
+        ops::symmetrize(self, self.dev_mut(c), lc, from_lower)
+    }
+
+    /// The `pack_f64` kernel (used before cuSOLVER on the GPU): the view `la` of `src` as
+    /// a dense f64 matrix, row-major or transposed; returns the first non-finite entry.
+    pub fn pack_f64<T: Real>(
+        &self,
+        src: &[T],
+        la: Lay,
+        transpose: bool,
+        dst: &mut [f64],
+    ) -> Result<Option<(usize, usize, f64)>> {
+        let _op = OpScope::enter();
+        ops::pack_f64(self, self.dev(src), la, transpose, self.dev_mut(dst))
+    }
+}
+
+impl Launcher for Emu {
+    fn limits(&self) -> DeviceLimits {
+        self.limits
+    }
+
+    /// A checked launch ([`Emu::launch_on`]) on the buffers of the running op; outside
+    /// an op (a raw launch), once in place, in index order.
+    unsafe fn launch(&self, kernel: &str, geom: Geometry, args: &[KArg]) -> Result<()> {
+        let regions = REGIONS.with(|r| r.borrow().clone());
+        // SAFETY: the regions are the op's live buffers (borrowed by the Backend method
+        // that registered them, which is still running) and the held scratch area; the
+        // pointer arguments satisfy this function's contract.
+        unsafe { self.launch_on(kernel, geom, args, &regions) }
     }
 
     fn with_scratch(&self, bytes: usize, f: &mut dyn FnMut(u64) -> Result<()>) -> Result<()> {
@@ -193,7 +391,13 @@ impl Launcher for Emu {
         if s.len() < words {
             s.resize(words, 0);
         }
-        f(s.as_mut_ptr() as u64)
+        // exactly the bytes asked for: a kernel reaching past them faults
+        let base = s.as_mut_ptr() as u64;
+        let saved = REGIONS.with(|r| r.borrow().len());
+        REGIONS.with(|r| r.borrow_mut().push(Region::new(base, bytes, true)));
+        let res = f(base);
+        REGIONS.with(|r| r.borrow_mut().truncate(saved));
+        res
     }
 
     unsafe fn read(&self, src: u64, dst: &mut [u8]) -> Result<()> {
@@ -249,6 +453,7 @@ impl Backend for Emu {
         Cpu.copy(src, src_off, dst, dst_off, len)
     }
     fn fill<T: Real>(&self, buf: &mut Vec<T>, off: usize, len: usize, value: T) -> Result<()> {
+        let _op = OpScope::enter();
         ops::fill(self, self.dev_mut(buf), off, len, value)
     }
 
@@ -280,12 +485,15 @@ impl Backend for Emu {
     }
 
     fn axpby<T: Real>(&self, alpha: T, x: &Vec<T>, beta: T, y: &mut Vec<T>) -> Result<()> {
+        let _op = OpScope::enter();
         ops::axpby(self, alpha, self.dev(x), beta, self.dev_mut(y))
     }
     fn scale<T: Real>(&self, alpha: T, x: &mut Vec<T>) -> Result<()> {
+        let _op = OpScope::enter();
         ops::scale(self, alpha, self.dev_mut(x))
     }
     fn dot<T: Real>(&self, x: &Vec<T>, y: &Vec<T>) -> Result<f64> {
+        let _op = OpScope::enter();
         ops::dot(self, self.dev(x), self.dev(y))
     }
     fn sq_dist<T: Real>(
@@ -296,6 +504,7 @@ impl Backend for Emu {
         y_off: usize,
         len: usize,
     ) -> Result<f64> {
+        let _op = OpScope::enter();
         ops::sq_dist(self, self.dev(x), x_off, self.dev(y), y_off, len)
     }
     fn adam_update<T: Real>(
@@ -306,6 +515,7 @@ impl Backend for Emu {
         v: &mut Vec<T>,
         step: AdamStep,
     ) -> Result<()> {
+        let _op = OpScope::enter();
         ops::adam(
             self,
             self.dev_mut(p),
@@ -324,6 +534,7 @@ impl Backend for Emu {
         bias: &Vec<T>,
         bias_off: usize,
     ) -> Result<()> {
+        let _op = OpScope::enter();
         ops::add_bias(self, self.dev_mut(x), rows, cols, self.dev(bias), bias_off)
     }
     fn jet_input<T: Real>(
@@ -334,6 +545,7 @@ impl Backend for Emu {
         out: &mut Vec<T>,
         shape: JetShape,
     ) -> Result<()> {
+        let _op = OpScope::enter();
         ops::jet_input(
             self,
             self.dev(x),
@@ -349,6 +561,7 @@ impl Backend for Emu {
         wv: &Vec<T>,
         shape: JetShape,
     ) -> Result<()> {
+        let _op = OpScope::enter();
         ops::jet_broadcast_dirs(self, self.dev_mut(z), self.dev(wv), shape)
     }
     fn jet_input_tanh<T: Real>(
@@ -358,6 +571,7 @@ impl Backend for Emu {
         coef: &Vec<T>,
         shape: JetShape,
     ) -> Result<()> {
+        let _op = OpScope::enter();
         ops::jet_input_tanh(self, self.dev_mut(z), self.dev(wv), self.dev(coef), shape)
     }
     fn jet_tanh<T: Real>(
@@ -367,6 +581,7 @@ impl Backend for Emu {
         coef: &Vec<T>,
         shape: JetShape,
     ) -> Result<()> {
+        let _op = OpScope::enter();
         ops::jet_tanh(self, self.dev(z), self.dev_mut(a), self.dev(coef), shape)
     }
     fn jet_tanh_inplace<T: Real>(
@@ -375,6 +590,7 @@ impl Backend for Emu {
         coef: &Vec<T>,
         shape: JetShape,
     ) -> Result<()> {
+        let _op = OpScope::enter();
         let d = self.dev_mut(z);
         ops::jet_tanh(self, d, d, self.dev(coef), shape)
     }
@@ -386,6 +602,7 @@ impl Backend for Emu {
         coef: &Vec<T>,
         shape: JetShape,
     ) -> Result<()> {
+        let _op = OpScope::enter();
         ops::jet_tanh_backward(
             self,
             self.dev(z),
@@ -396,6 +613,7 @@ impl Backend for Emu {
         )
     }
     fn scale_jet_rows<T: Real>(&self, g: &mut Vec<T>, w: &Vec<T>, shape: JetShape) -> Result<()> {
+        let _op = OpScope::enter();
         ops::scale_jet_rows(self, self.dev_mut(g), self.dev(w), shape)
     }
     fn scale_jet_rows_to<T: Real>(
@@ -405,6 +623,7 @@ impl Backend for Emu {
         shape: JetShape,
         dst: &mut Vec<T>,
     ) -> Result<()> {
+        let _op = OpScope::enter();
         ops::scale_jet_rows_to(self, self.dev(src), self.dev(w), shape, self.dev_mut(dst))
     }
     fn col_sum<T: Real>(
@@ -418,6 +637,7 @@ impl Backend for Emu {
         out: &mut Vec<T>,
         out_off: usize,
     ) -> Result<()> {
+        let _op = OpScope::enter();
         ops::col_sum(
             self,
             alpha,
@@ -431,6 +651,7 @@ impl Backend for Emu {
         )
     }
     fn ad_tanh_rev<T: Real>(&self, a: &Vec<T>, g: &mut Vec<T>, shape: JetShape) -> Result<()> {
+        let _op = OpScope::enter();
         ops::ad_tanh_rev(self, self.dev(a), self.dev_mut(g), shape)
     }
     fn jac_rows<T: Real>(
@@ -443,6 +664,7 @@ impl Backend for Emu {
         out: &mut Vec<T>,
         at: JacRows,
     ) -> Result<()> {
+        let _op = OpScope::enter();
         ops::jac_rows(
             self,
             self.dev(a),
@@ -472,6 +694,7 @@ impl Backend for Emu {
         coef: &Vec<T>,
         shape: JetShape,
     ) -> Result<()> {
+        let _op = OpScope::enter();
         ops::jet_tanh_tangent(
             self,
             self.dev(z),
@@ -489,6 +712,7 @@ impl Backend for Emu {
         y_off: usize,
         len: usize,
     ) -> Result<()> {
+        let _op = OpScope::enter();
         ops::mul(self, self.dev(x), x_off, self.dev_mut(y), y_off, len)
     }
     fn quad_residual<T: Real>(
@@ -499,6 +723,7 @@ impl Backend for Emu {
         shape: JetShape,
         r: &mut Vec<T>,
     ) -> Result<()> {
+        let _op = OpScope::enter();
         let (a, b, d) = (self.dev(form.a), self.dev(form.b), self.dev(form.d));
         ops::quad_residual(self, self.dev(y), a, b, d, first, shape, self.dev_mut(r))
     }
@@ -511,6 +736,7 @@ impl Backend for Emu {
         shape: JetShape,
         t: &mut Vec<T>,
     ) -> Result<()> {
+        let _op = OpScope::enter();
         let (a, b, yd) = (self.dev(form.a), self.dev(form.b), self.dev(yd));
         ops::quad_tangent(self, self.dev(y), a, b, yd, first, shape, self.dev_mut(t))
     }
@@ -525,6 +751,7 @@ impl Backend for Emu {
         shape: JetShape,
         g: &mut Vec<T>,
     ) -> Result<()> {
+        let _op = OpScope::enter();
         let (a, b, r) = (self.dev(form.a), self.dev(form.b), self.dev(r));
         let g = self.dev_mut(g);
         ops::quad_seeds(self, self.dev(y), a, b, r, [alpha, beta], first, shape, g)
@@ -539,6 +766,7 @@ impl Backend for Emu {
         out: &mut Vec<T>,
         out_off: usize,
     ) -> Result<()> {
+        let _op = OpScope::enter();
         ops::row_dot(
             self,
             self.dev(x),
@@ -560,6 +788,7 @@ impl Backend for Emu {
         Cpu.sym_eig(a, n, vals, vecs)
     }
     fn eig_fix(&self, vals: &mut Vec<f64>, n: usize, mode: EigFix) -> Result<EigFixed> {
+        let _op = OpScope::enter();
         ops::eig_fix(self, self.dev_mut(vals), n, mode)
     }
     fn kron_recip<T: Real>(
@@ -570,6 +799,7 @@ impl Backend for Emu {
         nb: usize,
         d: &mut Vec<T>,
     ) -> Result<()> {
+        let _op = OpScope::enter();
         ops::kron_recip(self, self.dev(sa), na, self.dev(sb), nb, self.dev_mut(d))
     }
     fn cast<T: Real, U: Real>(
@@ -580,9 +810,11 @@ impl Backend for Emu {
         y_off: usize,
         len: usize,
     ) -> Result<()> {
+        let _op = OpScope::enter();
         ops::cast(self, self.dev(x), x_off, self.dev_mut(y), y_off, len)
     }
     fn add_diag<T: Real>(&self, x: &mut Vec<T>, n: usize, v: T) -> Result<()> {
+        let _op = OpScope::enter();
         ops::add_diag(self, self.dev_mut(x), n, v)
     }
     fn spectral_scale(
@@ -593,9 +825,11 @@ impl Backend for Emu {
         kappa: f64,
         tau: f64,
     ) -> Result<(usize, f64)> {
+        let _op = OpScope::enter();
         ops::spectral_scale(self, self.dev(s), self.dev_mut(c), k, kappa, tau)
     }
     fn bias_border<T: Real>(&self, a: &mut Vec<T>, n: usize, corner: T) -> Result<()> {
+        let _op = OpScope::enter();
         ops::bias_border(self, self.dev_mut(a), n, corner)
     }
 }

@@ -67,7 +67,11 @@ fn devices_names_what_was_tried_for_missing_libraries() {
         ("CUDA driver", "libcuda.so.1", "NVIDIA driver"),
         ("NVRTC", "libnvrtc.so.13", "pip install nvidia-cuda-nvrtc"),
         ("cuBLAS", "libcublas.so.13", "pip install nvidia-cublas"),
-        ("cuSOLVER", "libcusolver.so.12", "pip install nvidia-cusolver"),
+        (
+            "cuSOLVER",
+            "libcusolver.so.12",
+            "pip install nvidia-cusolver",
+        ),
         ("NVML", "libnvidia-ml.so.1", "NVIDIA driver"),
     ] {
         let l = line(&out, &format!("library {label}:"));
@@ -124,7 +128,11 @@ fn nvrtc_loads_from_the_named_directory_and_caches_across_processes() {
     let ld = std::env::var("LD_LIBRARY_PATH").ok();
     // through KFAC_PINN_CUDA_LIB_DIR, LD_LIBRARY_PATH is dropped so only the preload can
     // find the library
-    let ld = if lib_dir.is_some() { None } else { ld.as_deref() };
+    let ld = if lib_dir.is_some() {
+        None
+    } else {
+        ld.as_deref()
+    };
     let cache_dir = tmpdir("cache-xproc");
     let first = devices(lib_dir.as_deref(), ld, &cache_dir);
     let l = line(&first, "library NVRTC:");
@@ -159,7 +167,10 @@ fn nvrtc_cache_hits_and_recompiles_a_corrupted_entry() {
     let m = &MODULES[0];
     let t = Target::Ptx("compute_75");
     let (a, oa) = nvrtc::compile_cached_in(Some(&dir), m.source, m.name, t).unwrap();
-    let Origin::Compiled { stored: Ok(path), .. } = oa else {
+    let Origin::Compiled {
+        stored: Ok(path), ..
+    } = oa
+    else {
         panic!("first compile: {oa:?}")
     };
     let (b, ob) = nvrtc::compile_cached_in(Some(&dir), m.source, m.name, t).unwrap();
@@ -175,7 +186,10 @@ fn nvrtc_cache_hits_and_recompiles_a_corrupted_entry() {
     bad[mid] ^= 0x20;
     std::fs::write(&path, &bad).unwrap();
     let (c, oc) = nvrtc::compile_cached_in(Some(&dir), m.source, m.name, t).unwrap();
-    assert!(matches!(oc, Origin::Compiled { stored: Ok(_), .. }), "{oc:?}");
+    assert!(
+        matches!(oc, Origin::Compiled { stored: Ok(_), .. }),
+        "{oc:?}"
+    );
     assert_eq!(entries(&c), entries(&a));
     // rewritten: the next call reads the new, valid entry
     let (d, od) = nvrtc::compile_cached_in(Some(&dir), m.source, m.name, t).unwrap();
@@ -218,7 +232,10 @@ fn nvrtc_two_threads_compiling_at_once_both_succeed() {
     }
     let version = nvrtc::version().unwrap();
     for ((m, img_x), img_y) in MODULES.iter().zip(&x).zip(&y) {
-        let opts = vec!["--gpu-architecture=compute_75".to_string(), "--std=c++14".into()];
+        let opts = vec![
+            "--gpu-architecture=compute_75".to_string(),
+            "--std=c++14".into(),
+        ];
         let key = cache::Key {
             module: m.name,
             source: m.source,

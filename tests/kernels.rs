@@ -1174,13 +1174,21 @@ fn kernel_sources_compile_with_nvrtc() {
     use kfac_pinn::backend::cuda::nvrtc;
     let version = nvrtc::version().unwrap_or_else(|e| panic!("NVRTC is not usable: {e}"));
     if let Ok(want) = std::env::var("KFAC_PINN_EXPECT_NVRTC") {
-        assert_eq!(format!("{}.{}", version.0, version.1), want, "NVRTC version");
+        assert_eq!(
+            format!("{}.{}", version.0, version.1),
+            want,
+            "NVRTC version"
+        );
     }
     for m in MODULES {
         let img = nvrtc::compile(m.source, m.name, nvrtc::Target::Ptx("compute_75"))
             .unwrap_or_else(|e| panic!("NVRTC {version:?} on {}: {e}", m.name));
         let ptx = String::from_utf8_lossy(&img);
-        assert!(ptx.contains(".target sm_75"), "{}: not compute_75 PTX", m.name);
+        assert!(
+            ptx.contains(".target sm_75"),
+            "{}: not compute_75 PTX",
+            m.name
+        );
         for entry in m.entries {
             assert!(
                 ptx.contains(&format!(".entry {entry}(")),

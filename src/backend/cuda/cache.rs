@@ -34,7 +34,11 @@ const HEADER: usize = 8 + 16 + 8 + 16 + 8;
 
 /// The cache directory for NVRTC results (see the module header), if one can be named.
 pub fn default_dir() -> Option<PathBuf> {
-    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     let base = var(CACHE_DIR_VAR)
         .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("kfac-pinn")))
         .or_else(|| var("HOME").map(|d| d.join(".cache").join("kfac-pinn")))?;
@@ -153,7 +157,12 @@ pub fn read(dir: &Path, key: &Key<'_>) -> std::result::Result<(Vec<u8>, f64), Mi
 }
 
 /// Write the entry for `key` (temporary file, then rename).
-pub fn write(dir: &Path, key: &Key<'_>, payload: &[u8], compile_secs: f64) -> std::io::Result<PathBuf> {
+pub fn write(
+    dir: &Path,
+    key: &Key<'_>,
+    payload: &[u8],
+    compile_secs: f64,
+) -> std::io::Result<PathBuf> {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     std::fs::create_dir_all(dir)?;
     let name = key.file_name();
@@ -244,10 +253,38 @@ mod tests {
         let d = base.digest();
         assert_ne!(d, key("src2", &o).digest());
         assert_ne!(d, key("src", &o2).digest());
-        assert_ne!(d, Key { nvrtc: (12, 9), ..base.clone() }.digest());
-        assert_ne!(d, Key { arch: "sm_80", ..base.clone() }.digest());
-        assert_ne!(d, Key { kind: "ptx", ..base.clone() }.digest());
-        assert_ne!(d, Key { module: "reduce", ..base.clone() }.digest());
+        assert_ne!(
+            d,
+            Key {
+                nvrtc: (12, 9),
+                ..base.clone()
+            }
+            .digest()
+        );
+        assert_ne!(
+            d,
+            Key {
+                arch: "sm_80",
+                ..base.clone()
+            }
+            .digest()
+        );
+        assert_ne!(
+            d,
+            Key {
+                kind: "ptx",
+                ..base.clone()
+            }
+            .digest()
+        );
+        assert_ne!(
+            d,
+            Key {
+                module: "reduce",
+                ..base.clone()
+            }
+            .digest()
+        );
         assert_eq!(d, key("src", &o).digest());
         // fixed values pin the algorithm (a changed digest would silently orphan every
         // entry): the offset basis for no input, and "a" with its 8-byte length prefix,
@@ -270,13 +307,20 @@ mod tests {
             Ok(b"\x7fELF image".to_vec())
         };
         let (a, oa) = get_or_compile(Some(&dir), &k, compile).unwrap();
-        assert!(matches!(oa, Origin::Compiled { stored: Ok(_), .. }), "{oa:?}");
+        assert!(
+            matches!(oa, Origin::Compiled { stored: Ok(_), .. }),
+            "{oa:?}"
+        );
         let (b, ob) = get_or_compile(Some(&dir), &k, compile).unwrap();
         assert!(matches!(ob, Origin::Cached { .. }), "{ob:?}");
         assert_eq!(a, b);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         // no temporary file is left behind
-        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
         assert_eq!(names.len(), 1, "{names:?}");
     }
 
@@ -292,9 +336,23 @@ mod tests {
         assert_eq!(read(&dir, &k), Ok((good.clone(), 1.5)));
         let clean = std::fs::read(&path).unwrap();
         let damage: Vec<(Vec<u8>, &str)> = vec![
-            ({ let mut b = clean.clone(); *b.last_mut().unwrap() ^= 1; b }, "checksum differs"),
+            (
+                {
+                    let mut b = clean.clone();
+                    *b.last_mut().unwrap() ^= 1;
+                    b
+                },
+                "checksum differs",
+            ),
             (clean[..clean.len() - 3].to_vec(), "length differs"),
-            ({ let mut b = clean.clone(); b[8] ^= 1; b }, "key digest differs"),
+            (
+                {
+                    let mut b = clean.clone();
+                    b[8] ^= 1;
+                    b
+                },
+                "key digest differs",
+            ),
             (b"junk".to_vec(), "bad magic or short header"),
         ];
         for (bytes, why) in damage {
@@ -302,8 +360,15 @@ mod tests {
             assert_eq!(read(&dir, &k), Err(Miss::Corrupt(why)));
             let (got, origin) = get_or_compile(Some(&dir), &k, || Ok(good.clone())).unwrap();
             assert_eq!(got, good);
-            assert!(matches!(origin, Origin::Compiled { stored: Ok(_), .. }), "{why}: {origin:?}");
-            assert_eq!(std::fs::read(&path).unwrap(), clean, "{why}: entry not rewritten");
+            assert!(
+                matches!(origin, Origin::Compiled { stored: Ok(_), .. }),
+                "{why}: {origin:?}"
+            );
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                clean,
+                "{why}: entry not rewritten"
+            );
         }
     }
 
@@ -341,7 +406,9 @@ mod tests {
             o => panic!("{o:?}"),
         }
         // a compile error is passed through
-        let e = get_or_compile(Some(&file), &k, || Err(crate::error::Error::Device("boom".into())));
+        let e = get_or_compile(Some(&file), &k, || {
+            Err(crate::error::Error::Device("boom".into()))
+        });
         assert!(e.unwrap_err().to_string().contains("boom"));
     }
 }

@@ -313,9 +313,11 @@ pub fn nvrtc_timing() -> Result<NvrtcTiming> {
     };
     let mut targets = Vec::new();
     for m in MODULES {
-        let cubin = sm
-            .as_deref()
-            .and_then(|sm| nvrtc::compile_cached(m.source, m.name, Target::Cubin(sm)).ok().map(|r| (r, Target::Cubin(sm))));
+        let cubin = sm.as_deref().and_then(|sm| {
+            nvrtc::compile_cached(m.source, m.name, Target::Cubin(sm))
+                .ok()
+                .map(|r| (r, Target::Cubin(sm)))
+        });
         let ((_, origin), target) = match cubin {
             Some(r) => r,
             None => (

@@ -45,7 +45,13 @@ pub enum Lib {
 }
 
 impl Lib {
-    pub const ALL: [Lib; 5] = [Lib::Driver, Lib::Nvrtc, Lib::Cublas, Lib::Cusolver, Lib::Nvml];
+    pub const ALL: [Lib; 5] = [
+        Lib::Driver,
+        Lib::Nvrtc,
+        Lib::Cublas,
+        Lib::Cusolver,
+        Lib::Nvml,
+    ];
 
     /// The name `devices` prints.
     pub fn label(self) -> &'static str {
@@ -139,7 +145,11 @@ pub enum Preload {
 /// The directories of `KFAC_PINN_CUDA_LIB_DIR` (empty entries skipped).
 pub fn lib_dirs() -> Vec<PathBuf> {
     std::env::var_os(LIB_DIR_VAR)
-        .map(|v| std::env::split_paths(&v).filter(|p| !p.as_os_str().is_empty()).collect())
+        .map(|v| {
+            std::env::split_paths(&v)
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -366,8 +376,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// can open it, and that it opened the preloaded file. The error says what was tried and
 /// how to point at the library. Not for NVML (see [`super::nvml`]).
 pub fn ensure(lib: Lib) -> Result<()> {
-    static CHECKED: [OnceLock<std::result::Result<(), String>>; 5] =
-        [const { OnceLock::new() }; 5];
+    static CHECKED: [OnceLock<std::result::Result<(), String>>; 5] = [const { OnceLock::new() }; 5];
     CHECKED[lib.index()]
         .get_or_init(|| {
             let pre = prepare(lib);
@@ -562,7 +571,7 @@ mod tests {
     /// The mapping lookup finds the file of code in this process (the test binary).
     #[test]
     fn mapped_file_finds_this_binary() {
-        let addr = mapped_file_finds_this_binary as usize;
+        let addr = mapped_file_finds_this_binary as *const () as usize;
         let exe = std::env::current_exe().unwrap();
         let got = mapped_file(addr).expect("address not in /proc/self/maps");
         assert!(same_file(&got, &exe), "{got:?} vs {exe:?}");

@@ -88,8 +88,9 @@ pub fn library() -> Result<(PathBuf, String)> {
             .sys_nvml_version()
             .map_err(|e| nvml_err("version", e))?;
         // read while `nvml` holds the library open
-        let path = loader::mapped_file_named("libnvidia-ml")
-            .ok_or_else(|| Error::Device("NVML: loaded, but its file was not found in /proc/self/maps".into()))?;
+        let path = loader::mapped_file_named("libnvidia-ml").ok_or_else(|| {
+            Error::Device("NVML: loaded, but its file was not found in /proc/self/maps".into())
+        })?;
         Ok((path, v))
     })
     .unwrap_or_else(|_| Err(Error::Device("NVML panicked while loading".into())))

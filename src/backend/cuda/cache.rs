@@ -365,8 +365,8 @@ mod tests {
                 "{why}: {origin:?}"
             );
             assert_eq!(
-                std::fs::read(&path).unwrap(),
-                clean,
+                read(&dir, &k).map(|r| r.0),
+                Ok(good.clone()),
                 "{why}: entry not rewritten"
             );
         }

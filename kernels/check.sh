@@ -3,9 +3,13 @@
 # ptxas for sm_75, sm_80 and sm_90: catches CUDA compile errors on a machine without a GPU.
 #
 # PTX comes from nvcc when one is found (NVCC, CUDA_NVCC, CUDA_HOME/bin, PATH), otherwise
-# from NVRTC (libnvrtc.so.12, searched in NVRTC_LIB's directory, LD_LIBRARY_PATH and the
-# pip wheel nvidia-cuda-nvrtc-cu12 under $CUDA_PIP). ptxas comes from PTXAS, CUDA_HOME/bin,
-# PATH, or the pip wheel nvidia-cuda-nvcc-cu12 under $CUDA_PIP. .ci/run installs both wheels.
+# from NVRTC (NVRTC_LIB, e.g. the CUDA 13 wheel's .../nvidia/cu13/lib/libnvrtc.so.13, else
+# libnvrtc.so* in LD_LIBRARY_PATH or the pip wheel nvidia-cuda-nvrtc-cu12 under
+# $CUDA_PIP); the NVRTC builtins library beside it is preloaded, because NVRTC opens it by
+# bare name and the CUDA 13 wheel ships no symlinks or RUNPATH for it. ptxas comes from
+# PTXAS, CUDA_HOME/bin, PATH, or the pip wheel nvidia-cuda-nvcc-cu12 under $CUDA_PIP; it
+# must be at least as new as the PTX (ptxas 12.9 rejects NVRTC 13's PTX ISA 9.0).
+# .ci/run runs this twice: CUDA 12.9 (NVRTC and ptxas) and CUDA 13.0 (NVRTC and ptxas).
 #
 # usage: kernels/check.sh [OUT_DIR]   (PTX and cubins are written there; default a temp dir)
 set -euo pipefail
@@ -59,8 +63,14 @@ lib = None
 for c in cands:
     if "builtins" in c or ".alt." in c:
         continue
+    d = os.path.dirname(c)
+    for b in sorted(glob.glob(os.path.join(d, "libnvrtc-builtins.so.*")) if d else []):
+        try:
+            ctypes.CDLL(b, mode=os.RTLD_NOW | os.RTLD_GLOBAL)
+        except OSError:
+            pass
     try:
-        lib = ctypes.CDLL(c)
+        lib = ctypes.CDLL(c, mode=os.RTLD_NOW | os.RTLD_GLOBAL)
         break
     except OSError:
         pass
@@ -84,8 +94,11 @@ lib.nvrtcGetPTXSize(prog, ctypes.byref(n))
 buf = ctypes.create_string_buffer(n.value)
 lib.nvrtcGetPTX(prog, buf)
 open(ptx, "wb").write(buf.value)
+maj, mnr = ctypes.c_int(), ctypes.c_int()
+lib.nvrtcVersion(ctypes.byref(maj), ctypes.byref(mnr))
+open(ptx + ".nvrtc", "w").write(f"{maj.value}.{mnr.value}")
 PY
-        how="NVRTC"
+        how="NVRTC $(cat "$ptx.nvrtc")"
     fi
     for sm in 75 80 90; do
         if ! "$ptxas" -arch="sm_$sm" -O3 -o "$out/$mod.sm_$sm.cubin" "$ptx"; then

@@ -67,12 +67,43 @@ pub fn select(kind: DeviceKind) -> Result<Selected> {
     }
 }
 
-/// A few lines describing the compute devices (for `kfac-pinn devices`): the CPU, the
-/// CUDA driver and its GPUs (NVML), and how the kernels would be loaded.
+/// An error for a line of `describe`, without repeating a library's not-found message
+/// (its `library` line above has it in full).
+fn short(e: &Error) -> String {
+    let m = e.to_string();
+    let m = m.trim_start_matches("device error: ");
+    match m.find(" library not found") {
+        Some(i) => format!("{} library not found, see above", &m[..i]),
+        None => m.to_string(),
+    }
+}
+
+/// A few lines describing the compute devices (for `kfac-pinn devices`): the CPU, each
+/// CUDA library (the file loaded and its version, or what was tried and how to point at
+/// it), the driver and its GPUs (NVML), how the kernels would be loaded, and NVRTC's
+/// compile and cached-load times. Never panics; loads the libraries into this process.
 pub fn describe() -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     let _ = writeln!(s, "cpu: {} threads (rayon)", rayon::current_num_threads());
+    let dirs = cuda::loader::lib_dirs();
+    let search = if dirs.is_empty() {
+        format!(
+            "{} unset: the dynamic linker's path only",
+            cuda::loader::LIB_DIR_VAR
+        )
+    } else {
+        let d: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        format!(
+            "{}={} first, then the dynamic linker's path",
+            cuda::loader::LIB_DIR_VAR,
+            d.join(":")
+        )
+    };
+    let _ = writeln!(s, "library search: {search}");
+    for lib in cuda::loader::Lib::ALL {
+        let _ = writeln!(s, "{}", cuda::loader::report(lib));
+    }
     match cuda_available() {
         Ok(p) => {
             let _ = writeln!(
@@ -84,13 +115,13 @@ pub fn describe() -> String {
             );
         }
         Err(e) => {
-            let _ = writeln!(s, "cuda: unavailable ({e})");
+            let _ = writeln!(s, "cuda: unavailable ({})", short(&e));
         }
     }
     match cuda::nvml::device_info() {
         Ok(info) => s.push_str(&info.to_string()),
         Err(e) => {
-            let _ = writeln!(s, "nvml: unavailable ({e})");
+            let _ = writeln!(s, "nvml: unavailable ({})", short(&e));
         }
     }
     let kernels = match cuda::kernels::NVCC_VERSION {
@@ -105,5 +136,13 @@ pub fn describe() -> String {
         "kernels: {} modules, {kernels}",
         cuda::kernels::MODULES.len()
     );
+    match cuda::device::nvrtc_timing() {
+        Ok(t) => {
+            let _ = writeln!(s, "{t}");
+        }
+        Err(e) => {
+            let _ = writeln!(s, "nvrtc: no compile timing ({})", short(&e));
+        }
+    }
     s
 }

@@ -7,7 +7,9 @@
 //! - `launch`, `ops`: launch geometry and kernel plans, shared with the CPU emulation
 //!   (`backend::emu`) that tests every kernel in `cargo test`;
 //! - `blas`, `solver`: cuBLAS gemm/syrk and cuSOLVER gesvd;
-//! - `nvml`: GPU inventory (name, driver, memory).
+//! - `nvml`: GPU inventory (name, driver, memory);
+//! - `loader`: finding the libraries (`KFAC_PINN_CUDA_LIB_DIR`, CUDA 12 and 13 names) and
+//!   reporting the files loaded; `cache`: NVRTC results on disk.
 //!
 //! Buffers are device allocations of their element type; the backend counts the bytes
 //! it holds (current and peak, [`Cuda::memory`]). Every operation runs on one stream, in
@@ -17,9 +19,11 @@
 //! (tests/kernels.rs).
 
 pub mod blas;
+pub mod cache;
 pub mod device;
 pub mod kernels;
 pub mod launch;
+pub mod loader;
 pub mod nvml;
 pub mod nvrtc;
 pub mod ops;
@@ -124,12 +128,7 @@ impl Cuda {
     /// unavailable.
     pub fn new(ordinal: usize) -> Result<Cuda> {
         let o = device::open(ordinal)?;
-        // SAFETY: only tries to dlopen the candidate library names.
-        if !unsafe { cudarc::cublas::sys::is_culib_present() } {
-            return Err(Error::Device(
-                "libcublas could not be loaded (install the CUDA toolkit or the nvidia-cublas-cu12 wheel and put its lib/ on LD_LIBRARY_PATH)".into(),
-            ));
-        }
+        loader::ensure(loader::Lib::Cublas)?;
         let blas = no_panic("cuBLAS", || {
             CudaBlas::new(o.stream.clone()).map_err(|e| Error::Device(format!("cuBLAS: {e}")))
         })?;
@@ -208,10 +207,10 @@ impl Cuda {
     /// libcusolver fails the SVD, not the backend).
     fn solver(&self) -> Result<MutexGuard<'_, DnHandle>> {
         let h = self.inner.solver.get_or_init(|| {
-            // SAFETY: only tries to dlopen the candidate library names.
-            if !unsafe { cudarc::cusolver::sys::is_culib_present() } {
-                return Err("libcusolver could not be loaded".into());
-            }
+            loader::ensure(loader::Lib::Cusolver).map_err(|e| match e {
+                Error::Device(m) => m,
+                e => e.to_string(),
+            })?;
             no_panic("cuSOLVER", || {
                 DnHandle::new(self.inner.stream.clone())
                     .map_err(|e| Error::Device(format!("cuSOLVER: {e}")))

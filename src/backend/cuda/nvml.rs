@@ -2,11 +2,16 @@
 //! driver version, memory in use. Without the driver library this is an error, never a
 //! panic or a build failure. Used by `kfac-pinn devices` and the CUDA backend's name.
 //!
+//! `KFAC_PINN_CUDA_LIB_DIR` applies here too: libnvidia-ml.so.1 found there is preloaded
+//! (see [`super::loader`]) before nvml-wrapper opens that name.
+//!
 //! Checked by tests/gpu.rs (on a GPU machine: the inventory lists the device the backend
 //! opened) and by the unit test below (no driver: an error, not a panic).
 
+use super::loader::{self, Lib};
 use crate::error::{Error, Result};
 use nvml_wrapper::Nvml;
+use std::path::PathBuf;
 
 /// One GPU as NVML sees it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -65,8 +70,34 @@ pub fn device_info() -> Result<DeviceInfo> {
     })
 }
 
+/// Open NVML (after preloading it from `KFAC_PINN_CUDA_LIB_DIR`); a missing library is
+/// the loader's error (names tried, how to point at it).
+fn init() -> Result<Nvml> {
+    loader::prepare(Lib::Nvml);
+    Nvml::init().map_err(|e| match e {
+        nvml_wrapper::error::NvmlError::LibloadingError(_) => loader::missing(Lib::Nvml),
+        e => nvml_err("init (is the NVIDIA driver installed?)", e),
+    })
+}
+
+/// The NVML library file this process loaded and its version (for `kfac-pinn devices`).
+pub fn library() -> Result<(PathBuf, String)> {
+    std::panic::catch_unwind(|| {
+        let nvml = init()?;
+        let v = nvml
+            .sys_nvml_version()
+            .map_err(|e| nvml_err("version", e))?;
+        // read while `nvml` holds the library open
+        let path = loader::mapped_file_named("libnvidia-ml").ok_or_else(|| {
+            Error::Device("NVML: loaded, but its file was not found in /proc/self/maps".into())
+        })?;
+        Ok((path, v))
+    })
+    .unwrap_or_else(|_| Err(Error::Device("NVML panicked while loading".into())))
+}
+
 fn query() -> Result<DeviceInfo> {
-    let nvml = Nvml::init().map_err(|e| nvml_err("init (is the NVIDIA driver installed?)", e))?;
+    let nvml = init()?;
     let driver_version = nvml
         .sys_driver_version()
         .map_err(|e| nvml_err("driver version", e))?;
@@ -107,6 +138,13 @@ mod tests {
     fn device_info_never_panics() {
         match device_info() {
             Ok(info) => assert!(info.to_string().contains("NVIDIA driver")),
+            Err(e) => assert!(e.to_string().contains("NVML"), "{e}"),
+        }
+        match library() {
+            Ok((path, version)) => {
+                assert!(path.to_string_lossy().contains("libnvidia-ml"), "{path:?}");
+                assert!(!version.is_empty());
+            }
             Err(e) => assert!(e.to_string().contains("NVML"), "{e}"),
         }
     }

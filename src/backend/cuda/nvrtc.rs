@@ -4,11 +4,16 @@
 //! GPU, so tests/kernels.rs compiles every module with it when libnvrtc is present.
 //!
 //! Never panics on a missing library: [`version`] and [`compile`] check that libnvrtc
-//! loads first and return [`Error::Device`] otherwise.
+//! loads first (through [`super::loader`], which also honours `KFAC_PINN_CUDA_LIB_DIR`)
+//! and return [`Error::Device`] otherwise. [`compile_cached`] keeps the results on disk
+//! ([`super::cache`]), so only the first process on a machine pays for NVRTC.
 
+use super::cache::{self, Origin};
+use super::loader::{self, Lib};
 use crate::error::{Error, Result};
 use cudarc::nvrtc::{result, sys};
 use std::ffi::{c_char, CString};
+use std::path::Path;
 
 /// What to compile to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,21 +25,64 @@ pub enum Target<'a> {
     Cubin(&'a str),
 }
 
+impl Target<'_> {
+    fn kind(&self) -> &'static str {
+        match self {
+            Target::Ptx(_) => "ptx",
+            Target::Cubin(_) => "cubin",
+        }
+    }
+    fn arch(&self) -> &str {
+        match self {
+            Target::Ptx(a) | Target::Cubin(a) => a,
+        }
+    }
+}
+
 /// Whether libnvrtc can be loaded.
 pub fn available() -> bool {
-    // SAFETY: only tries to dlopen the candidate library names; no symbol is used.
-    unsafe { sys::is_culib_present() }
+    loader::ensure(Lib::Nvrtc).is_ok()
 }
 
 /// Run `f` (which calls into libnvrtc) after checking the library loads; a panic inside
 /// cudarc (a missing symbol in an old library) becomes an error.
 fn guarded<R>(f: impl FnOnce() -> Result<R>) -> Result<R> {
-    if !available() {
-        return Err(Error::Device(
-            "libnvrtc could not be loaded (install the CUDA toolkit or the nvidia-cuda-nvrtc-cu12 wheel and put its lib/ on LD_LIBRARY_PATH)".into(),
-        ));
-    }
+    loader::ensure(Lib::Nvrtc)?;
     super::device::no_panic("NVRTC", f)
+}
+
+/// The NVRTC options of every compile (part of the cache key).
+fn options(target: Target<'_>) -> Vec<String> {
+    vec![
+        format!("--gpu-architecture={}", target.arch()),
+        "--std=c++14".into(),
+    ]
+}
+
+/// [`compile`] through the disk cache in its default directory
+/// ([`cache::default_dir`]): a valid entry for the same source, NVRTC version, target and
+/// options is returned without compiling.
+pub fn compile_cached(src: &str, name: &str, target: Target<'_>) -> Result<(Vec<u8>, Origin)> {
+    compile_cached_in(cache::default_dir().as_deref(), src, name, target)
+}
+
+/// [`compile_cached`] with the cache in `dir` (`None`: no cache).
+pub fn compile_cached_in(
+    dir: Option<&Path>,
+    src: &str,
+    name: &str,
+    target: Target<'_>,
+) -> Result<(Vec<u8>, Origin)> {
+    let opts = options(target);
+    let key = cache::Key {
+        module: name,
+        source: src,
+        nvrtc: version()?,
+        kind: target.kind(),
+        arch: target.arch(),
+        options: &opts,
+    };
+    cache::get_or_compile(dir, &key, || compile(src, name, target))
 }
 
 /// NVRTC's version (major, minor).
@@ -58,10 +106,8 @@ pub fn compile(src: &str, name: &str, target: Target<'_>) -> Result<Vec<u8>> {
         let cname = CString::new(format!("{name}.cu")).expect("module names have no NUL");
         let prog = result::create_program(&csrc, Some(&cname))
             .map_err(|e| Error::Device(format!("nvrtcCreateProgram({name}): {e:?}")))?;
-        let arch = match target {
-            Target::Ptx(a) | Target::Cubin(a) => a,
-        };
-        let opts = [format!("--gpu-architecture={arch}"), "--std=c++14".into()];
+        let arch = target.arch();
+        let opts = options(target);
         // SAFETY: prog was created above and is destroyed exactly once below.
         let compiled = unsafe { result::compile_program(prog, &opts) };
         let out = match compiled {

@@ -189,7 +189,7 @@ impl<B: Backend, T: Real> Autodiff<B, T> {
             self.be.upload_range(&seed, c0, 0)?;
             for l in (0..nl).rev() {
                 let lay = self.mlp.layer(l);
-                let (cur, next) = if (nl - 1 - l) % 2 == 0 {
+                let (cur, next) = if (nl - 1 - l).is_multiple_of(2) {
                     (&mut *c0, &mut *c1)
                 } else {
                     (&mut *c1, &mut *c0)

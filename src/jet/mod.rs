@@ -551,7 +551,7 @@ impl<B: Backend, T: Real> JetEngine<B, T> {
         let stored = &mut self.stored;
         for l in (0..nl).rev() {
             let lay = self.mlp.layer(l);
-            let (cur, next) = if (nl - 1 - l) % 2 == 0 {
+            let (cur, next) = if (nl - 1 - l).is_multiple_of(2) {
                 (&mut *g0, &mut *g1)
             } else {
                 (&mut *g1, &mut *g0)

@@ -545,7 +545,7 @@ impl<B: Backend, T: Real> Objective<B, T> {
             .terms
             .get_mut(t)
             .ok_or_else(|| Error::invalid("term", t, "an existing term index"))?;
-        if x.len() % d != 0 {
+        if !x.len().is_multiple_of(d) {
             return Err(Error::Shape(format!(
                 "{} coordinates are not a whole number of {d}-dimensional points",
                 x.len()

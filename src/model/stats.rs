@@ -32,7 +32,7 @@ pub struct LayerStats {
 pub fn neuron_stats(mlp: &Mlp, params: &[f64], points: &[f64]) -> Result<Vec<LayerStats>> {
     mlp.check_params(params.len())?;
     let d = mlp.input_dim();
-    if points.is_empty() || points.len() % d != 0 {
+    if points.is_empty() || !points.len().is_multiple_of(d) {
         return Err(Error::invalid(
             "points",
             format!("{} coordinates", points.len()),

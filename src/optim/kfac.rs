@@ -228,8 +228,8 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for Kfac<B, T> {
         self.init(obj)?;
         let be = obj.backend().clone();
         let damping = self.damping;
-        let update_factors = self.step % self.update_interval as u64 == 0;
-        let update_inverse = self.step % self.inverse_interval as u64 == 0;
+        let update_factors = self.step.is_multiple_of(self.update_interval as u64);
+        let update_inverse = self.step.is_multiple_of(self.inverse_interval as u64);
         let parts = self.parts.as_mut().expect("initialised");
         let mut extra = Vec::new();
 

@@ -182,7 +182,8 @@ pub fn truncate_log(path: &Path, step: u64, log_every: u64) -> Result<LogRepair>
     text.push('\n');
     let mut dropped = 0;
     for r in &rows {
-        if r.step < step || (r.step == step && (step == 0 || step % log_every.max(1) == 0)) {
+        if r.step < step || (r.step == step && (step == 0 || step.is_multiple_of(log_every.max(1))))
+        {
             text.push_str(&format_row(r));
             text.push('\n');
         } else {

@@ -392,7 +392,9 @@ impl<B: Backend, T: Real> Trainer<B, T> {
                 break;
             }
             let t0 = Instant::now();
-            if self.opts.resample > 0 && self.step > 0 && self.step % self.opts.resample as u64 == 0
+            if self.opts.resample > 0
+                && self.step > 0
+                && self.step.is_multiple_of(self.opts.resample as u64)
             {
                 self.resample()?;
             }
@@ -419,15 +421,15 @@ impl<B: Backend, T: Real> Trainer<B, T> {
             }
             // log before checkpointing: a kill between the two leaves a row after the
             // checkpoint, which the resume drops and logs again (never a missing row)
-            if self.step % self.opts.log_every == 0 {
+            if self.step.is_multiple_of(self.opts.log_every) {
                 let e = self.log(&mut log, last_lr)?;
                 logged_at = self.step;
                 if let Some(b) = &bar {
                     b.set_message(format!("loss {:.3e}  L2 {:.3e}", self.last_loss, e.abs));
                 }
             }
-            let by_steps =
-                self.opts.checkpoint_every > 0 && self.step % self.opts.checkpoint_every == 0;
+            let by_steps = self.opts.checkpoint_every > 0
+                && self.step.is_multiple_of(self.opts.checkpoint_every);
             let by_time = self
                 .opts
                 .checkpoint_seconds

@@ -156,7 +156,7 @@ impl Schedules {
     fn for_launch(&self, n: u64) -> Vec<u64> {
         match self {
             Schedules::IndexOrder => vec![0],
-            Schedules::Rotate if n % 2 == 0 => vec![0, 1],
+            Schedules::Rotate if n.is_multiple_of(2) => vec![0, 1],
             Schedules::Rotate => vec![0, 2 + n / 2],
             Schedules::List(v) if v.is_empty() => vec![0],
             Schedules::List(v) => v.clone(),

@@ -1,19 +1,9 @@
 //! The binary: JSON output of `train` and `laplacian`, listings, and clear errors (exit
 //! status 1, never a panic) for bad input.
 
-use std::process::Command;
+mod common;
 
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kfac-pinn"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
+use common::kfac_pinn as run;
 
 #[test]
 fn train_json_has_the_summary_fields() {

@@ -5,22 +5,13 @@
 //! runs that go nowhere end with warnings. (Kills, signals, concurrent resumes and a full
 //! disk: tests/crash.rs.)
 
+mod common;
+
+use common::kfac_pinn as cli;
 use kfac_pinn::train::{read_log, Checkpoint};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
-
-fn cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kfac-pinn"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
 
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("kfac-safety-{}-{name}", std::process::id()));

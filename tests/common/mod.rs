@@ -91,3 +91,17 @@ pub fn gauss_solve(n: usize, a: &[f64], b: &[f64]) -> Vec<f64> {
     }
     x
 }
+
+/// Run the release binary with `args`: exit status (-1 if killed by a signal), stdout,
+/// stderr.
+pub fn kfac_pinn(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kfac-pinn"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}

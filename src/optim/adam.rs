@@ -1,6 +1,6 @@
 //! Adam (Kingma & Ba), PyTorch's defaults: β = (0.9, 0.999), ε = 1e-8.
 
-use super::{only_fields, state_get, OptimizerConfig, State, StepInfo};
+use super::{field, only_fields, state_get, OptimizerConfig, State, StepInfo};
 use crate::backend::{AdamStep, Backend};
 use crate::error::{check, Error, Result};
 use crate::loss::Objective;
@@ -19,7 +19,11 @@ pub struct Adam<B: Backend, T: Real> {
 
 impl<B: Backend, T: Real> Adam<B, T> {
     pub fn new(be: &B, n: usize, cfg: &OptimizerConfig) -> Result<Self> {
-        only_fields("adam", cfg, &["lr", "beta1", "beta2", "eps"])?;
+        only_fields(
+            "adam",
+            cfg,
+            &[field::lr, field::beta1, field::beta2, field::eps],
+        )?;
         let lr = check::positive("lr", cfg.lr.unwrap_or(1e-3))?;
         let beta1 = check::unit_half_open("beta1", cfg.beta1.unwrap_or(0.9))?;
         let beta2 = check::unit_half_open("beta2", cfg.beta2.unwrap_or(0.999))?;

@@ -17,7 +17,7 @@
 
 use super::kfac::LINE_SEARCH_K_MIN;
 use super::util::{count_entry, count_get, ensure_finite};
-use super::{grid_line_search, only_fields, OptimizerConfig, State, StepInfo};
+use super::{field, grid_line_search, only_fields, OptimizerConfig, State, StepInfo};
 use crate::backend::{Backend, Lay, Tr};
 use crate::curvature::{jacobian_into, Gramian, GramianKind, Jacobian, SymSolve};
 use crate::error::{check, Error, Result};
@@ -51,7 +51,11 @@ impl<B: Backend, T: Real> Engd<B, T> {
             GramianKind::Layer => "engd-layer",
             GramianKind::Diagonal => "engd-diag",
         };
-        only_fields(name, cfg, &["lr", "damping", "ema", "init_identity"])?;
+        only_fields(
+            name,
+            cfg,
+            &[field::lr, field::damping, field::ema, field::init_identity],
+        )?;
         Ok(Engd {
             kind,
             damping: check::non_negative("damping", cfg.damping.unwrap_or(0.0))?,
@@ -211,7 +215,7 @@ pub struct EngdWoodbury<B: Backend, T: Real> {
 
 impl<B: Backend, T: Real> EngdWoodbury<B, T> {
     pub fn new(be: &B, n_params: usize, cfg: &OptimizerConfig) -> Result<Self> {
-        only_fields("engd-woodbury", cfg, &["lr", "damping"])?;
+        only_fields("engd-woodbury", cfg, &[field::lr, field::damping])?;
         Ok(EngdWoodbury {
             damping: check::non_negative("damping", cfg.damping.unwrap_or(0.0))?,
             lr: cfg.lr.map(|v| check::positive("lr", v)).transpose()?,

@@ -11,7 +11,7 @@
 //! small problem through the full step, state round trip, validation).
 
 use super::util::{count_entry, count_get, ensure_finite, finite_scalar};
-use super::{only_fields, OptimizerConfig, State, StepInfo};
+use super::{field, only_fields, OptimizerConfig, State, StepInfo};
 use crate::backend::Backend;
 use crate::curvature::{gvp, JacobianStore, KfacPass, DEFAULT_STORE_BYTES};
 use crate::error::{check, Result};
@@ -51,7 +51,11 @@ pub struct HessianFree<B: Backend, T: Real> {
 
 impl<B: Backend, T: Real> HessianFree<B, T> {
     pub fn new(be: &B, n: usize, cfg: &OptimizerConfig) -> Result<Self> {
-        only_fields("hessian-free", cfg, &["lr", "damping", "cg_iters"])?;
+        only_fields(
+            "hessian-free",
+            cfg,
+            &[field::lr, field::damping, field::cg_iters],
+        )?;
         Ok(HessianFree {
             damping: check::positive("damping", cfg.damping.unwrap_or(1.0))?,
             lr: check::positive("lr", cfg.lr.unwrap_or(1.0))?,

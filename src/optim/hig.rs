@@ -26,7 +26,7 @@
 //! with known singular values, loss decrease on the book's toy and a PINN, and the
 //! validation errors.
 
-use super::{grid_line_search, only_fields, OptimizerConfig, State, StepInfo};
+use super::{field, grid_line_search, only_fields, OptimizerConfig, State, StepInfo};
 use crate::backend::{Backend, Lay, Tr};
 use crate::curvature::{jacobian_into, Jacobian};
 use crate::error::{check, Error, Result};
@@ -201,7 +201,7 @@ fn default_tau<T: Real>() -> f64 {
 impl<B: Backend, T: Real> Hig<B, T> {
     /// Half-inverse gradients: uses `kappa` (default 0.5), `tau`, `lr`.
     pub fn new(be: &B, n_params: usize, cfg: &OptimizerConfig) -> Result<Self> {
-        only_fields("hig", cfg, &["lr", "tau", "kappa"])?;
+        only_fields("hig", cfg, &[field::lr, field::tau, field::kappa])?;
         let kappa = cfg.kappa.unwrap_or(0.5);
         if !(kappa.is_finite() && kappa > 0.0 && kappa <= 1.0) {
             return Err(Error::invalid("kappa", kappa, "in (0, 1]"));
@@ -211,7 +211,7 @@ impl<B: Backend, T: Real> Hig<B, T> {
 
     /// Gauss–Newton (`J⁺ r̃` through the same truncated SVD): uses `tau`, `lr`.
     pub fn gauss_newton(be: &B, n_params: usize, cfg: &OptimizerConfig) -> Result<Self> {
-        only_fields("gn", cfg, &["lr", "tau"])?;
+        only_fields("gn", cfg, &[field::lr, field::tau])?;
         Self::with_kappa("gn", be, n_params, cfg, 1.0)
     }
 

@@ -18,7 +18,7 @@
 use super::util::{
     count_entry, count_get, damping_positive, ensure_finite, finite_scalar, interval, warn_once,
 };
-use super::{grid_line_search, only_fields, OptimizerConfig, State, StepInfo};
+use super::{field, grid_line_search, only_fields, OptimizerConfig, State, StepInfo};
 use crate::backend::Backend;
 use crate::curvature::{
     jvp_gram, DeviceFactors, JacobianStore, KfacFactors, KfacInverse, KfacPass, DEFAULT_STORE_BYTES,
@@ -117,23 +117,23 @@ impl<B: Backend, T: Real> Kfac<B, T> {
             KfacMode::LineSearch => (
                 "kfac",
                 &[
-                    "lr",
-                    "momentum",
-                    "damping",
-                    "ema",
-                    "init_identity",
-                    "update_interval",
-                    "inverse_interval",
+                    field::lr,
+                    field::momentum,
+                    field::damping,
+                    field::ema,
+                    field::init_identity,
+                    field::update_interval,
+                    field::inverse_interval,
                 ],
             ),
             KfacMode::Star => (
                 "kfac-star",
                 &[
-                    "damping",
-                    "ema",
-                    "init_identity",
-                    "update_interval",
-                    "inverse_interval",
+                    field::damping,
+                    field::ema,
+                    field::init_identity,
+                    field::update_interval,
+                    field::inverse_interval,
                 ],
             ),
         };

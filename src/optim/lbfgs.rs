@@ -9,7 +9,7 @@
 //! accepted step, state round trip, validation).
 
 use super::util::{count_entry, count_get, ensure_finite, finite_scalar};
-use super::{only_fields, OptimizerConfig, State, StepInfo};
+use super::{field, only_fields, OptimizerConfig, State, StepInfo};
 use crate::backend::Backend;
 use crate::error::{check, Error, Result};
 use crate::loss::Objective;
@@ -71,7 +71,7 @@ struct Pt {
 
 impl<B: Backend, T: Real> Lbfgs<B, T> {
     pub fn new(be: &B, n: usize, cfg: &OptimizerConfig) -> Result<Self> {
-        only_fields("lbfgs", cfg, &["lr", "history"])?;
+        only_fields("lbfgs", cfg, &[field::lr, field::history])?;
         Ok(Lbfgs {
             lr: check::positive("lr", cfg.lr.unwrap_or(1.0))?,
             history: check::at_least("history", cfg.history.unwrap_or(10), 1)?,

@@ -160,7 +160,7 @@ pub(crate) fn only_fields(opt: &str, cfg: &OptimizerConfig, allowed: &[&str]) ->
 #[macro_export]
 macro_rules! for_each_optimizer_field {
     ($m:ident) => {
-        $m!(
+        $m! {
             lr,
             momentum,
             beta1,
@@ -175,8 +175,19 @@ macro_rules! for_each_optimizer_field {
             history,
             tau,
             kappa
-        )
+        }
     };
+}
+
+/// The names of the [`OptimizerConfig`] fields as constants, generated from
+/// [`for_each_optimizer_field!`], so an optimizer's list of the fields it uses
+/// ([`only_fields`]) cannot name a field that does not exist.
+#[allow(non_upper_case_globals)]
+pub mod field {
+    macro_rules! names {
+        ($($f:ident),*) => { $( pub const $f: &str = stringify!($f); )* };
+    }
+    crate::for_each_optimizer_field!(names);
 }
 
 impl OptimizerConfig {

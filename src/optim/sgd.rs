@@ -1,7 +1,7 @@
 //! Stochastic gradient descent with heavy-ball momentum (PyTorch's convention:
 //! `v = μv + g`, `θ −= η v`).
 
-use super::{only_fields, state_get, OptimizerConfig, State, StepInfo};
+use super::{field, only_fields, state_get, OptimizerConfig, State, StepInfo};
 use crate::backend::Backend;
 use crate::error::{check, Result};
 use crate::loss::Objective;
@@ -17,7 +17,7 @@ pub struct Sgd<B: Backend, T: Real> {
 
 impl<B: Backend, T: Real> Sgd<B, T> {
     pub fn new(be: &B, n: usize, cfg: &OptimizerConfig) -> Result<Self> {
-        only_fields("sgd", cfg, &["lr", "momentum"])?;
+        only_fields("sgd", cfg, &[field::lr, field::momentum])?;
         let lr = check::positive("lr", cfg.lr.unwrap_or(1e-3))?;
         let momentum = check::unit_half_open("momentum", cfg.momentum.unwrap_or(0.0))?;
         Ok(Sgd {

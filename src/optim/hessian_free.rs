@@ -102,6 +102,94 @@ impl<B: Backend, T: Real> HessianFree<B, T> {
         }
         obj.backend().axpby(T::from_f64(damping), v, T::ONE, out)
     }
+
+    /// Truncated CG on `(G + λI) x = b`, `b = −∇L` (in `self.grad` as `∇L`), warm-started at
+    /// `0.95 ×` the previous solution, stopped by the residual test, Martens'
+    /// relative-progress test or the iteration limit. Iterates are copied to `self.kept` at
+    /// the `⌈1.3^j⌉` schedule and at the end; returns the iterations done and, per kept
+    /// iterate, its iteration and model value `φ(x) = ½xᵀ(G+λI)x − bᵀx`.
+    fn cg_solve(
+        &mut self,
+        obj: &mut Objective<B, T>,
+        params: &B::Buf<T>,
+        lam: f64,
+        b_norm2: f64,
+    ) -> Result<(usize, Vec<(usize, f64)>)> {
+        let be = obj.backend().clone();
+        let n = be.len(params);
+        be.scale(T::from_f64(CG_DECAY), &mut self.x)?;
+        // r = b − A x
+        Self::apply(obj, &mut self.store, params, lam, &self.x, &mut self.ap)?;
+        be.copy(&self.grad, 0, &mut self.r, 0, n)?;
+        be.axpby(-T::ONE, &self.ap, -T::ONE, &mut self.r)?;
+        be.copy(&self.r, 0, &mut self.p, 0, n)?;
+        let mut rr = be.dot(&self.r, &self.r)?;
+        // model value φ(x) = ½xᵀAx − bᵀx = −½ xᵀ(b + r), with b = −g
+        let phi = |be: &B, x: &B::Buf<T>, r: &B::Buf<T>, g: &B::Buf<T>| -> Result<f64> {
+            Ok(-0.5 * (be.dot(x, r)? - be.dot(x, g)?))
+        };
+        let mut phis = vec![phi(&be, &self.x, &self.r, &self.grad)?];
+        let schedule = keep_schedule(self.cg_iters);
+        let mut kept_info: Vec<(usize, f64)> = Vec::new();
+        let mut iters = 0;
+        for i in 1..=self.cg_iters {
+            if rr <= (CG_RESIDUAL_TOL * CG_RESIDUAL_TOL) * b_norm2 {
+                break;
+            }
+            Self::apply(obj, &mut self.store, params, lam, &self.p, &mut self.ap)?;
+            let pap = be.dot(&self.p, &self.ap)?;
+            finite_scalar(pap, "CG curvature pᵀ(G+λI)p")?;
+            if pap <= 0.0 {
+                break;
+            }
+            let alpha = rr / pap;
+            be.axpby(T::from_f64(alpha), &self.p, T::ONE, &mut self.x)?;
+            be.axpby(T::from_f64(-alpha), &self.ap, T::ONE, &mut self.r)?;
+            let rr_new = be.dot(&self.r, &self.r)?;
+            iters = i;
+            let ph = phi(&be, &self.x, &self.r, &self.grad)?;
+            phis.push(ph);
+            let last = i == self.cg_iters;
+            // Martens' relative-progress test over the last k iterations
+            let k = (i / 10).max(10);
+            let stop = i > k && {
+                let (pi, pk, p0) = (phis[i], phis[i - k], phis[0]);
+                pi < p0 && (pi - pk) / (pi - p0) < CG_PROGRESS_TOL
+            };
+            if schedule.contains(&i) || last || stop {
+                self.keep_iterate(&be, n, &mut kept_info, i, ph)?;
+            }
+            if stop {
+                break;
+            }
+            be.axpby(T::ONE, &self.r, T::from_f64(rr_new / rr), &mut self.p)?;
+            rr = rr_new;
+        }
+        if kept_info.last().map(|k| k.0) != Some(iters) {
+            // stopped on the residual test: keep the final iterate too
+            let ph = *phis.last().expect("φ(x₀) is always there");
+            self.keep_iterate(&be, n, &mut kept_info, iters, ph)?;
+        }
+        Ok((iters, kept_info))
+    }
+
+    /// Copy the current CG iterate into the next kept slot.
+    fn keep_iterate(
+        &mut self,
+        be: &B,
+        n: usize,
+        kept: &mut Vec<(usize, f64)>,
+        iter: usize,
+        phi: f64,
+    ) -> Result<()> {
+        let slot = kept.len();
+        if self.kept.len() <= slot {
+            self.kept.push(be.alloc(n)?);
+        }
+        be.copy(&self.x, 0, &mut self.kept[slot], 0, n)?;
+        kept.push((iter, phi));
+        Ok(())
+    }
 }
 
 /// The loss at a trial point; a non-finite loss is an infinitely bad candidate, not an
@@ -146,69 +234,8 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for HessianFree<B, T> {
         let loss = pass.run(obj, params, &mut self.grad, None, Some(&mut self.store))?;
         let b_norm2 = ensure_finite(&be, &self.grad, "gradient")?;
 
-        // CG on (G + λI) x = b with b = −∇L, warm-started at 0.95 × the previous solution
-        be.scale(T::from_f64(CG_DECAY), &mut self.x)?;
-        // r = b − A x
-        Self::apply(obj, &mut self.store, params, lam, &self.x, &mut self.ap)?;
-        be.copy(&self.grad, 0, &mut self.r, 0, n)?;
-        be.axpby(-T::ONE, &self.ap, -T::ONE, &mut self.r)?;
-        be.copy(&self.r, 0, &mut self.p, 0, n)?;
-        let mut rr = be.dot(&self.r, &self.r)?;
-        // model value φ(x) = ½xᵀAx − bᵀx = −½ xᵀ(b + r), with b = −g
-        let phi = |be: &B, x: &B::Buf<T>, r: &B::Buf<T>, g: &B::Buf<T>| -> Result<f64> {
-            Ok(-0.5 * (be.dot(x, r)? - be.dot(x, g)?))
-        };
-        let mut phis = vec![phi(&be, &self.x, &self.r, &self.grad)?];
-        let schedule = keep_schedule(self.cg_iters);
-        let mut kept_info: Vec<(usize, f64)> = Vec::new();
-        let mut iters = 0;
-        for i in 1..=self.cg_iters {
-            if rr <= (CG_RESIDUAL_TOL * CG_RESIDUAL_TOL) * b_norm2 {
-                break;
-            }
-            Self::apply(obj, &mut self.store, params, lam, &self.p, &mut self.ap)?;
-            let pap = be.dot(&self.p, &self.ap)?;
-            finite_scalar(pap, "CG curvature pᵀ(G+λI)p")?;
-            if pap <= 0.0 {
-                break;
-            }
-            let alpha = rr / pap;
-            be.axpby(T::from_f64(alpha), &self.p, T::ONE, &mut self.x)?;
-            be.axpby(T::from_f64(-alpha), &self.ap, T::ONE, &mut self.r)?;
-            let rr_new = be.dot(&self.r, &self.r)?;
-            iters = i;
-            let ph = phi(&be, &self.x, &self.r, &self.grad)?;
-            phis.push(ph);
-            let last = i == self.cg_iters;
-            // Martens' relative-progress test over the last k iterations
-            let k = (i / 10).max(10);
-            let stop = i > k && {
-                let (pi, pk, p0) = (phis[i], phis[i - k], phis[0]);
-                pi < p0 && (pi - pk) / (pi - p0) < CG_PROGRESS_TOL
-            };
-            if schedule.contains(&i) || last || stop {
-                let slot = kept_info.len();
-                if self.kept.len() <= slot {
-                    self.kept.push(be.alloc(n)?);
-                }
-                be.copy(&self.x, 0, &mut self.kept[slot], 0, n)?;
-                kept_info.push((i, ph));
-            }
-            if stop {
-                break;
-            }
-            be.axpby(T::ONE, &self.r, T::from_f64(rr_new / rr), &mut self.p)?;
-            rr = rr_new;
-        }
-        if kept_info.last().map(|k| k.0) != Some(iters) {
-            // stopped on the residual test: keep the final iterate too
-            let slot = kept_info.len();
-            if self.kept.len() <= slot {
-                self.kept.push(be.alloc(n)?);
-            }
-            be.copy(&self.x, 0, &mut self.kept[slot], 0, n)?;
-            kept_info.push((iters, *phis.last().unwrap()));
-        }
+        // CG on (G + λI) x = b with b = −∇L; iterates kept on the backtracking schedule
+        let (iters, kept_info) = self.cg_solve(obj, params, lam, b_norm2)?;
 
         // CG backtracking: from the last kept iterate back while the loss keeps improving
         let mut best: Option<(usize, f64)> = None;

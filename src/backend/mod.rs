@@ -180,6 +180,16 @@ pub struct JetShape {
 }
 
 impl JetShape {
+    /// A row-major `rows × cols` matrix as a value-only jet (one row per sample), so that
+    /// the per-sample row ops (`scale_jet_rows`) scale its rows.
+    pub fn matrix(rows: usize, cols: usize) -> Self {
+        JetShape {
+            n: rows,
+            k: 0,
+            lap: false,
+            h: cols,
+        }
+    }
     /// Jet rows per sample.
     pub fn s(&self) -> usize {
         1 + self.k + usize::from(self.lap)

@@ -69,13 +69,7 @@ impl<B: Backend> Side<B> {
         }
         let mut clamped = f.clamped;
         // Wᵀ: row k of Uᵀ scaled by λ_k^{-1/2}
-        let rows = JetShape {
-            n,
-            k: 0,
-            lap: false,
-            h: n,
-        };
-        be.scale_jet_rows(&mut self.wt, &self.vals, rows)?;
+        be.scale_jet_rows(&mut self.wt, &self.vals, JetShape::matrix(n, n))?;
         match x2 {
             None => {
                 be.copy(&self.wt, 0, &mut self.kt, 0, nn)?;

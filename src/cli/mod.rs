@@ -9,6 +9,7 @@ pub mod eval;
 mod laplacian;
 pub mod plot;
 mod selfcheck;
+mod signals;
 mod train;
 
 use clap::{Parser, Subcommand};

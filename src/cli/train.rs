@@ -2,6 +2,7 @@
 //! trainer with a progress bar and CSV log; prints a summary line (or JSON).
 
 use super::parse_list;
+use super::signals::Signals;
 use crate::backend::cpu::Cpu;
 use crate::backend::device::DeviceKind;
 use crate::io::lock::DirLock;
@@ -14,7 +15,6 @@ use crate::train::{CsvLog, StopReason, Summary, TrainOptions, Trainer};
 use anyhow::{bail, Context};
 use clap::Args;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// The optimizer used when neither `--optimizer` nor a preset names one.
@@ -767,61 +767,6 @@ fn remove_if_exists(p: &Path) -> anyhow::Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(crate::Error::io(p, e).into()),
-    }
-}
-
-/// SIGINT, SIGTERM and SIGHUP stop the run after its current step (checkpoint written);
-/// a second one exits at once with 128 + signal. A watcher thread says so on stderr (a
-/// signal handler itself may not print).
-struct Signals {
-    stop: Arc<AtomicBool>,
-    which: Arc<AtomicUsize>,
-    done: Arc<AtomicBool>,
-}
-
-const STOP_SIGNALS: [(i32, &str); 3] = [
-    (signal_hook::consts::SIGINT, "SIGINT"),
-    (signal_hook::consts::SIGTERM, "SIGTERM"),
-    (signal_hook::consts::SIGHUP, "SIGHUP"),
-];
-
-impl Signals {
-    fn install() -> anyhow::Result<Signals> {
-        use signal_hook::flag;
-        let stop = Arc::new(AtomicBool::new(false));
-        let which = Arc::new(AtomicUsize::new(0));
-        for (sig, _) in STOP_SIGNALS {
-            // registered first, so it sees the flag as the previous signal left it
-            flag::register_conditional_shutdown(sig, 128 + sig, Arc::clone(&stop))?;
-            flag::register(sig, Arc::clone(&stop))?;
-            flag::register_usize(sig, Arc::clone(&which), sig as usize)?;
-        }
-        let done = Arc::new(AtomicBool::new(false));
-        {
-            let (which, done) = (Arc::clone(&which), Arc::clone(&done));
-            std::thread::spawn(move || {
-                while !done.load(Ordering::Relaxed) {
-                    if which.load(Ordering::SeqCst) != 0 {
-                        eprintln!("\nstopping after this step (a second signal aborts at once)");
-                        return;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                }
-            });
-        }
-        Ok(Signals { stop, which, done })
-    }
-
-    /// The signal that stopped the run, if any: number and name.
-    fn received(&self) -> Option<(i32, &'static str)> {
-        let s = self.which.load(Ordering::SeqCst) as i32;
-        STOP_SIGNALS.iter().find(|(n, _)| *n == s).copied()
-    }
-}
-
-impl Drop for Signals {
-    fn drop(&mut self) {
-        self.done.store(true, Ordering::Relaxed);
     }
 }
 

@@ -19,8 +19,3 @@ pub struct Module {
 }
 
 include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
-
-/// The module holding entry point `entry`.
-pub fn module_of(entry: &str) -> Option<&'static Module> {
-    MODULES.iter().find(|m| m.entries.contains(&entry))
-}

@@ -174,16 +174,16 @@ pub struct LogRepair {
 }
 
 /// Prepare a log for a run resumed at `step`: drop a torn last row, the rows after
-/// `step`, and an end-of-run row at `step` off the `log_every` grid (a run resumed from
-/// `step` logs it again at its own end). Rewritten atomically.
+/// `step`, an end-of-run row at `step` off the `log_every` grid (a run resumed from
+/// `step` logs it again at its own end), and the row of step 0 when resuming at step 0
+/// (the trainer logs step 0 whenever it starts there). Rewritten atomically.
 pub fn truncate_log(path: &Path, step: u64, log_every: u64) -> Result<LogRepair> {
     let (rows, torn) = read_repairable(path)?;
     let mut text = String::from(HEADER);
     text.push('\n');
     let mut dropped = 0;
     for r in &rows {
-        if r.step < step || (r.step == step && (step == 0 || step.is_multiple_of(log_every.max(1))))
-        {
+        if r.step < step || (r.step == step && step > 0 && step.is_multiple_of(log_every.max(1))) {
             text.push_str(&format_row(r));
             text.push('\n');
         } else {
@@ -229,6 +229,11 @@ mod tests {
             let steps: Vec<u64> = read(&p).unwrap().iter().map(|r| r.step).collect();
             assert_eq!(steps, [0, 5, 10, 15]);
         }
+        // resumed at step 0 (killed right after the first checkpoint): the trainer logs
+        // step 0 again, so its row goes
+        std::fs::write(&p, format!("{HEADER}\n{full}")).unwrap();
+        truncate_log(&p, 0, 5).unwrap();
+        assert!(read(&p).unwrap().is_empty());
         // a bad row that is not the last is corruption, not a torn write
         std::fs::write(&p, format!("{HEADER}\n0,x,1,1,1,\n{full}")).unwrap();
         assert!(truncate_log(&p, 15, 5).is_err());

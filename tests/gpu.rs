@@ -6,10 +6,11 @@
 //! cuda`); each test runs one group and fails, listing the failed cases, unless every
 //! case of the group passes.
 //!
-//! The GPU tests are `#[ignore]`d: run them with `cargo test --release --test gpu --
-//! --ignored` on a GPU machine, where a missing GPU is then a failure. The one test that
-//! always runs checks that opening GPU 0 either works or fails with a device error that
-//! says why; with `KFAC_PINN_REQUIRE_GPU=1` it fails without a GPU.
+//! The GPU tests are ignored (`#[ignore = "needs an NVIDIA GPU"]`): run them with
+//! `cargo test --release --test gpu -- --ignored` on a GPU machine, where a missing GPU is
+//! then a failure. The one test that always runs checks that opening GPU 0 either works or
+//! fails with a device error that says why; with `KFAC_PINN_REQUIRE_GPU=1` it fails
+//! without a GPU.
 
 use kfac_pinn::backend::cuda::Cuda;
 use kfac_pinn::backend::Backend;

@@ -4,7 +4,7 @@
 //! that are not multiples of the block size, larger than one grid (so the grid-stride
 //! loops wrap), and empty. Then the emulator itself (warp shuffles, shared memory,
 //! deadlock detection), the whole engine on emulated kernels (the library's self-check
-//! cases), and the kernel sources through NVRTC and the PTX embedded by nvcc (`#[ignore]`d:
+//! cases), and the kernel sources through NVRTC and the PTX embedded by nvcc (ignored:
 //! they need libnvrtc / an nvcc build; .ci/run runs them with `--ignored` in each loader
 //! layout).
 

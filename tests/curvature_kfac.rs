@@ -181,7 +181,17 @@ fn matrix_free_products_match_the_dense_jacobian() {
 
 #[test]
 fn gramians_match_jtj_and_give_the_gradient() {
-    let (mut obj, p) = objective("heat1d", &[2, 6, 4, 1], &[14, 6], 3, 30);
+    // a scalar PDE, and a system with several fields, residual components and terms
+    for (name, w, n) in [
+        ("heat1d", vec![2, 6, 4, 1], vec![14, 6]),
+        ("kovasznay", vec![2, 5, 4, 3], vec![9, 6, 3]),
+    ] {
+        gramian_case(name, &w, &n);
+    }
+}
+
+fn gramian_case(name: &str, w: &[usize], n: &[usize]) {
+    let (mut obj, p) = objective(name, w, n, 3, 30);
     let (m, np, j) = dense_j(&mut obj, &p);
     let g = jtj(m, np, &j);
     let mut grad_ref = vec![0.0; np];
@@ -193,7 +203,7 @@ fn gramians_match_jtj_and_give_the_gradient() {
         let loss = gram.update(&mut obj, &p, 0.0, &mut grad).unwrap();
         assert!((loss - loss_ref).abs() <= 1e-12 * loss_ref);
         assert_close(
-            &format!("{kind:?} gradient"),
+            &format!("{name} {kind:?} gradient"),
             &grad,
             &grad_ref,
             1e-11,
@@ -217,7 +227,7 @@ fn gramians_match_jtj_and_give_the_gradient() {
             }
         }
         assert_close(
-            &format!("{kind:?} Gramian"),
+            &format!("{name} {kind:?} Gramian"),
             &gram.to_dense(&Cpu).unwrap(),
             &want,
             1e-11,

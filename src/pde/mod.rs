@@ -8,9 +8,22 @@
 
 mod book;
 pub mod custom;
+mod flows;
 mod problems;
+pub mod system;
 
 pub use problems::{builtin, builtin_names, Boundary, BoxProblem};
+
+/// Names of the built-in systems and boundary-condition problems (Navier–Stokes, Stokes,
+/// wave, mixed boundary conditions).
+pub fn system_names() -> &'static [&'static str] {
+    flows::NAMES
+}
+
+/// A built-in system by name (see [`system_names`]).
+pub fn system(name: &str) -> Result<system::BoxSystem> {
+    flows::build(name).unwrap_or_else(|| Err(crate::Error::unknown("system", name, flows::NAMES)))
+}
 
 /// Options that parameterise some problems (e.g. the HIG toy's λ).
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -23,6 +36,7 @@ pub struct ProblemOptions {
 /// Every problem name the CLI accepts.
 pub fn problem_names() -> Vec<&'static str> {
     let mut v = builtin_names().to_vec();
+    v.extend_from_slice(flows::NAMES);
     v.extend_from_slice(book::NAMES);
     v
 }
@@ -38,6 +52,9 @@ pub fn problem(name: &str, opts: &ProblemOptions) -> Result<Arc<dyn Problem>> {
             l,
             format!("unset for problem `{name}` (only toy-regression uses it)"),
         ));
+    }
+    if let Some(p) = flows::build(name) {
+        return Ok(Arc::new(p?));
     }
     builtin(name).map_err(|_| crate::Error::unknown("problem", name, &problem_names()))
 }
@@ -94,6 +111,37 @@ impl std::fmt::Debug for TermSpec {
     }
 }
 
+/// Reference values of single fields at points, from the literature.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReferenceData {
+    /// Where the values come from (a citation).
+    pub source: String,
+    /// Points, row-major (`dim()` columns).
+    pub x: Vec<f64>,
+    /// The field each value belongs to.
+    pub field: Vec<usize>,
+    pub value: Vec<f64>,
+}
+
+impl ReferenceData {
+    pub fn len(&self) -> usize {
+        self.value.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.value.is_empty()
+    }
+    /// Largest `|u_field(x) − value|` over the points, given the network's outputs at
+    /// them (`len() × m`, row-major).
+    pub fn max_abs_error(&self, outputs: &[f64], m: usize) -> f64 {
+        self.field
+            .iter()
+            .zip(&self.value)
+            .enumerate()
+            .map(|(i, (&f, v))| (outputs[i * m + f] - v).abs())
+            .fold(0.0, f64::max)
+    }
+}
+
 /// Reference setup of a problem: network and point counts (the paper's, design §4).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Setup {
@@ -116,6 +164,28 @@ pub trait Problem: Send + Sync {
     fn dim(&self) -> usize;
     fn out_dim(&self) -> usize {
         1
+    }
+    /// Names of the outputs (`u` for one field, `u0, u1, …` when a problem does not name
+    /// them).
+    fn field_names(&self) -> Vec<String> {
+        match self.out_dim() {
+            1 => vec!["u".into()],
+            m => (0..m).map(|i| format!("u{i}")).collect(),
+        }
+    }
+    /// The fields the headline relative L2 error is taken over (default: all; the
+    /// velocity for flows whose pressure is only fixed up to data).
+    fn error_fields(&self) -> Vec<usize> {
+        (0..self.out_dim()).collect()
+    }
+    /// The box the problem lives on (`lo`, `hi`), if it is one.
+    fn bounds(&self) -> Option<(Vec<f64>, Vec<f64>)> {
+        None
+    }
+    /// Published reference values at points, for problems without a closed-form
+    /// solution (the lid-driven cavity's centre-line velocities).
+    fn reference_data(&self) -> Option<ReferenceData> {
+        None
     }
     fn terms(&self) -> Vec<TermSpec>;
     /// `n` points (row-major, `dim()` columns) for term `term`.

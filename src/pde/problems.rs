@@ -152,22 +152,7 @@ impl BoxProblem {
         exact: Option<ScalarFn>,
         setup: Setup,
     ) -> Result<Self> {
-        if lo.len() != hi.len() || lo.is_empty() {
-            return Err(Error::Shape(format!(
-                "box bounds have {} and {} entries",
-                lo.len(),
-                hi.len()
-            )));
-        }
-        for (i, (a, b)) in lo.iter().zip(&hi).enumerate() {
-            if !(a.is_finite() && b.is_finite() && a < b) {
-                return Err(Error::invalid(
-                    format!("domain[{i}]"),
-                    format!("[{a}, {b}]"),
-                    "a finite interval with lower < upper",
-                ));
-            }
-        }
+        super::system::check_box(&lo, &hi)?;
         if op.dim() != lo.len() {
             return Err(Error::Shape(format!(
                 "operator dimension {} but the box has {}",
@@ -221,6 +206,9 @@ impl Problem for BoxProblem {
     }
     fn dim(&self) -> usize {
         self.lo.len()
+    }
+    fn bounds(&self) -> Option<(Vec<f64>, Vec<f64>)> {
+        Some((self.lo.clone(), self.hi.clone()))
     }
     fn terms(&self) -> Vec<TermSpec> {
         vec![

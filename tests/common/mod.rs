@@ -53,7 +53,7 @@ pub fn objective(
     seed: u64,
     chunk_rows: usize,
 ) -> (Objective<Cpu, f64>, Vec<f64>) {
-    let p = kfac_pinn::pde::builtin(problem).unwrap();
+    let p = kfac_pinn::pde::problem(problem, &Default::default()).unwrap();
     let mlp = Mlp::new(widths).unwrap();
     let mut obj =
         Objective::<Cpu, f64>::new(Cpu, mlp.clone(), p.terms(), Some(chunk_rows)).unwrap();

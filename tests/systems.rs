@@ -1,0 +1,368 @@
+//! Systems and boundary conditions (issue 18): every built-in system's exact solution,
+//! with derivatives by finite differences of the solution (independent of the formulas
+//! in pde/flows.rs), makes every term's residual ≈ 0 on its own sampler's points; every
+//! residual's Gauss–Newton seeds `∂r/∂y` match central differences of the residual in
+//! the jet; samplers put points on their regions; bad systems are refused by name.
+
+mod common;
+
+use common::{assert_close, rng, uniform};
+use kfac_pinn::jet::JetKind;
+use kfac_pinn::pde::system::{BoxSystem, Face, FieldData, Region, SystemTerm};
+use kfac_pinn::pde::{system, system_names, Problem, Setup};
+use std::sync::Arc;
+
+/// Output jet `[fields, ∂_1 fields, …, ∂_K fields, Σ_d c_d ∂_dd fields]` of `u` (m
+/// fields) at `x` by central differences, for coordinate-direction operators.
+fn fd_jet(u: &dyn Fn(&[f64], &mut [f64]), m: usize, x: &[f64], coef: &[f64]) -> Vec<f64> {
+    let d = x.len();
+    let (h1, h2) = (1e-6, 1e-4);
+    let at = |a: usize, h: f64| {
+        let mut p = x.to_vec();
+        p[a] += h;
+        let mut o = vec![0.0; m];
+        u(&p, &mut o);
+        o
+    };
+    let mut u0 = vec![0.0; m];
+    u(x, &mut u0);
+    let mut y = u0.clone();
+    let mut lap = vec![0.0; m];
+    for a in 0..d {
+        let (p, q) = (at(a, h1), at(a, -h1));
+        y.extend((0..m).map(|f| (p[f] - q[f]) / (2.0 * h1)));
+        let (p, q) = (at(a, h2), at(a, -h2));
+        for f in 0..m {
+            lap[f] += coef[a] * (p[f] - 2.0 * u0[f] + q[f]) / (h2 * h2);
+        }
+    }
+    y.extend(lap);
+    y
+}
+
+#[test]
+fn exact_solutions_satisfy_every_term() {
+    for name in system_names() {
+        let p = system(name).unwrap();
+        let (d, m) = (p.dim(), p.out_dim());
+        if !p.exact(&vec![0.5; d], &mut vec![0.0; m]) {
+            // no closed form: compared with published values instead
+            assert!(
+                p.reference_data().is_some(),
+                "{name}: neither exact nor reference"
+            );
+            continue;
+        }
+        let exact = |x: &[f64], o: &mut [f64]| assert!(p.exact(x, o));
+        let mut r = rng(5);
+        for (t, term) in p.terms().iter().enumerate() {
+            let x = p.sample(t, 40, &mut r).unwrap();
+            let nr = term.residual.n_res();
+            let (mut worst, mut scale) = (0.0f64, 1.0f64);
+            for pt in x.chunks(d) {
+                let y = match &term.kind {
+                    JetKind::Full(op) => {
+                        assert!(op.is_identity(), "{name}: coordinate directions");
+                        fd_jet(&exact, m, pt, op.coef())
+                    }
+                    JetKind::Value => {
+                        let mut o = vec![0.0; m];
+                        exact(pt, &mut o);
+                        o
+                    }
+                };
+                scale = scale.max(y.iter().fold(0.0f64, |a, v| a.max(v.abs())));
+                let mut res = vec![0.0; nr];
+                term.residual.eval(pt, &y, &mut res, None);
+                worst = res.iter().fold(worst, |a, v| a.max(v.abs()));
+            }
+            // second differences at h = 1e-4 carry ~1e-7 relative error
+            assert!(
+                worst < 1e-5 * scale,
+                "{name} term {}: residual {worst:e} (scale {scale:e})",
+                term.name
+            );
+        }
+    }
+}
+
+#[test]
+fn seeds_match_finite_differences_of_the_residual() {
+    let mut r = rng(9);
+    for name in system_names() {
+        let p = system(name).unwrap();
+        let (d, m) = (p.dim(), p.out_dim());
+        for (t, term) in p.terms().iter().enumerate() {
+            let sm = term.kind.s() * m;
+            let nr = term.residual.n_res();
+            let x = p.sample(t, 3, &mut r).unwrap();
+            for pt in x.chunks(d) {
+                let y = uniform(&mut r, sm, -1.5, 1.5);
+                let mut jac = vec![0.0; nr * sm];
+                let mut r0 = vec![0.0; nr];
+                term.residual.eval(pt, &y, &mut r0, Some(&mut jac));
+                let mut fd = vec![0.0; nr * sm];
+                let h = 1e-6;
+                for c in 0..sm {
+                    let (mut yp, mut ym) = (y.clone(), y.clone());
+                    yp[c] += h;
+                    ym[c] -= h;
+                    let (mut rp, mut rm) = (vec![0.0; nr], vec![0.0; nr]);
+                    term.residual.eval(pt, &yp, &mut rp, None);
+                    term.residual.eval(pt, &ym, &mut rm, None);
+                    for q in 0..nr {
+                        fd[q * sm + c] = (rp[q] - rm[q]) / (2.0 * h);
+                    }
+                }
+                assert_close(
+                    &format!("{name} {} seeds", term.name),
+                    &jac,
+                    &fd,
+                    1e-6,
+                    1e-7,
+                );
+                // a residual that says it is linear has seeds independent of y
+                if term.residual.is_linear() {
+                    let y2 = uniform(&mut r, sm, -1.5, 1.5);
+                    let mut jac2 = vec![0.0; nr * sm];
+                    term.residual.eval(pt, &y2, &mut r0, Some(&mut jac2));
+                    assert_eq!(jac, jac2, "{name} {}: linear residual", term.name);
+                }
+                // quadratic forms, where given, reproduce the residual
+                let mut a = vec![0.0; sm];
+                let mut b = vec![0.0; sm];
+                if let Some(c0) = term.residual.quad_form(pt, &mut a, &mut b) {
+                    let want: f64 = c0 + (0..sm).map(|c| (a[c] + b[c] * y[c]) * y[c]).sum::<f64>();
+                    let mut got = vec![0.0; nr];
+                    term.residual.eval(pt, &y, &mut got, None);
+                    assert_close(
+                        &format!("{name} {} quad form", term.name),
+                        &got,
+                        &[want],
+                        1e-12,
+                        1e-12,
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn samplers_put_points_on_their_regions() {
+    for name in system_names() {
+        let p = system(name).unwrap();
+        let d = p.dim();
+        let (lo, hi) = p.bounds().unwrap();
+        let mut r = rng(3);
+        for (t, term) in p.system_terms().iter().enumerate() {
+            let x = p.sample(t, 300, &mut r).unwrap();
+            assert_eq!(x.len(), 300 * d);
+            let mut hits = vec![0usize; 2 * d];
+            for pt in x.chunks(d) {
+                for i in 0..d {
+                    assert!(
+                        pt[i] >= lo[i] && pt[i] <= hi[i],
+                        "{name} {}: {pt:?}",
+                        term.name
+                    );
+                }
+                match &term.region {
+                    Region::Interior => {}
+                    Region::Initial => assert_eq!(pt[0], lo[0]),
+                    Region::Point(q) => assert_eq!(pt, &q[..]),
+                    Region::Faces(fs) => {
+                        let on: Vec<&Face> = fs
+                            .iter()
+                            .filter(|f| {
+                                pt[f.coord] == if f.upper { hi[f.coord] } else { lo[f.coord] }
+                            })
+                            .collect();
+                        assert!(
+                            !on.is_empty(),
+                            "{name} {}: {pt:?} on none of {fs:?}",
+                            term.name
+                        );
+                        hits[2 * on[0].coord + usize::from(on[0].upper)] += 1;
+                    }
+                }
+            }
+            // every face of a region is sampled, in proportion to its measure
+            if let Region::Faces(fs) = &term.region {
+                let measure = |f: &Face| -> f64 {
+                    (0..d)
+                        .filter(|&i| i != f.coord)
+                        .map(|i| hi[i] - lo[i])
+                        .product()
+                };
+                let total: f64 = fs.iter().map(measure).sum();
+                for f in fs {
+                    let got = hits[2 * f.coord + usize::from(f.upper)] as f64 / 300.0;
+                    let want = measure(f) / total;
+                    assert!(
+                        (got - want).abs() < 0.1,
+                        "{name} {}: face {f:?} share {got} vs {want}",
+                        term.name
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn tiny_setup(points: Vec<usize>) -> Setup {
+    Setup {
+        widths: vec![2, 8, 1],
+        points,
+        resample: 0,
+        eval_points: 10,
+        budget_seconds: 1.0,
+    }
+}
+
+#[test]
+fn bad_systems_are_refused_by_name() {
+    let g: kfac_pinn::pde::system::VecFn = Arc::new(|_: &[f64], o: &mut [f64]| o.fill(0.0));
+    let data = |region: Region| SystemTerm {
+        name: "wall".into(),
+        region,
+        kind: JetKind::Value,
+        residual: Arc::new(FieldData {
+            fields: vec![0],
+            g: g.clone(),
+            m: 1,
+        }),
+        weight: 1.0,
+    };
+    let build = |terms: Vec<SystemTerm>, points: Vec<usize>| {
+        BoxSystem::new(
+            "t",
+            "t",
+            vec![0.0, 0.0],
+            vec![1.0, 1.0],
+            &["u"],
+            terms,
+            None,
+            tiny_setup(points),
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default()
+    };
+    let e = build(vec![data(Region::Faces(vec![Face::upper(2)]))], vec![10]);
+    assert!(e.contains("wall") && e.contains("coordinate 2"), "{e}");
+    let e = build(vec![data(Region::Faces(vec![]))], vec![10]);
+    assert!(e.contains("wall") && e.contains("at least one face"), "{e}");
+    let e = build(vec![data(Region::Point(vec![0.5, 2.0]))], vec![10]);
+    assert!(e.contains("wall") && e.contains("inside the box"), "{e}");
+    let e = build(vec![data(Region::Interior)], vec![10, 10]);
+    assert!(e.contains("2 point counts for 1 terms"), "{e}");
+    let e = BoxSystem::new(
+        "t",
+        "t",
+        vec![0.0, 1.0],
+        vec![1.0, 1.0],
+        &["u"],
+        vec![data(Region::Interior)],
+        None,
+        tiny_setup(vec![1]),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("domain[1]"), "{e}");
+}
+
+/// The residual Jacobian with respect to the parameters (rows scaled by `1/√N` per term,
+/// the library's convention) against central differences of the residuals, and
+/// `Jᵀr = ∇L`, on systems with several fields, residual components and terms.
+#[test]
+fn system_jacobians_match_finite_differences() {
+    use kfac_pinn::backend::cpu::Cpu;
+    use kfac_pinn::curvature::jacobian;
+    use kfac_pinn::loss::Objective;
+    for (name, w, n) in [
+        ("kovasznay", vec![2, 5, 4, 3], vec![6, 5, 3]),
+        ("stokes", vec![2, 5, 3], vec![6, 5, 2]),
+        ("taylor-green", vec![3, 4, 3], vec![5, 4, 4]),
+        ("poisson-mixed-bc", vec![2, 5, 1], vec![5, 3, 3, 3, 3]),
+        ("wave1d", vec![2, 4, 1], vec![5, 3, 3, 3]),
+    ] {
+        let (mut obj, p) = common::objective(name, &w, &n, 3, 24);
+        let jac = jacobian(&mut obj, &p).unwrap();
+        let res = |obj: &mut Objective<Cpu, f64>, q: &Vec<f64>| -> Vec<f64> {
+            let mut all = vec![];
+            for t in 0..obj.num_terms() {
+                let c = (1.0 / obj.term_points(t) as f64).sqrt();
+                all.extend(obj.residuals(q, t).unwrap().iter().map(|v| v * c));
+            }
+            all
+        };
+        let r0 = res(&mut obj, &p);
+        assert_eq!(r0.len(), jac.rows, "{name}: Jacobian rows");
+        let h = 1e-6;
+        for col in 0..p.len() {
+            let mut q = p.clone();
+            q[col] += h;
+            let rp = res(&mut obj, &q);
+            q[col] -= 2.0 * h;
+            let rm = res(&mut obj, &q);
+            let fd: Vec<f64> = rp
+                .iter()
+                .zip(&rm)
+                .map(|(a, b)| (a - b) / (2.0 * h))
+                .collect();
+            let got: Vec<f64> = (0..jac.rows).map(|r| jac.j[r * jac.cols + col]).collect();
+            assert_close(&format!("{name} column {col}"), &got, &fd, 1e-5, 1e-8);
+        }
+        let mut g = vec![0.0; p.len()];
+        let loss = obj.loss_grad(&p, &mut g).unwrap();
+        let jt_r: Vec<f64> = (0..jac.cols)
+            .map(|c| (0..jac.rows).map(|r| jac.j[r * jac.cols + c] * r0[r]).sum())
+            .collect();
+        assert_close(&format!("{name} Jᵀr"), &jt_r, &g, 1e-9, 1e-12);
+        let half_r2: f64 = 0.5 * r0.iter().map(|v| v * v).sum::<f64>();
+        assert!(
+            (half_r2 - loss).abs() <= 1e-10 * loss,
+            "{name}: loss {loss} vs ½‖r‖² {half_r2}"
+        );
+    }
+}
+
+#[test]
+fn cavity_carries_ghias_table() {
+    let p = system("cavity-re100").unwrap();
+    let r = p.reference_data().unwrap();
+    assert!(r.source.contains("Ghia"));
+    // Tables I and II at Re = 100: 17 values of u on x = ½, 17 of v on y = ½
+    assert_eq!(r.len(), 34);
+    assert_eq!(r.field.iter().filter(|&&f| f == 0).count(), 17);
+    for (i, pt) in r.x.chunks(2).enumerate() {
+        let on_line = if r.field[i] == 0 {
+            pt[0] == 0.5
+        } else {
+            pt[1] == 0.5
+        };
+        assert!(
+            on_line && pt.iter().all(|v| (0.0..=1.0).contains(v)),
+            "{pt:?}"
+        );
+    }
+    // the lid's value, the walls' zeros, the extreme of u on the centre line
+    let u_at = |y: f64| {
+        r.value[(0..34)
+            .find(|&i| r.field[i] == 0 && r.x[2 * i + 1] == y)
+            .unwrap()]
+    };
+    assert_eq!((u_at(1.0), u_at(0.0), u_at(0.4531)), (1.0, 0.0, -0.2109));
+    // the error measure: the table itself has no error, a shift of 0.01 in v has 0.01
+    let mut out = vec![0.0; 34 * 3];
+    for i in 0..34 {
+        out[i * 3 + r.field[i]] = r.value[i];
+    }
+    assert_eq!(r.max_abs_error(&out, 3), 0.0);
+    for i in 0..34 {
+        out[i * 3 + 1] += 0.01;
+    }
+    assert!((r.max_abs_error(&out, 3) - 0.01).abs() < 1e-15);
+}

@@ -117,7 +117,7 @@ fn kovasznay() -> Result<BoxSystem> {
         Some(exact),
         setup(&[2, 50, 50, 50, 3], &[2000, 400, 100], 20000, 600.0),
     )?
-    .with_error_fields(vec![0, 1]))
+    .with_error_group("velocity", vec![0, 1]))
 }
 
 /// Stokes flow `−Δu + ∇p = f`, `∇·u = 0` on [0,1]² with the manufactured solution
@@ -174,7 +174,8 @@ fn stokes() -> Result<BoxSystem> {
         ],
         Some(exact),
         setup(&[2, 50, 50, 3], &[2000, 400, 8], 20000, 600.0),
-    )?)
+    )?
+    .with_error_group("velocity", vec![0, 1]))
 }
 
 /// Taylor–Green vortex, 2+1d Navier–Stokes with ν = 0.1 on t ∈ [0,1], (x,y) ∈ [0,2π]²:
@@ -220,7 +221,7 @@ fn taylor_green() -> Result<BoxSystem> {
         Some(exact),
         setup(&[3, 50, 50, 50, 3], &[3000, 500, 500], 30000, 600.0),
     )?
-    .with_error_fields(vec![0, 1]))
+    .with_error_group("velocity", vec![0, 1]))
 }
 
 /// 1+1d wave equation `u_tt = c² u_xx`, c = 1, on (t, x) ∈ [0,1]², with
@@ -408,5 +409,6 @@ fn cavity() -> Result<BoxSystem> {
         None,
         setup(&[2, 50, 50, 50, 3], &[3000, 800, 8], 1000, 600.0),
     )?
+    .with_error_group("velocity", vec![0, 1])
     .with_reference(ghia_re100()?))
 }

@@ -173,10 +173,10 @@ pub trait Problem: Send + Sync {
             m => (0..m).map(|i| format!("u{i}")).collect(),
         }
     }
-    /// The fields the headline relative L2 error is taken over (default: all; the
-    /// velocity for flows whose pressure is only fixed up to data).
-    fn error_fields(&self) -> Vec<usize> {
-        (0..self.out_dim()).collect()
+    /// A named group of fields whose combined error is reported besides the error over
+    /// all fields (the velocity of a flow, whose pressure is fixed only up to data).
+    fn error_group(&self) -> Option<(String, Vec<usize>)> {
+        None
     }
     /// The box the problem lives on (`lo`, `hi`), if it is one.
     fn bounds(&self) -> Option<(Vec<f64>, Vec<f64>)> {

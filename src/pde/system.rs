@@ -116,8 +116,8 @@ pub struct BoxSystem {
     fields: Vec<String>,
     terms: Vec<SystemTerm>,
     exact: Option<VecFn>,
-    /// Relative L2 error over these fields (default: all).
-    error_fields: Option<Vec<usize>>,
+    /// A named group of fields with its own error (e.g. the velocity).
+    error_group: Option<(String, Vec<usize>)>,
     reference: Option<ReferenceData>,
     setup: Setup,
 }
@@ -200,15 +200,15 @@ impl BoxSystem {
             fields: fields.iter().map(|s| s.to_string()).collect(),
             terms,
             exact,
-            error_fields: None,
+            error_group: None,
             reference: None,
             setup,
         })
     }
 
-    /// Measure the relative L2 error over these fields only (e.g. the velocity).
-    pub fn with_error_fields(mut self, fields: Vec<usize>) -> Self {
-        self.error_fields = Some(fields);
+    /// Also report the error over these fields together, under `name`.
+    pub fn with_error_group(mut self, name: &str, fields: Vec<usize>) -> Self {
+        self.error_group = Some((name.into(), fields));
         self
     }
 
@@ -294,10 +294,8 @@ impl Problem for BoxSystem {
     fn field_names(&self) -> Vec<String> {
         self.fields.clone()
     }
-    fn error_fields(&self) -> Vec<usize> {
-        self.error_fields
-            .clone()
-            .unwrap_or_else(|| (0..self.fields.len()).collect())
+    fn error_group(&self) -> Option<(String, Vec<usize>)> {
+        self.error_group.clone()
     }
     fn bounds(&self) -> Option<(Vec<f64>, Vec<f64>)> {
         Some((self.lo.clone(), self.hi.clone()))

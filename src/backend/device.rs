@@ -1,5 +1,8 @@
 //! Device selection (`--device cpu|cuda|auto`): `cuda` opens GPU 0 or fails with the
 //! reason, `auto` falls back to the CPU with the reason (see [`select`]).
+//!
+//! Checked by tests/cli.rs (a bad `--device` value is an error that names it) and
+//! tests/run_safety.rs (training runs with `--device cpu`).
 
 use crate::error::{Error, Result};
 
@@ -24,7 +27,7 @@ impl std::str::FromStr for DeviceKind {
     }
 }
 
-// ---- issue 5: CUDA device selection -----------------------------------------------------
+// ---- CUDA device selection ------------------------------------------------------------
 
 use super::cuda::{self, Cuda};
 

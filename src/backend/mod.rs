@@ -4,18 +4,29 @@
 //! here corresponds to one GPU kernel, and the `*_ref` functions in `cpu` are the
 //! CPU twins those kernels are compared with.
 //!
+//! This file holds the trait and the types of its arguments; beside it: `check` (the
+//! argument checks every backend runs, with the same messages), `cpu` (the reference),
+//! `cuda` (the GPU: kernel plans in `cuda::ops`, the forwarding the GPU and the emulation
+//! share in `cuda::host`), `emu` (the CUDA kernels run on the CPU, for tests) and `device`
+//! (`--device`).
+//!
 //! Conventions: all matrices are row-major; a [`Lay`] describes a (possibly strided)
 //! view into a buffer. Jet matrices use the block layout of design §1: for a chunk of `n`
 //! samples with `S` jet rows each, row `s·n + i` holds jet component `s` of sample `i`
 //! (s = 0 value, s = 1..=K directions, s = K+1 weighted Laplacian when present).
+//!
+//! Checked by tests/kernels.rs (every op of the emulated CUDA backend against the CPU
+//! backend, bad arguments included), tests/jet.rs (the CPU's jets against autodiff and
+//! finite differences) and, on a GPU, tests/gpu.rs.
 
+pub(crate) mod check;
 pub mod cpu;
 pub mod cuda;
 pub mod device;
 #[doc(hidden)]
 pub mod emu;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::scalar::Real;
 
 /// Row-major view of a matrix inside a buffer: element (r, c) is at `off + r·ld + c`.
@@ -54,102 +65,6 @@ impl Lay {
             (self.rows - 1) * self.ld + self.cols
         }
     }
-}
-
-/// Check that `lay` is a valid view inside a buffer of `len` elements (shared by the
-/// backends, so that every one rejects the same bad views with the same message).
-/// Buffer lengths of a quadratic-form residual op ([`Backend::quad_residual`],
-/// [`Backend::quad_seeds`]): the output jet, `a`, `b`, `d` (or the residuals, for the
-/// seeds) and the output.
-pub(crate) struct QuadLens {
-    pub y: usize,
-    pub a: usize,
-    pub b: usize,
-    pub d: usize,
-    pub out: usize,
-}
-
-/// The checks shared by every backend's quadratic-form residual ops: `d_need` and
-/// `out_need` are what the op reads of `d` (or r) and writes of its output.
-pub(crate) fn check_quad(
-    what: &str,
-    lens: QuadLens,
-    first: usize,
-    shape: JetShape,
-    d_need: usize,
-    out_need: usize,
-) -> Result<()> {
-    let c = shape.s() * shape.h;
-    for (name, len, need) in [
-        ("y", lens.y, shape.len()),
-        ("a", lens.a, (first + shape.n) * c),
-        ("b", lens.b, c),
-        ("d, r or ẏ", lens.d, d_need),
-        ("out", lens.out, out_need),
-    ] {
-        if need > len {
-            return Err(Error::Shape(format!(
-                "{what} ({name}): need {need} elements, buffer has {len}"
-            )));
-        }
-    }
-    Ok(())
-}
-
-pub(crate) fn check_view(what: &str, len: usize, lay: Lay) -> Result<()> {
-    if lay.cols > lay.ld && lay.rows > 1 {
-        return Err(Error::Shape(format!(
-            "{what}: leading dimension {} < cols {}",
-            lay.ld, lay.cols
-        )));
-    }
-    if lay.off + lay.span() > len {
-        return Err(Error::Shape(format!(
-            "{what}: view {}x{} (ld {}) at offset {} exceeds buffer of {len}",
-            lay.rows, lay.cols, lay.ld, lay.off
-        )));
-    }
-    Ok(())
-}
-
-/// Validate the operands of `C = α op(A) op(B) + βC` (views inside their buffers of
-/// lengths `lens`, matching shapes) and return `(m, n, k)`: C is m × n, the inner
-/// dimension k.
-pub(crate) fn gemm_dims(
-    lens: [usize; 3],
-    la: Lay,
-    ta: Tr,
-    lb: Lay,
-    tb: Tr,
-    lc: Lay,
-) -> Result<(usize, usize, usize)> {
-    check_view("gemm A", lens[0], la)?;
-    check_view("gemm B", lens[1], lb)?;
-    check_view("gemm C", lens[2], lc)?;
-    let (m, ka) = ta.shape(la);
-    let (kb, n) = tb.shape(lb);
-    if ka != kb || m != lc.rows || n != lc.cols {
-        return Err(Error::Shape(format!(
-            "gemm: op(A) is {m}x{ka}, op(B) is {kb}x{n}, C is {}x{}",
-            lc.rows, lc.cols
-        )));
-    }
-    Ok((m, n, ka))
-}
-
-/// Validate the operands of `C = α AᵀA + βC` (views inside their buffers of lengths
-/// `lens`, C square with A's column count) and return that count.
-pub(crate) fn syrk_dim(lens: [usize; 2], la: Lay, lc: Lay) -> Result<usize> {
-    check_view("syrk A", lens[0], la)?;
-    check_view("syrk C", lens[1], lc)?;
-    let n = la.cols;
-    if lc.rows != n || lc.cols != n {
-        return Err(Error::Shape(format!(
-            "syrk: A has {n} columns, C is {}x{}",
-            lc.rows, lc.cols
-        )));
-    }
-    Ok(n)
 }
 
 /// Whether a gemm operand is used as is or transposed.
@@ -237,14 +152,16 @@ pub struct AdamStep {
 ///
 /// Buffers are typed by element; `Buf<T>` for the CPU is a `Vec<T>`. Every operation
 /// validates its arguments against the buffer lengths and returns
-/// [`crate::Error::Shape`] instead of reading out of bounds.
+/// [`crate::Error::Shape`] instead of reading out of bounds (the checks of `check.rs`,
+/// shared by every backend). The methods are grouped by kind; the kernel groups name the
+/// `kernels/*.cu` file their kernels are in.
 #[allow(clippy::too_many_arguments)]
 pub trait Backend: Clone + Send + Sync + 'static {
     type Buf<T: Real>: Send + Sync;
 
+    // ---- the device: its name, synchronisation, memory account, parallelism -------------------
     /// Human-readable device description.
     fn name(&self) -> String;
-
     /// Wait until all queued work has finished (for timings). The CPU runs synchronously.
     fn synchronize(&self) -> Result<()> {
         Ok(())
@@ -264,7 +181,7 @@ pub trait Backend: Clone + Send + Sync + 'static {
         1
     }
 
-    // ---- memory -------------------------------------------------------------------
+    // ---- memory and transfers (host ↔ device, within and between buffers) ----------------------
     /// A zero-filled buffer of `len` elements.
     fn alloc<T: Real>(&self, len: usize) -> Result<Self::Buf<T>>;
     fn upload<T: Real>(&self, host: &[T]) -> Result<Self::Buf<T>>;
@@ -286,8 +203,18 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// `buf[off..off+len] = value`
     fn fill<T: Real>(&self, buf: &mut Self::Buf<T>, off: usize, len: usize, value: T)
         -> Result<()>;
+    /// `y[y_off + i] = x[x_off + i]` for `i < len`, converted between precisions (a copy
+    /// when `T = U`).
+    fn cast<T: Real, U: Real>(
+        &self,
+        x: &Self::Buf<T>,
+        x_off: usize,
+        y: &mut Self::Buf<U>,
+        y_off: usize,
+        len: usize,
+    ) -> Result<()>;
 
-    // ---- dense linear algebra -----------------------------------------------------
+    // ---- dense products (cuBLAS on the GPU; views `Lay` of row-major matrices) -----------------
     /// `C = alpha · op(A) · op(B) + beta · C` (beta = 0 ignores C's previous contents).
     fn gemm<T: Real>(
         &self,
@@ -314,7 +241,7 @@ pub trait Backend: Clone + Send + Sync + 'static {
         lc: Lay,
     ) -> Result<()>;
 
-    // ---- vectors (whole buffers of equal length) -----------------------------------
+    // ---- vectors: elementwise updates (kernels/vector.cu) --------------------------------------
     /// `y = alpha · x + beta · y`
     fn axpby<T: Real>(
         &self,
@@ -325,6 +252,27 @@ pub trait Backend: Clone + Send + Sync + 'static {
     ) -> Result<()>;
     /// `x = alpha · x`
     fn scale<T: Real>(&self, alpha: T, x: &mut Self::Buf<T>) -> Result<()>;
+    /// Elementwise product in place: `y[y_off + i] *= x[x_off + i]` for `i < len`.
+    /// CPU twin: `cpu::mul_ref`.
+    fn mul<T: Real>(
+        &self,
+        x: &Self::Buf<T>,
+        x_off: usize,
+        y: &mut Self::Buf<T>,
+        y_off: usize,
+        len: usize,
+    ) -> Result<()>;
+    /// One Adam update of `p` with gradient `g` and moments `m`, `v`.
+    fn adam_update<T: Real>(
+        &self,
+        p: &mut Self::Buf<T>,
+        g: &Self::Buf<T>,
+        m: &mut Self::Buf<T>,
+        v: &mut Self::Buf<T>,
+        step: AdamStep,
+    ) -> Result<()>;
+
+    // ---- reductions to f64 scalars, columns and rows (kernels/reduce.cu) -----------------------
     /// `Σ x_i y_i`, accumulated in f64.
     fn dot<T: Real>(&self, x: &Self::Buf<T>, y: &Self::Buf<T>) -> Result<f64>;
     /// `Σ (x[x_off + i] − y[y_off + i])²` for `i < len`, each difference and the sum in f64
@@ -337,17 +285,35 @@ pub trait Backend: Clone + Send + Sync + 'static {
         y_off: usize,
         len: usize,
     ) -> Result<f64>;
-    /// One Adam update of `p` with gradient `g` and moments `m`, `v`.
-    fn adam_update<T: Real>(
+    /// `out[out_off + j] = beta·out[out_off + j] + alpha · Σ_{r < rows} x[x_off + r·cols + j]`
+    /// (column sums of the dense `rows × cols` block that starts at `x_off`).
+    #[allow(clippy::too_many_arguments)]
+    fn col_sum<T: Real>(
         &self,
-        p: &mut Self::Buf<T>,
-        g: &Self::Buf<T>,
-        m: &mut Self::Buf<T>,
-        v: &mut Self::Buf<T>,
-        step: AdamStep,
+        alpha: T,
+        x: &Self::Buf<T>,
+        x_off: usize,
+        rows: usize,
+        cols: usize,
+        beta: T,
+        out: &mut Self::Buf<T>,
+        out_off: usize,
+    ) -> Result<()>;
+    /// Row-wise dot products of two equally shaped views: `out[out_off + r] =
+    /// beta·out[out_off + r] + Σ_c X[r, c] · Y[r, c]` for `r < rows` (beta = 0 ignores the
+    /// old contents). CPU twin: `cpu::row_dot_ref`.
+    fn row_dot<T: Real>(
+        &self,
+        x: &Self::Buf<T>,
+        lx: Lay,
+        y: &Self::Buf<T>,
+        ly: Lay,
+        beta: T,
+        out: &mut Self::Buf<T>,
+        out_off: usize,
     ) -> Result<()>;
 
-    // ---- forward Laplacian (jet) kernels -------------------------------------------
+    // ---- forward Laplacian: the jets of a chunk through one layer (kernels/jet.cu) -------------
     /// Add `bias` (length `cols`, at `bias_off`) to the first `rows` rows of `x` (row-major, `cols` wide).
     fn add_bias<T: Real>(
         &self,
@@ -412,84 +378,6 @@ pub trait Backend: Clone + Send + Sync + 'static {
         coef: &Self::Buf<T>,
         shape: JetShape,
     ) -> Result<()>;
-    /// Multiply every jet row of sample `i` by `w[i]`.
-    fn scale_jet_rows<T: Real>(
-        &self,
-        g: &mut Self::Buf<T>,
-        w: &Self::Buf<T>,
-        shape: JetShape,
-    ) -> Result<()>;
-    /// `dst` = `src` with every jet row of sample `i` multiplied by `w[i]` (the first
-    /// `shape.len()` elements of each).
-    fn scale_jet_rows_to<T: Real>(
-        &self,
-        src: &Self::Buf<T>,
-        w: &Self::Buf<T>,
-        shape: JetShape,
-        dst: &mut Self::Buf<T>,
-    ) -> Result<()>;
-    /// `out[out_off + j] = beta·out[out_off + j] + alpha · Σ_{r < rows} x[x_off + r·cols + j]`
-    /// (column sums of the dense `rows × cols` block that starts at `x_off`).
-    #[allow(clippy::too_many_arguments)]
-    fn col_sum<T: Real>(
-        &self,
-        alpha: T,
-        x: &Self::Buf<T>,
-        x_off: usize,
-        rows: usize,
-        cols: usize,
-        beta: T,
-        out: &mut Self::Buf<T>,
-        out_off: usize,
-    ) -> Result<()>;
-
-    // ---- autodiff baseline kernels ------------------------------------------------
-    /// Forward-over-reverse through tanh for the nested-differentiation baseline. `a` is
-    /// the stored activation block (value rows `a`, tangent rows `ȧ`, `shape.k` tangents,
-    /// no Laplacian); `g` holds the cotangent block (`ḡa`, its tangents `dḡa`) on entry and
-    /// that of the pre-activation on exit: `ḡz = s1 ḡa`, `dḡz = s1 dḡa − 2 a ȧ ḡa`.
-    fn ad_tanh_rev<T: Real>(
-        &self,
-        a: &Self::Buf<T>,
-        g: &mut Self::Buf<T>,
-        shape: JetShape,
-    ) -> Result<()>;
-
-    // ---- per-sample Jacobians ---------------------------------------------------------
-    /// Per-sample parameter Jacobian of one layer: for every sample `i` of the chunk,
-    /// the weight block of its row is `scale[i] · Σ_s g_{s,i} a_{s,i}ᵀ` (an outer-product
-    /// sum over the sample's S jet rows; `a` is `rows × shape.h`, `g` is `rows × fan_out`)
-    /// and the bias block `scale[i] · g_{0,i}` (value row only). Overwrites those entries.
-    fn jac_rows<T: Real>(
-        &self,
-        a: &Self::Buf<T>,
-        g: &Self::Buf<T>,
-        shape: JetShape,
-        fan_out: usize,
-        scale: &Self::Buf<T>,
-        out: &mut Self::Buf<T>,
-        at: JacRows,
-    ) -> Result<()>;
-
-    // ---- issue 4: half-inverse gradients / Gauss–Newton -------------------------------
-    /// Thin singular value decomposition of the `m × n` view `la` of `a`, computed in f64
-    /// whatever `T` is: `A = U diag(s) Vᵀ` with `k = min(m, n)`. Writes `U` to `u` as a
-    /// dense row-major `m × k` matrix (orthonormal columns), the singular values to
-    /// `s[..k]` (non-negative, non-increasing) and `Vᵀ` to `vt` as a dense row-major
-    /// `k × n` matrix (orthonormal rows); the buffers may be longer. Non-finite input
-    /// gives [`crate::Error::NonFinite`], a failed iteration [`crate::Error::Numerical`].
-    /// CPU reference twin: [`cpu::thin_svd_ref`] (faer's SVD); the CUDA backend maps it
-    /// to cuSOLVER (gesvd/gesvdj).
-    fn thin_svd<T: Real>(
-        &self,
-        a: &Self::Buf<T>,
-        la: Lay,
-        u: &mut Self::Buf<f64>,
-        s: &mut Self::Buf<f64>,
-        vt: &mut Self::Buf<f64>,
-    ) -> Result<()>;
-
-    // ---- issue 3: second-order optimizers ------------------------------------------
     /// Tangent (forward mode in the parameters) through the tanh jet, the linearisation of
     /// [`Backend::jet_tanh`]: `z` is the pre-activation jet, `a` the activation jet
     /// `jet_tanh` made from it (only its value rows `a = tanh z` are read, which saves
@@ -506,16 +394,50 @@ pub trait Backend: Clone + Send + Sync + 'static {
         coef: &Self::Buf<T>,
         shape: JetShape,
     ) -> Result<()>;
-    /// Elementwise product in place: `y[y_off + i] *= x[x_off + i]` for `i < len`.
-    /// CPU twin: `cpu::mul_ref`.
-    fn mul<T: Real>(
+    /// Multiply every jet row of sample `i` by `w[i]`.
+    fn scale_jet_rows<T: Real>(
         &self,
-        x: &Self::Buf<T>,
-        x_off: usize,
-        y: &mut Self::Buf<T>,
-        y_off: usize,
-        len: usize,
+        g: &mut Self::Buf<T>,
+        w: &Self::Buf<T>,
+        shape: JetShape,
     ) -> Result<()>;
+    /// `dst` = `src` with every jet row of sample `i` multiplied by `w[i]` (the first
+    /// `shape.len()` elements of each).
+    fn scale_jet_rows_to<T: Real>(
+        &self,
+        src: &Self::Buf<T>,
+        w: &Self::Buf<T>,
+        shape: JetShape,
+        dst: &mut Self::Buf<T>,
+    ) -> Result<()>;
+
+    // ---- autodiff baseline and per-sample Jacobians (kernels/autodiff.cu) ----------------------
+    /// Forward-over-reverse through tanh for the nested-differentiation baseline. `a` is
+    /// the stored activation block (value rows `a`, tangent rows `ȧ`, `shape.k` tangents,
+    /// no Laplacian); `g` holds the cotangent block (`ḡa`, its tangents `dḡa`) on entry and
+    /// that of the pre-activation on exit: `ḡz = s1 ḡa`, `dḡz = s1 dḡa − 2 a ȧ ḡa`.
+    fn ad_tanh_rev<T: Real>(
+        &self,
+        a: &Self::Buf<T>,
+        g: &mut Self::Buf<T>,
+        shape: JetShape,
+    ) -> Result<()>;
+    /// Per-sample parameter Jacobian of one layer: for every sample `i` of the chunk,
+    /// the weight block of its row is `scale[i] · Σ_s g_{s,i} a_{s,i}ᵀ` (an outer-product
+    /// sum over the sample's S jet rows; `a` is `rows × shape.h`, `g` is `rows × fan_out`)
+    /// and the bias block `scale[i] · g_{0,i}` (value row only). Overwrites those entries.
+    fn jac_rows<T: Real>(
+        &self,
+        a: &Self::Buf<T>,
+        g: &Self::Buf<T>,
+        shape: JetShape,
+        fan_out: usize,
+        scale: &Self::Buf<T>,
+        out: &mut Self::Buf<T>,
+        at: JacRows,
+    ) -> Result<()>;
+
+    // ---- quadratic-form residuals of the output jet (kernels/jet.cu) ---------------------------
     /// Residuals of a quadratic form ([`QuadForm`]) for the chunk of `shape.n` samples
     /// starting at sample `first` of its term, from the chunk's output jet `y` (block
     /// layout, `shape.h` = outputs): `r[i] = d[first+i] + Σ_c (a[first+i, c] + b[c]·y_ic)·y_ic`.
@@ -554,21 +476,24 @@ pub trait Backend: Clone + Send + Sync + 'static {
         shape: JetShape,
         g: &mut Self::Buf<T>,
     ) -> Result<()>;
-    /// Row-wise dot products of two equally shaped views: `out[out_off + r] =
-    /// beta·out[out_off + r] + Σ_c X[r, c] · Y[r, c]` for `r < rows` (beta = 0 ignores the
-    /// old contents). CPU twin: `cpu::row_dot_ref`.
-    fn row_dot<T: Real>(
-        &self,
-        x: &Self::Buf<T>,
-        lx: Lay,
-        y: &Self::Buf<T>,
-        ly: Lay,
-        beta: T,
-        out: &mut Self::Buf<T>,
-        out_off: usize,
-    ) -> Result<()>;
 
-    // ---- the KFAC inverse on the device ----------------------------------------------
+    // ---- factorizations in f64 (cuSOLVER on the GPU) -------------------------------------------
+    /// Thin singular value decomposition of the `m × n` view `la` of `a`, computed in f64
+    /// whatever `T` is: `A = U diag(s) Vᵀ` with `k = min(m, n)`. Writes `U` to `u` as a
+    /// dense row-major `m × k` matrix (orthonormal columns), the singular values to
+    /// `s[..k]` (non-negative, non-increasing) and `Vᵀ` to `vt` as a dense row-major
+    /// `k × n` matrix (orthonormal rows); the buffers may be longer. Non-finite input
+    /// gives [`crate::Error::NonFinite`], a failed iteration [`crate::Error::Numerical`].
+    /// CPU reference twin: [`cpu::thin_svd_ref`] (faer's SVD); the CUDA backend maps it
+    /// to cuSOLVER (gesvd/gesvdj).
+    fn thin_svd<T: Real>(
+        &self,
+        a: &Self::Buf<T>,
+        la: Lay,
+        u: &mut Self::Buf<f64>,
+        s: &mut Self::Buf<f64>,
+        vt: &mut Self::Buf<f64>,
+    ) -> Result<()>;
     /// Symmetric eigendecomposition in f64 of the `n × n` row-major matrix `a`, of which
     /// only the lower triangle is read: the eigenvalues in ascending order to `vals[..n]`
     /// and eigenvector k to row k of `vecs` (row-major `n × n`, i.e. `Uᵀ`; the buffers may
@@ -581,6 +506,8 @@ pub trait Backend: Clone + Send + Sync + 'static {
         vals: &mut Self::Buf<f64>,
         vecs: &mut Self::Buf<f64>,
     ) -> Result<()>;
+
+    // ---- spectral steps of the KFAC and HIG inverses (kernels/linalg.cu) -----------------------
     /// Eigenvalue fixes in place on `vals[..n]` ([`EigFix`]); returns how many were
     /// clamped (or dropped) and the maximum the floor or cut is relative to, NaN if any
     /// value is NaN (one small read-back). CPU twin: `cpu::eig_fix_ref`.
@@ -594,16 +521,6 @@ pub trait Backend: Clone + Send + Sync + 'static {
         sb: &Self::Buf<f64>,
         nb: usize,
         d: &mut Self::Buf<T>,
-    ) -> Result<()>;
-    /// `y[y_off + i] = x[x_off + i]` for `i < len`, converted between precisions (a copy
-    /// when `T = U`).
-    fn cast<T: Real, U: Real>(
-        &self,
-        x: &Self::Buf<T>,
-        x_off: usize,
-        y: &mut Self::Buf<U>,
-        y_off: usize,
-        len: usize,
     ) -> Result<()>;
     /// `x[i·n + i] += v` for `i < n` (damping of a row-major `n × n` factor).
     fn add_diag<T: Real>(&self, x: &mut Self::Buf<T>, n: usize, v: T) -> Result<()>;

@@ -6,7 +6,8 @@
 //! stride) and by `tests/kernels.rs`, `tests/curvature_kfac.rs` and `tests/hig.rs`.
 
 use super::par::par_for;
-use crate::backend::{check_view, EigFix, EigFixed, Lay, Tr};
+use crate::backend::check::check_view;
+use crate::backend::{EigFix, EigFixed, Lay, Tr};
 use crate::error::{Error, Result};
 use crate::scalar::Real;
 use faer::{MatMut, MatRef};

@@ -4,9 +4,9 @@
 //! `residual` for the quadratic-form residuals), with `par` (threading policy) and `simd`
 //! (AVX2 builds) beside them. The twins take the kernels' arguments and use the same
 //! formulas (design §1); they are the reference the GPU and the emulated kernels are
-//! tested against. This file holds the `Backend` implementation: argument checks, then
-//! the twin. Inside a chunk-parallel sweep ([`sequential`]) every operation stays on its
-//! thread.
+//! tested against. This file holds the `Backend` implementation: the op's argument checks
+//! (`backend::check`, shared with the CUDA kernel plans), then the twin. Inside a
+//! chunk-parallel sweep ([`sequential`]) every operation stays on its thread.
 //!
 //! Checked by `tests/jet.rs` (forward Laplacian against the autodiff baseline and finite
 //! differences), `tests/kernels.rs` and the unit tests of each file.
@@ -30,10 +30,8 @@ pub use self::vector::{adam_ref, mul_ref};
 use self::jet::*;
 use self::linalg::{mat_mut_t, mat_ref};
 use self::par::*;
-use super::{
-    check_quad, check_view, gemm_dims, syrk_dim, AdamStep, Backend, EigFix, EigFixed, JacRows,
-    JetShape, Lay, QuadForm, QuadLens, Tr,
-};
+use super::check;
+use super::{AdamStep, Backend, EigFix, EigFixed, JacRows, JetShape, Lay, QuadForm, Tr};
 use crate::error::{Error, Result};
 use crate::scalar::Real;
 use faer::linalg::matmul::triangular::BlockStructure;
@@ -43,16 +41,6 @@ use rayon::prelude::*;
 /// The CPU backend. Cheap to clone; holds no state.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Cpu;
-
-fn check_len(what: &str, len: usize, need: usize) -> Result<()> {
-    if need > len {
-        Err(Error::Shape(format!(
-            "{what}: need {need} elements, buffer has {len}"
-        )))
-    } else {
-        Ok(())
-    }
-}
 
 impl Backend for Cpu {
     type Buf<T: Real> = Vec<T>;
@@ -71,6 +59,7 @@ impl Backend for Cpu {
         }
     }
 
+    // ---- memory and transfers ----------------------------------------------------------------
     fn alloc<T: Real>(&self, len: usize) -> Result<Vec<T>> {
         let mut v = Vec::new();
         v.try_reserve_exact(len).map_err(|_| {
@@ -82,25 +71,31 @@ impl Backend for Cpu {
         v.resize(len, T::ZERO);
         Ok(v)
     }
+
     fn upload<T: Real>(&self, host: &[T]) -> Result<Vec<T>> {
         Ok(host.to_vec())
     }
+
     fn download<T: Real>(&self, buf: &Vec<T>) -> Result<Vec<T>> {
         Ok(buf.clone())
     }
+
     fn download_range<T: Real>(&self, buf: &Vec<T>, off: usize, dst: &mut [T]) -> Result<()> {
-        check_len("download_range", buf.len(), off + dst.len())?;
+        check::range("download_range", buf.len(), off, dst.len())?;
         dst.copy_from_slice(&buf[off..off + dst.len()]);
         Ok(())
     }
+
     fn upload_range<T: Real>(&self, src: &[T], buf: &mut Vec<T>, off: usize) -> Result<()> {
-        check_len("upload_range", buf.len(), off + src.len())?;
+        check::range("upload_range", buf.len(), off, src.len())?;
         buf[off..off + src.len()].copy_from_slice(src);
         Ok(())
     }
+
     fn len<T: Real>(&self, buf: &Vec<T>) -> usize {
         buf.len()
     }
+
     fn copy<T: Real>(
         &self,
         src: &Vec<T>,
@@ -109,17 +104,34 @@ impl Backend for Cpu {
         dst_off: usize,
         len: usize,
     ) -> Result<()> {
-        check_len("copy (source)", src.len(), src_off + len)?;
-        check_len("copy (destination)", dst.len(), dst_off + len)?;
+        check::copy(src.len(), src_off, dst.len(), dst_off, len)?;
         dst[dst_off..dst_off + len].copy_from_slice(&src[src_off..src_off + len]);
         Ok(())
     }
+
     fn fill<T: Real>(&self, buf: &mut Vec<T>, off: usize, len: usize, value: T) -> Result<()> {
-        check_len("fill", buf.len(), off + len)?;
+        check::range("fill", buf.len(), off, len)?;
         buf[off..off + len].fill(value);
         Ok(())
     }
 
+    fn cast<T: Real, U: Real>(
+        &self,
+        x: &Vec<T>,
+        x_off: usize,
+        y: &mut Vec<U>,
+        y_off: usize,
+        len: usize,
+    ) -> Result<()> {
+        check::pair("cast", x.len(), x_off, y.len(), y_off, len)?;
+        y[y_off..y_off + len]
+            .iter_mut()
+            .zip(&x[x_off..x_off + len])
+            .for_each(|(y, &x)| *y = U::from_f64(x.to_f64()));
+        Ok(())
+    }
+
+    // ---- dense products ----------------------------------------------------------------------
     fn gemm<T: Real>(
         &self,
         alpha: T,
@@ -133,7 +145,7 @@ impl Backend for Cpu {
         c: &mut Vec<T>,
         lc: Lay,
     ) -> Result<()> {
-        let (m, nn, ka) = gemm_dims([a.len(), b.len(), c.len()], la, ta, lb, tb, lc)?;
+        let (m, nn, ka) = check::gemm_dims([a.len(), b.len(), c.len()], la, ta, lb, tb, lc)?;
         if m == 0 || nn == 0 {
             return Ok(());
         }
@@ -172,7 +184,7 @@ impl Backend for Cpu {
         c: &mut Vec<T>,
         lc: Lay,
     ) -> Result<()> {
-        let n = syrk_dim([a.len(), c.len()], la, lc)?;
+        let n = check::syrk_dim([a.len(), c.len()], la, lc)?;
         if n == 0 {
             return Ok(());
         }
@@ -216,14 +228,9 @@ impl Backend for Cpu {
         Ok(())
     }
 
+    // ---- vectors -----------------------------------------------------------------------------
     fn axpby<T: Real>(&self, alpha: T, x: &Vec<T>, beta: T, y: &mut Vec<T>) -> Result<()> {
-        if x.len() != y.len() {
-            return Err(Error::Shape(format!(
-                "axpby: x has {}, y has {} elements",
-                x.len(),
-                y.len()
-            )));
-        }
+        check::same_len("axpby", x.len(), y.len())?;
         if beta == T::ONE {
             y.iter_mut().zip(x).for_each(|(y, &x)| *y += alpha * x);
         } else {
@@ -233,39 +240,25 @@ impl Backend for Cpu {
         }
         Ok(())
     }
+
     fn scale<T: Real>(&self, alpha: T, x: &mut Vec<T>) -> Result<()> {
         x.iter_mut().for_each(|v| *v *= alpha);
         Ok(())
     }
-    fn dot<T: Real>(&self, x: &Vec<T>, y: &Vec<T>) -> Result<f64> {
-        if x.len() != y.len() {
-            return Err(Error::Shape(format!(
-                "dot: x has {}, y has {} elements",
-                x.len(),
-                y.len()
-            )));
-        }
-        Ok(x.iter()
-            .zip(y)
-            .map(|(&a, &b)| a.to_f64() * b.to_f64())
-            .sum())
-    }
-    fn sq_dist<T: Real>(
+
+    fn mul<T: Real>(
         &self,
         x: &Vec<T>,
         x_off: usize,
-        y: &Vec<T>,
+        y: &mut Vec<T>,
         y_off: usize,
         len: usize,
-    ) -> Result<f64> {
-        check_len("sq_dist (x)", x.len(), x_off + len)?;
-        check_len("sq_dist (y)", y.len(), y_off + len)?;
-        Ok(x[x_off..x_off + len]
-            .iter()
-            .zip(&y[y_off..y_off + len])
-            .map(|(&a, &b)| (a.to_f64() - b.to_f64()).powi(2))
-            .sum())
+    ) -> Result<()> {
+        check::pair("mul", x.len(), x_off, y.len(), y_off, len)?;
+        mul_ref(&x[x_off..x_off + len], &mut y[y_off..y_off + len]);
+        Ok(())
     }
+
     fn adam_update<T: Real>(
         &self,
         p: &mut Vec<T>,
@@ -274,19 +267,81 @@ impl Backend for Cpu {
         v: &mut Vec<T>,
         s: AdamStep,
     ) -> Result<()> {
-        let n = p.len();
-        if g.len() != n || m.len() != n || v.len() != n {
-            return Err(Error::Shape(format!(
-                "adam_update: p {n}, g {}, m {}, v {}",
-                g.len(),
-                m.len(),
-                v.len()
-            )));
-        }
+        check::adam(p.len(), g.len(), m.len(), v.len())?;
         adam_ref(p, g, m, v, s);
         Ok(())
     }
 
+    // ---- reductions --------------------------------------------------------------------------
+    fn dot<T: Real>(&self, x: &Vec<T>, y: &Vec<T>) -> Result<f64> {
+        check::same_len("dot", x.len(), y.len())?;
+        Ok(x.iter()
+            .zip(y)
+            .map(|(&a, &b)| a.to_f64() * b.to_f64())
+            .sum())
+    }
+
+    fn sq_dist<T: Real>(
+        &self,
+        x: &Vec<T>,
+        x_off: usize,
+        y: &Vec<T>,
+        y_off: usize,
+        len: usize,
+    ) -> Result<f64> {
+        check::pair("sq_dist", x.len(), x_off, y.len(), y_off, len)?;
+        Ok(x[x_off..x_off + len]
+            .iter()
+            .zip(&y[y_off..y_off + len])
+            .map(|(&a, &b)| (a.to_f64() - b.to_f64()).powi(2))
+            .sum())
+    }
+
+    fn col_sum<T: Real>(
+        &self,
+        alpha: T,
+        x: &Vec<T>,
+        x_off: usize,
+        rows: usize,
+        cols: usize,
+        beta: T,
+        out: &mut Vec<T>,
+        out_off: usize,
+    ) -> Result<()> {
+        check::col_sum(x.len(), x_off, rows, cols, out.len(), out_off)?;
+        let o = &mut out[out_off..out_off + cols];
+        let mut acc = vec![T::ZERO; cols];
+        if cols > 0 {
+            for row in x[x_off..x_off + rows * cols].chunks(cols) {
+                acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
+            }
+        }
+        for (o, a) in o.iter_mut().zip(acc) {
+            *o = if beta == T::ZERO {
+                alpha * a
+            } else {
+                beta * *o + alpha * a
+            };
+        }
+        Ok(())
+    }
+
+    fn row_dot<T: Real>(
+        &self,
+        x: &Vec<T>,
+        lx: Lay,
+        y: &Vec<T>,
+        ly: Lay,
+        beta: T,
+        out: &mut Vec<T>,
+        out_off: usize,
+    ) -> Result<()> {
+        check::row_dot(x.len(), lx, y.len(), ly, out.len(), out_off)?;
+        row_dot_ref(x, lx, y, ly, beta, &mut out[out_off..out_off + lx.rows]);
+        Ok(())
+    }
+
+    // ---- jets --------------------------------------------------------------------------------
     fn add_bias<T: Real>(
         &self,
         x: &mut Vec<T>,
@@ -295,8 +350,7 @@ impl Backend for Cpu {
         bias: &Vec<T>,
         bias_off: usize,
     ) -> Result<()> {
-        check_len("add_bias (x)", x.len(), rows * cols)?;
-        check_len("add_bias (bias)", bias.len(), bias_off + cols)?;
+        check::add_bias(x.len(), rows, cols, bias.len(), bias_off)?;
         if cols == 0 {
             return Ok(());
         }
@@ -316,9 +370,7 @@ impl Backend for Cpu {
         shape: JetShape,
     ) -> Result<()> {
         let JetShape { n, k, lap, h } = shape;
-        check_len("jet_input (x)", x.len(), x_off + n * h)?;
-        check_len("jet_input (dirs)", dirs.len(), k * h)?;
-        check_len("jet_input (out)", out.len(), shape.len())?;
+        check::jet_input(x.len(), x_off, dirs.len(), out.len(), shape)?;
         out[..n * h].copy_from_slice(&x[x_off..x_off + n * h]);
         for d in 0..k {
             let blk = &mut out[(1 + d) * n * h..(2 + d) * n * h];
@@ -340,8 +392,7 @@ impl Backend for Cpu {
         shape: JetShape,
     ) -> Result<()> {
         let JetShape { n, k, lap, h } = shape;
-        check_len("jet_broadcast_dirs (z)", z.len(), shape.len())?;
-        check_len("jet_broadcast_dirs (wv)", wv.len(), k * h)?;
+        check::jet_broadcast_dirs(z.len(), wv.len(), shape)?;
         if h == 0 {
             return Ok(());
         }
@@ -363,9 +414,7 @@ impl Backend for Cpu {
         coef: &Vec<T>,
         shape: JetShape,
     ) -> Result<()> {
-        check_len("jet_input_tanh (z)", z.len(), shape.len())?;
-        check_len("jet_input_tanh (wv)", wv.len(), shape.k * shape.h)?;
-        check_len("jet_input_tanh (coef)", coef.len(), shape.k)?;
+        check::jet_input_tanh(z.len(), wv.len(), coef.len(), shape)?;
         // Σ_k c_k wv[k]² does not depend on the sample.
         let h = shape.h;
         let mut q = vec![T::ZERO; h];
@@ -377,7 +426,8 @@ impl Backend for Cpu {
         }
         let p = SharedPtr(z.as_mut_ptr());
         par_samples(shape.n, |i0, i1| {
-            // SAFETY: lengths checked above; each task writes only the rows of samples i0..i1.
+            // SAFETY: lengths checked above (check::jet_input_tanh); each task writes only
+            // the rows of samples i0..i1.
             unsafe { input_tanh(p.get(), wv, &q, shape, i0, i1) }
         });
         Ok(())
@@ -390,14 +440,13 @@ impl Backend for Cpu {
         coef: &Vec<T>,
         shape: JetShape,
     ) -> Result<()> {
-        check_len("jet_tanh (z)", z.len(), shape.len())?;
-        check_len("jet_tanh (a)", a.len(), shape.len())?;
-        check_len("jet_tanh (coef)", coef.len(), shape.k)?;
+        check::jet_tanh(z.len(), a.len(), coef.len(), shape)?;
         let zp = SharedPtr(z.as_ptr() as *mut T);
         let p = SharedPtr(a.as_mut_ptr());
         par_samples(shape.n, |i0, i1| {
-            // SAFETY: lengths checked above; `z` is only read and `a` is a distinct buffer
-            // (exclusive borrow); each task touches only the rows of its own samples.
+            // SAFETY: lengths checked above (check::jet_tanh); `z` is only read and `a` is a
+            // distinct buffer (exclusive borrow); each task touches only the rows of its own
+            // samples.
             unsafe { tanh_fwd(Some(zp.get() as *const T), p.get(), coef, shape, i0, i1) }
         });
         Ok(())
@@ -409,12 +458,11 @@ impl Backend for Cpu {
         coef: &Vec<T>,
         shape: JetShape,
     ) -> Result<()> {
-        check_len("jet_tanh_inplace (z)", z.len(), shape.len())?;
-        check_len("jet_tanh_inplace (coef)", coef.len(), shape.k)?;
+        check::jet_tanh_inplace(z.len(), coef.len(), shape)?;
         let p = SharedPtr(z.as_mut_ptr());
         par_samples(shape.n, |i0, i1| {
-            // SAFETY: lengths checked above; each task touches only the rows of its own
-            // samples i0..i1.
+            // SAFETY: lengths checked above (check::jet_tanh_inplace); each task touches
+            // only the rows of its own samples i0..i1.
             unsafe { tanh_fwd(None, p.get(), coef, shape, i0, i1) }
         });
         Ok(())
@@ -428,23 +476,43 @@ impl Backend for Cpu {
         coef: &Vec<T>,
         shape: JetShape,
     ) -> Result<()> {
-        check_len("jet_tanh_backward (z)", z.len(), shape.len())?;
-        check_len("jet_tanh_backward (a)", a.len(), shape.n * shape.h)?;
-        check_len("jet_tanh_backward (g)", g.len(), shape.len())?;
-        check_len("jet_tanh_backward (coef)", coef.len(), shape.k)?;
+        let lens = [z.len(), a.len(), g.len(), coef.len()];
+        check::jet_tanh_linear("jet_tanh_backward", lens, "g", shape)?;
         let zp = SharedPtr(z.as_ptr() as *mut T);
         let gp = SharedPtr(g.as_mut_ptr());
         par_samples(shape.n, |i0, i1| {
-            // SAFETY: lengths checked above; `z` and `a` are only read and `g` is a distinct
-            // buffer (exclusive borrow); each task touches only rows of samples i0..i1.
+            // SAFETY: lengths checked above (check::jet_tanh_linear); `z` and `a` are only
+            // read and `g` is a distinct buffer (exclusive borrow); each task touches only
+            // rows of samples i0..i1.
             unsafe { tanh_bwd(zp.get(), a, gp.get(), coef, shape, i0, i1) }
         });
         Ok(())
     }
 
+    fn jet_tanh_tangent<T: Real>(
+        &self,
+        z: &Vec<T>,
+        a: &Vec<T>,
+        t: &mut Vec<T>,
+        coef: &Vec<T>,
+        shape: JetShape,
+    ) -> Result<()> {
+        let lens = [z.len(), a.len(), t.len(), coef.len()];
+        check::jet_tanh_linear("jet_tanh_tangent", lens, "t", shape)?;
+        let zp = SharedPtr(z.as_ptr() as *mut T);
+        let tp = SharedPtr(t.as_mut_ptr());
+        par_samples(shape.n, |i0, i1| {
+            let (zp, tp) = (zp, tp);
+            // SAFETY: lengths checked above (check::jet_tanh_linear); `z` and `a` are only
+            // read and `t` is a distinct buffer (exclusive borrow); each task touches only
+            // rows of samples i0..i1.
+            unsafe { tanh_tangent(zp.0, a, tp.0, coef, shape, i0, i1) }
+        });
+        Ok(())
+    }
+
     fn scale_jet_rows<T: Real>(&self, g: &mut Vec<T>, w: &Vec<T>, shape: JetShape) -> Result<()> {
-        check_len("scale_jet_rows (g)", g.len(), shape.len())?;
-        check_len("scale_jet_rows (w)", w.len(), shape.n)?;
+        check::scale_jet_rows(g.len(), w.len(), shape)?;
         let (n, h) = (shape.n, shape.h);
         if h == 0 || n == 0 {
             return Ok(());
@@ -466,9 +534,7 @@ impl Backend for Cpu {
         shape: JetShape,
         dst: &mut Vec<T>,
     ) -> Result<()> {
-        check_len("scale_jet_rows_to (src)", src.len(), shape.len())?;
-        check_len("scale_jet_rows_to (w)", w.len(), shape.n)?;
-        check_len("scale_jet_rows_to (dst)", dst.len(), shape.len())?;
+        check::scale_jet_rows_to(src.len(), w.len(), dst.len(), shape)?;
         let (n, h) = (shape.n, shape.h);
         if h == 0 || n == 0 {
             return Ok(());
@@ -484,14 +550,9 @@ impl Backend for Cpu {
         Ok(())
     }
 
+    // ---- autodiff baseline and per-sample Jacobians ------------------------------------------
     fn ad_tanh_rev<T: Real>(&self, a: &Vec<T>, g: &mut Vec<T>, shape: JetShape) -> Result<()> {
-        check_len("ad_tanh_rev (a)", a.len(), shape.len())?;
-        check_len("ad_tanh_rev (g)", g.len(), shape.len())?;
-        if shape.lap {
-            return Err(Error::Shape(
-                "ad_tanh_rev: the autodiff block has no Laplacian rows".into(),
-            ));
-        }
+        check::ad_tanh_rev(a.len(), g.len(), shape)?;
         let (n, h) = (shape.n, shape.h);
         if n == 0 || h == 0 {
             return Ok(());
@@ -526,28 +587,19 @@ impl Backend for Cpu {
         out: &mut Vec<T>,
         at: JacRows,
     ) -> Result<()> {
+        let lens = [a.len(), g.len(), scale.len(), out.len()];
+        check::jac_rows(lens, shape, fan_out, at)?;
         let (n, s, fi, fo) = (shape.n, shape.s(), shape.h, fan_out);
-        check_len("jac_rows (a)", a.len(), n * s * fi)?;
-        check_len("jac_rows (g)", g.len(), n * s * fo)?;
-        check_len("jac_rows (scale)", scale.len(), n)?;
         if n == 0 {
             return Ok(());
-        }
-        let last_row = at.row0 + (n - 1) * at.row_stride;
-        let need = last_row * at.ld + (at.w_off + fo * fi).max(at.b_off + fo);
-        check_len("jac_rows (out)", out.len(), need)?;
-        if at.w_off + fo * fi > at.ld || at.b_off + fo > at.ld || (at.row_stride == 0 && n > 1) {
-            return Err(Error::Shape(format!(
-                "jac_rows: layer block does not fit rows of {} (stride {})",
-                at.ld, at.row_stride
-            )));
         }
         let p = SharedPtr(out.as_mut_ptr());
         (0..n).into_par_iter().for_each(|i| {
             let row = (at.row0 + i * at.row_stride) * at.ld;
             let base = p.get();
-            // SAFETY: `need` was checked against out.len(); distinct samples write distinct
-            // rows (row_stride > 0), so the tasks' writes are disjoint.
+            // SAFETY: check::jac_rows placed the last sample's blocks inside out and both
+            // blocks inside a row of ld; distinct samples write distinct rows (row_stride > 0,
+            // also checked), so the tasks' writes are disjoint.
             let w = unsafe { std::slice::from_raw_parts_mut(base.add(row + at.w_off), fo * fi) };
             let sc = scale[i];
             w.fill(T::ZERO);
@@ -573,96 +625,7 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn col_sum<T: Real>(
-        &self,
-        alpha: T,
-        x: &Vec<T>,
-        x_off: usize,
-        rows: usize,
-        cols: usize,
-        beta: T,
-        out: &mut Vec<T>,
-        out_off: usize,
-    ) -> Result<()> {
-        check_len("col_sum (x)", x.len(), x_off + rows * cols)?;
-        check_len("col_sum (out)", out.len(), out_off + cols)?;
-        let o = &mut out[out_off..out_off + cols];
-        let mut acc = vec![T::ZERO; cols];
-        if cols > 0 {
-            for row in x[x_off..x_off + rows * cols].chunks(cols) {
-                acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
-            }
-        }
-        for (o, a) in o.iter_mut().zip(acc) {
-            *o = if beta == T::ZERO {
-                alpha * a
-            } else {
-                beta * *o + alpha * a
-            };
-        }
-        Ok(())
-    }
-
-    // ---- issue 4: half-inverse gradients / Gauss–Newton -------------------------------
-    fn thin_svd<T: Real>(
-        &self,
-        a: &Vec<T>,
-        la: Lay,
-        u: &mut Vec<f64>,
-        s: &mut Vec<f64>,
-        vt: &mut Vec<f64>,
-    ) -> Result<()> {
-        check_view("thin_svd (A)", a.len(), la)?;
-        let k = la.rows.min(la.cols);
-        check_len("thin_svd (U)", u.len(), la.rows * k)?;
-        check_len("thin_svd (s)", s.len(), k)?;
-        check_len("thin_svd (Vᵀ)", vt.len(), k * la.cols)?;
-        thin_svd_ref(
-            a,
-            la,
-            &mut u[..la.rows * k],
-            &mut s[..k],
-            &mut vt[..k * la.cols],
-        )
-    }
-    // ---- issue 3: second-order optimizers ------------------------------------------
-    fn jet_tanh_tangent<T: Real>(
-        &self,
-        z: &Vec<T>,
-        a: &Vec<T>,
-        t: &mut Vec<T>,
-        coef: &Vec<T>,
-        shape: JetShape,
-    ) -> Result<()> {
-        check_len("jet_tanh_tangent (z)", z.len(), shape.len())?;
-        check_len("jet_tanh_tangent (a)", a.len(), shape.n * shape.h)?;
-        check_len("jet_tanh_tangent (t)", t.len(), shape.len())?;
-        check_len("jet_tanh_tangent (coef)", coef.len(), shape.k)?;
-        let zp = SharedPtr(z.as_ptr() as *mut T);
-        let tp = SharedPtr(t.as_mut_ptr());
-        par_samples(shape.n, |i0, i1| {
-            let (zp, tp) = (zp, tp);
-            // SAFETY: lengths checked above; `z` and `a` are only read and `t` is a distinct
-            // buffer (exclusive borrow); each task touches only rows of samples i0..i1.
-            unsafe { tanh_tangent(zp.0, a, tp.0, coef, shape, i0, i1) }
-        });
-        Ok(())
-    }
-
-    fn mul<T: Real>(
-        &self,
-        x: &Vec<T>,
-        x_off: usize,
-        y: &mut Vec<T>,
-        y_off: usize,
-        len: usize,
-    ) -> Result<()> {
-        check_len("mul (x)", x.len(), x_off + len)?;
-        check_len("mul (y)", y.len(), y_off + len)?;
-        mul_ref(&x[x_off..x_off + len], &mut y[y_off..y_off + len]);
-        Ok(())
-    }
-
+    // ---- quadratic-form residuals ------------------------------------------------------------
     fn quad_residual<T: Real>(
         &self,
         y: &Vec<T>,
@@ -671,21 +634,8 @@ impl Backend for Cpu {
         shape: JetShape,
         r: &mut Vec<T>,
     ) -> Result<()> {
-        let lens = QuadLens {
-            y: y.len(),
-            a: form.a.len(),
-            b: form.b.len(),
-            d: form.d.len(),
-            out: r.len(),
-        };
-        check_quad(
-            "quad_residual",
-            lens,
-            first,
-            shape,
-            first + shape.n,
-            shape.n,
-        )?;
+        let lens = [y.len(), form.a.len(), form.b.len(), form.d.len(), r.len()];
+        check::quad_residual(lens, first, shape)?;
         quad_residual_ref(y, form.a, form.b, form.d, first, shape, &mut r[..shape.n]);
         Ok(())
     }
@@ -699,14 +649,8 @@ impl Backend for Cpu {
         shape: JetShape,
         t: &mut Vec<T>,
     ) -> Result<()> {
-        let lens = QuadLens {
-            y: y.len(),
-            a: form.a.len(),
-            b: form.b.len(),
-            d: yd.len(),
-            out: t.len(),
-        };
-        check_quad("quad_tangent", lens, first, shape, shape.len(), shape.n)?;
+        let lens = [y.len(), form.a.len(), form.b.len(), yd.len(), t.len()];
+        check::quad_tangent(lens, first, shape)?;
         quad_tangent_ref(y, form.a, form.b, yd, first, shape, &mut t[..shape.n]);
         Ok(())
     }
@@ -722,14 +666,8 @@ impl Backend for Cpu {
         shape: JetShape,
         g: &mut Vec<T>,
     ) -> Result<()> {
-        let lens = QuadLens {
-            y: y.len(),
-            a: form.a.len(),
-            b: form.b.len(),
-            d: r.len(),
-            out: g.len(),
-        };
-        check_quad("quad_seeds", lens, first, shape, shape.n, shape.len())?;
+        let lens = [y.len(), form.a.len(), form.b.len(), r.len(), g.len()];
+        check::quad_seeds(lens, first, shape)?;
         let len = shape.len();
         quad_seeds_ref(
             y,
@@ -744,30 +682,26 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn row_dot<T: Real>(
+    // ---- factorizations ----------------------------------------------------------------------
+    fn thin_svd<T: Real>(
         &self,
-        x: &Vec<T>,
-        lx: Lay,
-        y: &Vec<T>,
-        ly: Lay,
-        beta: T,
-        out: &mut Vec<T>,
-        out_off: usize,
+        a: &Vec<T>,
+        la: Lay,
+        u: &mut Vec<f64>,
+        s: &mut Vec<f64>,
+        vt: &mut Vec<f64>,
     ) -> Result<()> {
-        check_view("row_dot X", x.len(), lx)?;
-        check_view("row_dot Y", y.len(), ly)?;
-        if lx.rows != ly.rows || lx.cols != ly.cols {
-            return Err(Error::Shape(format!(
-                "row_dot: X is {}x{}, Y is {}x{}",
-                lx.rows, lx.cols, ly.rows, ly.cols
-            )));
-        }
-        check_len("row_dot (out)", out.len(), out_off + lx.rows)?;
-        row_dot_ref(x, lx, y, ly, beta, &mut out[out_off..out_off + lx.rows]);
-        Ok(())
+        check::thin_svd(a.len(), la, u.len(), s.len(), vt.len())?;
+        let k = la.rows.min(la.cols);
+        thin_svd_ref(
+            a,
+            la,
+            &mut u[..la.rows * k],
+            &mut s[..k],
+            &mut vt[..k * la.cols],
+        )
     }
 
-    // ---- the KFAC inverse on the device ----------------------------------------------
     fn sym_eig(
         &self,
         a: &Vec<f64>,
@@ -775,9 +709,7 @@ impl Backend for Cpu {
         vals: &mut Vec<f64>,
         vecs: &mut Vec<f64>,
     ) -> Result<()> {
-        check_len("sym_eig (A)", a.len(), n * n)?;
-        check_len("sym_eig (values)", vals.len(), n)?;
-        check_len("sym_eig (vectors)", vecs.len(), n * n)?;
+        check::sym_eig(a.len(), n, vals.len(), vecs.len())?;
         let e = crate::curvature::linalg::sym_eig(n, &a[..n * n], "sym_eig")?;
         vals[..n].copy_from_slice(&e.vals);
         for k in 0..n {
@@ -788,10 +720,13 @@ impl Backend for Cpu {
         }
         Ok(())
     }
+
+    // ---- spectral steps of the KFAC and HIG inverses -----------------------------------------
     fn eig_fix(&self, vals: &mut Vec<f64>, n: usize, mode: EigFix) -> Result<EigFixed> {
-        check_len("eig_fix", vals.len(), n)?;
+        check::eig_fix(vals.len(), n)?;
         Ok(eig_fix_ref(&mut vals[..n], mode))
     }
+
     fn kron_recip<T: Real>(
         &self,
         sa: &Vec<f64>,
@@ -800,35 +735,19 @@ impl Backend for Cpu {
         nb: usize,
         d: &mut Vec<T>,
     ) -> Result<()> {
-        check_len("kron_recip (sa)", sa.len(), na)?;
-        check_len("kron_recip (sb)", sb.len(), nb)?;
-        check_len("kron_recip (d)", d.len(), na * nb)?;
+        check::kron_recip(sa.len(), na, sb.len(), nb, d.len())?;
         kron_recip_ref(&sa[..na], &sb[..nb], &mut d[..na * nb]);
         Ok(())
     }
-    fn cast<T: Real, U: Real>(
-        &self,
-        x: &Vec<T>,
-        x_off: usize,
-        y: &mut Vec<U>,
-        y_off: usize,
-        len: usize,
-    ) -> Result<()> {
-        check_len("cast (x)", x.len(), x_off + len)?;
-        check_len("cast (y)", y.len(), y_off + len)?;
-        y[y_off..y_off + len]
-            .iter_mut()
-            .zip(&x[x_off..x_off + len])
-            .for_each(|(y, &x)| *y = U::from_f64(x.to_f64()));
-        Ok(())
-    }
+
     fn add_diag<T: Real>(&self, x: &mut Vec<T>, n: usize, v: T) -> Result<()> {
-        check_len("add_diag", x.len(), n * n)?;
+        check::square("add_diag", x.len(), n)?;
         for i in 0..n {
             x[i * n + i] += v;
         }
         Ok(())
     }
+
     fn spectral_scale(
         &self,
         s: &Vec<f64>,
@@ -837,12 +756,12 @@ impl Backend for Cpu {
         kappa: f64,
         tau: f64,
     ) -> Result<(usize, f64)> {
-        check_len("spectral_scale (s)", s.len(), k.max(1))?;
-        check_len("spectral_scale (c)", c.len(), k)?;
+        check::spectral_scale(s.len(), c.len(), k)?;
         Ok(spectral_scale_ref(&s[..k], &mut c[..k], kappa, tau))
     }
+
     fn bias_border<T: Real>(&self, a: &mut Vec<T>, n: usize, corner: T) -> Result<()> {
-        check_len("bias_border", a.len(), n * n)?;
+        check::square("bias_border", a.len(), n)?;
         bias_border_ref(&mut a[..n * n], n, corner);
         Ok(())
     }

@@ -127,11 +127,7 @@ mod tests {
         assert_eq!(g, vec![2.0, 2.0, 3.0, 3.0, 2.0, 2.0, 3.0, 3.0]);
     }
 
-    // ---- issue 3 ---------------------------------------------------------------------
-
-    /// The tangent kernel against central differences of the forward kernel along ż,
-    /// and against a direct scalar evaluation of the formulas.
-
+    /// `row_dot` on strided views against a naive loop.
     #[test]
     fn row_dot_matches_naive() {
         let cpu = Cpu;

@@ -13,7 +13,8 @@
 
 use super::ops::{self, Dev};
 use super::Cuda;
-use crate::backend::{gemm_dims, syrk_dim, Lay, Tr};
+use crate::backend::check::{gemm_dims, syrk_dim};
+use crate::backend::{Lay, Tr};
 use crate::error::{Error, Result};
 use crate::scalar::{DType, Real};
 use cudarc::cublas::sys::{self, cublasFillMode_t, cublasOperation_t};
@@ -76,9 +77,9 @@ pub(super) fn gemm<T: Real>(
     let handle = guard.handle();
     cu.bind()?;
     let (pa, pb, pc) = (b.at(lb.off), a.at(la.off), c.at(lc.off));
-    // SAFETY: the three views were checked to lie inside their buffers (gemm_dims), and
-    // cuBLAS reads/writes exactly those views given these dimensions and leading
-    // dimensions; alpha and beta are host scalars of the matching precision (the handle
+    // SAFETY: the three views were checked to lie inside their buffers
+    // (check::gemm_dims), and cuBLAS reads/writes exactly those views given these
+    // dimensions and leading dimensions; alpha and beta are host scalars of the matching precision (the handle
     // is in host pointer mode); the handle is bound to the backend's stream.
     let s = unsafe {
         match T::DTYPE {

@@ -4,9 +4,12 @@
 //!
 //! - `kernels`: the embedded kernel modules (PTX from nvcc, or source for NVRTC);
 //! - `device`: probing the driver and opening the GPU (context, stream, modules);
-//! - `launch`, `ops`: launch geometry and kernel plans, shared with the CPU emulation
-//!   (`backend::emu`) that tests every kernel in `cargo test`;
-//! - `blas`, `solver`: cuBLAS gemm/syrk and cuSOLVER gesvd;
+//! - `launch`, `ops`: launch geometry and kernel plans (`ops/` mirrors `kernels/*.cu`),
+//!   shared with the CPU emulation (`backend::emu`) that tests every kernel in `cargo test`;
+//! - `host`: the `Backend` methods that are one kernel plan each, written once for this
+//!   backend and the emulation (`kernel_ops!`); this file holds the rest (buffers, memory
+//!   account, transfers, cuBLAS and cuSOLVER calls);
+//! - `blas`, `solver`: cuBLAS gemm/syrk and cuSOLVER gesvd/syevd;
 //! - `nvml`: GPU inventory (name, driver, memory);
 //! - `loader`: finding the libraries (`KFAC_PINN_CUDA_LIB_DIR`, CUDA 12 and 13 names) and
 //!   reporting the files loaded; `cache`: NVRTC results on disk.
@@ -21,6 +24,7 @@
 pub mod blas;
 pub mod cache;
 pub mod device;
+pub(crate) mod host;
 pub mod kernels;
 pub mod launch;
 pub mod loader;
@@ -30,9 +34,10 @@ pub mod ops;
 pub mod solver;
 
 use self::device::{drv, no_panic};
+use self::host::{kernel_ops, KernelHost, NoScope};
 use self::launch::{DeviceLimits, Geometry, KArg, Launcher};
 use self::ops::Dev;
-use super::{AdamStep, Backend, EigFix, EigFixed, JacRows, JetShape, Lay, QuadForm, Tr};
+use super::{check, AdamStep, Backend, EigFix, EigFixed, JacRows, JetShape, Lay, QuadForm, Tr};
 use crate::error::{Error, Result};
 use crate::scalar::Real;
 use cudarc::cublas::CudaBlas;
@@ -372,22 +377,20 @@ impl Launcher for Cuda {
     }
 }
 
-fn range_check(what: &str, len: usize, off: usize, n: usize) -> Result<()> {
-    ops::check_len(what, len, off + n)
+impl KernelHost for Cuda {
+    type Scope = NoScope;
+    fn op_scope(&self) -> NoScope {
+        NoScope
+    }
+    fn dev<T: Real>(&self, buf: &CudaBuf<T>) -> Dev<T> {
+        buf.dev()
+    }
+    fn dev_mut<T: Real>(&self, buf: &mut CudaBuf<T>) -> Dev<T> {
+        buf.dev()
+    }
 }
 
 impl Backend for Cuda {
-    fn synchronize(&self) -> Result<()> {
-        Cuda::synchronize(self)
-    }
-    fn memory_use(&self) -> Option<(usize, usize)> {
-        let m = self.memory();
-        Some((m.current, m.peak))
-    }
-    fn reset_peak_memory(&self) {
-        let cur = self.inner.mem.current.load(Ordering::Relaxed);
-        self.inner.mem.peak.store(cur, Ordering::Relaxed);
-    }
     type Buf<T: Real> = CudaBuf<T>;
 
     fn name(&self) -> String {
@@ -402,7 +405,19 @@ impl Backend for Cuda {
             human(m.current)
         )
     }
+    fn synchronize(&self) -> Result<()> {
+        Cuda::synchronize(self)
+    }
+    fn memory_use(&self) -> Option<(usize, usize)> {
+        let m = self.memory();
+        Some((m.current, m.peak))
+    }
+    fn reset_peak_memory(&self) {
+        let cur = self.inner.mem.current.load(Ordering::Relaxed);
+        self.inner.mem.peak.store(cur, Ordering::Relaxed);
+    }
 
+    // ---- memory and transfers ----------------------------------------------------------------
     fn alloc<T: Real>(&self, len: usize) -> Result<CudaBuf<T>> {
         let b = self.alloc_raw::<T>(len)?;
         if let Some(m) = &b.mem {
@@ -424,13 +439,14 @@ impl Backend for Cuda {
         Ok(v)
     }
     fn download_range<T: Real>(&self, buf: &CudaBuf<T>, off: usize, dst: &mut [T]) -> Result<()> {
-        range_check("download_range", buf.len, off, dst.len())?;
-        // SAFETY: the range lies inside buf (checked).
+        check::range("download_range", buf.len, off, dst.len())?;
+        // SAFETY: the range lies inside buf (check::range above).
         unsafe { self.read(buf.dev().at(off), bytes_of_mut(dst)) }
     }
     fn upload_range<T: Real>(&self, src: &[T], buf: &mut CudaBuf<T>, off: usize) -> Result<()> {
-        range_check("upload_range", buf.len, off, src.len())?;
-        // SAFETY: the range lies inside buf (checked), which is exclusively borrowed.
+        check::range("upload_range", buf.len, off, src.len())?;
+        // SAFETY: the range lies inside buf (check::range above), which is exclusively
+        // borrowed.
         unsafe { self.write(bytes_of(src), buf.dev().at(off)) }
     }
     fn len<T: Real>(&self, buf: &CudaBuf<T>) -> usize {
@@ -444,14 +460,13 @@ impl Backend for Cuda {
         dst_off: usize,
         len: usize,
     ) -> Result<()> {
-        range_check("copy (source)", src.len, src_off, len)?;
-        range_check("copy (destination)", dst.len, dst_off, len)?;
+        check::copy(src.len, src_off, dst.len, dst_off, len)?;
         if len == 0 {
             return Ok(());
         }
         self.bind()?;
-        // SAFETY: both ranges lie inside their buffers (checked); src and dst are distinct
-        // buffers (shared and exclusive borrows), so the ranges do not overlap.
+        // SAFETY: both ranges lie inside their buffers (check::copy above); src and dst are
+        // distinct buffers (shared and exclusive borrows), so the ranges do not overlap.
         unsafe {
             result::memcpy_dtod_async(
                 dst.dev().at(dst_off),
@@ -462,10 +477,8 @@ impl Backend for Cuda {
         }
         .map_err(|e| drv("device copy", e))
     }
-    fn fill<T: Real>(&self, buf: &mut CudaBuf<T>, off: usize, len: usize, value: T) -> Result<()> {
-        ops::fill(self, buf.dev(), off, len, value)
-    }
 
+    // ---- dense products: cuBLAS --------------------------------------------------------------
     fn gemm<T: Real>(
         &self,
         alpha: T,
@@ -505,169 +518,7 @@ impl Backend for Cuda {
         blas::syrk(self, alpha, a.dev(), la, beta, c.dev(), lc)
     }
 
-    fn axpby<T: Real>(&self, alpha: T, x: &CudaBuf<T>, beta: T, y: &mut CudaBuf<T>) -> Result<()> {
-        ops::axpby(self, alpha, x.dev(), beta, y.dev())
-    }
-    fn scale<T: Real>(&self, alpha: T, x: &mut CudaBuf<T>) -> Result<()> {
-        ops::scale(self, alpha, x.dev())
-    }
-    fn dot<T: Real>(&self, x: &CudaBuf<T>, y: &CudaBuf<T>) -> Result<f64> {
-        ops::dot(self, x.dev(), y.dev())
-    }
-    fn sq_dist<T: Real>(
-        &self,
-        x: &CudaBuf<T>,
-        x_off: usize,
-        y: &CudaBuf<T>,
-        y_off: usize,
-        len: usize,
-    ) -> Result<f64> {
-        ops::sq_dist(self, x.dev(), x_off, y.dev(), y_off, len)
-    }
-    fn adam_update<T: Real>(
-        &self,
-        p: &mut CudaBuf<T>,
-        g: &CudaBuf<T>,
-        m: &mut CudaBuf<T>,
-        v: &mut CudaBuf<T>,
-        step: AdamStep,
-    ) -> Result<()> {
-        ops::adam(self, p.dev(), g.dev(), m.dev(), v.dev(), step)
-    }
-
-    fn add_bias<T: Real>(
-        &self,
-        x: &mut CudaBuf<T>,
-        rows: usize,
-        cols: usize,
-        bias: &CudaBuf<T>,
-        bias_off: usize,
-    ) -> Result<()> {
-        ops::add_bias(self, x.dev(), rows, cols, bias.dev(), bias_off)
-    }
-    fn jet_input<T: Real>(
-        &self,
-        x: &CudaBuf<T>,
-        x_off: usize,
-        dirs: &CudaBuf<T>,
-        out: &mut CudaBuf<T>,
-        shape: JetShape,
-    ) -> Result<()> {
-        ops::jet_input(self, x.dev(), x_off, dirs.dev(), out.dev(), shape)
-    }
-    fn jet_broadcast_dirs<T: Real>(
-        &self,
-        z: &mut CudaBuf<T>,
-        wv: &CudaBuf<T>,
-        shape: JetShape,
-    ) -> Result<()> {
-        ops::jet_broadcast_dirs(self, z.dev(), wv.dev(), shape)
-    }
-    fn jet_input_tanh<T: Real>(
-        &self,
-        z: &mut CudaBuf<T>,
-        wv: &CudaBuf<T>,
-        coef: &CudaBuf<T>,
-        shape: JetShape,
-    ) -> Result<()> {
-        ops::jet_input_tanh(self, z.dev(), wv.dev(), coef.dev(), shape)
-    }
-    fn jet_tanh<T: Real>(
-        &self,
-        z: &CudaBuf<T>,
-        a: &mut CudaBuf<T>,
-        coef: &CudaBuf<T>,
-        shape: JetShape,
-    ) -> Result<()> {
-        ops::jet_tanh(self, z.dev(), a.dev(), coef.dev(), shape)
-    }
-    fn jet_tanh_inplace<T: Real>(
-        &self,
-        z: &mut CudaBuf<T>,
-        coef: &CudaBuf<T>,
-        shape: JetShape,
-    ) -> Result<()> {
-        ops::jet_tanh(self, z.dev(), z.dev(), coef.dev(), shape)
-    }
-    fn jet_tanh_backward<T: Real>(
-        &self,
-        z: &CudaBuf<T>,
-        a: &CudaBuf<T>,
-        g: &mut CudaBuf<T>,
-        coef: &CudaBuf<T>,
-        shape: JetShape,
-    ) -> Result<()> {
-        ops::jet_tanh_backward(self, z.dev(), a.dev(), g.dev(), coef.dev(), shape)
-    }
-    fn scale_jet_rows<T: Real>(
-        &self,
-        g: &mut CudaBuf<T>,
-        w: &CudaBuf<T>,
-        shape: JetShape,
-    ) -> Result<()> {
-        ops::scale_jet_rows(self, g.dev(), w.dev(), shape)
-    }
-    fn scale_jet_rows_to<T: Real>(
-        &self,
-        src: &CudaBuf<T>,
-        w: &CudaBuf<T>,
-        shape: JetShape,
-        dst: &mut CudaBuf<T>,
-    ) -> Result<()> {
-        ops::scale_jet_rows_to(self, src.dev(), w.dev(), shape, dst.dev())
-    }
-    fn col_sum<T: Real>(
-        &self,
-        alpha: T,
-        x: &CudaBuf<T>,
-        x_off: usize,
-        rows: usize,
-        cols: usize,
-        beta: T,
-        out: &mut CudaBuf<T>,
-        out_off: usize,
-    ) -> Result<()> {
-        ops::col_sum(
-            self,
-            alpha,
-            x.dev(),
-            x_off,
-            rows,
-            cols,
-            beta,
-            out.dev(),
-            out_off,
-        )
-    }
-    fn ad_tanh_rev<T: Real>(
-        &self,
-        a: &CudaBuf<T>,
-        g: &mut CudaBuf<T>,
-        shape: JetShape,
-    ) -> Result<()> {
-        ops::ad_tanh_rev(self, a.dev(), g.dev(), shape)
-    }
-    fn jac_rows<T: Real>(
-        &self,
-        a: &CudaBuf<T>,
-        g: &CudaBuf<T>,
-        shape: JetShape,
-        fan_out: usize,
-        scale: &CudaBuf<T>,
-        out: &mut CudaBuf<T>,
-        at: JacRows,
-    ) -> Result<()> {
-        ops::jac_rows(
-            self,
-            a.dev(),
-            g.dev(),
-            shape,
-            fan_out,
-            scale.dev(),
-            out.dev(),
-            at,
-        )
-    }
+    // ---- factorizations: cuSOLVER ------------------------------------------------------------
     fn thin_svd<T: Real>(
         &self,
         a: &CudaBuf<T>,
@@ -678,85 +529,6 @@ impl Backend for Cuda {
     ) -> Result<()> {
         solver::thin_svd(self, a.dev(), la, u.dev(), s.dev(), vt.dev())
     }
-    fn jet_tanh_tangent<T: Real>(
-        &self,
-        z: &CudaBuf<T>,
-        a: &CudaBuf<T>,
-        t: &mut CudaBuf<T>,
-        coef: &CudaBuf<T>,
-        shape: JetShape,
-    ) -> Result<()> {
-        ops::jet_tanh_tangent(self, z.dev(), a.dev(), t.dev(), coef.dev(), shape)
-    }
-    fn mul<T: Real>(
-        &self,
-        x: &CudaBuf<T>,
-        x_off: usize,
-        y: &mut CudaBuf<T>,
-        y_off: usize,
-        len: usize,
-    ) -> Result<()> {
-        ops::mul(self, x.dev(), x_off, y.dev(), y_off, len)
-    }
-    fn quad_residual<T: Real>(
-        &self,
-        y: &CudaBuf<T>,
-        form: &QuadForm<'_, Self, T>,
-        first: usize,
-        shape: JetShape,
-        r: &mut CudaBuf<T>,
-    ) -> Result<()> {
-        let (a, b, d) = (form.a.dev(), form.b.dev(), form.d.dev());
-        ops::quad_residual(self, y.dev(), a, b, d, first, shape, r.dev())
-    }
-    fn quad_tangent<T: Real>(
-        &self,
-        y: &CudaBuf<T>,
-        form: &QuadForm<'_, Self, T>,
-        yd: &CudaBuf<T>,
-        first: usize,
-        shape: JetShape,
-        t: &mut CudaBuf<T>,
-    ) -> Result<()> {
-        let (a, b) = (form.a.dev(), form.b.dev());
-        ops::quad_tangent(self, y.dev(), a, b, yd.dev(), first, shape, t.dev())
-    }
-    fn quad_seeds<T: Real>(
-        &self,
-        y: &CudaBuf<T>,
-        form: &QuadForm<'_, Self, T>,
-        r: &CudaBuf<T>,
-        alpha: T,
-        beta: T,
-        first: usize,
-        shape: JetShape,
-        g: &mut CudaBuf<T>,
-    ) -> Result<()> {
-        let (a, b) = (form.a.dev(), form.b.dev());
-        ops::quad_seeds(
-            self,
-            y.dev(),
-            a,
-            b,
-            r.dev(),
-            [alpha, beta],
-            first,
-            shape,
-            g.dev(),
-        )
-    }
-    fn row_dot<T: Real>(
-        &self,
-        x: &CudaBuf<T>,
-        lx: Lay,
-        y: &CudaBuf<T>,
-        ly: Lay,
-        beta: T,
-        out: &mut CudaBuf<T>,
-        out_off: usize,
-    ) -> Result<()> {
-        ops::row_dot(self, x.dev(), lx, y.dev(), ly, beta, out.dev(), out_off)
-    }
     fn sym_eig(
         &self,
         a: &CudaBuf<f64>,
@@ -766,43 +538,7 @@ impl Backend for Cuda {
     ) -> Result<()> {
         solver::sym_eig(self, a.dev(), n, vals.dev(), vecs.dev())
     }
-    fn eig_fix(&self, vals: &mut CudaBuf<f64>, n: usize, mode: EigFix) -> Result<EigFixed> {
-        ops::eig_fix(self, vals.dev(), n, mode)
-    }
-    fn kron_recip<T: Real>(
-        &self,
-        sa: &CudaBuf<f64>,
-        na: usize,
-        sb: &CudaBuf<f64>,
-        nb: usize,
-        d: &mut CudaBuf<T>,
-    ) -> Result<()> {
-        ops::kron_recip(self, sa.dev(), na, sb.dev(), nb, d.dev())
-    }
-    fn cast<T: Real, U: Real>(
-        &self,
-        x: &CudaBuf<T>,
-        x_off: usize,
-        y: &mut CudaBuf<U>,
-        y_off: usize,
-        len: usize,
-    ) -> Result<()> {
-        ops::cast(self, x.dev(), x_off, y.dev(), y_off, len)
-    }
-    fn add_diag<T: Real>(&self, x: &mut CudaBuf<T>, n: usize, v: T) -> Result<()> {
-        ops::add_diag(self, x.dev(), n, v)
-    }
-    fn spectral_scale(
-        &self,
-        s: &CudaBuf<f64>,
-        c: &mut CudaBuf<f64>,
-        k: usize,
-        kappa: f64,
-        tau: f64,
-    ) -> Result<(usize, f64)> {
-        ops::spectral_scale(self, s.dev(), c.dev(), k, kappa, tau)
-    }
-    fn bias_border<T: Real>(&self, a: &mut CudaBuf<T>, n: usize, corner: T) -> Result<()> {
-        ops::bias_border(self, a.dev(), n, corner)
-    }
+
+    // ---- every op that is one kernel plan ----------------------------------------------------
+    kernel_ops!();
 }

@@ -18,10 +18,9 @@
 //! Checked on a GPU by tests/gpu.rs (one HIG step and one KFAC* step against the CPU).
 
 use super::launch::Launcher;
-use super::ops::{self, check_len, Dev};
+use super::ops::{self, Dev};
 use super::Cuda;
-use crate::backend::check_view;
-use crate::backend::Lay;
+use crate::backend::{check, Lay};
 use crate::error::{Error, Result};
 use crate::scalar::Real;
 use cudarc::cusolver::sys;
@@ -42,12 +41,9 @@ pub(super) fn thin_svd<T: Real>(
     s: Dev<f64>,
     vt: Dev<f64>,
 ) -> Result<()> {
-    check_view("thin_svd (A)", a.len, la)?;
+    check::thin_svd(a.len, la, u.len, s.len, vt.len)?;
     let (m, n) = (la.rows, la.cols);
     let k = m.min(n);
-    check_len("thin_svd (U)", u.len, m * k)?;
-    check_len("thin_svd (s)", s.len, k)?;
-    check_len("thin_svd (Vᵀ)", vt.len, k * n)?;
     if k == 0 {
         return Ok(());
     }
@@ -151,9 +147,7 @@ pub(super) fn sym_eig(
     vals: Dev<f64>,
     vecs: Dev<f64>,
 ) -> Result<()> {
-    check_len("sym_eig (A)", a.len, n * n)?;
-    check_len("sym_eig (values)", vals.len, n)?;
-    check_len("sym_eig (vectors)", vecs.len, n * n)?;
+    check::sym_eig(a.len, n, vals.len, vecs.len)?;
     if n == 0 {
         return Ok(());
     }

@@ -1,16 +1,19 @@
 //! The CUDA kernels run on the CPU: a [`Backend`] whose elementwise and reduction ops
 //! launch the unchanged `kernels/*.cu` (compiled as C++ by build.rs against
 //! `kernels/emu/cuda_emu.h`) through the same kernel plans ([`super::cuda::ops`]) and
-//! launch geometry ([`super::cuda::launch`]) as the CUDA backend. Dense products, the SVD
-//! and memory ops are the CPU backend's (cuBLAS and cuSOLVER are not emulated).
+//! launch geometry ([`super::cuda::launch`]) as the CUDA backend; those ops are written
+//! once for both backends (`cuda::host::kernel_ops!`), from this file's `KernelHost`
+//! impl. Dense products, the SVD, the eigendecomposition and memory ops are the CPU
+//! backend's (cuBLAS and cuSOLVER are not emulated).
 //!
 //! Every launch is checked for what a GPU would punish but a sequential emulation could
 //! let pass (kernels/emu/runtime.cpp does the work): each op names the buffers it hands
-//! to its kernels (the [`Dev`]s it makes and the scratch area), and the launch runs on
-//! copies of them placed against PROT_NONE guard pages, under more than one thread
-//! schedule ([`Schedules`]); results that differ between schedules (a race) and accesses
-//! outside the buffers (a fault, caught and reported with the kernel's name, the thread
-//! and the offset) fail the launch, as does a write to a buffer the op passes read-only.
+//! to its kernels (the [`Dev`]s it makes after entering its `OpScope`, and the scratch
+//! area), and the launch runs on copies of them placed against PROT_NONE guard pages,
+//! under more than one thread schedule ([`Schedules`]); results that differ between
+//! schedules (a race) and accesses outside the buffers (a fault, caught and reported with
+//! the kernel's name, the thread and the offset) fail the launch, as does a write to a
+//! buffer the op passes read-only.
 //!
 //! For tests: tests/kernels.rs compares every op of this backend with the CPU backend,
 //! and runs the forward Laplacian and optimizer steps on it; tests/emu_checks.rs plants
@@ -18,6 +21,7 @@
 //! It is slow (every GPU thread is a fiber) and not meant for training.
 
 use super::cpu::Cpu;
+use super::cuda::host::{kernel_ops, KernelHost};
 use super::cuda::launch::{DeviceLimits, Geometry, KArg, Launcher};
 use super::cuda::ops::{self, Dev};
 use super::{AdamStep, Backend, EigFix, EigFixed, JacRows, JetShape, Lay, QuadForm, Tr};
@@ -82,9 +86,10 @@ thread_local! {
     static REGIONS: RefCell<Vec<Region>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The extent of one op: starts with an empty buffer list, restores the previous list
-/// when dropped (so a raw launch after an op sees no stale buffers).
-struct OpScope(Vec<Region>);
+/// The extent of one op ([`KernelHost::op_scope`]): starts with an empty buffer list,
+/// restores the previous list when dropped (so a raw launch after an op sees no stale
+/// buffers).
+pub(crate) struct OpScope(Vec<Region>);
 
 impl OpScope {
     fn enter() -> OpScope {
@@ -99,6 +104,7 @@ impl Drop for OpScope {
     }
 }
 
+/// Add a buffer to the running op's list.
 fn register(region: Region) {
     REGIONS.with(|r| {
         let mut r = r.borrow_mut();
@@ -111,6 +117,31 @@ fn register(region: Region) {
             None => r.push(region),
         }
     });
+}
+
+/// An input buffer as the kernel plans see it (only read by the op it is handed to);
+/// registered with the running op as read-only.
+fn input<T: Real>(v: &[T]) -> Dev<T> {
+    register(Region::new(
+        v.as_ptr() as u64,
+        std::mem::size_of_val(v),
+        false,
+    ));
+    // SAFETY: the slice is valid for v.len() elements and stays borrowed across the op
+    // call it is made for; ops only read their input buffers (the launch checks it).
+    unsafe { Dev::new(v.as_ptr() as u64, v.len()) }
+}
+
+/// An output buffer as the kernel plans see it; registered as writable.
+fn output<T: Real>(v: &mut [T]) -> Dev<T> {
+    register(Region::new(
+        v.as_ptr() as u64,
+        std::mem::size_of_val(v),
+        true,
+    ));
+    // SAFETY: as for `input`, and the exclusive borrow makes the kernel's writes the only
+    // accesses while the op runs.
+    unsafe { Dev::new(v.as_mut_ptr() as u64, v.len()) }
 }
 
 /// Which thread schedules a launch runs under. A schedule is the order in which the
@@ -255,30 +286,6 @@ impl Emu {
         self
     }
 
-    /// An input buffer as the kernel plans see it (only read by the op it is handed to);
-    /// registered with the running op as read-only.
-    fn dev<T: Real>(&self, v: &[T]) -> Dev<T> {
-        register(Region::new(
-            v.as_ptr() as u64,
-            std::mem::size_of_val(v),
-            false,
-        ));
-        // SAFETY: the slice is valid for v.len() elements and stays borrowed across the
-        // op call it is made for; ops only read their input buffers.
-        unsafe { Dev::new(v.as_ptr() as u64, v.len()) }
-    }
-    /// An output buffer as the kernel plans see it; registered as writable.
-    fn dev_mut<T: Real>(&self, v: &mut [T]) -> Dev<T> {
-        register(Region::new(
-            v.as_ptr() as u64,
-            std::mem::size_of_val(v),
-            true,
-        ));
-        // SAFETY: as above, and the exclusive borrow makes the kernel's writes the only
-        // accesses while the op runs.
-        unsafe { Dev::new(v.as_mut_ptr() as u64, v.len()) }
-    }
-
     /// Launch `kernel` with every check: on guarded copies of `buffers` (each pointer
     /// argument must lie in one of them, and buffers that arguments point into must not
     /// overlap), under this device's schedules. With no buffers the kernel runs once in
@@ -350,7 +357,7 @@ impl Emu {
     /// of the square view `lc` of `c` onto the other.
     pub fn symmetrize<T: Real>(&self, c: &mut [T], lc: Lay, from_lower: bool) -> Result<()> {
         let _op = OpScope::enter();
-        ops::symmetrize(self, self.dev_mut(c), lc, from_lower)
+        ops::symmetrize(self, output(c), lc, from_lower)
     }
 
     /// The `pack_f64` kernel (used before cuSOLVER on the GPU): the view `la` of `src` as
@@ -363,7 +370,7 @@ impl Emu {
         dst: &mut [f64],
     ) -> Result<Option<(usize, usize, f64)>> {
         let _op = OpScope::enter();
-        ops::pack_f64(self, self.dev(src), la, transpose, self.dev_mut(dst))
+        ops::pack_f64(self, input(src), la, transpose, output(dst))
     }
 }
 
@@ -414,6 +421,19 @@ impl Launcher for Emu {
     }
 }
 
+impl KernelHost for Emu {
+    type Scope = OpScope;
+    fn op_scope(&self) -> OpScope {
+        OpScope::enter()
+    }
+    fn dev<T: Real>(&self, buf: &Vec<T>) -> Dev<T> {
+        input(buf)
+    }
+    fn dev_mut<T: Real>(&self, buf: &mut Vec<T>) -> Dev<T> {
+        output(buf)
+    }
+}
+
 impl Backend for Emu {
     type Buf<T: Real> = Vec<T>;
 
@@ -424,6 +444,7 @@ impl Backend for Emu {
         )
     }
 
+    // ---- memory and transfers: the CPU backend's ---------------------------------------------
     fn alloc<T: Real>(&self, len: usize) -> Result<Vec<T>> {
         Cpu.alloc(len)
     }
@@ -452,11 +473,8 @@ impl Backend for Emu {
     ) -> Result<()> {
         Cpu.copy(src, src_off, dst, dst_off, len)
     }
-    fn fill<T: Real>(&self, buf: &mut Vec<T>, off: usize, len: usize, value: T) -> Result<()> {
-        let _op = OpScope::enter();
-        ops::fill(self, self.dev_mut(buf), off, len, value)
-    }
 
+    // ---- dense products and factorizations: the CPU backend's --------------------------------
     fn gemm<T: Real>(
         &self,
         alpha: T,
@@ -483,199 +501,6 @@ impl Backend for Emu {
     ) -> Result<()> {
         Cpu.syrk(alpha, a, la, beta, c, lc)
     }
-
-    fn axpby<T: Real>(&self, alpha: T, x: &Vec<T>, beta: T, y: &mut Vec<T>) -> Result<()> {
-        let _op = OpScope::enter();
-        ops::axpby(self, alpha, self.dev(x), beta, self.dev_mut(y))
-    }
-    fn scale<T: Real>(&self, alpha: T, x: &mut Vec<T>) -> Result<()> {
-        let _op = OpScope::enter();
-        ops::scale(self, alpha, self.dev_mut(x))
-    }
-    fn dot<T: Real>(&self, x: &Vec<T>, y: &Vec<T>) -> Result<f64> {
-        let _op = OpScope::enter();
-        ops::dot(self, self.dev(x), self.dev(y))
-    }
-    fn sq_dist<T: Real>(
-        &self,
-        x: &Vec<T>,
-        x_off: usize,
-        y: &Vec<T>,
-        y_off: usize,
-        len: usize,
-    ) -> Result<f64> {
-        let _op = OpScope::enter();
-        ops::sq_dist(self, self.dev(x), x_off, self.dev(y), y_off, len)
-    }
-    fn adam_update<T: Real>(
-        &self,
-        p: &mut Vec<T>,
-        g: &Vec<T>,
-        m: &mut Vec<T>,
-        v: &mut Vec<T>,
-        step: AdamStep,
-    ) -> Result<()> {
-        let _op = OpScope::enter();
-        ops::adam(
-            self,
-            self.dev_mut(p),
-            self.dev(g),
-            self.dev_mut(m),
-            self.dev_mut(v),
-            step,
-        )
-    }
-
-    fn add_bias<T: Real>(
-        &self,
-        x: &mut Vec<T>,
-        rows: usize,
-        cols: usize,
-        bias: &Vec<T>,
-        bias_off: usize,
-    ) -> Result<()> {
-        let _op = OpScope::enter();
-        ops::add_bias(self, self.dev_mut(x), rows, cols, self.dev(bias), bias_off)
-    }
-    fn jet_input<T: Real>(
-        &self,
-        x: &Vec<T>,
-        x_off: usize,
-        dirs: &Vec<T>,
-        out: &mut Vec<T>,
-        shape: JetShape,
-    ) -> Result<()> {
-        let _op = OpScope::enter();
-        ops::jet_input(
-            self,
-            self.dev(x),
-            x_off,
-            self.dev(dirs),
-            self.dev_mut(out),
-            shape,
-        )
-    }
-    fn jet_broadcast_dirs<T: Real>(
-        &self,
-        z: &mut Vec<T>,
-        wv: &Vec<T>,
-        shape: JetShape,
-    ) -> Result<()> {
-        let _op = OpScope::enter();
-        ops::jet_broadcast_dirs(self, self.dev_mut(z), self.dev(wv), shape)
-    }
-    fn jet_input_tanh<T: Real>(
-        &self,
-        z: &mut Vec<T>,
-        wv: &Vec<T>,
-        coef: &Vec<T>,
-        shape: JetShape,
-    ) -> Result<()> {
-        let _op = OpScope::enter();
-        ops::jet_input_tanh(self, self.dev_mut(z), self.dev(wv), self.dev(coef), shape)
-    }
-    fn jet_tanh<T: Real>(
-        &self,
-        z: &Vec<T>,
-        a: &mut Vec<T>,
-        coef: &Vec<T>,
-        shape: JetShape,
-    ) -> Result<()> {
-        let _op = OpScope::enter();
-        ops::jet_tanh(self, self.dev(z), self.dev_mut(a), self.dev(coef), shape)
-    }
-    fn jet_tanh_inplace<T: Real>(
-        &self,
-        z: &mut Vec<T>,
-        coef: &Vec<T>,
-        shape: JetShape,
-    ) -> Result<()> {
-        let _op = OpScope::enter();
-        let d = self.dev_mut(z);
-        ops::jet_tanh(self, d, d, self.dev(coef), shape)
-    }
-    fn jet_tanh_backward<T: Real>(
-        &self,
-        z: &Vec<T>,
-        a: &Vec<T>,
-        g: &mut Vec<T>,
-        coef: &Vec<T>,
-        shape: JetShape,
-    ) -> Result<()> {
-        let _op = OpScope::enter();
-        ops::jet_tanh_backward(
-            self,
-            self.dev(z),
-            self.dev(a),
-            self.dev_mut(g),
-            self.dev(coef),
-            shape,
-        )
-    }
-    fn scale_jet_rows<T: Real>(&self, g: &mut Vec<T>, w: &Vec<T>, shape: JetShape) -> Result<()> {
-        let _op = OpScope::enter();
-        ops::scale_jet_rows(self, self.dev_mut(g), self.dev(w), shape)
-    }
-    fn scale_jet_rows_to<T: Real>(
-        &self,
-        src: &Vec<T>,
-        w: &Vec<T>,
-        shape: JetShape,
-        dst: &mut Vec<T>,
-    ) -> Result<()> {
-        let _op = OpScope::enter();
-        ops::scale_jet_rows_to(self, self.dev(src), self.dev(w), shape, self.dev_mut(dst))
-    }
-    fn col_sum<T: Real>(
-        &self,
-        alpha: T,
-        x: &Vec<T>,
-        x_off: usize,
-        rows: usize,
-        cols: usize,
-        beta: T,
-        out: &mut Vec<T>,
-        out_off: usize,
-    ) -> Result<()> {
-        let _op = OpScope::enter();
-        ops::col_sum(
-            self,
-            alpha,
-            self.dev(x),
-            x_off,
-            rows,
-            cols,
-            beta,
-            self.dev_mut(out),
-            out_off,
-        )
-    }
-    fn ad_tanh_rev<T: Real>(&self, a: &Vec<T>, g: &mut Vec<T>, shape: JetShape) -> Result<()> {
-        let _op = OpScope::enter();
-        ops::ad_tanh_rev(self, self.dev(a), self.dev_mut(g), shape)
-    }
-    fn jac_rows<T: Real>(
-        &self,
-        a: &Vec<T>,
-        g: &Vec<T>,
-        shape: JetShape,
-        fan_out: usize,
-        scale: &Vec<T>,
-        out: &mut Vec<T>,
-        at: JacRows,
-    ) -> Result<()> {
-        let _op = OpScope::enter();
-        ops::jac_rows(
-            self,
-            self.dev(a),
-            self.dev(g),
-            shape,
-            fan_out,
-            self.dev(scale),
-            self.dev_mut(out),
-            at,
-        )
-    }
     fn thin_svd<T: Real>(
         &self,
         a: &Vec<T>,
@@ -686,98 +511,6 @@ impl Backend for Emu {
     ) -> Result<()> {
         Cpu.thin_svd(a, la, u, s, vt)
     }
-    fn jet_tanh_tangent<T: Real>(
-        &self,
-        z: &Vec<T>,
-        a: &Vec<T>,
-        t: &mut Vec<T>,
-        coef: &Vec<T>,
-        shape: JetShape,
-    ) -> Result<()> {
-        let _op = OpScope::enter();
-        ops::jet_tanh_tangent(
-            self,
-            self.dev(z),
-            self.dev(a),
-            self.dev_mut(t),
-            self.dev(coef),
-            shape,
-        )
-    }
-    fn mul<T: Real>(
-        &self,
-        x: &Vec<T>,
-        x_off: usize,
-        y: &mut Vec<T>,
-        y_off: usize,
-        len: usize,
-    ) -> Result<()> {
-        let _op = OpScope::enter();
-        ops::mul(self, self.dev(x), x_off, self.dev_mut(y), y_off, len)
-    }
-    fn quad_residual<T: Real>(
-        &self,
-        y: &Vec<T>,
-        form: &QuadForm<'_, Self, T>,
-        first: usize,
-        shape: JetShape,
-        r: &mut Vec<T>,
-    ) -> Result<()> {
-        let _op = OpScope::enter();
-        let (a, b, d) = (self.dev(form.a), self.dev(form.b), self.dev(form.d));
-        ops::quad_residual(self, self.dev(y), a, b, d, first, shape, self.dev_mut(r))
-    }
-    fn quad_tangent<T: Real>(
-        &self,
-        y: &Vec<T>,
-        form: &QuadForm<'_, Self, T>,
-        yd: &Vec<T>,
-        first: usize,
-        shape: JetShape,
-        t: &mut Vec<T>,
-    ) -> Result<()> {
-        let _op = OpScope::enter();
-        let (a, b, yd) = (self.dev(form.a), self.dev(form.b), self.dev(yd));
-        ops::quad_tangent(self, self.dev(y), a, b, yd, first, shape, self.dev_mut(t))
-    }
-    fn quad_seeds<T: Real>(
-        &self,
-        y: &Vec<T>,
-        form: &QuadForm<'_, Self, T>,
-        r: &Vec<T>,
-        alpha: T,
-        beta: T,
-        first: usize,
-        shape: JetShape,
-        g: &mut Vec<T>,
-    ) -> Result<()> {
-        let _op = OpScope::enter();
-        let (a, b, r) = (self.dev(form.a), self.dev(form.b), self.dev(r));
-        let g = self.dev_mut(g);
-        ops::quad_seeds(self, self.dev(y), a, b, r, [alpha, beta], first, shape, g)
-    }
-    fn row_dot<T: Real>(
-        &self,
-        x: &Vec<T>,
-        lx: Lay,
-        y: &Vec<T>,
-        ly: Lay,
-        beta: T,
-        out: &mut Vec<T>,
-        out_off: usize,
-    ) -> Result<()> {
-        let _op = OpScope::enter();
-        ops::row_dot(
-            self,
-            self.dev(x),
-            lx,
-            self.dev(y),
-            ly,
-            beta,
-            self.dev_mut(out),
-            out_off,
-        )
-    }
     fn sym_eig(
         &self,
         a: &Vec<f64>,
@@ -787,49 +520,7 @@ impl Backend for Emu {
     ) -> Result<()> {
         Cpu.sym_eig(a, n, vals, vecs)
     }
-    fn eig_fix(&self, vals: &mut Vec<f64>, n: usize, mode: EigFix) -> Result<EigFixed> {
-        let _op = OpScope::enter();
-        ops::eig_fix(self, self.dev_mut(vals), n, mode)
-    }
-    fn kron_recip<T: Real>(
-        &self,
-        sa: &Vec<f64>,
-        na: usize,
-        sb: &Vec<f64>,
-        nb: usize,
-        d: &mut Vec<T>,
-    ) -> Result<()> {
-        let _op = OpScope::enter();
-        ops::kron_recip(self, self.dev(sa), na, self.dev(sb), nb, self.dev_mut(d))
-    }
-    fn cast<T: Real, U: Real>(
-        &self,
-        x: &Vec<T>,
-        x_off: usize,
-        y: &mut Vec<U>,
-        y_off: usize,
-        len: usize,
-    ) -> Result<()> {
-        let _op = OpScope::enter();
-        ops::cast(self, self.dev(x), x_off, self.dev_mut(y), y_off, len)
-    }
-    fn add_diag<T: Real>(&self, x: &mut Vec<T>, n: usize, v: T) -> Result<()> {
-        let _op = OpScope::enter();
-        ops::add_diag(self, self.dev_mut(x), n, v)
-    }
-    fn spectral_scale(
-        &self,
-        s: &Vec<f64>,
-        c: &mut Vec<f64>,
-        k: usize,
-        kappa: f64,
-        tau: f64,
-    ) -> Result<(usize, f64)> {
-        let _op = OpScope::enter();
-        ops::spectral_scale(self, self.dev(s), self.dev_mut(c), k, kappa, tau)
-    }
-    fn bias_border<T: Real>(&self, a: &mut Vec<T>, n: usize, corner: T) -> Result<()> {
-        let _op = OpScope::enter();
-        ops::bias_border(self, self.dev_mut(a), n, corner)
-    }
+
+    // ---- every op that is one kernel plan ----------------------------------------------------
+    kernel_ops!();
 }

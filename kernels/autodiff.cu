@@ -1,7 +1,7 @@
 // Kernels of the nested-differentiation baseline and of per-sample Jacobians:
 // forward-over-reverse through tanh (`ad_tanh_rev`) and the per-sample parameter Jacobian
 // rows of one layer (`jac_rows`). CPU twins: `Cpu::ad_tanh_rev`, `Cpu::jac_rows`
-// (src/backend/cpu.rs); compared in tests/kernels.rs through the CPU emulation.
+// (src/backend/cpu/mod.rs); compared in tests/kernels.rs through the CPU emulation.
 #include "common.cuh"
 
 // Block layout as in jet.cu (value rows, then k tangent rows, no Laplacian), in place on g:

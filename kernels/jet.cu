@@ -8,7 +8,7 @@
 // `Cpu::jet_broadcast_dirs`, `input_tanh_samples`, `tanh_fwd_samples`, `tanh_bwd_samples`,
 // `tanh_tangent_samples`, `Cpu::scale_jet_rows`, `quad_residual_ref`, `quad_tangent_ref`,
 // `quad_seeds_ref`
-// (src/backend/cpu.rs).
+// (src/backend/cpu/jet.rs and cpu/residual.rs).
 #include "common.cuh"
 
 // element (row s, sample i, unit j) of a jet block

@@ -1,6 +1,6 @@
 // Elementwise vector kernels: fill, scale, axpby, mul (elementwise product) and the Adam
 // update. CPU twins: `Cpu::{fill, scale, axpby}`, `cpu::mul_ref`, `cpu::adam_ref`
-// (src/backend/cpu.rs); compared in tests/kernels.rs through the CPU emulation.
+// (src/backend/cpu/mod.rs and cpu/vector.rs); compared in tests/kernels.rs through the CPU emulation.
 #include "common.cuh"
 
 // x[i] = v

@@ -10,7 +10,7 @@
 //!
 //! Checked by `tests/curvature_kfac.rs` (the tangent against central differences of the
 //! output jet for several nets and operators, and `J v` against the dense Jacobian) and by
-//! the kernel's unit test in `backend/cpu.rs`.
+//! the kernel's unit test in `backend/cpu/jet.rs`.
 
 use super::JetEngine;
 use crate::backend::{Backend, Lay, Tr};

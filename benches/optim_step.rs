@@ -61,7 +61,7 @@ fn bench(c: &mut Criterion) {
     ];
     for (name, cfg) in cases {
         let (mut obj, p0) = setup();
-        let mut opt: Box<dyn Optimizer<Cpu, f64>> = build(name, &cfg, &Cpu, p0.len()).unwrap();
+        let mut opt: Box<dyn Optimizer<Cpu, f64>> = build(name, &cfg, &obj).unwrap();
         let mut p = p0.clone();
         for _ in 0..3 {
             opt.step(&mut obj, &mut p).unwrap();

@@ -156,7 +156,7 @@ fn run_one(run: &Run, a: &Args, summary: &mut std::fs::File) -> anyhow::Result<(
     let setup = p.setup();
     let mlp = Mlp::new(&setup.widths)?;
     let w = mlp.init::<f64>(a.seed);
-    let opt = build::<Cpu, f64>(&run.optimizer, &run.cfg, &Cpu, mlp.num_params())?;
+    let opt = |obj: &Objective<Cpu, f64>| build(&run.optimizer, &run.cfg, obj);
     let batch = run.batch.unwrap_or(setup.points[0]);
     let opts = TrainOptions {
         max_steps: run.steps,

@@ -34,7 +34,7 @@ fn main() {
         damping: damped.then_some(1e-8),
         ..Default::default()
     };
-    let mut opt = build::<Cpu, f64>(opt_name, &cfg, &Cpu, mlp.num_params()).unwrap();
+    let mut opt = build(opt_name, &cfg, &obj).unwrap();
     for _ in 0..3 {
         opt.step(&mut obj, &mut params).unwrap();
     }

@@ -320,7 +320,7 @@ fn kfac_factors_match_a_naive_computation_and_the_pass_gives_the_gradient() {
         // one sweep worker, and three (uneven shares of the chunks, also on one core)
         for workers in [1, 3] {
             obj.set_workers(Some(workers)).unwrap();
-            let mut pass = KfacPass::<Cpu, f64>::new(&Cpu, &mlp, 2).unwrap();
+            let mut pass = KfacPass::<Cpu, f64>::new(&mlp, 2).unwrap();
             let mut fd = DeviceFactors::new(&Cpu, &mlp, 2, false).unwrap();
             let mut grad = vec![0.0; p.len()];
             let loss = pass
@@ -378,7 +378,7 @@ fn kfac_equals_the_exact_gramian_block_for_one_sample() {
     let p: Vec<f64> = mlp.init(4);
     let (m, np, j) = dense_j(&mut obj, &p);
     let g = jtj(m, np, &j);
-    let mut pass = KfacPass::<Cpu, f64>::new(&Cpu, &mlp, 1).unwrap();
+    let mut pass = KfacPass::<Cpu, f64>::new(&mlp, 1).unwrap();
     let mut f = DeviceFactors::new(&Cpu, &mlp, 1, false).unwrap();
     let mut grad = vec![0.0; np];
     pass.run(&mut obj, &p, &mut grad, Some(&mut f), None)
@@ -492,7 +492,7 @@ fn stored_pass_products_match_the_dense_jacobian() {
         // the store's pieces (one per sweep worker) come out in sample order
         for workers in [1, 3] {
             obj.set_workers(Some(workers)).unwrap();
-            let mut pass = KfacPass::<Cpu, f64>::new(&Cpu, &mlp, 2).unwrap();
+            let mut pass = KfacPass::<Cpu, f64>::new(&mlp, 2).unwrap();
             let mut store = JacobianStore::<Cpu, f64>::new(&Cpu, 1 << 30).unwrap();
             let mut grad = vec![0.0; np];
             pass.run(&mut obj, &p, &mut grad, None, Some(&mut store))
@@ -559,7 +559,7 @@ fn stored_pass_products_match_the_dense_jacobian() {
         }
         obj32.set_workers(Some(2)).unwrap();
         let p32: Vec<f32> = p.iter().map(|&x| x as f32).collect();
-        let mut pass = KfacPass::<Cpu, f32>::new(&Cpu, &mlp, 2).unwrap();
+        let mut pass = KfacPass::<Cpu, f32>::new(&mlp, 2).unwrap();
         let mut store = JacobianStore::<Cpu, f32>::new(&Cpu, 1 << 30).unwrap();
         let mut grad = vec![0.0f32; np];
         pass.run(&mut obj32, &p32, &mut grad, None, Some(&mut store))
@@ -588,7 +588,7 @@ fn stored_pass_products_match_the_dense_jacobian() {
     // too little memory: nothing is stored
     let (mut obj, p) = objective("poisson2d", &[2, 4, 1], &[9, 5], 1, 30);
     let mlp = obj.mlp().clone();
-    let mut pass = KfacPass::<Cpu, f64>::new(&Cpu, &mlp, 2).unwrap();
+    let mut pass = KfacPass::<Cpu, f64>::new(&mlp, 2).unwrap();
     let mut store = JacobianStore::<Cpu, f64>::new(&Cpu, 100).unwrap();
     let mut grad = vec![0.0; p.len()];
     pass.run(&mut obj, &p, &mut grad, None, Some(&mut store))

@@ -312,7 +312,7 @@ fn manufactured_problem_trains_to_a_small_error() {
         tau: Some(1e-6),
         ..Default::default()
     };
-    let opt = optim::build::<Cpu, f64>("gn", &cfg, &Cpu, mlp.num_params()).unwrap();
+    let opt = |obj: &Objective<Cpu, f64>| optim::build("gn", &cfg, obj);
     let opts = TrainOptions {
         max_steps: Some(STEPS),
         log_every: STEPS,

@@ -109,7 +109,7 @@ fn backend_residuals_match_the_host_path() {
             let mut g = vec![0.0; p.len()];
             let l = obj.loss_grad(&p, &mut g).unwrap();
             let lv = obj.loss(&p).unwrap();
-            let mut pass = KfacPass::<Cpu, f64>::new(&Cpu, &mlp, 2).unwrap();
+            let mut pass = KfacPass::<Cpu, f64>::new(&mlp, 2).unwrap();
             let mut f = DeviceFactors::new(&Cpu, &mlp, 2, false).unwrap();
             let mut g2 = vec![0.0; p.len()];
             pass.run(obj, &p, &mut g2, Some(&mut f), None).unwrap();

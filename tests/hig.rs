@@ -15,7 +15,9 @@ use kfac_pinn::curvature::jacobian;
 use kfac_pinn::loss::Objective;
 use kfac_pinn::model::stats::neuron_stats;
 use kfac_pinn::model::Mlp;
-use kfac_pinn::optim::{build, Hig, Optimizer, OptimizerConfig, SvdDirection, OPTIMIZER_NAMES};
+use kfac_pinn::optim::{
+    build, validate, Hig, Optimizer, OptimizerConfig, SvdDirection, OPTIMIZER_NAMES,
+};
 use kfac_pinn::pde::{builtin, problem, Problem, ProblemOptions};
 use kfac_pinn::train::{TrainOptions, Trainer};
 use kfac_pinn::Error;
@@ -682,7 +684,7 @@ fn gn_step_through_the_objective_is_the_normal_equations_step() {
         tau: Some(1e-13),
         ..cfg()
     };
-    let mut opt = build::<Cpu, f64>("gn", &c, &Cpu, p).unwrap();
+    let mut opt = build("gn", &c, &obj).unwrap();
     let mut w = w0.clone();
     let info = opt.step(&mut obj, &mut w).unwrap();
     let scale = want.iter().fold(0.0f64, |a, v| a.max(v.abs()));
@@ -706,7 +708,7 @@ fn hig_lowers_the_toy_loss_for_both_lambdas() {
             tau: Some(1e-3),
             ..cfg()
         };
-        let mut opt = build::<Cpu, f64>("hig", &c, &Cpu, w.len()).unwrap();
+        let mut opt = build("hig", &c, &obj).unwrap();
         for _ in 0..20 {
             opt.step(&mut obj, &mut w).unwrap();
         }
@@ -723,7 +725,7 @@ fn hig_lowers_the_toy_loss_for_both_lambdas() {
             tau: Some(1e-6),
             ..cfg()
         };
-        let mut opt = build::<Cpu, f64>("hig", &c, &Cpu, w.len()).unwrap();
+        let mut opt = build("hig", &c, &obj).unwrap();
         for _ in 0..200 {
             opt.step(&mut obj, &mut w).unwrap();
         }
@@ -752,7 +754,7 @@ fn hig_and_gn_with_line_search_train_a_pinn() {
         let mut w = mlp.init::<f64>(3);
         let l0 = obj.loss(&w).unwrap();
         let c = OptimizerConfig { tau, ..cfg() };
-        let mut opt = build::<Cpu, f64>(name, &c, &Cpu, w.len()).unwrap();
+        let mut opt = build(name, &c, &obj).unwrap();
         assert_eq!(opt.name(), name);
         let mut last = l0;
         for _ in 0..steps {
@@ -786,7 +788,7 @@ fn hig_and_gn_step_on_every_pinn_problem() {
             obj.set_points(1, p.sample(1, 6, &mut rng(2)).unwrap())
                 .unwrap();
             let mut w = mlp.init::<f64>(4);
-            let mut opt = build::<Cpu, f64>(opt_name, &cfg(), &Cpu, w.len()).unwrap();
+            let mut opt = build(opt_name, &cfg(), &obj).unwrap();
             let info = opt.step(&mut obj, &mut w).unwrap();
             let after = obj.loss(&w).unwrap();
             assert!(
@@ -808,17 +810,12 @@ fn hig_trains_the_toy_through_the_trainer() {
     let p = toy(1.0);
     let mlp = Mlp::new(&p.setup().widths).unwrap();
     let w = mlp.init::<f64>(5);
-    let opt = build::<Cpu, f64>(
-        "hig",
-        &OptimizerConfig {
-            lr: Some(0.1),
-            tau: Some(1e-6),
-            ..cfg()
-        },
-        &Cpu,
-        w.len(),
-    )
-    .unwrap();
+    let c = OptimizerConfig {
+        lr: Some(0.1),
+        tau: Some(1e-6),
+        ..cfg()
+    };
+    let opt = |obj: &Objective<Cpu, f64>| build("hig", &c, obj);
     let s = p.setup();
     let opts = TrainOptions {
         max_steps: Some(30),
@@ -846,12 +843,16 @@ fn hig_trains_the_toy_through_the_trainer() {
 #[test]
 fn bad_settings_and_empty_batches_are_clear_errors() {
     assert!(OPTIMIZER_NAMES.contains(&"hig") && OPTIMIZER_NAMES.contains(&"gn"));
+    // building refuses them, and so does validation alone (the same checks)
+    let net = Mlp::new(&[1, 3, 2]).unwrap();
+    let small = Objective::<Cpu, f64>::new(Cpu, net, toy(1.0).terms(), None).unwrap();
     let bad = |name: &str, c: OptimizerConfig, field: &str| {
-        let e = build::<Cpu, f64>(name, &c, &Cpu, 10)
-            .err()
-            .expect("must fail")
-            .to_string();
-        assert!(e.contains(field), "{name}: `{e}` should name `{field}`");
+        let built = build(name, &c, &small).err().map(|e| e.to_string());
+        let validated = validate(name, &c).err().map(|e| e.to_string());
+        for e in [built, validated] {
+            let e = e.expect("must fail");
+            assert!(e.contains(field), "{name}: `{e}` should name `{field}`");
+        }
     };
     for tau in [0.0, -1e-3, 1.0, 2.0, f64::NAN] {
         bad(
@@ -924,7 +925,7 @@ fn bad_settings_and_empty_batches_are_clear_errors() {
     let mut obj = Objective::<Cpu, f64>::new(Cpu, mlp.clone(), p.terms(), None).unwrap();
     let mut w = mlp.init::<f64>(1);
     for name in ["hig", "gn"] {
-        let mut opt = build::<Cpu, f64>(name, &cfg(), &Cpu, w.len()).unwrap();
+        let mut opt = build(name, &cfg(), &obj).unwrap();
         let e = opt.step(&mut obj, &mut w).unwrap_err().to_string();
         assert!(e.contains("batch") && e.contains("empty"), "{e}");
     }
@@ -999,7 +1000,7 @@ fn hig_runs_in_f32_with_an_f64_svd() {
         tau: Some(1e-3),
         ..cfg()
     };
-    let mut opt = build::<Cpu, f32>("hig", &c, &Cpu, w.len()).unwrap();
+    let mut opt = build("hig", &c, &obj).unwrap();
     for _ in 0..20 {
         opt.step(&mut obj, &mut w).unwrap();
     }

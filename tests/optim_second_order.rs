@@ -13,7 +13,9 @@ use kfac_pinn::backend::cpu::Cpu;
 use kfac_pinn::curvature::{jacobian, KfacFactors};
 use kfac_pinn::loss::Objective;
 use kfac_pinn::model::Mlp;
-use kfac_pinn::optim::{build, kfac_star_coefficients, Optimizer, OptimizerConfig, State};
+use kfac_pinn::optim::{
+    build, kfac_star_coefficients, validate, Optimizer, OptimizerConfig, State,
+};
 use kfac_pinn::pde::builtin;
 use kfac_pinn::train::{StopReason, TrainOptions, Trainer};
 use kfac_pinn::Error;
@@ -34,8 +36,12 @@ const SECOND_ORDER: [&str; 8] = [
     "lbfgs",
 ];
 
-fn opt(name: &str, cfg: &OptimizerConfig, n: usize) -> Box<dyn Optimizer<Cpu, f64>> {
-    build::<Cpu, f64>(name, cfg, &Cpu, n).unwrap()
+fn opt(
+    name: &str,
+    cfg: &OptimizerConfig,
+    obj: &Objective<Cpu, f64>,
+) -> Box<dyn Optimizer<Cpu, f64>> {
+    build(name, cfg, obj).unwrap()
 }
 
 fn get<'a>(s: &'a State, name: &str) -> &'a [f64] {
@@ -91,7 +97,7 @@ fn kfac_steps_follow_the_dense_kronecker_sum_with_momentum() {
         ema: Some(0.6),
         ..Default::default()
     };
-    let mut o = opt("kfac", &cfg, p0.len());
+    let mut o = opt("kfac", &cfg, &obj);
     let mut p = p0.clone();
     let mut m_prev = vec![0.0; p.len()];
     for step in 0..3 {
@@ -119,7 +125,7 @@ fn kfac_star_solves_the_dense_quadratic_model() {
         ema: Some(0.7),
         ..Default::default()
     };
-    let mut o = opt("kfac-star", &cfg, p0.len());
+    let mut o = opt("kfac-star", &cfg, &obj);
     let mut p = p0.clone();
     // the first step is the fixed tiny step 1e-6 Δ
     let (_, g0) = dense_gramian(&mut obj, &p);
@@ -237,7 +243,7 @@ fn engd_directions_match_dense_solves() {
             m[i * np + i] += lam;
         }
         let want: Vec<f64> = gauss_solve(np, &m, &g).iter().map(|v| -v).collect();
-        let mut o = opt(name, &cfg, np);
+        let mut o = opt(name, &cfg, &obj);
         let mut p = p0.clone();
         o.step(&mut obj, &mut p).unwrap();
         let taken: Vec<f64> = p.iter().zip(&p0).map(|(a, b)| (a - b) / lr).collect();
@@ -272,7 +278,7 @@ fn every_second_order_optimizer_lowers_the_loss() {
             },
             _ => OptimizerConfig::default(),
         };
-        let mut o = opt(name, &cfg, p0.len());
+        let mut o = opt(name, &cfg, &obj);
         assert_eq!(o.name(), name);
         let mut p = p0.clone();
         let mut last = l0;
@@ -357,8 +363,8 @@ fn second_order_steps_in_f32_match_f64() {
             cfg.lr = Some(0.25);
         }
         let (mut o32, mut o64) = make();
-        let mut a = build::<Cpu, f32>(name, &cfg, &Cpu, p32.len()).unwrap();
-        let mut b = build::<Cpu, f64>(name, &cfg, &Cpu, p64.len()).unwrap();
+        let mut a = build(name, &cfg, &o32).unwrap();
+        let mut b = build(name, &cfg, &o64).unwrap();
         let (mut q32, mut q64) = (p32.clone(), p64.clone());
         a.step(&mut o32, &mut q32).unwrap();
         b.step(&mut o64, &mut q64).unwrap();
@@ -383,8 +389,8 @@ fn second_order_steps_in_f32_match_f64() {
         // a few steps, with the line search where there is one: the f32 losses follow the
         // f64 ones, which fall (KFAC* overshoots first, as in the f64 test above)
         let descent = OptimizerConfig { lr: None, ..cfg };
-        let mut a = build::<Cpu, f32>(name, &descent, &Cpu, p32.len()).unwrap();
-        let mut b = build::<Cpu, f64>(name, &descent, &Cpu, p64.len()).unwrap();
+        let mut a = build(name, &descent, &o32).unwrap();
+        let mut b = build(name, &descent, &o64).unwrap();
         let (mut q32, mut q64) = (p32.clone(), p64.clone());
         let l0 = o64.loss(&p64).unwrap();
         let steps = if name == "kfac-star" { 15 } else { 5 };
@@ -444,16 +450,16 @@ fn state_round_trips_for_every_optimizer() {
             },
             _ => OptimizerConfig::default(),
         };
-        let mut a = opt(name, &cfg, p0.len());
+        let mut a = opt(name, &cfg, &obj);
         let mut p = p0.clone();
         for _ in 0..3 {
             a.step(&mut obj, &mut p).unwrap();
         }
         let saved = a.state(&Cpu).unwrap();
-        // a fresh optimizer (state applied lazily) and a used one
-        let mut b = opt(name, &cfg, p0.len());
+        // a fresh optimizer and a used one
+        let mut b = opt(name, &cfg, &obj);
         b.load_state(&Cpu, &saved).unwrap();
-        let mut c = opt(name, &cfg, p0.len());
+        let mut c = opt(name, &cfg, &obj);
         let mut scratch = p0.clone();
         c.step(&mut obj, &mut scratch).unwrap();
         c.load_state(&Cpu, &saved).unwrap();
@@ -479,18 +485,29 @@ fn state_round_trips_for_every_optimizer() {
         let mut bad = saved.clone();
         if let Some(e) = bad.iter_mut().find(|(_, v)| v.len() > 1) {
             e.1.pop();
-            let mut d = opt(name, &cfg, p0.len());
+            let mut d = opt(name, &cfg, &obj);
             let res = d
                 .load_state(&Cpu, &bad)
                 .and_then(|_| d.step(&mut obj, &mut p0.clone()).map(|_| ()));
             assert!(res.is_err(), "{name}: truncated state accepted");
         }
+        // the state of a fresh optimizer (a run's first checkpoint) restores a used one to
+        // the start
+        let fresh = opt(name, &cfg, &obj).state(&Cpu).unwrap();
+        let mut e = opt(name, &cfg, &obj);
+        e.step(&mut obj, &mut p0.clone()).unwrap();
+        e.load_state(&Cpu, &fresh).unwrap();
+        assert_eq!(e.state(&Cpu).unwrap(), fresh, "{name}: fresh state");
+        let mut f = opt(name, &cfg, &obj);
+        let (mut pe, mut pf) = (p0.clone(), p0.clone());
+        e.step(&mut obj, &mut pe).unwrap();
+        f.step(&mut obj, &mut pf).unwrap();
+        assert_eq!(pe, pf, "{name}: run from a restored fresh state differs");
     }
 }
 
 #[test]
 fn hyperparameters_are_validated() {
-    let n = 100;
     let cases: Vec<(&str, OptimizerConfig, &str)> = vec![
         (
             "kfac",
@@ -621,16 +638,23 @@ fn hyperparameters_are_validated() {
             "lr",
         ),
     ];
+    // building checks them, and so does validation alone (the same checks, no network)
+    let (obj, _) = objective(&[2, 6, 1], &[20, 8], 1);
     for (name, cfg, want) in cases {
-        let e = match build::<Cpu, f64>(name, &cfg, &Cpu, n) {
-            Ok(_) => panic!("{name} accepted {cfg:?}"),
-            Err(e) => e.to_string(),
-        };
-        assert!(e.contains(want), "{name}: `{e}` does not mention `{want}`");
+        let built = build(name, &cfg, &obj).err().map(|e| e.to_string());
+        let validated = validate(name, &cfg).err().map(|e| e.to_string());
+        for (how, e) in [("build", built), ("validate", validated)] {
+            let e = e.unwrap_or_else(|| panic!("{name}: {how} accepted {cfg:?}"));
+            assert!(
+                e.contains(want),
+                "{name} ({how}): `{e}` does not mention `{want}`"
+            );
+        }
     }
     // every name builds with defaults
     for name in SECOND_ORDER {
-        build::<Cpu, f64>(name, &OptimizerConfig::default(), &Cpu, n).unwrap();
+        validate(name, &OptimizerConfig::default()).unwrap();
+        build(name, &OptimizerConfig::default(), &obj).unwrap();
     }
 }
 
@@ -646,7 +670,7 @@ fn a_diverging_step_is_reported_as_non_finite() {
         if name == "kfac" {
             cfg.ema = Some(0.5);
         }
-        let mut o = opt(name, &cfg, p0.len());
+        let mut o = opt(name, &cfg, &obj);
         let mut p = p0.clone();
         let e = (0..3)
             .map(|_| o.step(&mut obj, &mut p))
@@ -660,7 +684,6 @@ fn train_poisson2d(name: &str, cfg: OptimizerConfig, steps: u64) -> kfac_pinn::t
     let prob = builtin("poisson2d").unwrap();
     let mlp = Mlp::new(&[2, 64, 1]).unwrap();
     let p: Vec<f64> = mlp.init(1);
-    let o = opt(name, &cfg, mlp.num_params());
     let opts = TrainOptions {
         max_steps: Some(steps),
         max_seconds: None,
@@ -673,6 +696,7 @@ fn train_poisson2d(name: &str, cfg: OptimizerConfig, steps: u64) -> kfac_pinn::t
         progress: false,
         ..Default::default()
     };
+    let o = |obj: &Objective<Cpu, f64>| build(name, &cfg, obj);
     let mut tr = Trainer::new(Cpu, prob, mlp, &p, o, opts).unwrap();
     tr.run(None, &AtomicBool::new(false)).unwrap()
 }
@@ -733,7 +757,7 @@ fn hessian_free_cg_solves_the_damped_gauss_newton_system() {
         gram[i * np + i] += lam;
     }
     let want: Vec<f64> = gauss_solve(np, &gram, &g).iter().map(|v| -v).collect();
-    let mut o = opt("hessian-free", &cfg, np);
+    let mut o = opt("hessian-free", &cfg, &obj);
     let mut p = p0.clone();
     let info = o.step(&mut obj, &mut p).unwrap();
     let s = o.state(&Cpu).unwrap();
@@ -762,7 +786,7 @@ fn lbfgs_first_step_satisfies_the_strong_wolfe_conditions() {
     let np = p0.len();
     let mut g0 = vec![0.0; np];
     let f0 = obj.loss_grad(&p0, &mut g0).unwrap();
-    let mut o = opt("lbfgs", &OptimizerConfig::default(), np);
+    let mut o = opt("lbfgs", &OptimizerConfig::default(), &obj);
     let mut p = p0.clone();
     let t = o.step(&mut obj, &mut p).unwrap().lr.unwrap();
     assert!(t > 0.0);
@@ -801,13 +825,13 @@ fn kfac_star_tangent_passes_and_stored_pass_agree() {
         ..Default::default()
     };
     let (mut obj, p0) = objective(&[2, 6, 5, 1], &[30, 12], 9);
-    let mut stored = Kfac::<Cpu, f64>::new(&cfg, KfacMode::Star).unwrap();
+    let mut stored = Kfac::new(&obj, &cfg, KfacMode::Star).unwrap();
     let mut p = p0.clone();
     for _ in 0..3 {
         stored.step(&mut obj, &mut p).unwrap();
     }
     // the same state, the same step: Gram entries from the stored pass vs tangent passes
-    let mut tangent = Kfac::<Cpu, f64>::new(&cfg, KfacMode::Star)
+    let mut tangent = Kfac::new(&obj, &cfg, KfacMode::Star)
         .unwrap()
         .with_store_limit(0);
     tangent
@@ -833,11 +857,8 @@ fn hessian_free_stored_pass_and_tangent_passes_agree() {
         ..Default::default()
     };
     let (mut obj, p0) = common::objective("heat1d", &[2, 6, 5, 1], &[30, 12], 9, 40);
-    let np = p0.len();
-    let mut stored = HessianFree::<Cpu, f64>::new(&Cpu, np, &cfg).unwrap();
-    let mut passes = HessianFree::<Cpu, f64>::new(&Cpu, np, &cfg)
-        .unwrap()
-        .with_store_limit(0);
+    let mut stored = HessianFree::new(&obj, &cfg).unwrap();
+    let mut passes = HessianFree::new(&obj, &cfg).unwrap().with_store_limit(0);
     let (mut pa, mut pb) = (p0.clone(), p0.clone());
     for step in 0..3 {
         let ia = stored.step(&mut obj, &mut pa).unwrap();

@@ -3,6 +3,7 @@
 //! or truncated checkpoints and configs are clear errors.
 
 use kfac_pinn::backend::cpu::Cpu;
+use kfac_pinn::loss::Objective;
 use kfac_pinn::model::Mlp;
 use kfac_pinn::optim::{self, OptimizerConfig};
 use kfac_pinn::pde::builtin;
@@ -19,7 +20,7 @@ fn trainer(opt: &str, steps: u64) -> Trainer<Cpu, f64> {
         lr: Some(1e-2),
         ..Default::default()
     };
-    let opt = optim::build::<Cpu, f64>(opt, &cfg, &Cpu, mlp.num_params()).unwrap();
+    let opt = |obj: &Objective<Cpu, f64>| optim::build(opt, &cfg, obj);
     let o = TrainOptions {
         max_steps: Some(steps),
         max_seconds: None,

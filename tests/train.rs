@@ -2,6 +2,7 @@
 //! stop flag and divergence end runs cleanly with their logs intact.
 
 use kfac_pinn::backend::cpu::Cpu;
+use kfac_pinn::loss::Objective;
 use kfac_pinn::model::Mlp;
 use kfac_pinn::optim::{self, OptimizerConfig};
 use kfac_pinn::pde::builtin;
@@ -30,7 +31,7 @@ fn trainer(opt: &str, cfg: OptimizerConfig, steps: u64) -> Trainer<Cpu, f64> {
     let problem = builtin("poisson2d").unwrap();
     let mlp = Mlp::new(&[2, 64, 1]).unwrap();
     let params: Vec<f64> = mlp.init(1);
-    let opt = optim::build::<Cpu, f64>(opt, &cfg, &Cpu, mlp.num_params()).unwrap();
+    let opt = |obj: &Objective<Cpu, f64>| optim::build(opt, &cfg, obj);
     Trainer::new(
         Cpu,
         problem,
@@ -91,8 +92,7 @@ fn seconds_budget_is_respected() {
     let problem = builtin("poisson2d").unwrap();
     let mlp = Mlp::new(&[2, 16, 1]).unwrap();
     let params: Vec<f64> = mlp.init(1);
-    let opt = optim::build::<Cpu, f64>("sgd", &OptimizerConfig::default(), &Cpu, mlp.num_params())
-        .unwrap();
+    let opt = |obj: &Objective<Cpu, f64>| optim::build("sgd", &OptimizerConfig::default(), obj);
     let mut o = options(u64::MAX, vec![50, 20]);
     o.max_steps = None;
     o.max_seconds = Some(0.3);
@@ -134,14 +134,14 @@ fn bad_setups_are_errors() {
     let problem = builtin("poisson2d").unwrap();
     let mlp = Mlp::new(&[3, 8, 1]).unwrap();
     let params: Vec<f64> = mlp.init(1);
-    let opt = optim::build::<Cpu, f64>("adam", &OptimizerConfig::default(), &Cpu, mlp.num_params())
-        .unwrap();
+    let adam =
+        |cfg: OptimizerConfig| move |obj: &Objective<Cpu, f64>| optim::build("adam", &cfg, obj);
     let e = Trainer::new(
         Cpu,
         problem.clone(),
         mlp,
         &params,
-        opt,
+        adam(OptimizerConfig::default()),
         options(5, vec![10, 5]),
     )
     .err()
@@ -153,34 +153,42 @@ fn bad_setups_are_errors() {
     );
     let mlp = Mlp::new(&[2, 8, 1]).unwrap();
     let params: Vec<f64> = mlp.init(1);
-    let opt = optim::build::<Cpu, f64>("adam", &OptimizerConfig::default(), &Cpu, mlp.num_params())
-        .unwrap();
-    let e = Trainer::new(Cpu, problem, mlp, &params, opt, options(5, vec![10, 0]))
-        .err()
-        .unwrap()
-        .to_string();
+    let default = adam(OptimizerConfig::default());
+    let e = Trainer::new(
+        Cpu,
+        problem.clone(),
+        mlp.clone(),
+        &params,
+        default,
+        options(5, vec![10, 0]),
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(e.contains("boundary") && e.contains("Got 0"), "{e}");
-    let e = optim::build::<Cpu, f64>(
-        "adam",
-        &OptimizerConfig {
-            lr: Some(f64::NAN),
-            ..Default::default()
-        },
-        &Cpu,
-        10,
+    // the trainer's optimizer is built for its objective, and checks its settings then
+    let nan_lr = OptimizerConfig {
+        lr: Some(f64::NAN),
+        ..Default::default()
+    };
+    let e = Trainer::new(
+        Cpu,
+        problem,
+        mlp,
+        &params,
+        adam(nan_lr),
+        options(5, vec![10, 5]),
     )
     .err()
     .unwrap()
     .to_string();
     assert!(e.contains("lr") && e.contains("NaN"), "{e}");
-    let e = optim::build::<Cpu, f64>(
+    let e = optim::validate(
         "adam",
         &OptimizerConfig {
             beta2: Some(1.0),
             ..Default::default()
         },
-        &Cpu,
-        10,
     )
     .err()
     .unwrap()

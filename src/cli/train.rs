@@ -6,6 +6,7 @@ use super::signals::Signals;
 use crate::backend::cpu::Cpu;
 use crate::backend::device::DeviceKind;
 use crate::io::lock::DirLock;
+use crate::loss::Objective;
 use crate::model::Mlp;
 use crate::optim::{self, OptimizerConfig};
 use crate::pde::{problem, ProblemOptions};
@@ -803,8 +804,10 @@ fn train_on<B: crate::backend::Backend, T: Real>(
         Some(path) => crate::model::io::load(path)?.params,
         None => mlp.init(r.seed),
     };
-    let opt = optim::build::<B, T>(&r.optimizer, &r.opt_cfg, &be, mlp.num_params())
+    // the optimizer is built for the trainer's objective; its settings are checked first
+    optim::validate(&r.optimizer, &r.opt_cfg)
         .with_context(|| format!("optimizer `{}`", r.optimizer))?;
+    let opt = |obj: &Objective<B, T>| optim::build(&r.optimizer, &r.opt_cfg, obj);
     let mut trainer = Trainer::new(be, Arc::clone(&prob), mlp, &params, opt, r.opts.clone())?;
     if let Start::Resume(ck) = &p.start {
         trainer.restore(ck)?;

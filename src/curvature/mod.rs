@@ -4,7 +4,8 @@
 //! and reverse passes ([`jvp`], [`vjp`], [`gvp`], [`jvp_gram`]), KFAC factors
 //! ([`DeviceFactors`] on the backend, accumulated by [`KfacPass`]; [`KfacFactors`] their
 //! host copy) and the exact Kronecker-sum inverse ([`KfacInverse`]), Jacobian-vector
-//! and Gramian-vector products from a stored KFAC pass ([`JacobianStore`]); minimum-norm
+//! and Gramian-vector products from a stored KFAC pass ([`JacobianStore`], filled by
+//! [`KfacPass`] or, without factors, [`GradStorePass`]); minimum-norm
 //! symmetric solves on the backend ([`SymSolve`]);
 //! small dense host linear algebra in [`linalg`].
 
@@ -18,7 +19,7 @@ mod store;
 
 pub use gramian::{chunk_jacobian, Gramian, GramianKind};
 pub use jacobian::{jacobian, jacobian_into, Jacobian};
-pub use kfac::{DeviceFactors, KfacFactors, KfacInverse, KfacPass};
+pub use kfac::{DeviceFactors, GradStorePass, KfacFactors, KfacInverse, KfacPass};
 pub use products::{combine_seeds, gvp, jvp, jvp_gram, vjp};
 pub use solve::SymSolve;
 pub use store::{JacobianStore, DEFAULT_STORE_BYTES};

@@ -11,12 +11,18 @@
 //! any consumer may still ask a chunk for its host residuals and Jacobian (lazily).
 //!
 //! Sweeps run in workers ([`Objective::sweep_par`]): contiguous shares of a term's
-//! samples, each with its own jet engine and scratch, one per thread on the CPU.
+//! samples, each with its own jet engine and scratch, one per thread on the CPU; a
+//! gradient sweep's workers accumulate into buffers of their own ([`WorkerAccs`], in
+//! [`accs`]), added together afterwards.
 //!
 //! Checked by `tests/gradient.rs`: the gradient against finite differences of the loss,
 //! the per-layer Z/G matrices against the gradient (∇W = Gᵀ Z with seeds r/N), and the
 //! backend residual path against the host path; `tests/curvature_kfac.rs` runs the KFAC
 //! pass with one and three workers.
+
+mod accs;
+
+pub use accs::{WorkerAcc, WorkerAccs, WorkerShare};
 
 use crate::backend::{run_workers, Backend, Lay, QuadForm};
 use crate::error::{Error, Result};
@@ -70,8 +76,8 @@ pub struct Objective<B: Backend, T: Real> {
     terms: Vec<Term<B, T>>,
     /// At most this many sweep workers (None: the backend's choice).
     max_workers: Option<usize>,
-    /// Gradients of the further workers of [`Objective::loss_grad`] (kept between calls).
-    grad_spares: Vec<B::Buf<T>>,
+    /// The workers' gradients of [`Objective::loss_grad`] (kept between calls).
+    grad_accs: WorkerAccs<B, T, ()>,
     /// Use the backend's residual kernels where a term has a quadratic form.
     backend_residuals: bool,
 }
@@ -448,7 +454,7 @@ impl<B: Backend, T: Real> Objective<B, T> {
             mlp,
             terms,
             max_workers: None,
-            grad_spares: vec![],
+            grad_accs: WorkerAccs::default(),
             backend_residuals: true,
         })
     }
@@ -648,7 +654,6 @@ impl<B: Backend, T: Real> Objective<B, T> {
                 out.push(0.0);
                 continue;
             }
-            let w = self.terms[t].spec.weight;
             let workers = self.workers(t);
             let (input, jobs) = self.jobs(t, workers)?;
             let mut sums = vec![0.0; jobs.len()];
@@ -657,22 +662,33 @@ impl<B: Backend, T: Real> Objective<B, T> {
                 *s = input.sum_sq_values(wk, params, range)?;
                 Ok(())
             })?;
-            out.push(w * sums.iter().sum::<f64>() / (2.0 * n as f64));
+            out.push(self.term_loss(t, sums.iter().sum()));
         }
         Ok(out)
+    }
+
+    /// Term `t`'s loss `w/(2N) Σ ‖r_n‖²` from the squared residual sum `ss`.
+    pub fn term_loss(&self, t: usize, ss: f64) -> f64 {
+        let term = &self.terms[t];
+        term.spec.weight * ss / (2.0 * term.n.max(1) as f64)
+    }
+
+    /// The loss from its per-term values; a non-finite sum is an error that names them.
+    pub fn total_loss(&self, per_term: &[f64]) -> Result<f64> {
+        let l: f64 = per_term.iter().sum();
+        if !l.is_finite() {
+            return Err(Error::NonFinite(format!(
+                "loss is {l} ({})",
+                self.name_terms(per_term)
+            )));
+        }
+        Ok(l)
     }
 
     /// The loss (value pass only). Non-finite values are reported as errors.
     pub fn loss(&mut self, params: &B::Buf<T>) -> Result<f64> {
         let terms = self.loss_terms(params)?;
-        let l: f64 = terms.iter().sum();
-        if !l.is_finite() {
-            return Err(Error::NonFinite(format!(
-                "loss is {l} ({})",
-                self.name_terms(&terms)
-            )));
-        }
-        Ok(l)
+        self.total_loss(&terms)
     }
 
     /// "term `a` = 1.0, term `b` = NaN": per-term values named, so that a non-finite
@@ -746,52 +762,36 @@ impl<B: Backend, T: Real> Objective<B, T> {
 
     /// Loss and its gradient (written to `grad`, which must have the parameter count).
     pub fn loss_grad(&mut self, params: &B::Buf<T>, grad: &mut B::Buf<T>) -> Result<f64> {
-        self.mlp.check_params(self.be.len(grad))?;
-        let np = self.be.len(grad);
-        self.be.fill(grad, 0, np, T::ZERO)?;
+        let mut accs = std::mem::take(&mut self.grad_accs);
+        let loss = self.loss_grad_with(&mut accs, params, grad);
+        self.grad_accs = accs;
+        loss
+    }
+
+    /// [`Self::loss_grad`] with the workers' accumulators; the further workers' gradients
+    /// are added in after each term.
+    fn loss_grad_with(
+        &mut self,
+        accs: &mut WorkerAccs<B, T, ()>,
+        params: &B::Buf<T>,
+        grad: &mut B::Buf<T>,
+    ) -> Result<f64> {
+        let be = self.be.clone();
+        accs.start(self, grad)?;
         let mut per_term = Vec::with_capacity(self.terms.len());
         for t in 0..self.terms.len() {
-            let n = self.terms[t].n.max(1) as f64;
-            let w = self.terms[t].spec.weight;
-            // per worker: sum of squared residuals and a gradient (the first worker adds
-            // into `grad` itself)
             let workers = self.workers(t);
-            let mut extra = std::mem::take(&mut self.grad_spares);
-            while extra.len() + 1 < workers {
-                extra.push(self.be.alloc::<T>(np)?);
-            }
-            extra.truncate(workers - 1);
-            for g in &mut extra {
-                if self.be.len(g) != np {
-                    *g = self.be.alloc(np)?;
-                } else {
-                    self.be.fill(g, 0, np, T::ZERO)?;
-                }
-            }
-            let mut states: Vec<(f64, &mut B::Buf<T>)> = std::iter::once(&mut *grad)
-                .chain(extra.iter_mut())
-                .map(|g| (0.0, g))
-                .collect();
-            self.sweep_par(params, t, &mut states, |(ss, g), pass| {
-                *ss += pass.sum_sq()?;
-                pass.backward_grad(|be, v| accumulate_grad(be, &v, T::ONE, g))
+            let mut states = accs.term(&be, grad, workers, || Ok(()))?;
+            self.sweep_par(params, t, &mut states, |acc, pass| {
+                acc.ss += pass.sum_sq()?;
+                pass.backward_grad(|be, v| accumulate_grad(be, &v, T::ONE, acc.grad))
             })?;
-            let ss: f64 = states.iter().map(|s| s.0).sum();
+            let ss = WorkerAcc::total_sq(&states);
             drop(states);
-            for g in &extra {
-                self.be.axpby(T::ONE, g, T::ONE, grad)?;
-            }
-            self.grad_spares = extra;
-            per_term.push(w * ss / (2.0 * n));
+            accs.add_grads(&be, grad)?;
+            per_term.push(self.term_loss(t, ss));
         }
-        let loss: f64 = per_term.iter().sum();
-        if !loss.is_finite() {
-            return Err(Error::NonFinite(format!(
-                "loss is {loss} ({})",
-                self.name_terms(&per_term)
-            )));
-        }
-        Ok(loss)
+        self.total_loss(&per_term)
     }
 }
 

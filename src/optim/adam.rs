@@ -17,22 +17,41 @@ pub struct Adam<B: Backend, T: Real> {
     v: B::Buf<T>,
 }
 
-impl<B: Backend, T: Real> Adam<B, T> {
-    pub fn new(be: &B, n: usize, cfg: &OptimizerConfig) -> Result<Self> {
+/// Adam's hyperparameters, checked ([`super::validate`] stops here).
+pub(super) struct Settings {
+    lr: f64,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+}
+
+impl Settings {
+    pub(super) fn new(cfg: &OptimizerConfig) -> Result<Self> {
         only_fields(
             "adam",
             cfg,
             &[field::lr, field::beta1, field::beta2, field::eps],
         )?;
-        let lr = check::positive("lr", cfg.lr.unwrap_or(1e-3))?;
-        let beta1 = check::unit_half_open("beta1", cfg.beta1.unwrap_or(0.9))?;
-        let beta2 = check::unit_half_open("beta2", cfg.beta2.unwrap_or(0.999))?;
-        let eps = check::positive("eps", cfg.eps.unwrap_or(1e-8))?;
+        Ok(Settings {
+            lr: check::positive("lr", cfg.lr.unwrap_or(1e-3))?,
+            beta1: check::unit_half_open("beta1", cfg.beta1.unwrap_or(0.9))?,
+            beta2: check::unit_half_open("beta2", cfg.beta2.unwrap_or(0.999))?,
+            eps: check::positive("eps", cfg.eps.unwrap_or(1e-8))?,
+        })
+    }
+}
+
+impl<B: Backend, T: Real> Adam<B, T> {
+    pub fn new(be: &B, n: usize, cfg: &OptimizerConfig) -> Result<Self> {
+        Self::from_settings(be, n, Settings::new(cfg)?)
+    }
+
+    pub(super) fn from_settings(be: &B, n: usize, s: Settings) -> Result<Self> {
         Ok(Adam {
-            lr,
-            beta1,
-            beta2,
-            eps,
+            lr: s.lr,
+            beta1: s.beta1,
+            beta2: s.beta2,
+            eps: s.eps,
             t: 0,
             grad: be.alloc(n)?,
             m: be.alloc(n)?,

@@ -24,28 +24,17 @@ use crate::error::{check, Error, Result};
 use crate::loss::Objective;
 use crate::scalar::Real;
 
-struct Parts<B: Backend, T: Real> {
-    gram: Gramian<B, T>,
-    /// One solver per Gramian block.
-    solvers: Vec<SymSolve<B>>,
-    grad: B::Buf<T>,
-    dir: B::Buf<T>,
-    trial: B::Buf<T>,
-}
-
-pub struct Engd<B: Backend, T: Real> {
+/// ENGD's hyperparameters, checked ([`super::validate`] stops here).
+pub(super) struct Settings {
     kind: GramianKind,
     damping: f64,
     ema: f64,
     identity: bool,
     lr: Option<f64>,
-    step: u64,
-    parts: Option<Parts<B, T>>,
-    pending: Option<State>,
 }
 
-impl<B: Backend, T: Real> Engd<B, T> {
-    pub fn new(cfg: &OptimizerConfig, kind: GramianKind) -> Result<Self> {
+impl Settings {
+    pub(super) fn new(cfg: &OptimizerConfig, kind: GramianKind) -> Result<Self> {
         let name = match kind {
             GramianKind::Full => "engd",
             GramianKind::Layer => "engd-layer",
@@ -56,54 +45,63 @@ impl<B: Backend, T: Real> Engd<B, T> {
             cfg,
             &[field::lr, field::damping, field::ema, field::init_identity],
         )?;
-        Ok(Engd {
+        Ok(Settings {
             kind,
             damping: check::non_negative("damping", cfg.damping.unwrap_or(0.0))?,
             ema: check::unit_half_open("ema", cfg.ema.unwrap_or(0.0))?,
             identity: cfg.init_identity.unwrap_or(false),
             lr: cfg.lr.map(|v| check::positive("lr", v)).transpose()?,
-            step: 0,
-            parts: None,
-            pending: None,
         })
     }
+}
 
-    fn init(&mut self, obj: &Objective<B, T>) -> Result<()> {
-        if self.parts.is_some() {
-            return Ok(());
-        }
+pub struct Engd<B: Backend, T: Real> {
+    kind: GramianKind,
+    damping: f64,
+    ema: f64,
+    lr: Option<f64>,
+    step: u64,
+    gram: Gramian<B, T>,
+    /// One solver per Gramian block.
+    solvers: Vec<SymSolve<B>>,
+    grad: B::Buf<T>,
+    dir: B::Buf<T>,
+    trial: B::Buf<T>,
+}
+
+impl<B: Backend, T: Real> Engd<B, T> {
+    /// ENGD for the objective's network.
+    pub fn new(obj: &Objective<B, T>, cfg: &OptimizerConfig, kind: GramianKind) -> Result<Self> {
+        Self::from_settings(obj, Settings::new(cfg, kind)?)
+    }
+
+    pub(super) fn from_settings(obj: &Objective<B, T>, s: Settings) -> Result<Self> {
         let be = obj.backend();
         let p = obj.mlp().num_params();
-        let gram = Gramian::new(be, obj.mlp(), self.kind, self.identity)?;
-        let diagonal = self.kind == GramianKind::Diagonal;
+        let gram = Gramian::new(be, obj.mlp(), s.kind, s.identity)?;
+        let diagonal = s.kind == GramianKind::Diagonal;
         let solvers = gram
             .blocks()
             .iter()
             .map(|&(_, n)| SymSolve::new(be, n, diagonal))
             .collect::<Result<_>>()?;
-        self.parts = Some(Parts {
+        Ok(Engd {
+            kind: s.kind,
+            damping: s.damping,
+            ema: s.ema,
+            lr: s.lr,
+            step: 0,
             gram,
             solvers,
             grad: be.alloc(p)?,
             dir: be.alloc(p)?,
             trial: be.alloc(p)?,
-        });
-        if let Some(s) = self.pending.take() {
-            self.load_parts(be, &s)?;
-        }
-        Ok(())
+        })
     }
 
-    fn load_parts(&mut self, be: &B, s: &State) -> Result<()> {
-        let parts = self.parts.as_mut().expect("initialised");
-        parts.gram.load_state(be, "gramian", s)?;
-        self.step = count_get(s, "step")?;
-        Ok(())
-    }
-
-    /// The current Gramian estimate (after the first step).
-    pub fn gramian(&self) -> Option<&Gramian<B, T>> {
-        self.parts.as_ref().map(|p| &p.gram)
+    /// The current Gramian estimate.
+    pub fn gramian(&self) -> &Gramian<B, T> {
+        &self.gram
     }
 }
 
@@ -117,68 +115,49 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for Engd<B, T> {
     }
 
     fn step(&mut self, obj: &mut Objective<B, T>, params: &mut B::Buf<T>) -> Result<StepInfo> {
-        self.init(obj)?;
         let be = obj.backend().clone();
-        let parts = self.parts.as_mut().expect("initialised");
 
         // gradient and Gramian (EMA) in one sweep
-        let loss = parts.gram.update(obj, params, self.ema, &mut parts.grad)?;
+        let loss = self.gram.update(obj, params, self.ema, &mut self.grad)?;
 
         // direction Δ = −(G + λI)⁺ ∇L: minimum-norm solves per block, on the backend
-        for (b, &(off, _)) in parts.gram.blocks().iter().enumerate() {
-            let (g, g_off) = parts.gram.block_data(b);
-            parts.solvers[b].solve(
+        for (b, &(off, _)) in self.gram.blocks().iter().enumerate() {
+            let (g, g_off) = self.gram.block_data(b);
+            self.solvers[b].solve(
                 &be,
                 g,
                 g_off,
                 self.damping,
-                &parts.grad,
+                &self.grad,
                 off,
-                &mut parts.dir,
+                &mut self.dir,
                 off,
                 "ENGD Gramian",
             )?;
         }
-        be.scale(-T::ONE, &mut parts.dir)?;
-        ensure_finite(&be, &parts.dir, "ENGD direction")?;
+        be.scale(-T::ONE, &mut self.dir)?;
 
         // step size and update
-        let lr = step_along(obj, params, &parts.dir, loss, self.lr, &mut parts.trial)?;
-        self.step += 1;
-        Ok(StepInfo {
-            loss,
-            lr: Some(lr),
-            extra: vec![],
-        })
+        let (dir, trial) = (&self.dir, &mut self.trial);
+        step_along(obj, params, dir, loss, self.lr, trial, &mut self.step)
     }
 
     fn state(&self, be: &B) -> Result<State> {
-        let Some(parts) = &self.parts else {
-            return Ok(self
-                .pending
-                .clone()
-                .unwrap_or_else(|| vec![count_entry("step", self.step)]));
-        };
         let mut s = vec![count_entry("step", self.step)];
-        s.extend(parts.gram.state(be, "gramian")?);
+        s.extend(self.gram.state(be, "gramian")?);
         Ok(s)
     }
 
     fn load_state(&mut self, be: &B, s: &State) -> Result<()> {
-        if self.parts.is_none() {
-            if s.iter().any(|(k, _)| k == "gramian") {
-                self.pending = Some(s.clone());
-            } else {
-                self.step = count_get(s, "step")?;
-            }
-            return Ok(());
-        }
-        self.load_parts(be, s)
+        self.gram.load_state(be, "gramian", s)?;
+        self.step = count_get(s, "step")?;
+        Ok(())
     }
 }
 
-/// The ENGD update `θ ← θ + η Δ`: a fixed `lr` or, without one, the grid line search on
-/// the batch loss. Returns η; fails if the parameters are no longer finite.
+/// The ENGD update `θ ← θ + η Δ` along the direction `dir`: a fixed `lr` or, without one,
+/// the grid line search on the batch loss; counts the step. Fails if the direction or
+/// the new parameters are not finite.
 fn step_along<B: Backend, T: Real>(
     obj: &mut Objective<B, T>,
     params: &mut B::Buf<T>,
@@ -186,8 +165,10 @@ fn step_along<B: Backend, T: Real>(
     loss: f64,
     lr: Option<f64>,
     trial: &mut B::Buf<T>,
-) -> Result<f64> {
+    step: &mut u64,
+) -> Result<StepInfo> {
     let be = obj.backend().clone();
+    ensure_finite(&be, dir, "ENGD direction")?;
     let eta = match lr {
         Some(lr) => {
             be.axpby(T::from_f64(lr), dir, T::ONE, params)?;
@@ -196,7 +177,12 @@ fn step_along<B: Backend, T: Real>(
         None => grid_line_search(obj, params, dir, loss, LINE_SEARCH_K_MIN, trial)?.eta,
     };
     ensure_finite(&be, params, "parameters after the ENGD update")?;
-    Ok(eta)
+    *step += 1;
+    Ok(StepInfo {
+        loss,
+        lr: Some(eta),
+        extra: vec![],
+    })
 }
 
 /// ENGD in sample space: `Δ = −Jᵀ (JJᵀ + λI)⁺ r̃`.
@@ -208,22 +194,42 @@ pub struct EngdWoodbury<B: Backend, T: Real> {
     jac: Jacobian<B, T>,
     k: B::Buf<T>,
     y: B::Buf<T>,
-    solver: Option<SymSolve<B>>,
+    /// The sample-space solver, for the last number of residuals.
+    solver: SymSolve<B>,
     dir: B::Buf<T>,
     trial: B::Buf<T>,
 }
 
-impl<B: Backend, T: Real> EngdWoodbury<B, T> {
-    pub fn new(be: &B, n_params: usize, cfg: &OptimizerConfig) -> Result<Self> {
+/// `engd-woodbury`'s hyperparameters, checked ([`super::validate`] stops here).
+pub(super) struct WoodburySettings {
+    damping: f64,
+    lr: Option<f64>,
+}
+
+impl WoodburySettings {
+    pub(super) fn new(cfg: &OptimizerConfig) -> Result<Self> {
         only_fields("engd-woodbury", cfg, &[field::lr, field::damping])?;
-        Ok(EngdWoodbury {
+        Ok(WoodburySettings {
             damping: check::non_negative("damping", cfg.damping.unwrap_or(0.0))?,
             lr: cfg.lr.map(|v| check::positive("lr", v)).transpose()?,
+        })
+    }
+}
+
+impl<B: Backend, T: Real> EngdWoodbury<B, T> {
+    pub fn new(be: &B, n_params: usize, cfg: &OptimizerConfig) -> Result<Self> {
+        Self::from_settings(be, n_params, WoodburySettings::new(cfg)?)
+    }
+
+    pub(super) fn from_settings(be: &B, n_params: usize, s: WoodburySettings) -> Result<Self> {
+        Ok(EngdWoodbury {
+            damping: s.damping,
+            lr: s.lr,
             step: 0,
             jac: Jacobian::empty(be)?,
             k: be.alloc(0)?,
             y: be.alloc(0)?,
-            solver: None,
+            solver: SymSolve::new(be, 0, false)?,
             dir: be.alloc(n_params)?,
             trial: be.alloc(n_params)?,
         })
@@ -249,10 +255,10 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for EngdWoodbury<B, T> {
                 bytes as f64 / (1u64 << 30) as f64
             )));
         }
-        if be.len(&self.y) != m || self.solver.is_none() {
+        if be.len(&self.y) != m {
             self.k = be.alloc(m * m)?;
             self.y = be.alloc(m)?;
-            self.solver = Some(SymSolve::new(&be, m, false)?);
+            self.solver = SymSolve::new(&be, m, false)?;
         }
 
         // Jacobian and scaled residuals, on the backend
@@ -278,8 +284,7 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for EngdWoodbury<B, T> {
         )?;
 
         // direction Δ = −Jᵀ (JJᵀ + λI)⁺ r̃ (the solve on the backend, in f64)
-        let solver = self.solver.as_mut().expect("allocated with the Jacobian");
-        solver.solve(
+        self.solver.solve(
             &be,
             &self.k,
             0,
@@ -302,16 +307,10 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for EngdWoodbury<B, T> {
             &mut self.dir,
             Lay::dense(p, 1),
         )?;
-        ensure_finite(&be, &self.dir, "ENGD direction")?;
 
         // step size and update
-        let lr = step_along(obj, params, &self.dir, loss, self.lr, &mut self.trial)?;
-        self.step += 1;
-        Ok(StepInfo {
-            loss,
-            lr: Some(lr),
-            extra: vec![],
-        })
+        let (dir, trial) = (&self.dir, &mut self.trial);
+        step_along(obj, params, dir, loss, self.lr, trial, &mut self.step)
     }
 
     fn state(&self, _be: &B) -> Result<State> {

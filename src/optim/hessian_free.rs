@@ -13,7 +13,7 @@
 use super::util::{count_entry, count_get, ensure_finite, finite_scalar};
 use super::{field, only_fields, OptimizerConfig, State, StepInfo};
 use crate::backend::Backend;
-use crate::curvature::{gvp, JacobianStore, KfacPass, DEFAULT_STORE_BYTES};
+use crate::curvature::{gvp, GradStorePass, JacobianStore, DEFAULT_STORE_BYTES};
 use crate::error::{check, Result};
 use crate::loss::Objective;
 use crate::scalar::{convert, Real};
@@ -44,22 +44,46 @@ pub struct HessianFree<B: Backend, T: Real> {
     /// Kept iterates for backtracking (reused across steps).
     kept: Vec<B::Buf<T>>,
     /// The gradient pass that also keeps its layer inputs and cotangents, so that the
-    /// step's `G v` products need no passes through the network (built on the first step).
-    pass: Option<KfacPass<B, T>>,
+    /// step's `G v` products need no passes through the network.
+    pass: GradStorePass<B, T>,
     store: JacobianStore<B, T>,
 }
 
-impl<B: Backend, T: Real> HessianFree<B, T> {
-    pub fn new(be: &B, n: usize, cfg: &OptimizerConfig) -> Result<Self> {
+/// Hessian-free's hyperparameters, checked ([`super::validate`] stops here).
+pub(super) struct Settings {
+    damping: f64,
+    lr: f64,
+    cg_iters: usize,
+}
+
+impl Settings {
+    pub(super) fn new(cfg: &OptimizerConfig) -> Result<Self> {
         only_fields(
             "hessian-free",
             cfg,
             &[field::lr, field::damping, field::cg_iters],
         )?;
-        Ok(HessianFree {
+        Ok(Settings {
             damping: check::positive("damping", cfg.damping.unwrap_or(1.0))?,
             lr: check::positive("lr", cfg.lr.unwrap_or(1.0))?,
             cg_iters: check::at_least("cg_iters", cfg.cg_iters.unwrap_or(250), 1)?,
+        })
+    }
+}
+
+impl<B: Backend, T: Real> HessianFree<B, T> {
+    /// Hessian-free for the objective's network.
+    pub fn new(obj: &Objective<B, T>, cfg: &OptimizerConfig) -> Result<Self> {
+        Self::from_settings(obj, Settings::new(cfg)?)
+    }
+
+    pub(super) fn from_settings(obj: &Objective<B, T>, s: Settings) -> Result<Self> {
+        let be = obj.backend();
+        let n = obj.mlp().num_params();
+        Ok(HessianFree {
+            damping: s.damping,
+            lr: s.lr,
+            cg_iters: s.cg_iters,
             step: 0,
             grad: be.alloc(n)?,
             x: be.alloc(n)?,
@@ -68,7 +92,7 @@ impl<B: Backend, T: Real> HessianFree<B, T> {
             ap: be.alloc(n)?,
             trial: be.alloc(n)?,
             kept: Vec::new(),
-            pass: None,
+            pass: GradStorePass::default(),
             store: JacobianStore::new(be, DEFAULT_STORE_BYTES)?,
         })
     }
@@ -227,11 +251,9 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for HessianFree<B, T> {
         let lam = self.damping;
 
         // gradient, keeping the pass's jets for the G v products when they fit
-        if self.pass.is_none() {
-            self.pass = Some(KfacPass::new(&be, obj.mlp(), obj.num_terms())?);
-        }
-        let pass = self.pass.as_mut().expect("built above");
-        let loss = pass.run(obj, params, &mut self.grad, None, Some(&mut self.store))?;
+        let loss = self
+            .pass
+            .run(obj, params, &mut self.grad, &mut self.store)?;
         let b_norm2 = ensure_finite(&be, &self.grad, "gradient")?;
 
         // CG on (G + λI) x = b with b = −∇L; iterates kept on the backtracking schedule

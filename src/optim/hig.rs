@@ -198,37 +198,59 @@ fn default_tau<T: Real>() -> f64 {
     }
 }
 
-impl<B: Backend, T: Real> Hig<B, T> {
-    /// Half-inverse gradients: uses `kappa` (default 0.5), `tau`, `lr`.
-    pub fn new(be: &B, n_params: usize, cfg: &OptimizerConfig) -> Result<Self> {
+/// HIG's or Gauss–Newton's hyperparameters, checked ([`super::validate`] stops here).
+pub(super) struct Settings {
+    name: &'static str,
+    kappa: f64,
+    /// None: the default of the Jacobian's precision ([`default_tau`]).
+    tau: Option<f64>,
+    lr: Option<f64>,
+}
+
+impl Settings {
+    /// See [`Hig::new`].
+    pub(super) fn hig(cfg: &OptimizerConfig) -> Result<Self> {
         only_fields("hig", cfg, &[field::lr, field::tau, field::kappa])?;
         let kappa = cfg.kappa.unwrap_or(0.5);
         if !(kappa.is_finite() && kappa > 0.0 && kappa <= 1.0) {
             return Err(Error::invalid("kappa", kappa, "in (0, 1]"));
         }
-        Self::with_kappa("hig", be, n_params, cfg, kappa)
+        Self::with_kappa("hig", cfg, kappa)
+    }
+
+    /// See [`Hig::gauss_newton`].
+    pub(super) fn gauss_newton(cfg: &OptimizerConfig) -> Result<Self> {
+        only_fields("gn", cfg, &[field::lr, field::tau])?;
+        Self::with_kappa("gn", cfg, 1.0)
+    }
+
+    fn with_kappa(name: &'static str, cfg: &OptimizerConfig, kappa: f64) -> Result<Self> {
+        Ok(Settings {
+            name,
+            kappa,
+            tau: cfg.tau.map(|v| check::unit_open("tau", v)).transpose()?,
+            lr: cfg.lr.map(|v| check::positive("lr", v)).transpose()?,
+        })
+    }
+}
+
+impl<B: Backend, T: Real> Hig<B, T> {
+    /// Half-inverse gradients: uses `kappa` (default 0.5), `tau`, `lr`.
+    pub fn new(be: &B, n_params: usize, cfg: &OptimizerConfig) -> Result<Self> {
+        Self::from_settings(be, n_params, Settings::hig(cfg)?)
     }
 
     /// Gauss–Newton (`J⁺ r̃` through the same truncated SVD): uses `tau`, `lr`.
     pub fn gauss_newton(be: &B, n_params: usize, cfg: &OptimizerConfig) -> Result<Self> {
-        only_fields("gn", cfg, &[field::lr, field::tau])?;
-        Self::with_kappa("gn", be, n_params, cfg, 1.0)
+        Self::from_settings(be, n_params, Settings::gauss_newton(cfg)?)
     }
 
-    fn with_kappa(
-        name: &'static str,
-        be: &B,
-        n_params: usize,
-        cfg: &OptimizerConfig,
-        kappa: f64,
-    ) -> Result<Self> {
-        let tau = check::unit_open("tau", cfg.tau.unwrap_or_else(default_tau::<T>))?;
-        let lr = cfg.lr.map(|v| check::positive("lr", v)).transpose()?;
+    pub(super) fn from_settings(be: &B, n_params: usize, s: Settings) -> Result<Self> {
         Ok(Hig {
-            name,
-            kappa,
-            tau,
-            lr,
+            name: s.name,
+            kappa: s.kappa,
+            tau: s.tau.unwrap_or_else(default_tau::<T>),
+            lr: s.lr,
             svd: SvdDirection::new(be)?,
             jac: Jacobian::empty(be)?,
             dir: be.alloc(n_params)?,

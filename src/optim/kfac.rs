@@ -23,7 +23,7 @@ use crate::backend::Backend;
 use crate::curvature::{
     jvp_gram, DeviceFactors, JacobianStore, KfacFactors, KfacInverse, KfacPass, DEFAULT_STORE_BYTES,
 };
-use crate::error::{check, Error, Result};
+use crate::error::{check, Result};
 use crate::loss::Objective;
 use crate::scalar::{convert, Real};
 
@@ -41,8 +41,70 @@ pub enum KfacMode {
     Star,
 }
 
-/// Parts that need the network and the number of loss terms (built on the first step).
-struct Parts<B: Backend, T: Real> {
+/// KFAC's hyperparameters, checked ([`super::validate`] stops here).
+pub(super) struct Settings {
+    mode: KfacMode,
+    damping: f64,
+    ema: f64,
+    identity: bool,
+    update_interval: usize,
+    inverse_interval: usize,
+    momentum: f64,
+    lr: Option<f64>,
+}
+
+impl Settings {
+    pub(super) fn new(cfg: &OptimizerConfig, mode: KfacMode) -> Result<Self> {
+        let (name, fields): (&str, &[&str]) = match mode {
+            KfacMode::LineSearch => (
+                "kfac",
+                &[
+                    field::lr,
+                    field::momentum,
+                    field::damping,
+                    field::ema,
+                    field::init_identity,
+                    field::update_interval,
+                    field::inverse_interval,
+                ],
+            ),
+            KfacMode::Star => (
+                "kfac-star",
+                &[
+                    field::damping,
+                    field::ema,
+                    field::init_identity,
+                    field::update_interval,
+                    field::inverse_interval,
+                ],
+            ),
+        };
+        only_fields(name, cfg, fields)?;
+        Ok(Settings {
+            mode,
+            damping: damping_positive(cfg.damping.unwrap_or(1e-10))?,
+            ema: check::unit_half_open("ema", cfg.ema.unwrap_or(0.95))?,
+            momentum: check::unit_half_open("momentum", cfg.momentum.unwrap_or(0.0))?,
+            lr: cfg.lr.map(|v| check::positive("lr", v)).transpose()?,
+            identity: cfg.init_identity.unwrap_or(true),
+            update_interval: interval("update_interval", cfg.update_interval)?,
+            inverse_interval: interval("inverse_interval", cfg.inverse_interval)?,
+        })
+    }
+}
+
+pub struct Kfac<B: Backend, T: Real> {
+    mode: KfacMode,
+    damping: f64,
+    ema: f64,
+    update_interval: usize,
+    inverse_interval: usize,
+    momentum: f64,
+    lr: Option<f64>,
+    step: u64,
+    /// The momentum buffer / previous update holds a value.
+    started: bool,
+    warned: bool,
     pass: KfacPass<B, T>,
     factors: DeviceFactors<B>,
     batch: DeviceFactors<B>,
@@ -52,27 +114,9 @@ struct Parts<B: Backend, T: Real> {
     /// KFAC: the momentum buffer m; KFAC*: the previous update δ.
     mom: B::Buf<T>,
     trial: B::Buf<T>,
-    /// KFAC*: the pass's layer inputs and cotangents, for `JΔ` and `Jδ`.
+    /// KFAC*: the pass's layer inputs and cotangents, for `JΔ` and `Jδ` (memory-limited;
+    /// above the limit: tangent passes).
     store: JacobianStore<B, T>,
-}
-
-pub struct Kfac<B: Backend, T: Real> {
-    mode: KfacMode,
-    damping: f64,
-    ema: f64,
-    identity: bool,
-    update_interval: usize,
-    inverse_interval: usize,
-    momentum: f64,
-    lr: Option<f64>,
-    step: u64,
-    /// The momentum buffer / previous update holds a value.
-    started: bool,
-    parts: Option<Parts<B, T>>,
-    pending: Option<State>,
-    warned: bool,
-    /// Memory limit of KFAC*'s stored pass (above it: tangent passes).
-    store_bytes: usize,
 }
 
 /// Solve KFAC*'s 2×2 damped quadratic model for `(α, μ)`.
@@ -112,107 +156,50 @@ pub fn kfac_star_coefficients(
 }
 
 impl<B: Backend, T: Real> Kfac<B, T> {
-    pub fn new(cfg: &OptimizerConfig, mode: KfacMode) -> Result<Self> {
-        let (name, fields): (&str, &[&str]) = match mode {
-            KfacMode::LineSearch => (
-                "kfac",
-                &[
-                    field::lr,
-                    field::momentum,
-                    field::damping,
-                    field::ema,
-                    field::init_identity,
-                    field::update_interval,
-                    field::inverse_interval,
-                ],
-            ),
-            KfacMode::Star => (
-                "kfac-star",
-                &[
-                    field::damping,
-                    field::ema,
-                    field::init_identity,
-                    field::update_interval,
-                    field::inverse_interval,
-                ],
-            ),
-        };
-        only_fields(name, cfg, fields)?;
-        let damping = damping_positive(cfg.damping.unwrap_or(1e-10))?;
-        let ema = check::unit_half_open("ema", cfg.ema.unwrap_or(0.95))?;
-        let momentum = check::unit_half_open("momentum", cfg.momentum.unwrap_or(0.0))?;
-        let lr = cfg.lr.map(|v| check::positive("lr", v)).transpose()?;
-        Ok(Kfac {
-            mode,
-            damping,
-            ema,
-            identity: cfg.init_identity.unwrap_or(true),
-            update_interval: interval("update_interval", cfg.update_interval)?,
-            inverse_interval: interval("inverse_interval", cfg.inverse_interval)?,
-            momentum,
-            lr,
-            step: 0,
-            started: false,
-            parts: None,
-            pending: None,
-            warned: false,
-            store_bytes: DEFAULT_STORE_BYTES,
-        })
+    /// KFAC for the objective's network and loss terms (1 or 2).
+    pub fn new(obj: &Objective<B, T>, cfg: &OptimizerConfig, mode: KfacMode) -> Result<Self> {
+        Self::from_settings(obj, Settings::new(cfg, mode)?)
     }
 
-    fn init(&mut self, obj: &Objective<B, T>) -> Result<()> {
-        if self.parts.is_some() {
-            return Ok(());
-        }
+    pub(super) fn from_settings(obj: &Objective<B, T>, s: Settings) -> Result<Self> {
         let be = obj.backend();
         let mlp = obj.mlp();
         let p = mlp.num_params();
         let nt = obj.num_terms();
-        self.parts = Some(Parts {
-            pass: KfacPass::new(be, mlp, nt)?,
-            factors: DeviceFactors::new(be, mlp, nt, self.identity)?,
+        Ok(Kfac {
+            mode: s.mode,
+            damping: s.damping,
+            ema: s.ema,
+            update_interval: s.update_interval,
+            inverse_interval: s.inverse_interval,
+            momentum: s.momentum,
+            lr: s.lr,
+            step: 0,
+            started: false,
+            warned: false,
+            pass: KfacPass::new(mlp, nt)?,
+            factors: DeviceFactors::new(be, mlp, nt, s.identity)?,
             batch: DeviceFactors::new(be, mlp, nt, false)?,
             inverse: KfacInverse::new(be, mlp)?,
             grad: be.alloc(p)?,
             dir: be.alloc(p)?,
             mom: be.alloc(p)?,
             trial: be.alloc(p)?,
-            store: JacobianStore::new(be, self.store_bytes)?,
-        });
-        if let Some(s) = self.pending.take() {
-            self.load_parts(be, &s)?;
-        }
-        Ok(())
-    }
-
-    fn load_parts(&mut self, be: &B, s: &State) -> Result<()> {
-        let parts = self.parts.as_mut().expect("initialised");
-        let mut host = parts.factors.download(be)?;
-        host.load_state("factor_", s)?;
-        parts.factors.load(be, &host)?;
-        parts.inverse.load_state(be, "inverse_", s)?;
-        let n = be.len(&parts.mom);
-        let m = super::state_get(s, "momentum", n)?;
-        parts.mom = be.upload(&convert::<f64, T>(m))?;
-        self.step = count_get(s, "step")?;
-        self.started = count_get(s, "started")? != 0;
-        Ok(())
+            store: JacobianStore::new(be, DEFAULT_STORE_BYTES)?,
+        })
     }
 
     /// Limit the memory KFAC* may use to keep the gradient pass's layer inputs and
     /// cotangents for its Jacobian-vector products (default [`DEFAULT_STORE_BYTES`]);
-    /// above it, `JΔ` and `Jδ` come from two tangent passes. Call before the first step.
+    /// above it, `JΔ` and `Jδ` come from two tangent passes.
     pub fn with_store_limit(mut self, bytes: usize) -> Self {
-        self.store_bytes = bytes;
+        self.store.set_limit(bytes);
         self
     }
 
-    /// A host copy of the EMA'd factors (after the first step), e.g. for inspection.
-    pub fn factors(&self, be: &B) -> Result<Option<KfacFactors>> {
-        self.parts
-            .as_ref()
-            .map(|p| p.factors.download(be))
-            .transpose()
+    /// A host copy of the EMA'd factors, e.g. for inspection.
+    pub fn factors(&self, be: &B) -> Result<KfacFactors> {
+        self.factors.download(be)
     }
 }
 
@@ -225,26 +212,24 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for Kfac<B, T> {
     }
 
     fn step(&mut self, obj: &mut Objective<B, T>, params: &mut B::Buf<T>) -> Result<StepInfo> {
-        self.init(obj)?;
         let be = obj.backend().clone();
         let damping = self.damping;
         let update_factors = self.step.is_multiple_of(self.update_interval as u64);
         let update_inverse = self.step.is_multiple_of(self.inverse_interval as u64);
-        let parts = self.parts.as_mut().expect("initialised");
         let mut extra = Vec::new();
 
         // gradient and curvature: one forward and backward sweep (KFAC* also keeps the
         // layer inputs and cotangents for its Jacobian-vector products when they fit)
-        let batch = update_factors.then_some(&mut parts.batch);
-        let keep = (self.mode == KfacMode::Star && self.started).then_some(&mut parts.store);
-        let loss = parts.pass.run(obj, params, &mut parts.grad, batch, keep)?;
+        let batch = update_factors.then_some(&mut self.batch);
+        let keep = (self.mode == KfacMode::Star && self.started).then_some(&mut self.store);
+        let loss = self.pass.run(obj, params, &mut self.grad, batch, keep)?;
         if update_factors {
-            parts.factors.ema(&be, &parts.batch, self.ema)?;
+            self.factors.ema(&be, &self.batch, self.ema)?;
         }
 
         // inverse of the damped Kronecker sum
         if update_inverse {
-            let clamped = parts.inverse.update(&be, &parts.factors, damping)?;
+            let clamped = self.inverse.update(&be, &self.factors, damping)?;
             if clamped > 0 {
                 extra.push(("clamped_eigenvalues", clamped as f64));
                 warn_once(&mut self.warned, || {
@@ -254,31 +239,29 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for Kfac<B, T> {
         }
 
         // direction Δ = −K⁻¹∇L
-        parts
-            .inverse
-            .apply(&be, &parts.grad, &mut parts.dir, -1.0)?;
-        ensure_finite(&be, &parts.dir, "KFAC direction")?;
+        self.inverse.apply(&be, &self.grad, &mut self.dir, -1.0)?;
+        ensure_finite(&be, &self.dir, "KFAC direction")?;
 
         let lr = match self.mode {
             KfacMode::LineSearch => {
                 // momentum m = μm + Δ (m = Δ on the first step)
                 let mu = if self.started { self.momentum } else { 0.0 };
-                be.axpby(T::ONE, &parts.dir, T::from_f64(mu), &mut parts.mom)?;
+                be.axpby(T::ONE, &self.dir, T::from_f64(mu), &mut self.mom)?;
                 self.started = true;
                 // step size and update
                 match self.lr {
                     Some(lr) => {
-                        be.axpby(T::from_f64(lr), &parts.mom, T::ONE, params)?;
+                        be.axpby(T::from_f64(lr), &self.mom, T::ONE, params)?;
                         lr
                     }
                     None => {
                         grid_line_search(
                             obj,
                             params,
-                            &parts.mom,
+                            &self.mom,
                             loss,
                             LINE_SEARCH_K_MIN,
-                            &mut parts.trial,
+                            &mut self.trial,
                         )?
                         .eta
                     }
@@ -287,21 +270,21 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for Kfac<B, T> {
             KfacMode::Star => {
                 // step size and momentum from the quadratic model (exact Gramian products)
                 let (alpha, mu) = if self.started {
-                    let vs = [&parts.dir, &parts.mom];
-                    let gram = if parts.store.is_valid() {
-                        parts.store.jvp_gram(&be, &vs)?
+                    let vs = [&self.dir, &self.mom];
+                    let gram = if self.store.is_valid() {
+                        self.store.jvp_gram(&be, &vs)?
                     } else {
                         jvp_gram(obj, params, &vs)?
                     };
-                    parts.store.invalidate();
+                    self.store.invalidate();
                     let dots = [
-                        be.dot(&parts.dir, &parts.dir)?,
-                        be.dot(&parts.dir, &parts.mom)?,
-                        be.dot(&parts.mom, &parts.mom)?,
+                        be.dot(&self.dir, &self.dir)?,
+                        be.dot(&self.dir, &self.mom)?,
+                        be.dot(&self.mom, &self.mom)?,
                     ];
                     let g_dots = [
-                        be.dot(&parts.grad, &parts.dir)?,
-                        be.dot(&parts.grad, &parts.mom)?,
+                        be.dot(&self.grad, &self.dir)?,
+                        be.dot(&self.grad, &self.mom)?,
                     ];
                     kfac_star_coefficients(
                         [gram[0], gram[1], gram[2], gram[3]],
@@ -317,12 +300,12 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for Kfac<B, T> {
                 // update δ = αΔ + μδ, θ += δ
                 be.axpby(
                     T::from_f64(alpha),
-                    &parts.dir,
+                    &self.dir,
                     T::from_f64(mu),
-                    &mut parts.mom,
+                    &mut self.mom,
                 )?;
                 self.started = true;
-                be.axpby(T::ONE, &parts.mom, T::ONE, params)?;
+                be.axpby(T::ONE, &self.mom, T::ONE, params)?;
                 alpha
             }
         };
@@ -336,38 +319,26 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for Kfac<B, T> {
     }
 
     fn state(&self, be: &B) -> Result<State> {
-        let Some(parts) = &self.parts else {
-            return Ok(self
-                .pending
-                .clone()
-                .unwrap_or_else(|| vec![count_entry("step", self.step)]));
-        };
         let mut s = vec![
             count_entry("step", self.step),
             count_entry("started", u64::from(self.started)),
-            ("momentum".into(), convert(&be.download(&parts.mom)?)),
+            ("momentum".into(), convert(&be.download(&self.mom)?)),
         ];
-        s.extend(parts.factors.download(be)?.state("factor_"));
-        s.extend(parts.inverse.state(be, "inverse_")?);
+        s.extend(self.factors.download(be)?.state("factor_"));
+        s.extend(self.inverse.state(be, "inverse_")?);
         Ok(s)
     }
 
     fn load_state(&mut self, be: &B, s: &State) -> Result<()> {
-        if self.parts.is_none() {
-            // the network is known at the first step; validate then
-            if s.iter().any(|(k, _)| k == "momentum") {
-                self.pending = Some(s.clone());
-            } else {
-                self.step = count_get(s, "step")?;
-                if self.step != 0 {
-                    return Err(Error::Format {
-                        path: "optimizer state".into(),
-                        msg: "KFAC state without factors".into(),
-                    });
-                }
-            }
-            return Ok(());
-        }
-        self.load_parts(be, s)
+        let mut host = self.factors.download(be)?;
+        host.load_state("factor_", s)?;
+        self.factors.load(be, &host)?;
+        self.inverse.load_state(be, "inverse_", s)?;
+        let n = be.len(&self.mom);
+        let m = super::state_get(s, "momentum", n)?;
+        self.mom = be.upload(&convert::<f64, T>(m))?;
+        self.step = count_get(s, "step")?;
+        self.started = count_get(s, "started")? != 0;
+        Ok(())
     }
 }

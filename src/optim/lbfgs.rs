@@ -41,6 +41,22 @@ pub struct Lbfgs<B: Backend, T: Real> {
     n: usize,
 }
 
+/// L-BFGS's hyperparameters, checked ([`super::validate`] stops here).
+pub(super) struct Settings {
+    lr: f64,
+    history: usize,
+}
+
+impl Settings {
+    pub(super) fn new(cfg: &OptimizerConfig) -> Result<Self> {
+        only_fields("lbfgs", cfg, &[field::lr, field::history])?;
+        Ok(Settings {
+            lr: check::positive("lr", cfg.lr.unwrap_or(1.0))?,
+            history: check::at_least("history", cfg.history.unwrap_or(10), 1)?,
+        })
+    }
+}
+
 /// Minimiser of the cubic through the points `p` and `q` (values and slopes), clamped
 /// to [lo, hi]; the midpoint if the cubic has no minimiser.
 fn cubic_min(p: Pt, q: Pt, lo: f64, hi: f64) -> f64 {
@@ -71,10 +87,13 @@ struct Pt {
 
 impl<B: Backend, T: Real> Lbfgs<B, T> {
     pub fn new(be: &B, n: usize, cfg: &OptimizerConfig) -> Result<Self> {
-        only_fields("lbfgs", cfg, &[field::lr, field::history])?;
+        Self::from_settings(be, n, Settings::new(cfg)?)
+    }
+
+    pub(super) fn from_settings(be: &B, n: usize, s: Settings) -> Result<Self> {
         Ok(Lbfgs {
-            lr: check::positive("lr", cfg.lr.unwrap_or(1.0))?,
-            history: check::at_least("history", cfg.history.unwrap_or(10), 1)?,
+            lr: s.lr,
+            history: s.history,
             step: 0,
             s: Vec::new(),
             y: Vec::new(),

@@ -1,6 +1,8 @@
 //! Optimizers. Each one implements [`Optimizer`]: a step reads as a list of named stages
 //! (gradient, curvature, direction, step size, update). Hyperparameters arrive in one
-//! [`OptimizerConfig`] (CLI flags, TOML, presets) and are validated at construction.
+//! [`OptimizerConfig`] (CLI flags, TOML, presets) and are validated at construction
+//! ([`build`], from the objective whose network the optimizer's buffers are sized for),
+//! or alone by the same checks ([`validate`]).
 //!
 //! Checked by `tests/optim_second_order.rs` (every second-order step against dense
 //! reconstructions, L-BFGS's line search against the strong-Wolfe conditions, state round
@@ -110,29 +112,62 @@ pub const OPTIMIZER_NAMES: &[&str] = &[
     "gn",
 ];
 
-/// Build an optimizer by name for a network with `n_params` parameters.
+/// An optimizer chosen by name, with its hyperparameters checked: where [`validate`]
+/// stops and what [`build`] builds from, so that both run the same checks.
+enum Checked {
+    Sgd(sgd::Settings),
+    Adam(adam::Settings),
+    Kfac(kfac::Settings),
+    Engd(engd::Settings),
+    EngdWoodbury(engd::WoodburySettings),
+    HessianFree(hessian_free::Settings),
+    Lbfgs(lbfgs::Settings),
+    Hig(hig::Settings),
+}
+
+fn check(name: &str, cfg: &OptimizerConfig) -> Result<Checked> {
+    Ok(match name {
+        "sgd" => Checked::Sgd(sgd::Settings::new(cfg)?),
+        "adam" => Checked::Adam(adam::Settings::new(cfg)?),
+        // issue 3
+        "kfac" => Checked::Kfac(kfac::Settings::new(cfg, KfacMode::LineSearch)?),
+        "kfac-star" => Checked::Kfac(kfac::Settings::new(cfg, KfacMode::Star)?),
+        "engd" => Checked::Engd(engd::Settings::new(cfg, GramianKind::Full)?),
+        "engd-layer" => Checked::Engd(engd::Settings::new(cfg, GramianKind::Layer)?),
+        "engd-diag" => Checked::Engd(engd::Settings::new(cfg, GramianKind::Diagonal)?),
+        "engd-woodbury" => Checked::EngdWoodbury(engd::WoodburySettings::new(cfg)?),
+        "hessian-free" => Checked::HessianFree(hessian_free::Settings::new(cfg)?),
+        "lbfgs" => Checked::Lbfgs(lbfgs::Settings::new(cfg)?),
+        // issue 4
+        "hig" => Checked::Hig(hig::Settings::hig(cfg)?),
+        "gn" => Checked::Hig(hig::Settings::gauss_newton(cfg)?),
+        _ => return Err(Error::unknown("optimizer", name, OPTIMIZER_NAMES)),
+    })
+}
+
+/// Check an optimizer's name and hyperparameters without building it (no network or
+/// backend needed: presets are checked so): the checks [`build`] runs first.
+pub fn validate(name: &str, cfg: &OptimizerConfig) -> Result<()> {
+    check(name, cfg).map(drop)
+}
+
+/// Build an optimizer by name for the objective: its backend, its network (the buffers,
+/// factors, Gramians and passes are sized for it) and its number of loss terms.
 pub fn build<B: Backend, T: Real>(
     name: &str,
     cfg: &OptimizerConfig,
-    be: &B,
-    n_params: usize,
+    obj: &Objective<B, T>,
 ) -> Result<Box<dyn Optimizer<B, T>>> {
-    Ok(match name {
-        "sgd" => Box::new(Sgd::new(be, n_params, cfg)?),
-        "adam" => Box::new(Adam::new(be, n_params, cfg)?),
-        // issue 3
-        "kfac" => Box::new(Kfac::new(cfg, KfacMode::LineSearch)?),
-        "kfac-star" => Box::new(Kfac::new(cfg, KfacMode::Star)?),
-        "engd" => Box::new(Engd::new(cfg, GramianKind::Full)?),
-        "engd-layer" => Box::new(Engd::new(cfg, GramianKind::Layer)?),
-        "engd-diag" => Box::new(Engd::new(cfg, GramianKind::Diagonal)?),
-        "engd-woodbury" => Box::new(EngdWoodbury::new(be, n_params, cfg)?),
-        "hessian-free" => Box::new(HessianFree::new(be, n_params, cfg)?),
-        "lbfgs" => Box::new(Lbfgs::new(be, n_params, cfg)?),
-        // issue 4
-        "hig" => Box::new(Hig::new(be, n_params, cfg)?),
-        "gn" => Box::new(Hig::gauss_newton(be, n_params, cfg)?),
-        _ => return Err(Error::unknown("optimizer", name, OPTIMIZER_NAMES)),
+    let (be, n) = (obj.backend(), obj.mlp().num_params());
+    Ok(match check(name, cfg)? {
+        Checked::Sgd(s) => Box::new(Sgd::from_settings(be, n, s)?),
+        Checked::Adam(s) => Box::new(Adam::from_settings(be, n, s)?),
+        Checked::Kfac(s) => Box::new(Kfac::from_settings(obj, s)?),
+        Checked::Engd(s) => Box::new(Engd::from_settings(obj, s)?),
+        Checked::EngdWoodbury(s) => Box::new(EngdWoodbury::from_settings(be, n, s)?),
+        Checked::HessianFree(s) => Box::new(HessianFree::from_settings(obj, s)?),
+        Checked::Lbfgs(s) => Box::new(Lbfgs::from_settings(be, n, s)?),
+        Checked::Hig(s) => Box::new(Hig::from_settings(be, n, s)?),
     })
 }
 

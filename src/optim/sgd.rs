@@ -15,14 +15,31 @@ pub struct Sgd<B: Backend, T: Real> {
     started: bool,
 }
 
+/// SGD's hyperparameters, checked ([`super::validate`] stops here).
+pub(super) struct Settings {
+    lr: f64,
+    momentum: f64,
+}
+
+impl Settings {
+    pub(super) fn new(cfg: &OptimizerConfig) -> Result<Self> {
+        only_fields("sgd", cfg, &[field::lr, field::momentum])?;
+        Ok(Settings {
+            lr: check::positive("lr", cfg.lr.unwrap_or(1e-3))?,
+            momentum: check::unit_half_open("momentum", cfg.momentum.unwrap_or(0.0))?,
+        })
+    }
+}
+
 impl<B: Backend, T: Real> Sgd<B, T> {
     pub fn new(be: &B, n: usize, cfg: &OptimizerConfig) -> Result<Self> {
-        only_fields("sgd", cfg, &[field::lr, field::momentum])?;
-        let lr = check::positive("lr", cfg.lr.unwrap_or(1e-3))?;
-        let momentum = check::unit_half_open("momentum", cfg.momentum.unwrap_or(0.0))?;
+        Self::from_settings(be, n, Settings::new(cfg)?)
+    }
+
+    pub(super) fn from_settings(be: &B, n: usize, s: Settings) -> Result<Self> {
         Ok(Sgd {
-            lr,
-            momentum,
+            lr: s.lr,
+            momentum: s.momentum,
             grad: be.alloc(n)?,
             vel: be.alloc(n)?,
             started: false,

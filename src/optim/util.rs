@@ -1,7 +1,6 @@
 //! Small helpers shared by the second-order optimizers: finiteness checks that turn a
 //! diverging step into [`Error::NonFinite`], one-time warnings, step counters in saved
-//! state, and the lazily built parts of optimizers that need the network (the factory
-//! [`super::build`] only knows the parameter count).
+//! state, and hyperparameter checks.
 
 use super::State;
 use crate::backend::Backend;

@@ -159,13 +159,13 @@ fn one_step<B: Backend, T: Real>(
     let dtype = T::DTYPE.name();
     let (want_p, want_s) = ck.reference(|| -> Result<(Vec<f64>, State)> {
         let mut obj = objective::<Cpu, T>(&Cpu, "poisson2d", &widths, &n)?;
-        let mut o = build::<Cpu, T>(name, cfg, &Cpu, p0.len())?;
+        let mut o = build(name, cfg, &obj)?;
         let mut p = convert::<f64, T>(&p0);
         o.step(&mut obj, &mut p)?;
         Ok((convert(&p), o.state(&Cpu)?))
     })?;
     let mut obj = objective::<B, T>(be, "poisson2d", &widths, &n)?;
-    let mut o = build::<B, T>(name, cfg, be, p0.len())?;
+    let mut o = build(name, cfg, &obj)?;
     let mut p = be.upload(&convert::<f64, T>(&p0))?;
     o.step(&mut obj, &mut p)?;
     let got_s = o.state(be)?;

@@ -127,13 +127,15 @@ pub struct Trainer<B: Backend, T: Real> {
 }
 
 impl<B: Backend, T: Real> Trainer<B, T> {
-    /// Set up a run: sample the points, build the evaluator. `params` are host values.
+    /// Set up a run: build the objective and the optimizer for it (`optimizer`, e.g.
+    /// `|obj| optim::build(name, &cfg, obj)`), sample the points, build the evaluator.
+    /// `params` are host values.
     pub fn new(
         be: B,
         problem: Arc<dyn Problem>,
         mlp: Mlp,
         params: &[f64],
-        opt: Box<dyn Optimizer<B, T>>,
+        optimizer: impl FnOnce(&Objective<B, T>) -> Result<Box<dyn Optimizer<B, T>>>,
         opts: TrainOptions,
     ) -> Result<Self> {
         if mlp.input_dim() != problem.dim() {
@@ -191,6 +193,7 @@ impl<B: Backend, T: Real> Trainer<B, T> {
         }
         mlp.check_params(params.len())?;
         let mut obj = Objective::new(be.clone(), mlp.clone(), terms, opts.chunk_rows)?;
+        let opt = optimizer(&obj)?;
         let mut rng = ChaCha8Rng::seed_from_u64(opts.data_seed);
         // evaluation points come from their own stream so they do not depend on the budget
         let mut eval_rng = ChaCha8Rng::seed_from_u64(opts.data_seed ^ 0x5eed_e7a1);

@@ -19,7 +19,8 @@
 //! gradient matrix `G̃ = [∇W | ∇b]`. A step reads back only the clamped-eigenvalue counts.
 //!
 //! Files: [`factors`] (host and backend factors), [`pass`] (the gradient-and-factors
-//! sweep), [`inverse`] (the Kronecker-sum inverse).
+//! sweep, and the same sweep for the gradient and the Jacobian store alone:
+//! [`GradStorePass`]), [`inverse`] (the Kronecker-sum inverse).
 //!
 //! Checked by `tests/curvature_kfac.rs`: for one sample of a value-only term the factors'
 //! Kronecker product equals the exact Gramian block; the factors against a naive host
@@ -33,4 +34,4 @@ mod pass;
 
 pub use factors::{DeviceFactors, KfacFactors};
 pub use inverse::KfacInverse;
-pub use pass::KfacPass;
+pub use pass::{GradStorePass, KfacPass};

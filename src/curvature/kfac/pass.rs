@@ -1,43 +1,40 @@
-//! The KFAC pass (design §3): one reverse sweep through the forward-Laplacian jets that
-//! accumulates the loss gradient and, optionally, the batch's Kronecker factors, per sweep
-//! worker, and can keep the layer inputs and cotangents for Jacobian-vector products
-//! ([`super::super::JacobianStore`]).
+//! The KFAC pass (design §3): one reverse sweep through the forward-Laplacian jets, seeded
+//! with the un-scaled `∂r/∂y`, that accumulates the loss gradient and, optionally, the
+//! batch's Kronecker factors, and can keep the layer inputs and cotangents for
+//! Jacobian-vector products ([`super::super::JacobianStore`]). [`KfacPass`] is the sweep
+//! with factors (KFAC, KFAC*); [`GradStorePass`] the same sweep for the gradient and the
+//! store alone (Hessian-free).
 //!
-//! Checked by `tests/curvature_kfac.rs` and `tests/gradient.rs` (the gradient against
-//! finite differences).
+//! A pass reads as a list of stages: check the set-up, start the store, then per term
+//! sweep the chunks (each worker into its own accumulators, [`WorkerAccs`]) and commit
+//! the term's factors; last add the workers' gradients and finish the store.
+//!
+//! Checked by `tests/curvature_kfac.rs` (factors against a naive computation, one and
+//! three workers, the store's products against the dense Jacobian) and
+//! `tests/gradient.rs` (the gradient against finite differences).
 
 use super::super::store::{JacobianStore, StorePiece};
 use super::factors::{check_terms, DeviceFactors};
 use crate::backend::{Backend, Lay};
 use crate::error::{Error, Result};
-use crate::jet::{accumulate_grad, accumulate_grad_from};
-use crate::loss::Objective;
+use crate::jet::{accumulate_grad, accumulate_grad_from, LayerView};
+use crate::loss::{ChunkPass, Objective, WorkerAcc, WorkerAccs, WorkerShare};
 use crate::model::{LayerLayout, Mlp};
 use crate::scalar::Real;
 
-/// Backend accumulators for one pass: the gradient and (optionally) the batch's factors.
-pub struct KfacPass<B: Backend, T: Real> {
-    pub(super) layers: Vec<LayerLayout>,
-    pub(super) a: Vec<Vec<B::Buf<T>>>,
-    pub(super) b: Vec<Vec<B::Buf<T>>>,
-    /// Per-sample row scales `r_n·w/N` of the current chunk.
-    pub(super) scale: B::Buf<T>,
-    /// Accumulators of the further workers of a chunk-parallel sweep.
-    pub(super) spares: Vec<Spare<B, T>>,
+/// One sweep worker's own buffers besides its gradient: the row scales `r_n·w/N` of its
+/// current chunk and its shares of the current term's factors `A` and `B`, per layer
+/// (none in a gradient-only pass).
+struct Share<B: Backend, T: Real> {
+    scale: B::Buf<T>,
+    a: Vec<B::Buf<T>>,
+    b: Vec<B::Buf<T>>,
 }
 
-/// One further sweep worker's gradient, factors (per layer) and row scales.
-pub(super) struct Spare<B: Backend, T: Real> {
-    pub(super) grad: B::Buf<T>,
-    pub(super) a: Vec<B::Buf<T>>,
-    pub(super) b: Vec<B::Buf<T>>,
-    pub(super) scale: B::Buf<T>,
-}
-
-impl<B: Backend, T: Real> Spare<B, T> {
-    fn new(be: &B, layers: &[LayerLayout], np: usize) -> Result<Self> {
-        Ok(Spare {
-            grad: be.alloc(np)?,
+impl<B: Backend, T: Real> Share<B, T> {
+    fn new(be: &B, layers: &[LayerLayout]) -> Result<Self> {
+        Ok(Share {
+            scale: be.alloc(0)?,
             a: layers
                 .iter()
                 .map(|l| be.alloc((l.fan_in + 1) * (l.fan_in + 1)))
@@ -46,47 +43,288 @@ impl<B: Backend, T: Real> Spare<B, T> {
                 .iter()
                 .map(|l| be.alloc(l.fan_out * l.fan_out))
                 .collect::<Result<_>>()?,
-            scale: be.alloc(0)?,
         })
     }
 }
 
-/// What one sweep worker accumulates into.
-pub(super) struct Acc<'a, B: Backend, T: Real> {
-    pub(super) grad: &'a mut B::Buf<T>,
-    pub(super) a: &'a mut [B::Buf<T>],
-    pub(super) b: &'a mut [B::Buf<T>],
-    pub(super) scale: &'a mut B::Buf<T>,
-    pub(super) ss: f64,
-    pub(super) store: Option<&'a mut StorePiece<B, T>>,
+impl<B: Backend, T: Real> WorkerShare<B> for Share<B, T> {
+    fn zero(&mut self, be: &B) -> Result<()> {
+        for x in self.a.iter_mut().chain(self.b.iter_mut()) {
+            let n = be.len(x);
+            be.fill(x, 0, n, T::ZERO)?;
+        }
+        Ok(())
+    }
+    fn add_to(&self, be: &B, total: &mut Self) -> Result<()> {
+        for (x, y) in self.a.iter().zip(total.a.iter_mut()) {
+            be.axpby(T::ONE, x, T::ONE, y)?;
+        }
+        for (x, y) in self.b.iter().zip(total.b.iter_mut()) {
+            be.axpby(T::ONE, x, T::ONE, y)?;
+        }
+        Ok(())
+    }
+}
+
+/// One worker's accumulators during a term's sweep, and its piece of the store.
+type Worker<'a, B, T> = (
+    WorkerAcc<'a, B, T, Share<B, T>>,
+    Option<&'a mut StorePiece<B, T>>,
+);
+
+/// What every chunk of one term's sweep uses: the scale factors and whether the factors
+/// are accumulated.
+struct TermScales<T> {
+    /// `A = alpha_a Σ z̃ z̃ᵀ` with `alpha_a = 1/(N·S)`.
+    alpha_a: T,
+    /// `B = alpha_b Σ g gᵀ` with `alpha_b = w/N`.
+    alpha_b: T,
+    /// The gradient's row scales are `r_n·w/N`.
+    gscale: f64,
+    n_res: usize,
+    factors: bool,
+}
+
+/// The sweep that [`KfacPass`] and [`GradStorePass`] share.
+struct Sweep<B: Backend, T: Real> {
+    /// The layers the workers' factor shares are made for (none: a gradient-only pass).
+    layers: Vec<LayerLayout>,
+    accs: WorkerAccs<B, T, Share<B, T>>,
+}
+
+impl<B: Backend, T: Real> Sweep<B, T> {
+    fn new(layers: Vec<LayerLayout>) -> Self {
+        Sweep {
+            layers,
+            accs: WorkerAccs::default(),
+        }
+    }
+
+    /// One sweep over every term: returns the loss, writes its gradient to `grad`, and
+    /// with `factors` the batch's factors, with `store` the kept layer inputs and
+    /// cotangents (if the store applies).
+    fn run(
+        &mut self,
+        obj: &mut Objective<B, T>,
+        params: &B::Buf<T>,
+        grad: &mut B::Buf<T>,
+        mut factors: Option<&mut DeviceFactors<B>>,
+        store: Option<&mut JacobianStore<B, T>>,
+    ) -> Result<f64> {
+        let be = obj.backend().clone();
+        self.accs.start(obj, grad)?;
+        let mut store = begin_store(obj, store)?;
+        let mut per_term = vec![0.0; obj.num_terms()];
+        for (t, loss) in per_term.iter_mut().enumerate() {
+            if obj.term_points(t) == 0 {
+                // terms without points contribute nothing
+                if let Some(f) = factors.as_deref_mut() {
+                    zero_term_factors(&be, f, t)?;
+                }
+                continue;
+            }
+            let pieces = store.as_deref_mut().map(|st| st.pieces_mut(t));
+            let ss = self.sweep_term(obj, params, t, grad, factors.is_some(), pieces)?;
+            *loss = obj.term_loss(t, ss);
+            if let Some(f) = factors.as_deref_mut() {
+                self.commit_factors(&be, obj, t, f)?;
+            }
+        }
+        self.accs.add_grads(&be, grad)?;
+        if let Some(st) = store {
+            st.finish()?;
+        }
+        obj.total_loss(&per_term)
+    }
+
+    /// Sweep term `t` chunk by chunk over its workers, each adding into its own
+    /// accumulators (and recording into its piece of the store, when given). Returns the
+    /// term's `Σ ‖r_n‖²`.
+    fn sweep_term(
+        &mut self,
+        obj: &mut Objective<B, T>,
+        params: &B::Buf<T>,
+        t: usize,
+        grad: &mut B::Buf<T>,
+        factors: bool,
+        pieces: Option<&mut [StorePiece<B, T>]>,
+    ) -> Result<f64> {
+        if factors && self.layers.is_empty() {
+            return Err(Error::Shape(
+                "KFAC factors asked of a gradient-only pass".into(),
+            ));
+        }
+        let be = obj.backend().clone();
+        let workers = obj.workers(t);
+        let pieces = worker_pieces(pieces, t, workers)?;
+        let (n_t, spec) = (obj.term_points(t), obj.term_spec(t));
+        let scales = TermScales {
+            alpha_a: T::from_f64(1.0 / (n_t * spec.kind.s()) as f64),
+            alpha_b: T::from_f64(spec.weight / n_t as f64),
+            gscale: spec.weight / n_t as f64,
+            n_res: spec.residual.n_res(),
+            factors,
+        };
+        let layers = &self.layers;
+        let accs = self
+            .accs
+            .term(&be, grad, workers, || Share::new(&be, layers))?;
+        let mut states: Vec<Worker<'_, B, T>> = accs.into_iter().zip(pieces).collect();
+        obj.sweep_par(params, t, &mut states, |(acc, piece), pass| {
+            sweep_chunk(&scales, acc, piece.as_deref_mut(), pass)
+        })?;
+        Ok(states.iter().map(|(acc, _)| acc.ss).sum())
+    }
+
+    /// Into the f64 factors of term `t`, on the backend: the workers' shares summed, then
+    /// A's bias column from its bias row, corner = (value rows)/(N·S) = 1/S.
+    fn commit_factors(
+        &mut self,
+        be: &B,
+        obj: &Objective<B, T>,
+        t: usize,
+        f: &mut DeviceFactors<B>,
+    ) -> Result<()> {
+        let s = obj.term_spec(t).kind.s();
+        let total = self.accs.total_share(be)?;
+        for (li, l) in self.layers.iter().enumerate() {
+            let (na, nb) = (l.fan_in + 1, l.fan_out);
+            be.cast(&total.a[li], 0, &mut f.a[t][li], 0, na * na)?;
+            be.bias_border(&mut f.a[t][li], na, 1.0 / s as f64)?;
+            be.cast(&total.b[li], 0, &mut f.b[t][li], 0, nb * nb)?;
+        }
+        Ok(())
+    }
+}
+
+/// The store, if given and it applies to `obj`, started for a new pass.
+fn begin_store<'a, B: Backend, T: Real>(
+    obj: &Objective<B, T>,
+    store: Option<&'a mut JacobianStore<B, T>>,
+) -> Result<Option<&'a mut JacobianStore<B, T>>> {
+    match store {
+        Some(st) => Ok(st.begin(obj)?.then_some(st)),
+        None => Ok(None),
+    }
+}
+
+/// Each of a term's `workers` workers' piece of the store (none without one).
+fn worker_pieces<B: Backend, T: Real>(
+    pieces: Option<&mut [StorePiece<B, T>]>,
+    t: usize,
+    workers: usize,
+) -> Result<Vec<Option<&mut StorePiece<B, T>>>> {
+    let Some(pieces) = pieces else {
+        return Ok((0..workers).map(|_| None).collect());
+    };
+    if pieces.len() != workers {
+        return Err(Error::Shape(format!(
+            "Jacobian store has {} pieces for term {t}, the sweep {workers} workers",
+            pieces.len()
+        )));
+    }
+    Ok(pieces.iter_mut().map(Some).collect())
+}
+
+/// Term `t`'s factors set to zero.
+fn zero_term_factors<B: Backend>(be: &B, f: &mut DeviceFactors<B>, t: usize) -> Result<()> {
+    for x in f.a[t].iter_mut().chain(f.b[t].iter_mut()) {
+        let n = be.len(x);
+        be.fill(x, 0, n, 0.0)?;
+    }
+    Ok(())
+}
+
+/// One worker's chunk: its squared residuals, then per residual component the row scales
+/// `r_n·w/N` and a reverse pass seeded with the un-scaled `∂r_q/∂y`, whose cotangents are
+/// the g of B; every visited layer feeds the factor shares, then the gradient.
+fn sweep_chunk<B: Backend, T: Real>(
+    c: &TermScales<T>,
+    acc: &mut WorkerAcc<'_, B, T, Share<B, T>>,
+    mut piece: Option<&mut StorePiece<B, T>>,
+    pass: &mut ChunkPass<'_, B, T>,
+) -> Result<()> {
+    acc.ss += pass.sum_sq()?;
+    let (n, first) = (pass.n, pass.first);
+    let Share { scale, a, b } = &mut *acc.share;
+    let grad = &mut *acc.grad;
+    for q in 0..c.n_res {
+        pass.component_residuals(q, c.gscale, scale)?;
+        pass.backward_component(q, |be, mut v| {
+            if c.factors {
+                let l = v.index;
+                add_factor_shares(be, c, q == 0, n, &v, &mut a[l], &mut b[l])?;
+            }
+            add_scaled_grad(be, first, n, &mut v, scale, grad, piece.as_deref_mut())
+        })?;
+    }
+    Ok(())
+}
+
+/// A layer's additions to the factor shares: `B` from the cotangents and, with `with_a`
+/// (once per chunk), `A` from the inputs of all S rows (the bias row from the value rows).
+fn add_factor_shares<B: Backend, T: Real>(
+    be: &B,
+    c: &TermScales<T>,
+    with_a: bool,
+    n: usize,
+    v: &LayerView<'_, B, T>,
+    fa: &mut B::Buf<T>,
+    fb: &mut B::Buf<T>,
+) -> Result<()> {
+    let (fi, fo) = (v.layout.fan_in, v.layout.fan_out);
+    if with_a {
+        let lc = Lay {
+            off: 0,
+            rows: fi,
+            cols: fi,
+            ld: fi + 1,
+        };
+        be.syrk(c.alpha_a, v.a(), v.a_lay(), T::ONE, fa, lc)?;
+        be.col_sum(c.alpha_a, v.a(), 0, n, fi, T::ONE, fa, fi * (fi + 1))?;
+    }
+    be.syrk(c.alpha_b, v.g, v.g_lay(), T::ONE, fb, Lay::dense(fo, fo))
+}
+
+/// A layer's addition to the gradient: its cotangents scaled by `r_n·w/N`, then `Gᵀ Z̃`.
+/// With a store piece, the piece first takes the input jet and the un-scaled cotangent
+/// (buffer swaps, no copies) and the gradient reads them there.
+fn add_scaled_grad<B: Backend, T: Real>(
+    be: &B,
+    first: usize,
+    n: usize,
+    v: &mut LayerView<'_, B, T>,
+    scale: &B::Buf<T>,
+    grad: &mut B::Buf<T>,
+    piece: Option<&mut StorePiece<B, T>>,
+) -> Result<()> {
+    let sh = v.out_shape();
+    match piece {
+        Some(st) => {
+            let (a, g) = st.record(be, first, n, v)?;
+            be.scale_jet_rows_to(g, scale, sh, v.g)?;
+            accumulate_grad_from(be, v.layout, v.shape, v.g, a, T::ONE, grad)
+        }
+        None => {
+            be.scale_jet_rows(v.g, scale, sh)?;
+            accumulate_grad(be, v, T::ONE, grad)
+        }
+    }
+}
+
+/// The loss gradient and (optionally) the batch's Kronecker factors from one sweep.
+pub struct KfacPass<B: Backend, T: Real> {
+    n_terms: usize,
+    sweep: Sweep<B, T>,
 }
 
 impl<B: Backend, T: Real> KfacPass<B, T> {
-    pub fn new(be: &B, mlp: &Mlp, n_terms: usize) -> Result<Self> {
+    /// A pass for `mlp` and `n_terms` loss terms (1 or 2).
+    pub fn new(mlp: &Mlp, n_terms: usize) -> Result<Self> {
         check_terms(n_terms)?;
-        let layers = mlp.layers();
-        let mut a = Vec::new();
-        let mut b = Vec::new();
-        for _ in 0..n_terms {
-            a.push(
-                layers
-                    .iter()
-                    .map(|l| be.alloc((l.fan_in + 1) * (l.fan_in + 1)))
-                    .collect::<Result<Vec<_>>>()?,
-            );
-            b.push(
-                layers
-                    .iter()
-                    .map(|l| be.alloc(l.fan_out * l.fan_out))
-                    .collect::<Result<Vec<_>>>()?,
-            );
-        }
         Ok(KfacPass {
-            layers,
-            a,
-            b,
-            scale: be.alloc(0)?,
-            spares: vec![],
+            n_terms,
+            sweep: Sweep::new(mlp.layers()),
         })
     }
 
@@ -99,200 +337,63 @@ impl<B: Backend, T: Real> KfacPass<B, T> {
         obj: &mut Objective<B, T>,
         params: &B::Buf<T>,
         grad: &mut B::Buf<T>,
-        mut factors: Option<&mut DeviceFactors<B>>,
-        mut store: Option<&mut JacobianStore<B, T>>,
+        factors: Option<&mut DeviceFactors<B>>,
+        store: Option<&mut JacobianStore<B, T>>,
     ) -> Result<f64> {
-        let be = obj.backend().clone();
-        if let Some(f) = factors.as_deref() {
-            if f.a.len() != self.a.len() || f.layers != self.layers {
+        self.check_setup(obj, factors.as_deref())?;
+        self.sweep.run(obj, params, grad, factors, store)
+    }
+
+    /// The pass, the factors and the objective must be of one network and number of terms.
+    fn check_setup(&self, obj: &Objective<B, T>, factors: Option<&DeviceFactors<B>>) -> Result<()> {
+        if let Some(f) = factors {
+            if f.a.len() != self.n_terms || f.layers != self.sweep.layers {
                 return Err(Error::Shape(
                     "KFAC factors of a different network or number of terms".into(),
                 ));
             }
         }
-        if obj.num_terms() != self.a.len() {
+        if obj.num_terms() != self.n_terms {
             return Err(Error::Shape(format!(
                 "KFAC was set up for {} loss terms, the objective has {}",
-                self.a.len(),
+                self.n_terms,
                 obj.num_terms()
             )));
         }
-        obj.mlp().check_params(be.len(grad))?;
-        let np = be.len(grad);
-        be.fill(grad, 0, np, T::ZERO)?;
-        let with_factors = factors.is_some();
-        let storing = match store.as_deref_mut() {
-            Some(st) => st.begin(obj)?,
-            None => false,
-        };
-        if with_factors {
-            for x in self.a.iter_mut().chain(self.b.iter_mut()).flatten() {
-                let n = be.len(x);
-                be.fill(x, 0, n, T::ZERO)?;
-            }
+        if obj.mlp().layers() != self.sweep.layers {
+            return Err(Error::Shape(
+                "KFAC pass of a different network than the objective's".into(),
+            ));
         }
-        let mut loss = 0.0;
-        for t in 0..obj.num_terms() {
-            let n_t = obj.term_points(t);
-            if n_t == 0 {
-                continue;
-            }
-            let spec = obj.term_spec(t);
-            let (w, nr, s) = (spec.weight, spec.residual.n_res(), spec.kind.s());
-            let alpha_a = T::from_f64(1.0 / (n_t * s) as f64);
-            let alpha_b = T::from_f64(w / n_t as f64);
-            let gscale = w / n_t as f64;
-            // one accumulator per sweep worker: the first adds into the pass's own buffers,
-            // the others into spares, added in afterwards
-            let workers = obj.workers(t);
-            while self.spares.len() + 1 < workers {
-                self.spares.push(Spare::new(&be, &self.layers, np)?);
-            }
-            let mut pieces: Vec<Option<&mut StorePiece<B, T>>> = match store.as_deref_mut() {
-                Some(st) if storing => st.pieces_mut(t).iter_mut().map(Some).collect(),
-                _ => (0..workers).map(|_| None).collect(),
-            };
-            if pieces.len() != workers {
-                return Err(Error::Shape(format!(
-                    "Jacobian store has {} pieces for term {t}, the sweep {workers} workers",
-                    pieces.len()
-                )));
-            }
-            let mut accs = Vec::with_capacity(workers);
-            accs.push(Acc {
-                grad: &mut *grad,
-                a: &mut self.a[t][..],
-                b: &mut self.b[t][..],
-                scale: &mut self.scale,
-                ss: 0.0,
-                store: None,
-            });
-            for sp in self.spares.iter_mut().take(workers - 1) {
-                if with_factors {
-                    for x in sp.a.iter_mut().chain(sp.b.iter_mut()) {
-                        let n = be.len(x);
-                        be.fill(x, 0, n, T::ZERO)?;
-                    }
-                }
-                accs.push(Acc {
-                    grad: &mut sp.grad,
-                    a: &mut sp.a[..],
-                    b: &mut sp.b[..],
-                    scale: &mut sp.scale,
-                    ss: 0.0,
-                    store: None,
-                });
-            }
-            for (acc, piece) in accs.iter_mut().zip(pieces.iter_mut()) {
-                acc.store = piece.take();
-            }
-            obj.sweep_par(params, t, &mut accs, |acc, pass| {
-                acc.ss += pass.sum_sq()?;
-                let (n, first) = (pass.n, pass.first);
-                for q in 0..nr {
-                    // row scales r_n·w/N for the gradient; un-scaled seeds ∂r_q/∂y: the
-                    // cotangents are the g of B
-                    pass.component_residuals(q, gscale, acc.scale)?;
-                    pass.backward_component(q, |be, mut v| {
-                        let l = v.index;
-                        let (fi, fo) = (v.layout.fan_in, v.layout.fan_out);
-                        if with_factors {
-                            if q == 0 {
-                                // A: inputs of all S rows; the bias row from the value rows
-                                let lc = Lay {
-                                    off: 0,
-                                    rows: fi,
-                                    cols: fi,
-                                    ld: fi + 1,
-                                };
-                                let fa = &mut acc.a[l];
-                                be.syrk(alpha_a, v.a(), v.a_lay(), T::ONE, fa, lc)?;
-                                be.col_sum(alpha_a, v.a(), 0, n, fi, T::ONE, fa, fi * (fi + 1))?;
-                            }
-                            be.syrk(
-                                alpha_b,
-                                v.g,
-                                v.g_lay(),
-                                T::ONE,
-                                &mut acc.b[l],
-                                Lay::dense(fo, fo),
-                            )?;
-                        }
-                        // gradient: g · r_n w/N, then Gᵀ Z̃
-                        let sh = v.out_shape();
-                        match acc.store.as_deref_mut() {
-                            Some(st) => {
-                                // the store takes the input jet and the un-scaled cotangent
-                                // (buffer swaps, no copies); the gradient reads them there
-                                let (a, g) = st.record(be, first, n, &mut v)?;
-                                be.scale_jet_rows_to(g, acc.scale, sh, v.g)?;
-                                accumulate_grad_from(
-                                    be,
-                                    v.layout,
-                                    v.shape,
-                                    v.g,
-                                    a,
-                                    T::ONE,
-                                    acc.grad,
-                                )
-                            }
-                            None => {
-                                be.scale_jet_rows(v.g, acc.scale, sh)?;
-                                accumulate_grad(be, &v, T::ONE, acc.grad)
-                            }
-                        }
-                    })?;
-                }
-                Ok(())
-            })?;
-            let ss: f64 = accs.iter().map(|a| a.ss).sum();
-            drop(accs);
-            if with_factors {
-                for sp in self.spares.iter().take(workers - 1) {
-                    for (x, y) in sp.a.iter().zip(self.a[t].iter_mut()) {
-                        be.axpby(T::ONE, x, T::ONE, y)?;
-                    }
-                    for (x, y) in sp.b.iter().zip(self.b[t].iter_mut()) {
-                        be.axpby(T::ONE, x, T::ONE, y)?;
-                    }
-                }
-            }
-            loss += w * ss / (2.0 * n_t as f64);
-            if let Some(f) = factors.as_deref_mut() {
-                // into the f64 factors, on the backend: A's bias column from its bias row,
-                // corner = (value rows)/(N·S) = 1/S
-                for (li, l) in self.layers.iter().enumerate() {
-                    let (na, nb) = (l.fan_in + 1, l.fan_out);
-                    be.cast(&self.a[t][li], 0, &mut f.a[t][li], 0, na * na)?;
-                    be.bias_border(&mut f.a[t][li], na, 1.0 / s as f64)?;
-                    be.cast(&self.b[t][li], 0, &mut f.b[t][li], 0, nb * nb)?;
-                }
-            }
+        Ok(())
+    }
+}
+
+/// The loss gradient from the KFAC pass's sweep without factors, keeping every chunk's
+/// layer inputs and un-scaled cotangents in a [`JacobianStore`] for later `J v` and `G v`
+/// products (Hessian-free's conjugate gradients), for any number of terms.
+pub struct GradStorePass<B: Backend, T: Real> {
+    sweep: Sweep<B, T>,
+}
+
+impl<B: Backend, T: Real> Default for GradStorePass<B, T> {
+    fn default() -> Self {
+        GradStorePass {
+            sweep: Sweep::new(vec![]),
         }
-        if let Some(f) = factors {
-            // terms without points contribute nothing
-            for t in 0..obj.num_terms() {
-                if obj.term_points(t) == 0 {
-                    for x in f.a[t].iter_mut().chain(f.b[t].iter_mut()) {
-                        let n = be.len(x);
-                        be.fill(x, 0, n, 0.0)?;
-                    }
-                }
-            }
-        }
-        // the spares' gradients (they accumulate over all terms)
-        for sp in &mut self.spares {
-            be.axpby(T::ONE, &sp.grad, T::ONE, grad)?;
-            be.fill(&mut sp.grad, 0, np, T::ZERO)?;
-        }
-        if storing {
-            if let Some(st) = store {
-                st.finish()?;
-            }
-        }
-        if !loss.is_finite() {
-            return Err(Error::NonFinite(format!("loss is {loss}")));
-        }
-        Ok(loss)
+    }
+}
+
+impl<B: Backend, T: Real> GradStorePass<B, T> {
+    /// Returns the loss and writes its gradient to `grad`; `store` keeps the pass if it
+    /// applies (else it is left invalid and products need passes of their own).
+    pub fn run(
+        &mut self,
+        obj: &mut Objective<B, T>,
+        params: &B::Buf<T>,
+        grad: &mut B::Buf<T>,
+        store: &mut JacobianStore<B, T>,
+    ) -> Result<f64> {
+        self.sweep.run(obj, params, grad, None, Some(store))
     }
 }

@@ -249,25 +249,37 @@ fn gramian_case(name: &str, w: &[usize], n: &[usize]) {
     }
 }
 
-/// Naive KFAC factors on the host from the layer views of a sweep.
+/// Naive KFAC factors on the host from the layer views of a sweep, per factor group:
+/// the first term alone, the further terms pooled (`A` the mean of `z̃ z̃ᵀ` over all the
+/// group's jet rows, `B` the sum of the terms' `w/N Σ g gᵀ`).
 fn naive_factors(obj: &mut Objective<Cpu, f64>, p: &[f64]) -> Vec<Vec<(Vec<f64>, Vec<f64>)>> {
     let mlp = obj.mlp().clone();
-    let mut out = Vec::new();
-    for t in 0..obj.num_terms() {
+    let nt = obj.num_terms();
+    let group = |t: usize| usize::from(t > 0);
+    let n_groups = nt.min(2);
+    let mut rows = vec![0.0; n_groups];
+    for t in 0..nt {
+        rows[group(t)] += (obj.term_points(t) * obj.term_spec(t).kind.s()) as f64;
+    }
+    let mut out: Vec<Vec<(Vec<f64>, Vec<f64>)>> = (0..n_groups)
+        .map(|_| {
+            mlp.layers()
+                .iter()
+                .map(|l| {
+                    (
+                        vec![0.0; (l.fan_in + 1).pow(2)],
+                        vec![0.0; l.fan_out.pow(2)],
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    for t in 0..nt {
         let n_t = obj.term_points(t) as f64;
         let spec = obj.term_spec(t).clone();
-        let s = spec.kind.s() as f64;
+        let rows_g = rows[group(t)];
         let nr = spec.residual.n_res();
-        let mut fac: Vec<(Vec<f64>, Vec<f64>)> = mlp
-            .layers()
-            .iter()
-            .map(|l| {
-                (
-                    vec![0.0; (l.fan_in + 1).pow(2)],
-                    vec![0.0; l.fan_out.pow(2)],
-                )
-            })
-            .collect();
+        let fac = &mut out[group(t)];
         obj.sweep(&p.to_vec(), t, |pass| {
             for q in 0..nr {
                 let seeds = pass.component_seeds(q, |_| 1.0)?;
@@ -283,7 +295,7 @@ fn naive_factors(obj: &mut Objective<Cpu, f64>, p: &[f64]) -> Vec<Vec<(Vec<f64>,
                         if q == 0 {
                             for i in 0..na {
                                 for k in 0..na {
-                                    fa[i * na + k] += z[i] * z[k] / (n_t * s);
+                                    fa[i * na + k] += z[i] * z[k] / rows_g;
                                 }
                             }
                         }
@@ -299,7 +311,6 @@ fn naive_factors(obj: &mut Objective<Cpu, f64>, p: &[f64]) -> Vec<Vec<(Vec<f64>,
             Ok(())
         })
         .unwrap();
-        out.push(fac);
     }
     out
 }
@@ -309,8 +320,12 @@ fn kfac_factors_match_a_naive_computation_and_the_pass_gives_the_gradient() {
     for (problem, widths, n) in [
         ("poisson2d", vec![2, 5, 4, 1], vec![17, 9]),
         ("log-fokker-planck9d", vec![10, 4, 1], vec![8, 5]),
+        // several fields and residual components; five terms in two pooled groups
+        ("kovasznay", vec![2, 5, 4, 3], vec![9, 6, 3]),
+        ("poisson-mixed-bc", vec![2, 5, 1], vec![7, 3, 4, 2, 3]),
     ] {
         let (mut obj, p) = objective(problem, &widths, &n, 9, 30);
+        let nt = obj.num_terms();
         let mlp = obj.mlp().clone();
         // the naive reference visits the chunks one by one (Objective::sweep)
         let naive = naive_factors(&mut obj, &p);
@@ -320,8 +335,8 @@ fn kfac_factors_match_a_naive_computation_and_the_pass_gives_the_gradient() {
         // one sweep worker, and three (uneven shares of the chunks, also on one core)
         for workers in [1, 3] {
             obj.set_workers(Some(workers)).unwrap();
-            let mut pass = KfacPass::<Cpu, f64>::new(&mlp, 2).unwrap();
-            let mut fd = DeviceFactors::new(&Cpu, &mlp, 2, false).unwrap();
+            let mut pass = KfacPass::<Cpu, f64>::new(&mlp, nt).unwrap();
+            let mut fd = DeviceFactors::new(&Cpu, &mlp, nt, false).unwrap();
             let mut grad = vec![0.0; p.len()];
             let loss = pass
                 .run(&mut obj, &p, &mut grad, Some(&mut fd), None)
@@ -369,9 +384,19 @@ fn kfac_factors_match_a_naive_computation_and_the_pass_gives_the_gradient() {
 
 #[test]
 fn kfac_equals_the_exact_gramian_block_for_one_sample() {
-    // the boundary term alone (value-only, S = 1) with one point
-    let prob = builtin("poisson2d").unwrap();
-    let mlp = Mlp::new(&[2, 5, 3, 1]).unwrap();
+    // a boundary term alone (value-only, S = 1) with one point: one field, and a system's
+    // velocity data (two fields, two residual components: B sums their cotangents)
+    for (name, widths) in [
+        ("poisson2d", vec![2, 5, 3, 1]),
+        ("kovasznay", vec![2, 5, 3, 3]),
+    ] {
+        one_sample_case(name, &widths);
+    }
+}
+
+fn one_sample_case(name: &str, widths: &[usize]) {
+    let prob = kfac_pinn::pde::problem(name, &Default::default()).unwrap();
+    let mlp = Mlp::new(widths).unwrap();
     let terms = vec![prob.terms()[1].clone()];
     let mut obj = Objective::<Cpu, f64>::new(Cpu, mlp.clone(), terms, None).unwrap();
     obj.set_points(0, vec![0.3, 0.0]).unwrap();
@@ -394,7 +419,7 @@ fn kfac_equals_the_exact_gramian_block_for_one_sample() {
         }
     }
     assert_close(
-        "KFAC vs exact block (one sample)",
+        &format!("{name}: KFAC vs exact block (one sample)"),
         &dense,
         &want,
         1e-12,
@@ -458,7 +483,9 @@ fn kronecker_sum_inverse_matches_the_dense_inverse() {
             1e-10,
         );
     }
-    assert!(KfacFactors::new(&mlp, 3, true).is_err());
+    // more terms pool into two groups; no terms is an error
+    assert_eq!(KfacFactors::new(&mlp, 5, true).unwrap().num_groups(), 2);
+    assert!(KfacFactors::new(&mlp, 0, true).is_err());
 }
 
 #[test]

@@ -19,7 +19,7 @@ mod store;
 
 pub use gramian::{chunk_jacobian, Gramian, GramianKind};
 pub use jacobian::{jacobian, jacobian_into, Jacobian};
-pub use kfac::{DeviceFactors, GradStorePass, KfacFactors, KfacInverse, KfacPass};
+pub use kfac::{factor_groups, DeviceFactors, GradStorePass, KfacFactors, KfacInverse, KfacPass};
 pub use products::{combine_seeds, gvp, jvp, jvp_gram, vjp};
 pub use solve::SymSolve;
 pub use store::{JacobianStore, DEFAULT_STORE_BYTES};

@@ -62,8 +62,9 @@ pub struct WorkerAccs<B: Backend, T: Real, X> {
     used: usize,
     /// Shares of workers 0, 1, …
     shares: Vec<X>,
-    /// Workers of the last term handed out.
-    workers: usize,
+    /// Shares holding data of the current pool (the terms handed out since the last
+    /// fresh one).
+    live: usize,
 }
 
 impl<B: Backend, T: Real, X> Default for WorkerAccs<B, T, X> {
@@ -72,7 +73,7 @@ impl<B: Backend, T: Real, X> Default for WorkerAccs<B, T, X> {
             grads: vec![],
             used: 0,
             shares: vec![],
-            workers: 0,
+            live: 0,
         }
     }
 }
@@ -94,12 +95,15 @@ impl<B: Backend, T: Real, X: WorkerShare<B>> WorkerAccs<B, T, X> {
 
     /// The accumulators of one term's `workers` workers: worker 0 adds into `grad`, each
     /// further one into its own gradient (zero-filled when made, and after
-    /// [`Self::add_grads`]); the shares are zeroed first (`make` makes a missing one).
+    /// [`Self::add_grads`]); `make` makes a missing share. With `pool`, the shares keep
+    /// what the previous terms added (a pooled group of terms, summed in
+    /// [`Self::total_share`] after its last term); otherwise they are zeroed first.
     pub fn term<'a>(
         &'a mut self,
         be: &B,
         grad: &'a mut B::Buf<T>,
         workers: usize,
+        pool: bool,
         mut make: impl FnMut() -> Result<X>,
     ) -> Result<Vec<WorkerAcc<'a, B, T, X>>> {
         let np = be.len(grad);
@@ -109,11 +113,16 @@ impl<B: Backend, T: Real, X: WorkerShare<B>> WorkerAccs<B, T, X> {
         while self.shares.len() < workers {
             self.shares.push(make()?);
         }
-        for s in &mut self.shares[..workers] {
+        let keep = if pool { self.live.min(workers) } else { 0 };
+        for s in &mut self.shares[keep..workers] {
             s.zero(be)?;
         }
         self.used = self.used.max(workers - 1);
-        self.workers = workers;
+        self.live = if pool {
+            self.live.max(workers)
+        } else {
+            workers
+        };
         let grads = std::iter::once(grad).chain(self.grads.iter_mut());
         Ok(grads
             .zip(self.shares.iter_mut())
@@ -126,13 +135,13 @@ impl<B: Backend, T: Real, X: WorkerShare<B>> WorkerAccs<B, T, X> {
             .collect())
     }
 
-    /// The last term's total share: the further workers' shares added into worker 0's,
-    /// in worker order.
+    /// The total share of the terms handed out since the last fresh one: the further
+    /// workers' shares added into worker 0's, in worker order.
     pub fn total_share(&mut self, be: &B) -> Result<&X> {
         let Some((total, rest)) = self.shares.split_first_mut() else {
             return Err(Error::Shape("no term has been swept yet".into()));
         };
-        for s in &rest[..self.workers.saturating_sub(1)] {
+        for s in &rest[..self.live.saturating_sub(1)] {
             s.add_to(be, total)?;
         }
         Ok(total)

@@ -781,7 +781,7 @@ impl<B: Backend, T: Real> Objective<B, T> {
         let mut per_term = Vec::with_capacity(self.terms.len());
         for t in 0..self.terms.len() {
             let workers = self.workers(t);
-            let mut states = accs.term(&be, grad, workers, || Ok(()))?;
+            let mut states = accs.term(&be, grad, workers, false, || Ok(()))?;
             self.sweep_par(params, t, &mut states, |acc, pass| {
                 acc.ss += pass.sum_sq()?;
                 pass.backward_grad(|be, v| accumulate_grad(be, &v, T::ONE, acc.grad))

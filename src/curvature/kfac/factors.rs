@@ -10,12 +10,14 @@ use crate::error::{Error, Result};
 use crate::model::{LayerLayout, Mlp};
 use crate::optim::State;
 
-/// Kronecker factors on the host (f64), per loss term and layer: `A` is
-/// `(fan_in+1)²` and `B` is `fan_out²`, both row-major.
+/// Kronecker factors on the host (f64), per factor group and layer: `A` is
+/// `(fan_in+1)²` and `B` is `fan_out²`, both row-major. The groups are the first loss
+/// term and the pool of all others ([`factor_groups`]; with one or two terms, a group is
+/// a term).
 #[derive(Clone, Debug, PartialEq)]
 pub struct KfacFactors {
     pub(super) layers: Vec<LayerLayout>,
-    /// `[term][layer]`
+    /// `[group][layer]`
     pub(super) a: Vec<Vec<Vec<f64>>>,
     pub(super) b: Vec<Vec<Vec<f64>>>,
 }
@@ -57,15 +59,16 @@ pub(super) fn flat(l: &LayerLayout, o: usize, i: usize) -> usize {
 }
 
 impl KfacFactors {
-    /// Factors for `n_terms` loss terms (1 or 2), all at the identity or all zero.
+    /// Factors for an objective of `n_terms` loss terms (one group per term for one or
+    /// two terms, two groups for more), all at the identity or all zero.
     pub fn new(mlp: &Mlp, n_terms: usize, identity: bool) -> Result<Self> {
-        check_terms(n_terms)?;
+        let n_groups = factor_groups(n_terms)?.len();
         let layers = mlp.layers();
         let v = if identity { 1.0 } else { 0.0 };
-        let a = (0..n_terms)
+        let a = (0..n_groups)
             .map(|_| layers.iter().map(|l| eye(l.fan_in + 1, v)).collect())
             .collect();
-        let b = (0..n_terms)
+        let b = (0..n_groups)
             .map(|_| layers.iter().map(|l| eye(l.fan_out, v)).collect())
             .collect();
         Ok(KfacFactors { layers, a, b })
@@ -73,22 +76,22 @@ impl KfacFactors {
     pub fn layers(&self) -> &[LayerLayout] {
         &self.layers
     }
-    pub fn num_terms(&self) -> usize {
+    pub fn num_groups(&self) -> usize {
         self.a.len()
     }
-    /// `A` of term `t`, layer `l` (`(fan_in+1)²`, row-major).
+    /// `A` of group `t`, layer `l` (`(fan_in+1)²`, row-major).
     pub fn a(&self, t: usize, l: usize) -> &[f64] {
         &self.a[t][l]
     }
-    /// `B` of term `t`, layer `l` (`fan_out²`, row-major).
+    /// `B` of group `t`, layer `l` (`fan_out²`, row-major).
     pub fn b(&self, t: usize, l: usize) -> &[f64] {
         &self.b[t][l]
     }
-    /// Replace the factors of term `t`, layer `l` (row-major `(fan_in+1)²` and `fan_out²`).
+    /// Replace the factors of group `t`, layer `l` (row-major `(fan_in+1)²` and `fan_out²`).
     pub fn set(&mut self, t: usize, l: usize, a: Vec<f64>, b: Vec<f64>) -> Result<()> {
         if t >= self.a.len() || l >= self.layers.len() {
             return Err(Error::Shape(format!(
-                "no KFAC factors for term {t}, layer {l}"
+                "no KFAC factors for group {t}, layer {l}"
             )));
         }
         if a.len() != self.a[t][l].len() || b.len() != self.b[t][l].len() {
@@ -171,13 +174,13 @@ impl KfacFactors {
 /// for checkpoints and tests.
 pub struct DeviceFactors<B: Backend> {
     pub(super) layers: Vec<LayerLayout>,
-    /// `[term][layer]`
+    /// `[group][layer]`
     pub(super) a: Vec<Vec<B::Buf<f64>>>,
     pub(super) b: Vec<Vec<B::Buf<f64>>>,
 }
 
 impl<B: Backend> DeviceFactors<B> {
-    /// Factors for `n_terms` loss terms (1 or 2), all at the identity or all zero.
+    /// Factors for an objective of `n_terms` loss terms (see [`KfacFactors::new`]).
     pub fn new(be: &B, mlp: &Mlp, n_terms: usize, identity: bool) -> Result<Self> {
         Self::upload(be, &KfacFactors::new(mlp, n_terms, identity)?)
     }
@@ -205,7 +208,7 @@ impl<B: Backend> DeviceFactors<B> {
             b: down(&self.b)?,
         })
     }
-    /// Overwrite the factors with a host copy of the same network and number of terms.
+    /// Overwrite the factors with a host copy of the same network and number of groups.
     pub fn load(&mut self, be: &B, host: &KfacFactors) -> Result<()> {
         if host.layers != self.layers || host.a.len() != self.a.len() {
             return Err(Error::Shape("KFAC factors of different networks".into()));
@@ -214,7 +217,7 @@ impl<B: Backend> DeviceFactors<B> {
             be.upload_range(y, x, 0)
         })
     }
-    pub fn num_terms(&self) -> usize {
+    pub fn num_groups(&self) -> usize {
         self.a.len()
     }
     /// Exponential moving average `X ← βX + (1−β)X_new` of every factor.
@@ -228,13 +231,19 @@ impl<B: Backend> DeviceFactors<B> {
     }
 }
 
-pub(super) fn check_terms(n: usize) -> Result<()> {
-    if n == 0 || n > 2 {
-        return Err(Error::invalid(
+/// The factor groups of an objective with `n_terms` loss terms, as the terms of each:
+/// the first term (the PDE residual) alone, and all further terms (boundary, initial and
+/// data conditions) pooled, since the Kronecker-sum inverse is exact for two Kronecker
+/// products (design §6). A pooled group's factors are those of one batch made of all its
+/// terms' jet rows.
+pub fn factor_groups(n_terms: usize) -> Result<Vec<Vec<usize>>> {
+    match n_terms {
+        0 => Err(Error::invalid(
             "number of loss terms",
-            n,
-            "1 or 2 for KFAC (the Kronecker-sum inverse is exact for two terms)",
-        ));
+            0,
+            "at least 1 for KFAC",
+        )),
+        1 => Ok(vec![vec![0]]),
+        n => Ok(vec![vec![0], (1..n).collect()]),
     }
-    Ok(())
 }

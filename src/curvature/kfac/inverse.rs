@@ -207,7 +207,7 @@ impl<B: Backend, T: Real> KfacInverse<B, T> {
         if factors.layers != self.layers {
             return Err(Error::Shape("KFAC factors of a different network".into()));
         }
-        let two = factors.num_terms() > 1;
+        let two = factors.num_groups() > 1;
         // the 2·L simultaneous diagonalisations are independent: on the CPU they run in
         // parallel, each on one thread; on a GPU one after another on the stream
         let mut jobs = Vec::with_capacity(2 * self.layers.len());

@@ -32,6 +32,6 @@ mod factors;
 mod inverse;
 mod pass;
 
-pub use factors::{DeviceFactors, KfacFactors};
+pub use factors::{factor_groups, DeviceFactors, KfacFactors};
 pub use inverse::KfacInverse;
 pub use pass::{GradStorePass, KfacPass};

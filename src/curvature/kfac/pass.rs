@@ -14,7 +14,7 @@
 //! `tests/gradient.rs` (the gradient against finite differences).
 
 use super::super::store::{JacobianStore, StorePiece};
-use super::factors::{check_terms, DeviceFactors};
+use super::factors::{factor_groups, DeviceFactors};
 use crate::backend::{Backend, Lay};
 use crate::error::{Error, Result};
 use crate::jet::{accumulate_grad, accumulate_grad_from, LayerView};
@@ -75,7 +75,7 @@ type Worker<'a, B, T> = (
 /// What every chunk of one term's sweep uses: the scale factors and whether the factors
 /// are accumulated.
 struct TermScales<T> {
-    /// `A = alpha_a Σ z̃ z̃ᵀ` with `alpha_a = 1/(N·S)`.
+    /// `A = alpha_a Σ z̃ z̃ᵀ` with `alpha_a = 1/(N·S)` (summed over the group's terms).
     alpha_a: T,
     /// `B = alpha_b Σ g gᵀ` with `alpha_b = w/N`.
     alpha_b: T,
@@ -101,8 +101,8 @@ impl<B: Backend, T: Real> Sweep<B, T> {
     }
 
     /// One sweep over every term: returns the loss, writes its gradient to `grad`, and
-    /// with `factors` the batch's factors, with `store` the kept layer inputs and
-    /// cotangents (if the store applies).
+    /// with `factors` the batch's factors (one set per factor group), with `store` the
+    /// kept layer inputs and cotangents (if the store applies).
     fn run(
         &mut self,
         obj: &mut Objective<B, T>,
@@ -115,19 +115,26 @@ impl<B: Backend, T: Real> Sweep<B, T> {
         self.accs.start(obj, grad)?;
         let mut store = begin_store(obj, store)?;
         let mut per_term = vec![0.0; obj.num_terms()];
-        for (t, loss) in per_term.iter_mut().enumerate() {
-            if obj.term_points(t) == 0 {
-                // terms without points contribute nothing
-                if let Some(f) = factors.as_deref_mut() {
-                    zero_term_factors(&be, f, t)?;
+        for (g, terms) in factor_groups(obj.num_terms())?.iter().enumerate() {
+            let pool = GroupRows::of(obj, terms);
+            let mut swept = false;
+            for &t in terms {
+                if obj.term_points(t) == 0 {
+                    // terms without points contribute nothing
+                    continue;
                 }
-                continue;
+                let pieces = store.as_deref_mut().map(|st| st.pieces_mut(t));
+                let on = (factors.is_some(), swept);
+                let ss = self.sweep_term(obj, params, t, grad, &pool, on, pieces)?;
+                per_term[t] = obj.term_loss(t, ss);
+                swept = true;
             }
-            let pieces = store.as_deref_mut().map(|st| st.pieces_mut(t));
-            let ss = self.sweep_term(obj, params, t, grad, factors.is_some(), pieces)?;
-            *loss = obj.term_loss(t, ss);
             if let Some(f) = factors.as_deref_mut() {
-                self.commit_factors(&be, obj, t, f)?;
+                if swept {
+                    self.commit_factors(&be, &pool, g, f)?;
+                } else {
+                    zero_group_factors(&be, f, g)?;
+                }
             }
         }
         self.accs.add_grads(&be, grad)?;
@@ -138,15 +145,18 @@ impl<B: Backend, T: Real> Sweep<B, T> {
     }
 
     /// Sweep term `t` chunk by chunk over its workers, each adding into its own
-    /// accumulators (and recording into its piece of the store, when given). Returns the
+    /// accumulators (and recording into its piece of the store, when given). `on` is
+    /// (accumulate factors, add to the shares of earlier terms of the group). Returns the
     /// term's `Σ ‖r_n‖²`.
+    #[allow(clippy::too_many_arguments)]
     fn sweep_term(
         &mut self,
         obj: &mut Objective<B, T>,
         params: &B::Buf<T>,
         t: usize,
         grad: &mut B::Buf<T>,
-        factors: bool,
+        pool: &GroupRows,
+        (factors, pooled): (bool, bool),
         pieces: Option<&mut [StorePiece<B, T>]>,
     ) -> Result<f64> {
         if factors && self.layers.is_empty() {
@@ -159,7 +169,7 @@ impl<B: Backend, T: Real> Sweep<B, T> {
         let pieces = worker_pieces(pieces, t, workers)?;
         let (n_t, spec) = (obj.term_points(t), obj.term_spec(t));
         let scales = TermScales {
-            alpha_a: T::from_f64(1.0 / (n_t * spec.kind.s()) as f64),
+            alpha_a: T::from_f64(1.0 / pool.rows as f64),
             alpha_b: T::from_f64(spec.weight / n_t as f64),
             gscale: spec.weight / n_t as f64,
             n_res: spec.residual.n_res(),
@@ -168,7 +178,7 @@ impl<B: Backend, T: Real> Sweep<B, T> {
         let layers = &self.layers;
         let accs = self
             .accs
-            .term(&be, grad, workers, || Share::new(&be, layers))?;
+            .term(&be, grad, workers, pooled, || Share::new(&be, layers))?;
         let mut states: Vec<Worker<'_, B, T>> = accs.into_iter().zip(pieces).collect();
         obj.sweep_par(params, t, &mut states, |(acc, piece), pass| {
             sweep_chunk(&scales, acc, piece.as_deref_mut(), pass)
@@ -176,24 +186,43 @@ impl<B: Backend, T: Real> Sweep<B, T> {
         Ok(states.iter().map(|(acc, _)| acc.ss).sum())
     }
 
-    /// Into the f64 factors of term `t`, on the backend: the workers' shares summed, then
-    /// A's bias column from its bias row, corner = (value rows)/(N·S) = 1/S.
+    /// Into the f64 factors of group `g`, on the backend: the workers' shares summed, then
+    /// A's bias column from its bias row, corner = (value rows)/(jet rows) of the group
+    /// (`1/S` for one term).
     fn commit_factors(
         &mut self,
         be: &B,
-        obj: &Objective<B, T>,
-        t: usize,
+        pool: &GroupRows,
+        g: usize,
         f: &mut DeviceFactors<B>,
     ) -> Result<()> {
-        let s = obj.term_spec(t).kind.s();
+        let corner = pool.samples as f64 / pool.rows as f64;
         let total = self.accs.total_share(be)?;
         for (li, l) in self.layers.iter().enumerate() {
             let (na, nb) = (l.fan_in + 1, l.fan_out);
-            be.cast(&total.a[li], 0, &mut f.a[t][li], 0, na * na)?;
-            be.bias_border(&mut f.a[t][li], na, 1.0 / s as f64)?;
-            be.cast(&total.b[li], 0, &mut f.b[t][li], 0, nb * nb)?;
+            be.cast(&total.a[li], 0, &mut f.a[g][li], 0, na * na)?;
+            be.bias_border(&mut f.a[g][li], na, corner)?;
+            be.cast(&total.b[li], 0, &mut f.b[g][li], 0, nb * nb)?;
         }
         Ok(())
+    }
+}
+
+/// The samples and jet rows of a factor group's terms: its factor `A` is the mean of
+/// `z̃ z̃ᵀ` over all of them (design §6).
+struct GroupRows {
+    samples: usize,
+    rows: usize,
+}
+
+impl GroupRows {
+    fn of<B: Backend, T: Real>(obj: &Objective<B, T>, terms: &[usize]) -> Self {
+        let samples = terms.iter().map(|&t| obj.term_points(t)).sum();
+        let rows = terms
+            .iter()
+            .map(|&t| obj.term_points(t) * obj.term_spec(t).kind.s())
+            .sum();
+        GroupRows { samples, rows }
     }
 }
 
@@ -226,9 +255,9 @@ fn worker_pieces<B: Backend, T: Real>(
     Ok(pieces.iter_mut().map(Some).collect())
 }
 
-/// Term `t`'s factors set to zero.
-fn zero_term_factors<B: Backend>(be: &B, f: &mut DeviceFactors<B>, t: usize) -> Result<()> {
-    for x in f.a[t].iter_mut().chain(f.b[t].iter_mut()) {
+/// Group `g`'s factors set to zero (none of its terms has points).
+fn zero_group_factors<B: Backend>(be: &B, f: &mut DeviceFactors<B>, g: usize) -> Result<()> {
+    for x in f.a[g].iter_mut().chain(f.b[g].iter_mut()) {
         let n = be.len(x);
         be.fill(x, 0, n, 0.0)?;
     }
@@ -319,9 +348,9 @@ pub struct KfacPass<B: Backend, T: Real> {
 }
 
 impl<B: Backend, T: Real> KfacPass<B, T> {
-    /// A pass for `mlp` and `n_terms` loss terms (1 or 2).
+    /// A pass for `mlp` and `n_terms` loss terms (factors per group, [`factor_groups`]).
     pub fn new(mlp: &Mlp, n_terms: usize) -> Result<Self> {
-        check_terms(n_terms)?;
+        factor_groups(n_terms)?;
         Ok(KfacPass {
             n_terms,
             sweep: Sweep::new(mlp.layers()),
@@ -347,7 +376,7 @@ impl<B: Backend, T: Real> KfacPass<B, T> {
     /// The pass, the factors and the objective must be of one network and number of terms.
     fn check_setup(&self, obj: &Objective<B, T>, factors: Option<&DeviceFactors<B>>) -> Result<()> {
         if let Some(f) = factors {
-            if f.a.len() != self.n_terms || f.layers != self.sweep.layers {
+            if f.a.len() != factor_groups(self.n_terms)?.len() || f.layers != self.sweep.layers {
                 return Err(Error::Shape(
                     "KFAC factors of a different network or number of terms".into(),
                 ));

@@ -239,7 +239,7 @@ fn wave1d() -> Result<BoxSystem> {
         vf(move |x, o| o[0] = u(x))
     };
     let idx = JetIdx { m: 1, k: 2 };
-    Ok(BoxSystem::new(
+    BoxSystem::new(
         "wave1d",
         "wave equation u_tt = u_xx on (t,x) ∈ [0,1]², u = 0 at x = 0, 1, u(0,x) = sin(πx) + ½ sin(3πx), u_t(0,x) = 0; u = sin(πx) cos(πt) + ½ sin(3πx) cos(3πt)",
         vec![0.0, 0.0],
@@ -269,7 +269,7 @@ fn wave1d() -> Result<BoxSystem> {
         ],
         Some(exact),
         setup(&[2, 64, 64, 1], &[2000, 200, 200, 200], 20000, 600.0),
-    )?)
+    )
 }
 
 /// Poisson `−Δu = f` on [0,1]² with `u = sin(πx) sin(πy) + x² + y` and a different
@@ -298,7 +298,7 @@ fn poisson_mixed() -> Result<BoxSystem> {
         let u = u.clone();
         vf(move |x, o| o[0] = u(x))
     };
-    Ok(BoxSystem::new(
+    BoxSystem::new(
         "poisson-mixed-bc",
         "−Δu = 2π² sin(πx) sin(πy) − 2 on [0,1]², u = sin(πx) sin(πy) + x² + y; Dirichlet at x = 0, Neumann at x = 1, Robin u + ∂u/∂n at y = 0 and 2u + ∂u/∂n at y = 1",
         vec![0.0, 0.0],
@@ -328,7 +328,7 @@ fn poisson_mixed() -> Result<BoxSystem> {
         ],
         Some(exact),
         setup(&[2, 64, 1], &[900, 40, 40, 40, 40], 9000, 600.0),
-    )?)
+    )
 }
 
 /// Ghia, Ghia & Shin's (1982) centre-line velocities at Re = 100 (data/ghia1982-re100.csv).

@@ -28,12 +28,12 @@ fn fd_jet(u: &dyn Fn(&[f64], &mut [f64]), m: usize, x: &[f64], coef: &[f64]) -> 
     u(x, &mut u0);
     let mut y = u0.clone();
     let mut lap = vec![0.0; m];
-    for a in 0..d {
+    for (a, &c) in coef.iter().enumerate().take(d) {
         let (p, q) = (at(a, h1), at(a, -h1));
         y.extend((0..m).map(|f| (p[f] - q[f]) / (2.0 * h1)));
         let (p, q) = (at(a, h2), at(a, -h2));
         for f in 0..m {
-            lap[f] += coef[a] * (p[f] - 2.0 * u0[f] + q[f]) / (h2 * h2);
+            lap[f] += c * (p[f] - 2.0 * u0[f] + q[f]) / (h2 * h2);
         }
     }
     y.extend(lap);

@@ -7,6 +7,7 @@
 mod compare;
 pub mod eval;
 mod laplacian;
+mod report;
 pub mod plot;
 mod selfcheck;
 mod signals;

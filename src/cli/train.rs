@@ -531,7 +531,7 @@ pub fn run(flags: TrainArgs) -> anyhow::Result<()> {
             train_on::<crate::backend::cuda::Cuda, f32>(be, &p, &signals)?
         }
     };
-    report(&summary, json)?;
+    super::report::report(&summary, json)?;
     match summary.stop {
         StopReason::Diverged => bail!(
             "training diverged: {}{}",
@@ -862,32 +862,4 @@ fn train_on<B: crate::backend::Backend, T: Real>(
         eprintln!("saved the model to {}", path.display());
     }
     Ok(summary)
-}
-
-fn report(s: &Summary, json: bool) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string(s)?);
-    } else {
-        let net = s
-            .widths
-            .iter()
-            .map(|w| w.to_string())
-            .collect::<Vec<_>>()
-            .join("→");
-        let l2 = if s.stop == StopReason::Diverged {
-            "L2 n/a (diverged)".to_string()
-        } else if s.l2_abs.is_nan() {
-            "L2 n/a (no exact solution)".to_string()
-        } else {
-            format!("L2 {:.3e} (rel {:.3e})", s.l2_abs, s.l2_rel)
-        };
-        println!(
-            "{} | {} | {} ({} params, {}) | {} steps in {:.1} s ({:.2} ms/step) | loss {:.3e} | {l2} | stop: {:?}",
-            s.problem, s.optimizer, net, s.params, s.dtype, s.steps, s.seconds, s.mean_step_ms, s.loss, s.stop
-        );
-        if !s.warnings.is_empty() {
-            println!("{} warning(s): {}", s.warnings.len(), s.warnings.join("; "));
-        }
-    }
-    Ok(())
 }

@@ -21,8 +21,10 @@
 //! pass with one and three workers.
 
 mod accs;
+mod eval;
 
 pub use accs::{WorkerAcc, WorkerAccs, WorkerShare};
+pub use eval::{Evaluator, FieldErrors, L2Error};
 
 use crate::backend::{run_workers, Backend, Lay, QuadForm};
 use crate::error::{Error, Result};
@@ -792,78 +794,5 @@ impl<B: Backend, T: Real> Objective<B, T> {
             per_term.push(self.term_loss(t, ss));
         }
         self.total_loss(&per_term)
-    }
-}
-
-/// Evaluates a network's values on fixed points and their error against known values.
-pub struct Evaluator<B: Backend, T: Real> {
-    engine: JetEngine<B, T>,
-    x: B::Buf<T>,
-    n: usize,
-    /// The reference on the backend, and `Σ u*²` (f64, from the host values).
-    reference_dev: B::Buf<T>,
-    ref_sq: f64,
-}
-
-/// Absolute and relative L2 errors: `sqrt(mean (u − u*)²)` and that over `sqrt(mean u*²)`.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
-pub struct L2Error {
-    pub abs: f64,
-    pub rel: f64,
-}
-
-impl<B: Backend, T: Real> Evaluator<B, T> {
-    /// `x`: row-major points; `reference`: the exact outputs there (`N × m`).
-    pub fn new(be: B, mlp: Mlp, x: &[f64], reference: Vec<f64>) -> Result<Self> {
-        let d = mlp.input_dim();
-        let n = x.len() / d;
-        if reference.len() != n * mlp.output_dim() {
-            return Err(Error::Shape(format!(
-                "{} reference values for {n} points with {} outputs",
-                reference.len(),
-                mlp.output_dim()
-            )));
-        }
-        let xb = be.upload(&convert::<f64, T>(x))?;
-        let reference_dev = be.upload(&convert::<f64, T>(&reference))?;
-        let ref_sq = reference.iter().map(|b| b * b).sum();
-        let engine = JetEngine::new(be, mlp, JetKind::Value, None)?;
-        Ok(Evaluator {
-            engine,
-            x: xb,
-            n,
-            reference_dev,
-            ref_sq,
-        })
-    }
-    /// Network outputs at the points (`N × m`).
-    pub fn values(&mut self, params: &B::Buf<T>) -> Result<Vec<f64>> {
-        self.engine.forward(params, &self.x, self.n)
-    }
-    /// The errors, reduced where the values are (one scalar per chunk comes back).
-    pub fn l2(&mut self, params: &B::Buf<T>) -> Result<L2Error> {
-        let be = self.engine.backend().clone();
-        let m = self.engine.mlp().output_dim();
-        let mut se = 0.0;
-        let mut first = 0;
-        while first < self.n {
-            let c = self.engine.chunk().min(self.n - first);
-            self.engine
-                .forward_chunk(params, &self.x, first, c, false)?;
-            let y = self.engine.output_buf();
-            se += be.sq_dist(y, 0, &self.reference_dev, first * m, c * m)?;
-            first += c;
-        }
-        let n = (self.n * m).max(1) as f64;
-        let sr = self.ref_sq;
-        let abs = (se / n).sqrt();
-        Ok(L2Error {
-            abs,
-            rel: if sr > 0.0 {
-                abs / (sr / n).sqrt()
-            } else {
-                f64::NAN
-            },
-        })
     }
 }

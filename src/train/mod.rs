@@ -16,6 +16,7 @@ pub use log::{read as read_log, truncate_log, CsvLog, LogRepair, LogRow, HEADER 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::loss::{Evaluator, L2Error, Objective};
+use std::collections::BTreeMap;
 use crate::model::Mlp;
 use crate::optim::Optimizer;
 use crate::pde::Problem;
@@ -105,6 +106,22 @@ pub struct Summary {
     /// Signs that the run went wrong without diverging (a stalled loss, an output with
     /// nothing of the solution, saturated neurons); empty for a healthy run.
     pub warnings: Vec<String>,
+    /// Systems: the error of every field (`u`, `v`, `p`, …) and of the problem's named
+    /// group of fields (`velocity`); absent for one field.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub l2_fields: BTreeMap<String, L2Error>,
+    /// Problems compared with published values: the largest deviation from them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<ReferenceCheck>,
+}
+
+/// The network against a problem's published reference values.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ReferenceCheck {
+    pub source: String,
+    pub points: usize,
+    /// Largest `|u_field(x) − value|` over the reference points.
+    pub max_abs_error: f64,
 }
 
 /// A training run in progress: problem, objective, parameters, optimizer, clocks.
@@ -474,6 +491,8 @@ impl<B: Backend, T: Real> Trainer<B, T> {
         for w in &warnings {
             eprintln!("warning: {w}");
         }
+        let l2_fields = self.field_errors()?;
+        let reference = self.reference_check()?;
         Ok(Summary {
             problem: self.problem.name().to_string(),
             optimizer: self.opt.name().to_string(),
@@ -494,7 +513,43 @@ impl<B: Backend, T: Real> Trainer<B, T> {
             stop: reason,
             message,
             warnings,
+            l2_fields,
+            reference,
         })
+    }
+
+    /// Per-field errors (and the problem's group's) for systems; empty for one field.
+    pub fn field_errors(&mut self) -> Result<BTreeMap<String, L2Error>> {
+        let names = self.problem.field_names();
+        if names.len() < 2 {
+            return Ok(BTreeMap::new());
+        }
+        let group = self.problem.error_group();
+        let idx = group.as_ref().map(|g| g.1.clone()).unwrap_or_default();
+        let e = self.eval.field_errors(&self.params, &idx)?;
+        let mut out: BTreeMap<String, L2Error> = names.into_iter().zip(e.fields).collect();
+        if let (Some((name, _)), Some(g)) = (group, e.group) {
+            out.insert(name, g);
+        }
+        Ok(out)
+    }
+
+    /// The network at the problem's reference points against the published values.
+    pub fn reference_check(&self) -> Result<Option<ReferenceCheck>> {
+        let Some(r) = self.problem.reference_data() else {
+            return Ok(None);
+        };
+        let mlp = self.obj.mlp().clone();
+        let m = mlp.output_dim();
+        let zeros = vec![0.0; r.len() * m];
+        let be = self.obj.backend().clone();
+        let mut ev = Evaluator::new(be, mlp, &r.x, zeros)?;
+        let y = ev.values(&self.params)?;
+        Ok(Some(ReferenceCheck {
+            source: r.source.clone(),
+            points: r.len(),
+            max_abs_error: r.max_abs_error(&y, m),
+        }))
     }
 
     /// Whether every hidden layer is saturated (|tanh| > 0.99 for at least 99% of the

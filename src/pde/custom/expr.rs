@@ -75,8 +75,26 @@ pub(super) struct Scope {
     pub(super) jet: bool,
 }
 
-impl Scope {
-    pub(super) fn lookup(&self, name: &str) -> Option<Src> {
+/// What the variables of an expression refer to: [`Scope`] for the scalar problems, the
+/// system scope (fields by name) in `system.rs`.
+pub(super) trait Vars {
+    /// The source of variable `name`, or None if it is not a variable here.
+    fn lookup(&self, name: &str) -> Option<Src>;
+    /// The allowed variables, for messages.
+    fn allowed(&self) -> String;
+}
+
+impl<T: Vars + ?Sized> Vars for &T {
+    fn lookup(&self, name: &str) -> Option<Src> {
+        (**self).lookup(name)
+    }
+    fn allowed(&self) -> String {
+        (**self).allowed()
+    }
+}
+
+impl Vars for Scope {
+    fn lookup(&self, name: &str) -> Option<Src> {
         let index = |s: &str| -> Option<usize> {
             // canonical decimal only, so `x01` is not a second name for `x1`
             let i: usize = s.parse().ok()?;
@@ -102,7 +120,7 @@ impl Scope {
         }
     }
 
-    pub(super) fn allowed(&self) -> String {
+    fn allowed(&self) -> String {
         let list = |p: &str| match self.d {
             1 => format!("{p}0"),
             2 => format!("{p}0, {p}1"),
@@ -276,7 +294,7 @@ pub(super) fn lint(field: &str, text: &str) -> Result<()> {
 
 impl Expr {
     /// Parse `text` (the value of key `field`) with the variables of `scope`.
-    pub(super) fn parse(field: &str, text: &str, scope: Scope) -> Result<Expr> {
+    pub(super) fn parse(field: &str, text: &str, scope: impl Vars) -> Result<Expr> {
         if text.trim().is_empty() {
             return Err(field_err(field, "empty expression"));
         }
@@ -286,7 +304,7 @@ impl Expr {
         Self::from_flat(field, text, flat, scope)
     }
 
-    pub(super) fn from_flat(field: &str, text: &str, flat: Flat, scope: Scope) -> Result<Expr> {
+    pub(super) fn from_flat(field: &str, text: &str, flat: Flat, scope: impl Vars) -> Result<Expr> {
         let mut vars = Vec::new();
         for name in flat.var_names() {
             let src = scope.lookup(name).ok_or_else(|| {
@@ -330,7 +348,7 @@ impl Expr {
 
     /// `∂^k/∂s_1…∂s_k` of the expression, or `None` where it does not use one of the
     /// variables (the derivative is then zero).
-    pub(super) fn partial(&self, wrt: &[Src], scope: Scope) -> Result<Option<Expr>> {
+    pub(super) fn partial(&self, wrt: &[Src], scope: impl Vars) -> Result<Option<Expr>> {
         let mut idx = Vec::with_capacity(wrt.len());
         for s in wrt {
             match self.vars.iter().position(|v| v == s) {
@@ -351,6 +369,9 @@ impl Expr {
                         e.msg(),
                         if self.field == "solution" {
                             "; give `rhs` explicitly"
+                        } else if self.field.starts_with("solution.") {
+                            "; give the sources (`sources`) and the conditions' `value`s \
+                             explicitly"
                         } else {
                             " (differentiable: + - * / ^ exp ln log log2 log10 sqrt and the \
                          trigonometric and hyperbolic functions)"

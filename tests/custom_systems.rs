@@ -40,7 +40,6 @@ fn error(text: &str) -> String {
 /// Output jet `[fields (m), ∂_1 fields, …, ∂_D fields, Σ_d c_d ∂_dd fields]` of `u` at
 /// `x` by central differences (coordinate directions with weights `coef`).
 fn fd_jet(u: &dyn Fn(&[f64], &mut [f64]), m: usize, x: &[f64], coef: &[f64]) -> Vec<f64> {
-    let d = x.len();
     let (h1, h2) = (1e-6, 1e-4);
     let at = |a: usize, h: f64| {
         let mut p = x.to_vec();
@@ -53,12 +52,13 @@ fn fd_jet(u: &dyn Fn(&[f64], &mut [f64]), m: usize, x: &[f64], coef: &[f64]) -> 
     u(x, &mut u0);
     let mut y = u0.clone();
     let mut lap = vec![0.0; m];
-    for a in 0..d {
+    assert_eq!(coef.len(), x.len());
+    for (a, &c) in coef.iter().enumerate() {
         let (p, q) = (at(a, h1), at(a, -h1));
         y.extend((0..m).map(|f| (p[f] - q[f]) / (2.0 * h1)));
         let (p, q) = (at(a, h2), at(a, -h2));
         for f in 0..m {
-            lap[f] += coef[a] * (p[f] - 2.0 * u0[f] + q[f]) / (h2 * h2);
+            lap[f] += c * (p[f] - 2.0 * u0[f] + q[f]) / (h2 * h2);
         }
     }
     y.extend(lap);
@@ -108,7 +108,7 @@ equations = [
     "u*v_x0 + v*v_x1 + p_x1 - 0.05*lap(v)",
     "u_x0 + v_x1",
 ]
-error-fields = ["u", "v"]
+error-group = { name = "velocity", fields = ["u", "v"] }
 [solution]
 u = "1 - exp((10 - sqrt(100 + 4*pi^2))*x0)*cos(2*pi*x1)"
 v = "(10 - sqrt(100 + 4*pi^2))/(2*pi)*exp((10 - sqrt(100 + 4*pi^2))*x0)*sin(2*pi*x1)"
@@ -133,6 +133,7 @@ fields = ["u", "v", "p"]
 equations = ["-lap(u) + p_x0", "-lap(v) + p_x1", "u_x0 + v_x1"]
 solution = { u = "pi*sin(pi*x0)^2*sin(2*pi*x1)", v = "0 - pi*sin(2*pi*x0)*sin(pi*x1)^2", p = "cos(pi*x0)*cos(pi*x1)" }
 derive-sources = true
+error-group = { name = "velocity", fields = ["u", "v"] }
 [[conditions]]
 on = "faces"
 kind = "dirichlet"
@@ -156,7 +157,7 @@ equations = [
     "v_t + u*v_x1 + v*v_x2 + p_x2 - 0.1*lap(v)",
     "u_x1 + v_x2",
 ]
-error-fields = ["u", "v"]
+error-group = { name = "velocity", fields = ["u", "v"] }
 solution = { u = "0 - cos(x1)*sin(x2)*exp(-0.2*t)", v = "sin(x1)*cos(x2)*exp(-0.2*t)", p = "-0.25*(cos(2*x1) + cos(2*x2))*exp(-0.4*t)" }
 [[conditions]]
 on = "initial"
@@ -211,7 +212,7 @@ alpha = 2.0
 beta = 1.0
 "#;
 
-/// A custom system against a built-in one: same fields, box, error fields, terms (jets,
+/// A custom system against a built-in one: same fields, box, error group, terms (jets,
 /// residual counts, linearity), residuals and seeds at random jets on the built-in's
 /// points, the custom sampler on the built-in's regions, and the same exact solution.
 fn same_as_builtin(custom: &dyn Problem, name: &str, seed: u64) {
@@ -220,7 +221,7 @@ fn same_as_builtin(custom: &dyn Problem, name: &str, seed: u64) {
     assert_eq!(custom.dim(), d, "{name}");
     assert_eq!(custom.field_names(), b.field_names(), "{name}");
     assert_eq!(custom.bounds(), b.bounds(), "{name}");
-    assert_eq!(custom.error_fields(), b.error_fields(), "{name}");
+    assert_eq!(custom.error_group(), b.error_group(), "{name}");
     let (lo, hi) = b.bounds().unwrap();
     let (ct, bt) = (custom.terms(), b.terms());
     assert_eq!(ct.len(), bt.len(), "{name}: terms");
@@ -917,8 +918,19 @@ fn errors_name_the_key_and_the_culprit() {
         ),
         (
             "unknown error field",
-            spec(&format!("{EQS}error-fields = [\"p\"]"), WALLS),
-            vec!["`custom.error-fields`", "`p`"],
+            spec(
+                &format!("{EQS}error-group = {{ name = \"velocity\", fields = [\"p\"] }}"),
+                WALLS,
+            ),
+            vec!["`custom.error-group.fields`", "`p`"],
+        ),
+        (
+            "error group name",
+            spec(
+                &format!("{EQS}error-group = {{ name = \"a b\", fields = [\"u\"] }}"),
+                WALLS,
+            ),
+            vec!["`custom.error-group.name`", "`a b`"],
         ),
         (
             "zero points",
@@ -966,7 +978,7 @@ fn errors_name_the_key_and_the_culprit() {
         "derive-sources = true",
         "interior-points = 10",
         "free-faces = [\"x0=min\"]",
-        "error-fields = [\"u\"]",
+        "error-group = { name = \"g\", fields = [\"u\"] }",
         "[[conditions]]\non = \"faces\"\nkind = \"dirichlet\"",
     ] {
         let e = error(&format!("{scalar}{extra}"));

@@ -169,9 +169,11 @@ pub(super) fn functions() -> Vec<&'static str> {
 }
 
 /// Checks exmex's own error messages do not make clear: unknown functions, and unary
-/// minus before `^` (exmex reads `-x^2` as `(-x)^2`).
-pub(super) fn lint(field: &str, text: &str) -> Result<()> {
-    let funcs = functions();
+/// minus before `^` (exmex reads `-x^2` as `(-x)^2`). `extra`: names also accepted as
+/// functions (a system's `lap(u)`, rewritten before exmex sees it).
+pub(super) fn lint(field: &str, text: &str, extra: &[&str]) -> Result<()> {
+    let mut funcs = functions();
+    funcs.extend_from_slice(extra);
     let c: Vec<char> = text.chars().collect();
     let n = c.len();
     let ident = |ch: char| ch.is_alphanumeric() || ch == '_';
@@ -295,11 +297,23 @@ pub(super) fn lint(field: &str, text: &str) -> Result<()> {
 impl Expr {
     /// Parse `text` (the value of key `field`) with the variables of `scope`.
     pub(super) fn parse(field: &str, text: &str, scope: impl Vars) -> Result<Expr> {
+        Self::parse_rewritten(field, text, text, &[], scope)
+    }
+
+    /// Parse `rewritten`, the exmex form of `text` as the user wrote it (linted with the
+    /// extra functions `extra`, and quoted in messages).
+    pub(super) fn parse_rewritten(
+        field: &str,
+        text: &str,
+        rewritten: &str,
+        extra: &[&str],
+        scope: impl Vars,
+    ) -> Result<Expr> {
         if text.trim().is_empty() {
             return Err(field_err(field, "empty expression"));
         }
-        lint(field, text)?;
-        let flat = Flat::parse(text)
+        lint(field, text, extra)?;
+        let flat = Flat::parse(rewritten)
             .map_err(|e| field_err(field, format!("cannot parse `{text}`: {}", e.msg())))?;
         Self::from_flat(field, text, flat, scope)
     }

@@ -1,5 +1,8 @@
 //! Custom problems defined in a run config, without recompiling: a PDE on a box with
-//! Dirichlet (and, for time-dependent problems, initial) data, all given as expressions.
+//! Dirichlet (and, for time-dependent problems, initial) data, all given as expressions;
+//! or, with `pde = "system"`, several named fields with one equation each and conditions
+//! per face (Dirichlet, Neumann, Robin, initial value and rate): its keys are documented
+//! in `system/mod.rs` (and docs/usage.md), the rest of this page is the scalar pdes'.
 //!
 //! # The `[custom]` table
 //!
@@ -77,12 +80,13 @@
 //! differences of the solution (poisson with a non-diagonal C, heat), exact solutions
 //! make both residuals ≈ 0 on the sampler's points, the general form reproduces the
 //! built-in log-Fokker–Planck and Poisson residuals and seeds, a manufactured problem
-//! trains to a small L2 error, and every error case names its key.
+//! trains to a small L2 error, and every error case names its key. Systems: see
+//! `system/mod.rs` and `tests/custom_systems.rs`.
 
 mod expr;
 mod system;
 
-pub use self::system::{ConditionKind, ConditionSpec, CustomSystem, Exprs, Places};
+pub use self::system::{ConditionKind, ConditionSpec, CustomSystem, ErrorGroupSpec, Exprs, Places};
 
 use self::expr::*;
 use super::problems::{DataResidual, LinearResidual};
@@ -165,7 +169,7 @@ pub struct CustomSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub free_faces: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error_fields: Option<Vec<String>>,
+    pub error_group: Option<ErrorGroupSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conditions: Option<Vec<ConditionSpec>>,
 }
@@ -422,7 +426,7 @@ fn check_keys(spec: &CustomSpec) -> Result<Boundary> {
         ("derive-sources", spec.derive_sources.is_some()),
         ("interior-points", spec.interior_points.is_some()),
         ("free-faces", spec.free_faces.is_some()),
-        ("error-fields", spec.error_fields.is_some()),
+        ("error-group", spec.error_group.is_some()),
     ];
     if let Some((key, _)) = system_keys.iter().find(|(_, set)| *set) {
         return Err(unused(key, pde, " (only by \"system\")"));

@@ -375,7 +375,8 @@ impl Builder<'_> {
         let mut linear = true;
         for (k, text) in texts.iter().enumerate() {
             let key = format!("equations[{k}]");
-            let f = Expr::parse(&key, &rewrite_lap(&key, text)?, &scope)?;
+            let exmex_form = rewrite_lap(&key, text)?;
+            let f = Expr::parse_rewritten(&key, text, &exmex_form, &["lap"], &scope)?;
             let mut row = Vec::new();
             for (j, u) in used.iter_mut().enumerate() {
                 if let Some(e) = f.partial(&[Src::Y(j)], &scope)? {

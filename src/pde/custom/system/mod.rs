@@ -18,7 +18,7 @@
 //! coefficients = [[1, 0], [0, 1]]       # optional: the matrix C of `lap`
 //! interior-points = 2000                # optional (default 2000)
 //! free-faces = ["x1=max"]               # optional: faces left without a condition
-//! error-fields = ["u", "v"]             # optional: the L2 error over these fields
+//! error-group = { name = "velocity", fields = ["u", "v"] }   # optional: also their error
 //! widths = [2, 50, 50, 3]               # optional (default [dim, 50, 50, #fields])
 //!
 //! [[custom.conditions]]
@@ -109,6 +109,15 @@ impl ConditionKind {
     }
 }
 
+/// `error-group = { name = "velocity", fields = ["u", "v"] }`: fields whose combined
+/// error is reported besides the error over all fields.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorGroupSpec {
+    pub name: String,
+    pub fields: Vec<String>,
+}
+
 /// One `[[custom.conditions]]` entry.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -191,8 +200,8 @@ impl Problem for CustomSystem {
     fn field_names(&self) -> Vec<String> {
         self.inner.field_names()
     }
-    fn error_fields(&self) -> Vec<usize> {
-        self.inner.error_fields()
+    fn error_group(&self) -> Option<(String, Vec<usize>)> {
+        self.inner.error_group()
     }
     fn bounds(&self) -> Option<(Vec<f64>, Vec<f64>)> {
         self.inner.bounds()
@@ -329,6 +338,24 @@ impl Builder<'_> {
     }
 }
 
+/// `error-group`: a name (letters, digits, `-`, `_`) and fields of this system.
+fn error_group(b: &Builder, g: &ErrorGroupSpec) -> Result<(String, Vec<usize>)> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    if g.name.is_empty() || !g.name.chars().all(ok) {
+        return Err(field_err(
+            "error-group.name",
+            format!(
+                "`{}` is not a valid name: letters, digits, `-` and `_`, e.g. \"velocity\"",
+                g.name
+            ),
+        ));
+    }
+    Ok((
+        g.name.clone(),
+        b.field_list("error-group.fields", &g.fields)?,
+    ))
+}
+
 /// `fields`: valid names, each once, at most [`MAX_FIELDS`].
 fn field_names(spec: &CustomSpec) -> Result<Vec<String>> {
     let names = spec.fields.as_ref().ok_or_else(|| {
@@ -417,10 +444,10 @@ impl CustomSystem {
         let interior_points = spec.interior_points.unwrap_or(2000);
         check::at_least("custom.interior-points", interior_points, 1)?;
         let setup = system_setup(spec, d, m, interior_points, &built)?;
-        let error_fields = spec
-            .error_fields
+        let error_group = spec
+            .error_group
             .as_ref()
-            .map(|n| b.field_list("error-fields", n))
+            .map(|g| error_group(&b, g))
             .transpose()?;
         let exact: Vec<Check> = match &b.solution {
             Some(u) => u
@@ -452,8 +479,8 @@ impl CustomSystem {
         }
         let names: Vec<&str> = b.fields.iter().map(String::as_str).collect();
         let mut inner = BoxSystem::new(name, summary, lo, hi, &names, terms, exact_fn, setup)?;
-        if let Some(ef) = error_fields {
-            inner = inner.with_error_fields(ef);
+        if let Some((n, f)) = error_group {
+            inner = inner.with_error_group(&n, f);
         }
         Ok(CustomSystem {
             inner,

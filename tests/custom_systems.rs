@@ -1048,4 +1048,14 @@ fn non_finite_data_name_the_key_and_the_point() {
         e.contains("`custom.solution.u`") && e.contains("NaN"),
         "{e}"
     );
+    // one field, one expression: the key is `solution` itself
+    let p = build(
+        "dim = 1\npde = \"system\"\nfields = [\"u\"]\nequations = [\"lap(u)\"]\n\
+         solution = \"sqrt(x0 - 0.5)\"\n[[conditions]]\non = \"faces\"\nkind = \"neumann\"",
+    );
+    let e = p.sample(1, 100, &mut rng(1)).err().unwrap().to_string();
+    assert!(
+        e.contains("(from `custom.solution`)") && e.contains("x = [0.0]"),
+        "{e}"
+    );
 }

@@ -381,11 +381,9 @@ impl Expr {
                     format!(
                         "cannot differentiate `{text}` symbolically: {}{}",
                         e.msg(),
-                        if self.field == "solution" {
-                            "; give `rhs` explicitly"
-                        } else if self.field.starts_with("solution.") {
-                            "; give the sources (`sources`) and the conditions' `value`s \
-                             explicitly"
+                        if self.field == "solution" || self.field.starts_with("solution.") {
+                            "; give `rhs` explicitly (pde = \"system\": write the sources \
+                             into `equations` or `sources`, and give the conditions' `value`s)"
                         } else {
                             " (differentiable: + - * / ^ exp ln log log2 log10 sqrt and the \
                          trigonometric and hyperbolic functions)"

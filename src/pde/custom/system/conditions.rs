@@ -247,8 +247,8 @@ impl Builder<'_> {
         };
         let from_solution = |f: usize| {
             format!(
-                "the data of `custom.conditions[{i}]` (from `custom.solution.{}`)",
-                self.fields[f]
+                "the data of `custom.conditions[{i}]` (from `custom.{}`)",
+                self.solution_key(&self.fields[f])
             )
         };
         let mut checks = Vec::new();

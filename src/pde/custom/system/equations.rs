@@ -320,9 +320,18 @@ impl Builder<'_> {
                     format!("missing field `{f}`: give a solution for every field"),
                 )
             })?;
-            out.push(Expr::parse(&format!("solution.{f}"), text, self.x_scope())?);
+            out.push(Expr::parse(&self.solution_key(f), text, self.x_scope())?);
         }
         Ok(Some(out))
+    }
+
+    /// The key of field `f`'s solution: `solution.f`, or `solution` where one expression
+    /// is given (a single field).
+    pub(super) fn solution_key(&self, f: &str) -> String {
+        match &self.spec.solution {
+            Some(Exprs::One(_)) => "solution".into(),
+            _ => format!("solution.{f}"),
+        }
     }
 
     /// Entry `j` of the solution's jet as a combination of symbolic derivatives.
@@ -406,7 +415,8 @@ impl Builder<'_> {
             (Some(true), Some(u)) => {
                 let mut entries = Vec::new();
                 for (j, _) in used.iter().enumerate().filter(|(_, u)| **u) {
-                    let label = format!("`custom.solution.{}`", self.fields[j % u.len()]);
+                    let label =
+                        format!("`custom.{}`", self.solution_key(&self.fields[j % u.len()]));
                     entries.push((j, self.solution_entry(u, j, &label)?));
                 }
                 Some(Arc::new(SolutionJet { width, entries }))

@@ -50,7 +50,9 @@
 //! Checked by `tests/custom_systems.rs`: custom systems written as expressions reproduce
 //! every built-in system's residuals and seeds (Kovasznay, Stokes with derived sources,
 //! Taylor–Green, the wave equation, Poisson with mixed conditions); each condition kind
-//! against finite differences of a function; a manufactured Stokes system trains; every
+//! and the equations against finite differences of a test function; data derived from a
+//! manufactured solution make every term vanish; the custom Stokes system trains step for
+//! step like the built-in one, a mixed-condition Poisson system to a small error; every
 //! error case names its key.
 
 mod conditions;

@@ -13,6 +13,7 @@ mod common;
 use common::{assert_close, rng, uniform};
 use kfac_pinn::backend::cpu::Cpu;
 use kfac_pinn::jet::JetKind;
+use kfac_pinn::loss::Objective;
 use kfac_pinn::model::Mlp;
 use kfac_pinn::optim::{self, OptimizerConfig};
 use kfac_pinn::pde::custom::{from_toml_table, parse_spec, CustomSpec};
@@ -563,7 +564,7 @@ fn train(
         damping: Some(1e-3),
         ..Default::default()
     };
-    let opt = optim::build::<Cpu, f64>("engd", &cfg, &Cpu, mlp.num_params()).unwrap();
+    let opt = |obj: &Objective<Cpu, f64>| optim::build("engd", &cfg, obj);
     let opts = TrainOptions {
         max_steps: Some(steps),
         log_every: steps,

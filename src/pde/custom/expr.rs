@@ -75,8 +75,26 @@ pub(super) struct Scope {
     pub(super) jet: bool,
 }
 
-impl Scope {
-    pub(super) fn lookup(&self, name: &str) -> Option<Src> {
+/// What the variables of an expression refer to: [`Scope`] for the scalar problems, the
+/// system scope (fields by name) in `system.rs`.
+pub(super) trait Vars {
+    /// The source of variable `name`, or None if it is not a variable here.
+    fn lookup(&self, name: &str) -> Option<Src>;
+    /// The allowed variables, for messages.
+    fn allowed(&self) -> String;
+}
+
+impl<T: Vars + ?Sized> Vars for &T {
+    fn lookup(&self, name: &str) -> Option<Src> {
+        (**self).lookup(name)
+    }
+    fn allowed(&self) -> String {
+        (**self).allowed()
+    }
+}
+
+impl Vars for Scope {
+    fn lookup(&self, name: &str) -> Option<Src> {
         let index = |s: &str| -> Option<usize> {
             // canonical decimal only, so `x01` is not a second name for `x1`
             let i: usize = s.parse().ok()?;
@@ -102,7 +120,7 @@ impl Scope {
         }
     }
 
-    pub(super) fn allowed(&self) -> String {
+    fn allowed(&self) -> String {
         let list = |p: &str| match self.d {
             1 => format!("{p}0"),
             2 => format!("{p}0, {p}1"),
@@ -151,9 +169,11 @@ pub(super) fn functions() -> Vec<&'static str> {
 }
 
 /// Checks exmex's own error messages do not make clear: unknown functions, and unary
-/// minus before `^` (exmex reads `-x^2` as `(-x)^2`).
-pub(super) fn lint(field: &str, text: &str) -> Result<()> {
-    let funcs = functions();
+/// minus before `^` (exmex reads `-x^2` as `(-x)^2`). `extra`: names also accepted as
+/// functions (a system's `lap(u)`, rewritten before exmex sees it).
+pub(super) fn lint(field: &str, text: &str, extra: &[&str]) -> Result<()> {
+    let mut funcs = functions();
+    funcs.extend_from_slice(extra);
     let c: Vec<char> = text.chars().collect();
     let n = c.len();
     let ident = |ch: char| ch.is_alphanumeric() || ch == '_';
@@ -276,17 +296,29 @@ pub(super) fn lint(field: &str, text: &str) -> Result<()> {
 
 impl Expr {
     /// Parse `text` (the value of key `field`) with the variables of `scope`.
-    pub(super) fn parse(field: &str, text: &str, scope: Scope) -> Result<Expr> {
+    pub(super) fn parse(field: &str, text: &str, scope: impl Vars) -> Result<Expr> {
+        Self::parse_rewritten(field, text, text, &[], scope)
+    }
+
+    /// Parse `rewritten`, the exmex form of `text` as the user wrote it (linted with the
+    /// extra functions `extra`, and quoted in messages).
+    pub(super) fn parse_rewritten(
+        field: &str,
+        text: &str,
+        rewritten: &str,
+        extra: &[&str],
+        scope: impl Vars,
+    ) -> Result<Expr> {
         if text.trim().is_empty() {
             return Err(field_err(field, "empty expression"));
         }
-        lint(field, text)?;
-        let flat = Flat::parse(text)
+        lint(field, text, extra)?;
+        let flat = Flat::parse(rewritten)
             .map_err(|e| field_err(field, format!("cannot parse `{text}`: {}", e.msg())))?;
         Self::from_flat(field, text, flat, scope)
     }
 
-    pub(super) fn from_flat(field: &str, text: &str, flat: Flat, scope: Scope) -> Result<Expr> {
+    pub(super) fn from_flat(field: &str, text: &str, flat: Flat, scope: impl Vars) -> Result<Expr> {
         let mut vars = Vec::new();
         for name in flat.var_names() {
             let src = scope.lookup(name).ok_or_else(|| {
@@ -330,7 +362,7 @@ impl Expr {
 
     /// `∂^k/∂s_1…∂s_k` of the expression, or `None` where it does not use one of the
     /// variables (the derivative is then zero).
-    pub(super) fn partial(&self, wrt: &[Src], scope: Scope) -> Result<Option<Expr>> {
+    pub(super) fn partial(&self, wrt: &[Src], scope: impl Vars) -> Result<Option<Expr>> {
         let mut idx = Vec::with_capacity(wrt.len());
         for s in wrt {
             match self.vars.iter().position(|v| v == s) {
@@ -349,8 +381,9 @@ impl Expr {
                     format!(
                         "cannot differentiate `{text}` symbolically: {}{}",
                         e.msg(),
-                        if self.field == "solution" {
-                            "; give `rhs` explicitly"
+                        if self.field == "solution" || self.field.starts_with("solution.") {
+                            "; give `rhs` explicitly (pde = \"system\": write the sources \
+                             into `equations` or `sources`, and give the conditions' `value`s)"
                         } else {
                             " (differentiable: + - * / ^ exp ln log log2 log10 sqrt and the \
                          trigonometric and hyperbolic functions)"

@@ -1,5 +1,8 @@
 //! Custom problems defined in a run config, without recompiling: a PDE on a box with
-//! Dirichlet (and, for time-dependent problems, initial) data, all given as expressions.
+//! Dirichlet (and, for time-dependent problems, initial) data, all given as expressions;
+//! or, with `pde = "system"`, several named fields with one equation each and conditions
+//! per face (Dirichlet, Neumann, Robin, initial value and rate): its keys are documented
+//! in `system/mod.rs` (and docs/usage.md), the rest of this page is the scalar pdes'.
 //!
 //! # The `[custom]` table
 //!
@@ -77,9 +80,13 @@
 //! differences of the solution (poisson with a non-diagonal C, heat), exact solutions
 //! make both residuals ≈ 0 on the sampler's points, the general form reproduces the
 //! built-in log-Fokker–Planck and Poisson residuals and seeds, a manufactured problem
-//! trains to a small L2 error, and every error case names its key.
+//! trains to a small L2 error, and every error case names its key. Systems: see
+//! `system/mod.rs` and `tests/custom_systems.rs`.
 
 mod expr;
+mod system;
+
+pub use self::system::{ConditionKind, ConditionSpec, CustomSystem, ErrorGroupSpec, Exprs, Places};
 
 use self::expr::*;
 use super::problems::{DataResidual, LinearResidual};
@@ -100,6 +107,8 @@ pub enum PdeKind {
     Heat,
     /// `F(x, u, ∇u, lap) = 0`.
     General,
+    /// Several named fields, equations and conditions per face (`system.rs`).
+    System,
 }
 
 /// Where the data term's points lie.
@@ -133,8 +142,9 @@ pub struct CustomSpec {
     pub boundary: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub residual: Option<String>,
+    /// One expression (scalar pdes, or a system with one field) or one per field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub solution: Option<String>,
+    pub solution: Option<Exprs>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_on: Option<DataOn>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -145,12 +155,32 @@ pub struct CustomSpec {
     pub resample: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_points: Option<usize>,
+    // ---- pde = "system" only (system.rs) ----
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equations: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derive_sources: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interior_points: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free_faces: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_group: Option<ErrorGroupSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Vec<ConditionSpec>>,
 }
 
 impl CustomSpec {
     /// Validate the spec, parse and differentiate its expressions, and build the problem.
     pub fn build(&self) -> Result<Arc<dyn Problem>> {
-        Ok(Arc::new(CustomProblem::new(self)?))
+        Ok(match self.pde {
+            PdeKind::System => Arc::new(CustomSystem::new(self)?),
+            _ => Arc::new(CustomProblem::new(self)?),
+        })
     }
 }
 
@@ -236,6 +266,7 @@ fn unused(key: &str, pde: PdeKind, hint: &str) -> Error {
                 PdeKind::Poisson => "poisson",
                 PdeKind::Heat => "heat",
                 PdeKind::General => "general",
+                PdeKind::System => "system",
             }
         ),
     )
@@ -271,9 +302,7 @@ impl CustomProblem {
             time: spec.time,
             jet: false,
         };
-        let solution = spec
-            .solution
-            .as_deref()
+        let solution = scalar_solution(spec)?
             .map(|s| Expr::parse("solution", s, x_scope))
             .transpose()?;
         let data = boundary_data(spec, solution.as_ref(), x_scope)?;
@@ -389,6 +418,19 @@ fn check_keys(spec: &CustomSpec) -> Result<Boundary> {
     if pde != PdeKind::General && spec.residual.is_some() {
         return Err(unused("residual", pde, " (only by \"general\")"));
     }
+    let system_keys = [
+        ("fields", spec.fields.is_some()),
+        ("equations", spec.equations.is_some()),
+        ("conditions", spec.conditions.is_some()),
+        ("sources", spec.sources.is_some()),
+        ("derive-sources", spec.derive_sources.is_some()),
+        ("interior-points", spec.interior_points.is_some()),
+        ("free-faces", spec.free_faces.is_some()),
+        ("error-group", spec.error_group.is_some()),
+    ];
+    if let Some((key, _)) = system_keys.iter().find(|(_, set)| *set) {
+        return Err(unused(key, pde, " (only by \"system\")"));
+    }
     Ok(match (spec.data_on, spec.time) {
         (None | Some(DataOn::Faces), false) => Boundary::Faces,
         (Some(_), false) => {
@@ -405,6 +447,18 @@ fn check_keys(spec: &CustomSpec) -> Result<Boundary> {
         (Some(DataOn::Faces), true) => Boundary::Faces,
         (Some(DataOn::Initial), true) => Boundary::Initial,
     })
+}
+
+/// The scalar pdes' `solution`: one expression (a table of fields is for systems).
+fn scalar_solution(spec: &CustomSpec) -> Result<Option<&str>> {
+    match &spec.solution {
+        None => Ok(None),
+        Some(Exprs::One(s)) => Ok(Some(s)),
+        Some(Exprs::PerField(_)) => Err(field_err(
+            "solution",
+            "one expression u*(x) here: a table of fields is for pde = \"system\"",
+        )),
+    }
 }
 
 /// The operator's coefficient matrix C: `coefficients` (square, symmetric, finite), or the
@@ -514,6 +568,12 @@ fn interior(
             };
             (Arc::new(res), eq, Some(f))
         }
+        PdeKind::System => {
+            return Err(field_err(
+                "pde",
+                "\"system\" is built by `CustomSystem` (use `CustomSpec::build`)",
+            ))
+        }
         PdeKind::General => {
             let text = spec.residual.as_deref().ok_or_else(|| {
                 field_err(
@@ -590,7 +650,7 @@ fn summary(spec: &CustomSpec, eq: &str, lo: &[f64], hi: &[f64], has_rhs: bool) -
         summary += &format!("; {}", show("f", &spec.rhs, "derived from the solution"));
     }
     summary += &format!("; {}", show("g", &spec.boundary, "= the solution"));
-    if let Some(s) = &spec.solution {
+    if let Some(Exprs::One(s)) = &spec.solution {
         summary += &format!("; u = {s}");
     }
     summary

@@ -2,7 +2,9 @@
 //! pass against central differences of the output jet; matrix-free `J v`, `Jᵀ w`, `G v`
 //! against the dense Jacobian; Gramians (full, blocks, diagonal) against `JᵀJ`; KFAC
 //! factors against a naive host computation and, for one sample of a value-only term,
-//! against the exact Gramian block; the Kronecker-sum inverse against a dense solve.
+//! against the exact Gramian block; the Kronecker-sum inverse against a dense solve; the
+//! stored pass's products against the dense Jacobian, and the gradient-only pass
+//! (`GradStorePass`) against the KFAC pass.
 
 mod common;
 
@@ -14,8 +16,8 @@ use common::{assert_close, rng, uniform};
 use kfac_pinn::backend::cpu::Cpu;
 use kfac_pinn::backend::Backend;
 use kfac_pinn::curvature::{
-    gvp, jacobian, jvp, jvp_gram, vjp, DeviceFactors, Gramian, GramianKind, KfacFactors,
-    KfacInverse, KfacPass,
+    gvp, jacobian, jvp, jvp_gram, vjp, DeviceFactors, GradStorePass, Gramian, GramianKind,
+    KfacFactors, KfacInverse, KfacPass,
 };
 use kfac_pinn::jet::{JetEngine, JetKind, Operator};
 use kfac_pinn::loss::Objective;
@@ -522,13 +524,28 @@ fn stored_pass_products_match_the_dense_jacobian() {
             let mut pass = KfacPass::<Cpu, f64>::new(&mlp, 2).unwrap();
             let mut store = JacobianStore::<Cpu, f64>::new(&Cpu, 1 << 30).unwrap();
             let mut grad = vec![0.0; np];
-            pass.run(&mut obj, &p, &mut grad, None, Some(&mut store))
+            let loss = pass
+                .run(&mut obj, &p, &mut grad, None, Some(&mut store))
                 .unwrap();
             assert!(store.is_valid());
             let mut r = rng(3);
             let v = uniform(&mut r, np, -1.0, 1.0);
             let v2 = uniform(&mut r, np, -1.0, 1.0);
             let jv = store.jvp(&Cpu, &v).unwrap();
+            // the gradient-only pass (Hessian-free's) is the same sweep: the same loss,
+            // gradient and kept jets, to the bit
+            let mut grad_only = GradStorePass::<Cpu, f64>::default();
+            let mut store2 = JacobianStore::<Cpu, f64>::new(&Cpu, 1 << 30).unwrap();
+            let mut grad2 = vec![0.0; np];
+            let loss2 = grad_only
+                .run(&mut obj, &p, &mut grad2, &mut store2)
+                .unwrap();
+            assert_eq!(
+                (loss2, &grad2),
+                (loss, &grad),
+                "{problem}: gradient-only pass"
+            );
+            assert_eq!(store2.jvp(&Cpu, &v).unwrap(), jv, "{problem}: its J v");
             assert_close(
                 &format!("{problem} stored J v"),
                 &jv,

@@ -366,3 +366,48 @@ fn cavity_carries_ghias_table() {
     }
     assert!((r.max_abs_error(&out, 3) - 0.01).abs() < 1e-15);
 }
+
+/// `train --json` on systems: the error of every field and of the velocity group (which,
+/// as a pooled ratio, lies between its fields' errors), and for the cavity the deviation
+/// from Ghia's table over its 34 points.
+#[test]
+fn json_reports_errors_per_field_and_the_reference() {
+    let run = |problem: &str, points: &str| -> serde_json::Value {
+        let (code, out, err) = common::kfac_pinn(&[
+            "train",
+            "--device",
+            "cpu",
+            "--problem",
+            problem,
+            "--widths",
+            "2,6,3",
+            "--points",
+            points,
+            "--eval-points",
+            "200",
+            "--optimizer",
+            "adam",
+            "--steps",
+            "3",
+            "--json",
+        ]);
+        assert_eq!(code, 0, "{problem}: {err}");
+        serde_json::from_str(out.lines().last().unwrap()).unwrap()
+    };
+    let s = run("stokes", "30,12,2");
+    let f = &s["l2_fields"];
+    let rel = |k: &str| f[k]["rel"].as_f64().unwrap_or_else(|| panic!("{k}: {f}"));
+    let (u, v, vel) = (rel("u"), rel("v"), rel("velocity"));
+    assert!(rel("p").is_finite() && u.is_finite() && v.is_finite());
+    assert!(
+        vel >= u.min(v) - 1e-12 && vel <= u.max(v) + 1e-12,
+        "{u} {v} {vel}"
+    );
+    assert!(s.get("reference").is_none());
+    let c = run("cavity-re100", "30,12,2");
+    assert_eq!(c["reference"]["points"], 34);
+    let dev = c["reference"]["max_abs_error"].as_f64().unwrap();
+    // the lid's u = 1 is in the table: an untrained net cannot be within 1e-3 of all
+    assert!(dev.is_finite() && dev > 1e-3, "{dev}");
+    assert!(c["reference"]["source"].as_str().unwrap().contains("Ghia"));
+}

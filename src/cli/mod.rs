@@ -7,8 +7,8 @@
 mod compare;
 pub mod eval;
 mod laplacian;
-mod report;
 pub mod plot;
+mod report;
 mod selfcheck;
 mod signals;
 mod train;

@@ -95,7 +95,9 @@ impl<B: Backend, T: Real> Evaluator<B, T> {
                 sr[f] += rr[f] * rr[f];
             }
         }
-        let fields = (0..m).map(|f| L2Error::from_sums(se[f], sr[f], self.n)).collect();
+        let fields = (0..m)
+            .map(|f| L2Error::from_sums(se[f], sr[f], self.n))
+            .collect();
         let sum = |v: &[f64]| group.iter().map(|&f| v[f]).sum::<f64>();
         let group = (!group.is_empty())
             .then(|| L2Error::from_sums(sum(&se), sum(&sr), self.n * group.len()));

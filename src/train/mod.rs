@@ -16,13 +16,13 @@ pub use log::{read as read_log, truncate_log, CsvLog, LogRepair, LogRow, HEADER 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::loss::{Evaluator, L2Error, Objective};
-use std::collections::BTreeMap;
 use crate::model::Mlp;
 use crate::optim::Optimizer;
 use crate::pde::Problem;
 use crate::scalar::{convert, Real};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;

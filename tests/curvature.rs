@@ -45,28 +45,6 @@ fn jacobian_transpose_residual_is_the_gradient() {
 fn jacobian_matches_finite_differences_of_residuals() {
     let (mut obj, p) = objective("heat1d", &[2, 5, 3, 1], &[7, 4], 4);
     let jac = jacobian(&mut obj, &p).unwrap();
-    let res = |obj: &mut Objective<Cpu, f64>, q: &Vec<f64>| -> Vec<f64> {
-        let mut all = vec![];
-        for t in 0..obj.num_terms() {
-            let c = (1.0 / obj.term_points(t) as f64).sqrt();
-            all.extend(obj.residuals(q, t).unwrap().iter().map(|v| v * c));
-        }
-        all
-    };
-    let h = 1e-6;
-    for col in 0..p.len() {
-        let mut q = p.clone();
-        q[col] += h;
-        let rp = res(&mut obj, &q);
-        q[col] -= 2.0 * h;
-        let rm = res(&mut obj, &q);
-        let fd: Vec<f64> = rp
-            .iter()
-            .zip(&rm)
-            .map(|(a, b)| (a - b) / (2.0 * h))
-            .collect();
-        let got: Vec<f64> = (0..jac.rows).map(|r| jac.j[r * jac.cols + col]).collect();
-        assert_close(&format!("column {col}"), &got, &fd, 1e-6, 1e-9);
-    }
+    common::assert_jacobian_is_fd("heat1d", &mut obj, &p, &jac.j, 1e-6, 1e-9);
     let _ = Cpu.len(&jac.j);
 }

@@ -38,40 +38,12 @@ fn error(text: &str) -> String {
     }
 }
 
-/// Output jet `[fields (m), ∂_1 fields, …, ∂_D fields, Σ_d c_d ∂_dd fields]` of `u` at
-/// `x` by central differences (coordinate directions with weights `coef`).
-fn fd_jet(u: &dyn Fn(&[f64], &mut [f64]), m: usize, x: &[f64], coef: &[f64]) -> Vec<f64> {
-    let (h1, h2) = (1e-6, 1e-4);
-    let at = |a: usize, h: f64| {
-        let mut p = x.to_vec();
-        p[a] += h;
-        let mut o = vec![0.0; m];
-        u(&p, &mut o);
-        o
-    };
-    let mut u0 = vec![0.0; m];
-    u(x, &mut u0);
-    let mut y = u0.clone();
-    let mut lap = vec![0.0; m];
-    assert_eq!(coef.len(), x.len());
-    for (a, &c) in coef.iter().enumerate() {
-        let (p, q) = (at(a, h1), at(a, -h1));
-        y.extend((0..m).map(|f| (p[f] - q[f]) / (2.0 * h1)));
-        let (p, q) = (at(a, h2), at(a, -h2));
-        for f in 0..m {
-            lap[f] += c * (p[f] - 2.0 * u0[f] + q[f]) / (h2 * h2);
-        }
-    }
-    y.extend(lap);
-    y
-}
-
 /// The jet a term needs of `u`, by finite differences.
 fn term_jet(kind: &JetKind, u: &dyn Fn(&[f64], &mut [f64]), m: usize, x: &[f64]) -> Vec<f64> {
     match kind {
         JetKind::Full(op) => {
             assert!(op.is_identity(), "coordinate directions expected");
-            fd_jet(u, m, x, op.coef())
+            common::fd_jet_fields(u, m, x, op.coef())
         }
         JetKind::Value => {
             let mut o = vec![0.0; m];

@@ -12,34 +12,6 @@ use kfac_pinn::pde::system::{BoxSystem, Face, FieldData, Region, SystemTerm};
 use kfac_pinn::pde::{system, system_names, Problem, Setup};
 use std::sync::Arc;
 
-/// Output jet `[fields, ∂_1 fields, …, ∂_K fields, Σ_d c_d ∂_dd fields]` of `u` (m
-/// fields) at `x` by central differences, for coordinate-direction operators.
-fn fd_jet(u: &dyn Fn(&[f64], &mut [f64]), m: usize, x: &[f64], coef: &[f64]) -> Vec<f64> {
-    let d = x.len();
-    let (h1, h2) = (1e-6, 1e-4);
-    let at = |a: usize, h: f64| {
-        let mut p = x.to_vec();
-        p[a] += h;
-        let mut o = vec![0.0; m];
-        u(&p, &mut o);
-        o
-    };
-    let mut u0 = vec![0.0; m];
-    u(x, &mut u0);
-    let mut y = u0.clone();
-    let mut lap = vec![0.0; m];
-    for (a, &c) in coef.iter().enumerate().take(d) {
-        let (p, q) = (at(a, h1), at(a, -h1));
-        y.extend((0..m).map(|f| (p[f] - q[f]) / (2.0 * h1)));
-        let (p, q) = (at(a, h2), at(a, -h2));
-        for f in 0..m {
-            lap[f] += c * (p[f] - 2.0 * u0[f] + q[f]) / (h2 * h2);
-        }
-    }
-    y.extend(lap);
-    y
-}
-
 #[test]
 fn exact_solutions_satisfy_every_term() {
     for name in system_names() {
@@ -63,7 +35,7 @@ fn exact_solutions_satisfy_every_term() {
                 let y = match &term.kind {
                     JetKind::Full(op) => {
                         assert!(op.is_identity(), "{name}: coordinate directions");
-                        fd_jet(&exact, m, pt, op.coef())
+                        common::fd_jet_fields(&exact, m, pt, op.coef())
                     }
                     JetKind::Value => {
                         let mut o = vec![0.0; m];
@@ -278,9 +250,7 @@ fn bad_systems_are_refused_by_name() {
 /// `Jᵀr = ∇L`, on systems with several fields, residual components and terms.
 #[test]
 fn system_jacobians_match_finite_differences() {
-    use kfac_pinn::backend::cpu::Cpu;
     use kfac_pinn::curvature::jacobian;
-    use kfac_pinn::loss::Objective;
     for (name, w, n) in [
         ("kovasznay", vec![2, 5, 4, 3], vec![6, 5, 3]),
         ("stokes", vec![2, 5, 3], vec![6, 5, 2]),
@@ -290,31 +260,9 @@ fn system_jacobians_match_finite_differences() {
     ] {
         let (mut obj, p) = common::objective(name, &w, &n, 3, 24);
         let jac = jacobian(&mut obj, &p).unwrap();
-        let res = |obj: &mut Objective<Cpu, f64>, q: &Vec<f64>| -> Vec<f64> {
-            let mut all = vec![];
-            for t in 0..obj.num_terms() {
-                let c = (1.0 / obj.term_points(t) as f64).sqrt();
-                all.extend(obj.residuals(q, t).unwrap().iter().map(|v| v * c));
-            }
-            all
-        };
-        let r0 = res(&mut obj, &p);
+        let r0 = common::scaled_residuals(&mut obj, &p);
         assert_eq!(r0.len(), jac.rows, "{name}: Jacobian rows");
-        let h = 1e-6;
-        for col in 0..p.len() {
-            let mut q = p.clone();
-            q[col] += h;
-            let rp = res(&mut obj, &q);
-            q[col] -= 2.0 * h;
-            let rm = res(&mut obj, &q);
-            let fd: Vec<f64> = rp
-                .iter()
-                .zip(&rm)
-                .map(|(a, b)| (a - b) / (2.0 * h))
-                .collect();
-            let got: Vec<f64> = (0..jac.rows).map(|r| jac.j[r * jac.cols + col]).collect();
-            assert_close(&format!("{name} column {col}"), &got, &fd, 1e-5, 1e-8);
-        }
+        common::assert_jacobian_is_fd(name, &mut obj, &p, &jac.j, 1e-5, 1e-8);
         let mut g = vec![0.0; p.len()];
         let loss = obj.loss_grad(&p, &mut g).unwrap();
         let jt_r: Vec<f64> = (0..jac.cols)

@@ -59,6 +59,38 @@ fn term(name: &str, region: Region, kind: JetKind, residual: Arc<dyn Residual>) 
     }
 }
 
+/// A steady 2d flow's terms: the interior residual `ns` with the Laplacian's jet, the
+/// velocity data on every face and the pressure data on `pressure`'s region (both from
+/// one function of all three fields), each named.
+fn steady_flow_terms(
+    ns: NavierStokes,
+    (velocity, g): (&str, VecFn),
+    (pressure, region): (&str, Region),
+) -> Vec<SystemTerm> {
+    let data = |fields: Vec<usize>| {
+        Arc::new(FieldData {
+            fields,
+            g: g.clone(),
+            m: 3,
+        })
+    };
+    vec![
+        term(
+            "interior",
+            Region::Interior,
+            JetKind::Full(Operator::laplacian(2)),
+            Arc::new(ns),
+        ),
+        term(
+            velocity,
+            Region::Faces(all_faces(0..2)),
+            JetKind::Value,
+            data(vec![0, 1]),
+        ),
+        term(pressure, region, JetKind::Value, data(vec![2])),
+    ]
+}
+
 fn setup(widths: &[usize], points: &[usize], eval_points: usize, budget: f64) -> Setup {
     Setup {
         widths: widths.to_vec(),
@@ -99,21 +131,7 @@ fn kovasznay() -> Result<BoxSystem> {
         vec![-0.5, -0.5],
         vec![1.0, 1.5],
         &["u", "v", "p"],
-        vec![
-            term("interior", Region::Interior, JetKind::Full(Operator::laplacian(2)), Arc::new(ns)),
-            term(
-                "velocity-faces",
-                Region::Faces(all_faces(0..2)),
-                JetKind::Value,
-                Arc::new(FieldData { fields: vec![0, 1], g: exact.clone(), m: 3 }),
-            ),
-            term(
-                "outlet-pressure",
-                Region::Faces(vec![Face::upper(0)]),
-                JetKind::Value,
-                Arc::new(FieldData { fields: vec![2], g: exact.clone(), m: 3 }),
-            ),
-        ],
+        steady_flow_terms(ns, ("velocity-faces", exact.clone()), ("outlet-pressure", Region::Faces(vec![Face::upper(0)]))),
         Some(exact),
         setup(&[2, 50, 50, 50, 3], &[2000, 400, 100], 20000, 600.0),
     )?
@@ -157,21 +175,7 @@ fn stokes() -> Result<BoxSystem> {
         vec![0.0, 0.0],
         vec![1.0, 1.0],
         &["u", "v", "p"],
-        vec![
-            term("interior", Region::Interior, JetKind::Full(Operator::laplacian(2)), Arc::new(st)),
-            term(
-                "velocity-faces",
-                Region::Faces(all_faces(0..2)),
-                JetKind::Value,
-                Arc::new(FieldData { fields: vec![0, 1], g: exact.clone(), m: 3 }),
-            ),
-            term(
-                "pressure-pin",
-                Region::Point(vec![0.5, 0.5]),
-                JetKind::Value,
-                Arc::new(FieldData { fields: vec![2], g: exact.clone(), m: 3 }),
-            ),
-        ],
+        steady_flow_terms(st, ("velocity-faces", exact.clone()), ("pressure-pin", Region::Point(vec![0.5, 0.5]))),
         Some(exact),
         setup(&[2, 50, 50, 3], &[2000, 400, 8], 20000, 600.0),
     )?
@@ -391,21 +395,7 @@ fn cavity() -> Result<BoxSystem> {
         vec![0.0, 0.0],
         vec![1.0, 1.0],
         &["u", "v", "p"],
-        vec![
-            term("interior", Region::Interior, JetKind::Full(Operator::laplacian(2)), Arc::new(ns)),
-            term(
-                "walls",
-                Region::Faces(all_faces(0..2)),
-                JetKind::Value,
-                Arc::new(FieldData { fields: vec![0, 1], g: walls.clone(), m: 3 }),
-            ),
-            term(
-                "pressure-pin",
-                Region::Point(vec![0.5, 0.5]),
-                JetKind::Value,
-                Arc::new(FieldData { fields: vec![2], g: walls, m: 3 }),
-            ),
-        ],
+        steady_flow_terms(ns, ("walls", walls.clone()), ("pressure-pin", Region::Point(vec![0.5, 0.5]))),
         None,
         setup(&[2, 50, 50, 50, 3], &[3000, 800, 8], 1000, 600.0),
     )?

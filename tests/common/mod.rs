@@ -105,3 +105,76 @@ pub fn kfac_pinn(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into(),
     )
 }
+
+/// Output jet `[fields (m), ∂_1 fields, …, ∂_D fields, Σ_d c_d ∂_dd fields]` of `u` at
+/// `x` by central differences (coordinate directions with weights `coef`; second
+/// differences at a larger step for stability).
+pub fn fd_jet_fields(
+    u: &dyn Fn(&[f64], &mut [f64]),
+    m: usize,
+    x: &[f64],
+    coef: &[f64],
+) -> Vec<f64> {
+    let (h1, h2) = (1e-6, 1e-4);
+    let at = |a: usize, h: f64| {
+        let mut p = x.to_vec();
+        p[a] += h;
+        let mut o = vec![0.0; m];
+        u(&p, &mut o);
+        o
+    };
+    let mut u0 = vec![0.0; m];
+    u(x, &mut u0);
+    let mut y = u0.clone();
+    let mut lap = vec![0.0; m];
+    assert_eq!(coef.len(), x.len());
+    for (a, &c) in coef.iter().enumerate() {
+        let (p, q) = (at(a, h1), at(a, -h1));
+        y.extend((0..m).map(|f| (p[f] - q[f]) / (2.0 * h1)));
+        let (p, q) = (at(a, h2), at(a, -h2));
+        for f in 0..m {
+            lap[f] += c * (p[f] - 2.0 * u0[f] + q[f]) / (h2 * h2);
+        }
+    }
+    y.extend(lap);
+    y
+}
+
+/// Every term's residuals scaled by `1/√N_t` (the rows of the library's Jacobian).
+pub fn scaled_residuals(obj: &mut Objective<Cpu, f64>, q: &Vec<f64>) -> Vec<f64> {
+    let mut all = vec![];
+    for t in 0..obj.num_terms() {
+        let c = (1.0 / obj.term_points(t) as f64).sqrt();
+        all.extend(obj.residuals(q, t).unwrap().iter().map(|v| v * c));
+    }
+    all
+}
+
+/// The residual Jacobian `jac` (rows × columns, row-major) at `p` against central
+/// differences of [`scaled_residuals`], column by column.
+pub fn assert_jacobian_is_fd(
+    what: &str,
+    obj: &mut Objective<Cpu, f64>,
+    p: &[f64],
+    jac: &[f64],
+    rtol: f64,
+    atol: f64,
+) {
+    let rows = scaled_residuals(obj, &p.to_vec()).len();
+    assert_eq!(jac.len(), rows * p.len(), "{what}: Jacobian shape");
+    let h = 1e-6;
+    for col in 0..p.len() {
+        let mut q = p.to_vec();
+        q[col] += h;
+        let rp = scaled_residuals(obj, &q);
+        q[col] -= 2.0 * h;
+        let rm = scaled_residuals(obj, &q);
+        let fd: Vec<f64> = rp
+            .iter()
+            .zip(&rm)
+            .map(|(a, b)| (a - b) / (2.0 * h))
+            .collect();
+        let got: Vec<f64> = (0..rows).map(|r| jac[r * p.len() + col]).collect();
+        assert_close(&format!("{what} column {col}"), &got, &fd, rtol, atol);
+    }
+}

@@ -322,7 +322,8 @@ fn system_optimizers(engd_damping: f64) -> Vec<PresetOptimizer> {
     ]
 }
 
-/// The systems and boundary-condition problems (issue 18), named after their problem.
+/// The systems and boundary-condition problems (issue 18), named after their problem;
+/// net and points as in the problem's own setup (`kfac-pinn problems`).
 fn systems() -> Vec<Preset> {
     let p = |name, problem, widths, points, eval_points, engd_damping| Preset {
         name,
@@ -428,6 +429,14 @@ mod tests {
             "poisson-mixed-bc",
         ] {
             let p = get(name).unwrap();
+            let setup = crate::pde::problem(p.problem, &Default::default())
+                .unwrap()
+                .setup();
+            assert_eq!(
+                (p.widths, p.points),
+                (&setup.widths[..], &setup.points[..]),
+                "{name}"
+            );
             for o in crate::optim::OPTIMIZER_NAMES {
                 assert!(p.optimizer(o).is_some(), "{name} has no {o}");
             }

@@ -133,7 +133,7 @@ fn kovasznay() -> Result<BoxSystem> {
         &["u", "v", "p"],
         steady_flow_terms(ns, ("velocity-faces", exact.clone()), ("outlet-pressure", Region::Faces(vec![Face::upper(0)]))),
         Some(exact),
-        setup(&[2, 50, 50, 50, 3], &[2000, 400, 100], 20000, 600.0),
+        setup(&[2, 30, 30, 30, 3], &[1000, 200, 50], 20000, 600.0),
     )?
     .with_error_group("velocity", vec![0, 1]))
 }
@@ -177,7 +177,7 @@ fn stokes() -> Result<BoxSystem> {
         &["u", "v", "p"],
         steady_flow_terms(st, ("velocity-faces", exact.clone()), ("pressure-pin", Region::Point(vec![0.5, 0.5]))),
         Some(exact),
-        setup(&[2, 50, 50, 3], &[2000, 400, 8], 20000, 600.0),
+        setup(&[2, 30, 30, 30, 3], &[1000, 200, 8], 20000, 600.0),
     )?
     .with_error_group("velocity", vec![0, 1]))
 }
@@ -223,7 +223,7 @@ fn taylor_green() -> Result<BoxSystem> {
             ),
         ],
         Some(exact),
-        setup(&[3, 50, 50, 50, 3], &[3000, 500, 500], 30000, 600.0),
+        setup(&[3, 30, 30, 30, 3], &[2000, 300, 300], 30000, 600.0),
     )?
     .with_error_group("velocity", vec![0, 1]))
 }
@@ -272,7 +272,7 @@ fn wave1d() -> Result<BoxSystem> {
             ),
         ],
         Some(exact),
-        setup(&[2, 64, 64, 1], &[2000, 200, 200, 200], 20000, 600.0),
+        setup(&[2, 32, 32, 1], &[1000, 100, 100, 100], 20000, 600.0),
     )
 }
 
@@ -397,7 +397,7 @@ fn cavity() -> Result<BoxSystem> {
         &["u", "v", "p"],
         steady_flow_terms(ns, ("walls", walls.clone()), ("pressure-pin", Region::Point(vec![0.5, 0.5]))),
         None,
-        setup(&[2, 50, 50, 50, 3], &[3000, 800, 8], 1000, 600.0),
+        setup(&[2, 40, 40, 40, 3], &[2000, 400, 8], 1000, 600.0),
     )?
     .with_error_group("velocity", vec![0, 1])
     .with_reference(ghia_re100()?))

@@ -479,45 +479,7 @@ fn seeds_match_finite_differences_of_the_residual() {
     let mut r = rng(9);
     for text in [KINDS, KOVASZNAY, TAYLOR_GREEN, POISSON_MIXED] {
         let p = build(text);
-        let (d, m) = (p.dim(), p.out_dim());
-        for (t, term) in p.terms().iter().enumerate() {
-            let sm = term.kind.s() * m;
-            let nr = term.residual.n_res();
-            let x = p.sample(t, 4, &mut r).unwrap();
-            for pt in x.chunks(d) {
-                let y = uniform(&mut r, sm, -1.5, 1.5);
-                let mut jac = vec![0.0; nr * sm];
-                let mut r0 = vec![0.0; nr];
-                term.residual.eval(pt, &y, &mut r0, Some(&mut jac));
-                let h = 1e-6;
-                let mut fd = vec![0.0; nr * sm];
-                for c in 0..sm {
-                    let (mut yp, mut ym) = (y.clone(), y.clone());
-                    yp[c] += h;
-                    ym[c] -= h;
-                    let (mut rp, mut rm) = (vec![0.0; nr], vec![0.0; nr]);
-                    term.residual.eval(pt, &yp, &mut rp, None);
-                    term.residual.eval(pt, &ym, &mut rm, None);
-                    for q in 0..nr {
-                        fd[q * sm + c] = (rp[q] - rm[q]) / (2.0 * h);
-                    }
-                }
-                let what = format!("{} seeds", term.name);
-                assert_close(&what, &jac, &fd, 1e-6, 1e-7);
-                // quadratic forms, where given, reproduce the residual
-                let (mut a, mut b) = (vec![0.0; sm], vec![0.0; sm]);
-                if let Some(c0) = term.residual.quad_form(pt, &mut a, &mut b) {
-                    let want = c0 + (0..sm).map(|c| (a[c] + b[c] * y[c]) * y[c]).sum::<f64>();
-                    assert_close(
-                        &format!("{} quad form", term.name),
-                        &r0,
-                        &[want],
-                        1e-12,
-                        1e-12,
-                    );
-                }
-            }
-        }
+        common::assert_seeds_are_fd(p.name(), p.as_ref(), 4, &mut r);
     }
 }
 

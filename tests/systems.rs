@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{assert_close, rng, uniform};
+use common::{assert_close, rng};
 use kfac_pinn::jet::JetKind;
 use kfac_pinn::pde::system::{BoxSystem, Face, FieldData, Region, SystemTerm};
 use kfac_pinn::pde::{system, system_names, Problem, Setup};
@@ -62,61 +62,7 @@ fn exact_solutions_satisfy_every_term() {
 fn seeds_match_finite_differences_of_the_residual() {
     let mut r = rng(9);
     for name in system_names() {
-        let p = system(name).unwrap();
-        let (d, m) = (p.dim(), p.out_dim());
-        for (t, term) in p.terms().iter().enumerate() {
-            let sm = term.kind.s() * m;
-            let nr = term.residual.n_res();
-            let x = p.sample(t, 3, &mut r).unwrap();
-            for pt in x.chunks(d) {
-                let y = uniform(&mut r, sm, -1.5, 1.5);
-                let mut jac = vec![0.0; nr * sm];
-                let mut r0 = vec![0.0; nr];
-                term.residual.eval(pt, &y, &mut r0, Some(&mut jac));
-                let mut fd = vec![0.0; nr * sm];
-                let h = 1e-6;
-                for c in 0..sm {
-                    let (mut yp, mut ym) = (y.clone(), y.clone());
-                    yp[c] += h;
-                    ym[c] -= h;
-                    let (mut rp, mut rm) = (vec![0.0; nr], vec![0.0; nr]);
-                    term.residual.eval(pt, &yp, &mut rp, None);
-                    term.residual.eval(pt, &ym, &mut rm, None);
-                    for q in 0..nr {
-                        fd[q * sm + c] = (rp[q] - rm[q]) / (2.0 * h);
-                    }
-                }
-                assert_close(
-                    &format!("{name} {} seeds", term.name),
-                    &jac,
-                    &fd,
-                    1e-6,
-                    1e-7,
-                );
-                // a residual that says it is linear has seeds independent of y
-                if term.residual.is_linear() {
-                    let y2 = uniform(&mut r, sm, -1.5, 1.5);
-                    let mut jac2 = vec![0.0; nr * sm];
-                    term.residual.eval(pt, &y2, &mut r0, Some(&mut jac2));
-                    assert_eq!(jac, jac2, "{name} {}: linear residual", term.name);
-                }
-                // quadratic forms, where given, reproduce the residual
-                let mut a = vec![0.0; sm];
-                let mut b = vec![0.0; sm];
-                if let Some(c0) = term.residual.quad_form(pt, &mut a, &mut b) {
-                    let want: f64 = c0 + (0..sm).map(|c| (a[c] + b[c] * y[c]) * y[c]).sum::<f64>();
-                    let mut got = vec![0.0; nr];
-                    term.residual.eval(pt, &y, &mut got, None);
-                    assert_close(
-                        &format!("{name} {} quad form", term.name),
-                        &got,
-                        &[want],
-                        1e-12,
-                        1e-12,
-                    );
-                }
-            }
-        }
+        common::assert_seeds_are_fd(name, &system(name).unwrap(), 3, &mut r);
     }
 }
 

@@ -178,3 +178,65 @@ pub fn assert_jacobian_is_fd(
         assert_close(&format!("{what} column {col}"), &got, &fd, rtol, atol);
     }
 }
+
+/// Every term of `p`, at `samples` of its own points and random output jets: the
+/// Gauss–Newton seeds `∂r/∂y` against central differences of the residual in the jet; a
+/// residual that says it is linear has seeds independent of the jet; a quadratic form,
+/// where given, reproduces the residual.
+pub fn assert_seeds_are_fd(
+    what: &str,
+    p: &dyn kfac_pinn::pde::Problem,
+    samples: usize,
+    r: &mut rand_chacha::ChaCha8Rng,
+) {
+    let (d, m) = (p.dim(), p.out_dim());
+    for (t, term) in p.terms().iter().enumerate() {
+        let sm = term.kind.s() * m;
+        let nr = term.residual.n_res();
+        let x = p.sample(t, samples, r).unwrap();
+        for pt in x.chunks(d) {
+            let y = uniform(r, sm, -1.5, 1.5);
+            let mut jac = vec![0.0; nr * sm];
+            let mut r0 = vec![0.0; nr];
+            term.residual.eval(pt, &y, &mut r0, Some(&mut jac));
+            let mut fd = vec![0.0; nr * sm];
+            let h = 1e-6;
+            for c in 0..sm {
+                let (mut yp, mut ym) = (y.clone(), y.clone());
+                yp[c] += h;
+                ym[c] -= h;
+                let (mut rp, mut rm) = (vec![0.0; nr], vec![0.0; nr]);
+                term.residual.eval(pt, &yp, &mut rp, None);
+                term.residual.eval(pt, &ym, &mut rm, None);
+                for q in 0..nr {
+                    fd[q * sm + c] = (rp[q] - rm[q]) / (2.0 * h);
+                }
+            }
+            assert_close(
+                &format!("{what} {} seeds", term.name),
+                &jac,
+                &fd,
+                1e-6,
+                1e-7,
+            );
+            if term.residual.is_linear() {
+                let y2 = uniform(r, sm, -1.5, 1.5);
+                let mut jac2 = vec![0.0; nr * sm];
+                let mut r2 = vec![0.0; nr];
+                term.residual.eval(pt, &y2, &mut r2, Some(&mut jac2));
+                assert_eq!(jac, jac2, "{what} {}: linear residual", term.name);
+            }
+            let (mut a, mut b) = (vec![0.0; sm], vec![0.0; sm]);
+            if let Some(c0) = term.residual.quad_form(pt, &mut a, &mut b) {
+                let want = c0 + (0..sm).map(|c| (a[c] + b[c] * y[c]) * y[c]).sum::<f64>();
+                assert_close(
+                    &format!("{what} {} quad form", term.name),
+                    &r0,
+                    &[want],
+                    1e-12,
+                    1e-12,
+                );
+            }
+        }
+    }
+}

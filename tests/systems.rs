@@ -89,6 +89,7 @@ fn samplers_put_points_on_their_regions() {
                     Region::Interior => {}
                     Region::Initial => assert_eq!(pt[0], lo[0]),
                     Region::Point(q) => assert_eq!(pt, &q[..]),
+                    Region::Observed(o) => assert!(o.find(pt).is_some()),
                     Region::Faces(fs) => {
                         let on: Vec<&Face> = fs
                             .iter()

@@ -236,8 +236,18 @@ impl TrainArgs {
     pub fn from_toml(path: &std::path::Path) -> anyhow::Result<TrainArgs> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config {}", path.display()))?;
-        toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim()))
+        let mut args: TrainArgs = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim()))?;
+        if let Some(c) = &mut args.custom {
+            let dir = path.parent().unwrap_or(std::path::Path::new(""));
+            let dir = if dir.as_os_str().is_empty() {
+                std::path::Path::new(".")
+            } else {
+                dir
+            };
+            c.resolve_paths(&std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()));
+        }
+        Ok(args)
     }
 }
 

@@ -9,6 +9,7 @@
 mod book;
 pub mod custom;
 mod flows;
+pub mod observe;
 mod problems;
 pub mod system;
 

@@ -14,6 +14,7 @@
 //! every term (derivatives by finite differences of the solution), and the samplers
 //! against their regions.
 
+use super::observe::Observations;
 use super::problems::ScalarFn;
 use super::{Problem, ReferenceData, Residual, Setup, TermSpec};
 use crate::error::{Error, Result};
@@ -95,6 +96,8 @@ pub enum Region {
     Initial,
     /// One fixed point (pinning, e.g. the pressure's constant).
     Point(Vec<f64>),
+    /// The points of a set of observations (all of them, or a random subset).
+    Observed(Arc<Observations>),
 }
 
 /// One term of a system: a residual on a region, with the jet it needs.
@@ -187,6 +190,24 @@ impl BoxSystem {
                             format!("{p:?}"),
                             format!("{d} coordinates inside the box"),
                         ));
+                    }
+                }
+                Region::Observed(o) => {
+                    if o.dim() != d {
+                        return Err(Error::Shape(format!(
+                            "observations of term `{}` ({}) have {} coordinates, the box has {d}",
+                            t.name,
+                            o.source,
+                            o.dim()
+                        )));
+                    }
+                    if let Some(&f) = o.fields().iter().find(|&&f| f >= fields.len()) {
+                        return Err(Error::Shape(format!(
+                            "observations of term `{}` ({}) name field {f}, the system has {}",
+                            t.name,
+                            o.source,
+                            fields.len()
+                        )));
                     }
                 }
                 Region::Interior | Region::Initial => {}
@@ -324,6 +345,10 @@ impl Problem for BoxSystem {
             )
         })?;
         let mut x = vec![0.0; n * d];
+        if let Region::Observed(o) = &t.region {
+            o.sample(n, rng, &mut x)?;
+            return Ok(x);
+        }
         for p in x.chunks_mut(d) {
             match &t.region {
                 Region::Interior => self.uniform(rng, p),
@@ -333,6 +358,7 @@ impl Problem for BoxSystem {
                     p[0] = self.lo[0];
                 }
                 Region::Point(q) => p.copy_from_slice(q),
+                Region::Observed(_) => {} // filled above
             }
         }
         Ok(x)

@@ -86,7 +86,9 @@
 mod expr;
 mod system;
 
-pub use self::system::{ConditionKind, ConditionSpec, CustomSystem, ErrorGroupSpec, Exprs, Places};
+pub use self::system::{
+    ConditionKind, ConditionSpec, CustomSystem, ErrorGroupSpec, Exprs, ObservationSpec, Places,
+};
 
 use self::expr::*;
 use super::problems::{DataResidual, LinearResidual};
@@ -172,9 +174,21 @@ pub struct CustomSpec {
     pub error_group: Option<ErrorGroupSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conditions: Option<Vec<ConditionSpec>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observations: Option<Vec<ObservationSpec>>,
 }
 
 impl CustomSpec {
+    /// Make the relative file paths of the spec (observations) relative to `dir` (the
+    /// config file's directory), so that a saved run config finds them from anywhere.
+    pub fn resolve_paths(&mut self, dir: &std::path::Path) {
+        for o in self.observations.iter_mut().flatten() {
+            if o.file.is_relative() {
+                o.file = dir.join(&o.file);
+            }
+        }
+    }
+
     /// Validate the spec, parse and differentiate its expressions, and build the problem.
     pub fn build(&self) -> Result<Arc<dyn Problem>> {
         Ok(match self.pde {
@@ -427,6 +441,7 @@ fn check_keys(spec: &CustomSpec) -> Result<Boundary> {
         ("interior-points", spec.interior_points.is_some()),
         ("free-faces", spec.free_faces.is_some()),
         ("error-group", spec.error_group.is_some()),
+        ("observations", spec.observations.is_some()),
     ];
     if let Some((key, _)) = system_keys.iter().find(|(_, set)| *set) {
         return Err(unused(key, pde, " (only by \"system\")"));

@@ -32,6 +32,12 @@
 //! points = 200          # optional (default 200; 8 for a point)
 //! weight = 1.0          # optional
 //! name = "walls"        # optional, for messages
+//!
+//! [[custom.observations]]   # optional: data at points (`pde::observe`)
+//! file = "probes.csv"   # .csv (header x0…, fields, weight) or .npy; relative to the config
+//! fields = ["u"]        # CSV: default every field with a column; .npy: required
+//! points = 100          # optional (default all distinct points)
+//! weight = 1.0          # optional
 //! ```
 //!
 //! Variables of `equations`: `x0…` (and `t` = `x0` with `time = true`), every field by
@@ -64,6 +70,7 @@ use super::expr::{field_err, Combo, Expr};
 use super::{check_name_and_dim, coefficients, domain, fmt_matrix, CustomSpec};
 use crate::error::{check, Error, Result};
 use crate::jet::{JetKind, Operator};
+use crate::pde::observe::{observation_term, Observations};
 use crate::pde::problems::ScalarFn;
 use crate::pde::system::{BoxSystem, JetIdx, Region, SystemTerm, VecFn, MAX_FIELDS};
 use crate::pde::{Problem, ReferenceData, Setup, TermSpec};
@@ -138,6 +145,25 @@ pub struct ConditionSpec {
     pub alpha: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub beta: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub points: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
+}
+
+/// One `[[custom.observations]]` entry: values of fields at points, from a file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ObservationSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A `.csv` or `.npy` file (relative paths: to the config file's directory).
+    pub file: std::path::PathBuf,
+    /// The observed fields (CSV: default every field with a column; `.npy`: required,
+    /// in column order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Vec<String>>,
+    /// Points per step (default all; fewer: a random subset each time points are drawn).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub points: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -318,6 +344,66 @@ impl Builder<'_> {
         }
     }
 
+    /// Observation entry `i` as a term (its data checked when read).
+    fn observations(&self, i: usize, o: &ObservationSpec) -> Result<Built> {
+        let key = |k: &str| format!("observations[{i}].{k}");
+        if let Some(f) = &o.fields {
+            self.field_list(&key("fields"), f)?;
+        }
+        let data = Observations::load(
+            &o.file,
+            &self.fields,
+            o.fields.as_deref(),
+            &self.lo,
+            &self.hi,
+            self.time,
+        )
+        .map_err(|e| match e {
+            Error::Format { path, msg } => Error::Format {
+                path: format!("custom.observations[{i}].file = {path}"),
+                msg,
+            },
+            e => e,
+        })?;
+        let points = o.points.unwrap_or(data.len());
+        if points == 0 || points > data.len() {
+            return Err(Error::invalid(
+                format!("custom.{}", key("points")),
+                points,
+                format!(
+                    "1 to {} (the distinct points of {})",
+                    data.len(),
+                    o.file.display()
+                ),
+            ));
+        }
+        let weight = o.weight.unwrap_or(1.0);
+        check::positive(&format!("custom.{}", key("weight")), weight)?;
+        let name = o
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("observations-{i}"));
+        let observed: Vec<&str> = data
+            .fields()
+            .iter()
+            .map(|&f| self.fields[f].as_str())
+            .collect();
+        let summary = format!(
+            "{} observed at {} points ({})",
+            observed.join(", "),
+            data.len(),
+            o.file.display()
+        );
+        Ok(Built {
+            term: observation_term(&name, Arc::new(data), weight),
+            points,
+            checks: vec![],
+            faces: vec![],
+            initial: false,
+            summary,
+        })
+    }
+
     /// A list of field names (the key's value) as indices; every name once.
     fn field_list(&self, key: &str, names: &[String]) -> Result<Vec<usize>> {
         let mut out = Vec::new();
@@ -430,18 +516,23 @@ impl CustomSystem {
         b.solution = b.solution()?;
         let (eq, interior_checks, eq_texts) = b.equations()?;
         let conds = spec.conditions.as_deref().unwrap_or_default();
-        if conds.is_empty() {
+        let obs_specs = spec.observations.as_deref().unwrap_or_default();
+        if conds.is_empty() && obs_specs.is_empty() {
             return Err(field_err(
                 "conditions",
-                "missing: a system needs [[custom.conditions]] on its faces",
+                "missing: a system needs [[custom.conditions]] on its faces (or \
+                 [[custom.observations]] and `free-faces`)",
             ));
         }
-        let built = conds
+        let mut built = conds
             .iter()
             .enumerate()
             .map(|(i, c)| b.condition(i, c))
             .collect::<Result<Vec<_>>>()?;
         check_coverage(spec, d, &built)?;
+        for (i, o) in obs_specs.iter().enumerate() {
+            built.push(b.observations(i, o)?);
+        }
         let m = b.fields.len();
         let interior_points = spec.interior_points.unwrap_or(2000);
         check::at_least("custom.interior-points", interior_points, 1)?;

@@ -11,6 +11,7 @@ pub mod backend;
 pub mod cli;
 pub mod curvature;
 pub mod error;
+pub mod geometry;
 pub mod io;
 pub mod jet;
 pub mod loss;

@@ -40,6 +40,8 @@ pub struct SetOp {
     measures: Vec<f64>,
     /// Acceptance rate of each piece's sampler.
     piece_accept: Vec<f64>,
+    /// Number of a's pieces (b's follow).
+    na: usize,
 }
 
 /// `A ∪ B`.
@@ -94,6 +96,7 @@ impl SetOp {
             accept: 1.0,
             measures: vec![],
             piece_accept: vec![],
+            na: pa.len(),
         };
         let d = s.a.dim();
         let mut rng = ChaCha8Rng::seed_from_u64(0x5e7_0b5);
@@ -129,7 +132,7 @@ impl SetOp {
 
     /// The operand that owns piece `p`, and the piece's index there.
     fn operand(&self, p: usize) -> (&ShapeRef, usize) {
-        let na = self.a.pieces().len();
+        let na = self.na;
         if p < na {
             (&self.a, p)
         } else {
@@ -139,7 +142,7 @@ impl SetOp {
 
     /// Whether a point of piece `p` (on its operand's boundary) is on the result's.
     fn keeps(&self, p: usize, x: &[f64]) -> bool {
-        let from_a = p < self.a.pieces().len();
+        let from_a = p < self.na;
         let other = if from_a { &self.b } else { &self.a };
         let s = other.sdf(x);
         match (self.op, from_a) {
@@ -266,7 +269,7 @@ impl Shape for SetOp {
             ));
         }
         let (owner, q) = self.operand(p);
-        let flip = self.op == Op::Difference && p >= self.a.pieces().len();
+        let flip = self.op == Op::Difference && p >= self.na;
         // batches from the operand's piece, keeping the points on the result's boundary
         let batch = ((n as f64 / rate) * 1.2) as usize + 16;
         let (mut bx, mut bn) = (vec![0.0; batch * d], vec![0.0; batch * d]);

@@ -15,9 +15,8 @@ const N: usize = 100_000;
 
 fn bench(c: &mut Criterion) {
     let plate: ShapeRef = Arc::new(BoxShape::new(vec![0.0, 0.0], vec![1.0, 1.0]).unwrap());
-    let hole: ShapeRef = Arc::new(
-        Prefixed::new(Arc::new(Ball::new(vec![0.5, 0.5], 0.4).unwrap()), "hole").unwrap(),
-    );
+    let hole: ShapeRef =
+        Arc::new(Prefixed::new(Arc::new(Ball::new(vec![0.5, 0.5], 0.4).unwrap()), "hole").unwrap());
     let s = Difference::new(plate, hole).unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let (mut x, mut n) = (vec![0.0; N * 2], vec![0.0; N * 2]);

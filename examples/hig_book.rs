@@ -164,6 +164,7 @@ fn run_one(run: &Run, a: &Args, summary: &mut std::fs::File) -> anyhow::Result<(
         log_every: a.log_every,
         resample: setup.resample,
         points: vec![batch],
+        point_kind: Default::default(),
         eval_points: setup.eval_points,
         data_seed: a.seed,
         chunk_rows: None,

@@ -823,6 +823,7 @@ fn hig_trains_the_toy_through_the_trainer() {
         log_every: 10,
         resample: s.resample,
         points: s.points.clone(),
+        point_kind: Default::default(),
         eval_points: s.eval_points,
         data_seed: 1,
         chunk_rows: None,

@@ -3,6 +3,7 @@
 //! or truncated checkpoints and configs are clear errors.
 
 use kfac_pinn::backend::cpu::Cpu;
+use kfac_pinn::geometry::PointKind;
 use kfac_pinn::loss::Objective;
 use kfac_pinn::model::Mlp;
 use kfac_pinn::optim::{self, OptimizerConfig};
@@ -13,6 +14,7 @@ use std::process::Command;
 use std::sync::atomic::AtomicBool;
 
 fn trainer(opt: &str, steps: u64) -> Trainer<Cpu, f64> {
+    let name = opt;
     let problem = builtin("heat1d").unwrap();
     let mlp = Mlp::new(&[2, 12, 1]).unwrap();
     let params: Vec<f64> = mlp.init(3);
@@ -27,6 +29,12 @@ fn trainer(opt: &str, steps: u64) -> Trainer<Cpu, f64> {
         log_every: 4,
         resample: 3, // exercises the data stream's RNG state
         points: vec![50, 20],
+        // sgd's runs draw scrambled Sobol points: their scrambles come from the same stream
+        point_kind: if name == "sgd" {
+            PointKind::Sobol
+        } else {
+            PointKind::Uniform
+        },
         eval_points: 100,
         data_seed: 7,
         chunk_rows: Some(64),

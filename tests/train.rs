@@ -16,6 +16,7 @@ fn options(steps: u64, points: Vec<usize>) -> TrainOptions {
         log_every: 500,
         resample: 0,
         points,
+        point_kind: Default::default(),
         eval_points: 2000,
         data_seed: 0,
         chunk_rows: None,

@@ -5,6 +5,7 @@ use super::parse_list;
 use super::signals::Signals;
 use crate::backend::cpu::Cpu;
 use crate::backend::device::DeviceKind;
+use crate::geometry::PointKind;
 use crate::io::lock::DirLock;
 use crate::loss::Objective;
 use crate::model::Mlp;
@@ -116,7 +117,8 @@ pub struct TrainArgs {
     /// many more seconds).
     #[arg(long)]
     pub seconds: Option<f64>,
-    /// Points per term, e.g. 900,120 (interior, boundary).
+    /// Points per term, e.g. 900,120 (interior, boundary), and/or how they are drawn:
+    /// uniform, sobol, halton or lhs (e.g. `sobol`, or `sobol:900,120`).
     #[arg(long)]
     pub points: Option<String>,
     /// Resample the training points every K steps (0: fixed).
@@ -251,6 +253,27 @@ impl TrainArgs {
     }
 }
 
+/// `--points`: counts (`900,120`), a kind (`sobol`), or both (`sobol:900,120`).
+fn parse_points(s: &str) -> anyhow::Result<(Option<PointKind>, Option<Vec<usize>>)> {
+    let (kind, counts) = match s.split_once(':') {
+        Some((k, c)) => (Some(k), Some(c)),
+        None if s
+            .trim()
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic()) =>
+        {
+            (Some(s), None)
+        }
+        None => (None, Some(s)),
+    };
+    let kind = kind.map(PointKind::parse).transpose().map_err(|e| {
+        anyhow::anyhow!("--points: {e} (give a kind, counts such as 900,120, or sobol:900,120)")
+    })?;
+    let counts = counts.map(|c| parse_list("points", c)).transpose()?;
+    Ok((kind, counts))
+}
+
 /// Everything a run needs, resolved from flags, config file and preset.
 #[derive(Clone, Debug)]
 pub struct Resolved {
@@ -316,7 +339,10 @@ impl Resolved {
             lambda: self.problem_opts.lambda,
             steps: self.opts.max_steps,
             seconds: self.opts.max_seconds,
-            points: Some(list(&self.opts.points)),
+            points: Some(match self.opts.point_kind {
+                PointKind::Uniform => list(&self.opts.points),
+                k => format!("{}:{}", k.as_str(), list(&self.opts.points)),
+            }),
             resample: Some(self.opts.resample),
             eval_points: Some(self.opts.eval_points),
             log_every: Some(self.opts.log_every),
@@ -411,8 +437,15 @@ pub fn resolve(a: &TrainArgs) -> anyhow::Result<Resolved> {
     if let Some(w) = &a.widths {
         widths = Mlp::parse(w)?.widths().to_vec();
     }
+    let mut point_kind = PointKind::Uniform;
     if let Some(p) = &a.points {
-        points = parse_list("points", p)?;
+        let (kind, counts) = parse_points(p)?;
+        if let Some(k) = kind {
+            point_kind = k;
+        }
+        if let Some(c) = counts {
+            points = c;
+        }
     }
     if let Some(r) = a.resample {
         resample = r;
@@ -464,6 +497,7 @@ pub fn resolve(a: &TrainArgs) -> anyhow::Result<Resolved> {
             log_every,
             resample,
             points,
+            point_kind,
             eval_points,
             data_seed: a.data_seed.unwrap_or(0),
             chunk_rows: a.chunk_rows,

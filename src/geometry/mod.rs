@@ -18,10 +18,12 @@
 mod ops;
 mod polygon;
 mod primitives;
+pub mod qmc;
 
 pub use ops::{Difference, Intersection, Prefixed, SetOp, TimeProduct, Union};
 pub use polygon::Polygon;
 pub use primitives::{Ball, BoxShape, Ellipsoid, Shell, Simplex};
+pub use qmc::PointKind;
 
 use crate::error::{Error, Result};
 use rand::Rng;

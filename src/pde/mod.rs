@@ -61,6 +61,7 @@ pub fn problem(name: &str, opts: &ProblemOptions) -> Result<Arc<dyn Problem>> {
 }
 
 use crate::error::Result;
+use crate::geometry::PointKind;
 use crate::jet::JetKind;
 use rand_chacha::ChaCha8Rng;
 use std::sync::Arc;
@@ -191,6 +192,25 @@ pub trait Problem: Send + Sync {
     fn terms(&self) -> Vec<TermSpec>;
     /// `n` points (row-major, `dim()` columns) for term `term`.
     fn sample(&self, term: usize, n: usize, rng: &mut ChaCha8Rng) -> Result<Vec<f64>>;
+    /// `n` points for term `term` drawn as `kind` (quasi-random kinds map unit-cube
+    /// points onto the term's region, [`crate::geometry::qmc`]); the default draws
+    /// uniform points only.
+    fn sample_kind(
+        &self,
+        term: usize,
+        n: usize,
+        kind: PointKind,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Vec<f64>> {
+        match kind {
+            PointKind::Uniform => self.sample(term, n, rng),
+            k => Err(crate::Error::invalid(
+                "points",
+                k.as_str(),
+                format!("uniform (problem `{}` draws its own points)", self.name()),
+            )),
+        }
+    }
     /// Points for measuring the error (default: like the first term's).
     fn sample_eval(&self, n: usize, rng: &mut ChaCha8Rng) -> Result<Vec<f64>> {
         self.sample(0, n, rng)

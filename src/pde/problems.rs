@@ -2,8 +2,11 @@
 //! public experiment code, see docs/paper-setups.md): Poisson 2d/5d/10d/100d, heat 1+1d
 //! and 4+1d, log-Fokker–Planck 9+1d. Time, where present, is the first input coordinate.
 
+use super::system::{map_unit, Face};
 use super::{Problem, Residual, Setup, TermSpec};
 use crate::error::{Error, Result};
+use crate::geometry::qmc::unit_points;
+use crate::geometry::PointKind;
 use crate::jet::{JetKind, Operator};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -255,6 +258,46 @@ impl Problem for BoxProblem {
                 }),
             },
             _ => return Err(Error::invalid("term", term, "0 (interior) or 1 (boundary)")),
+        }
+        Ok(x)
+    }
+    fn sample_kind(
+        &self,
+        term: usize,
+        n: usize,
+        kind: PointKind,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Vec<f64>> {
+        if kind == PointKind::Uniform || term > 1 {
+            return self.sample(term, n, rng);
+        }
+        let d = self.dim();
+        let mut x = vec![0.0; n * d];
+        let (lo, hi) = (&self.lo, &self.hi);
+        // the faces of coordinates `first..d`, each equally likely (as `on_face`)
+        let faces = |first: usize| -> (Vec<Face>, Vec<f64>) {
+            let fs: Vec<Face> = (first..d)
+                .flat_map(|c| [Face::lower(c), Face::upper(c)])
+                .collect();
+            let w = vec![1.0; fs.len()];
+            (fs, w)
+        };
+        let map = |rng: &mut ChaCha8Rng, x: &mut [f64], f: Option<usize>, init: bool| {
+            let u = unit_points(kind, x.len() / d, d, rng)?;
+            let fw = f.map(faces);
+            let fw = fw.as_ref().map(|(a, b)| (a.as_slice(), b.as_slice()));
+            map_unit(&u, lo, hi, fw, init, x);
+            Ok::<(), Error>(())
+        };
+        match (term, self.boundary) {
+            (0, _) => map(rng, &mut x, None, false)?,
+            (_, Boundary::Faces) => map(rng, &mut x, Some(0), false)?,
+            (_, Boundary::Initial) => map(rng, &mut x, None, true)?,
+            (_, Boundary::FacesAndInitial) => {
+                let (a, b) = x.split_at_mut((n / 2) * d);
+                map(rng, a, Some(1), false)?;
+                map(rng, b, None, true)?;
+            }
         }
         Ok(x)
     }

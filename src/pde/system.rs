@@ -18,6 +18,8 @@ use super::observe::Observations;
 use super::problems::ScalarFn;
 use super::{Problem, ReferenceData, Residual, Setup, TermSpec};
 use crate::error::{Error, Result};
+use crate::geometry::qmc::unit_points;
+use crate::geometry::PointKind;
 use crate::jet::{JetKind, Operator};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -279,6 +281,50 @@ impl BoxSystem {
     }
 }
 
+/// Points of a box region from unit-cube points `u` (`n × d`; quasi-random samplers):
+/// the interior is `lo + u∘(hi − lo)`; on faces `u_0` picks the face (by `weights`) and
+/// the other coordinates fill the face; on the initial slice `x_0 = lo_0`.
+pub(crate) fn map_unit(
+    u: &[f64],
+    lo: &[f64],
+    hi: &[f64],
+    faces: Option<(&[Face], &[f64])>,
+    initial: bool,
+    out: &mut [f64],
+) {
+    let d = lo.len();
+    for (p, q) in out.chunks_mut(d).zip(u.chunks(d)) {
+        for i in 0..d {
+            p[i] = lo[i] + q[i] * (hi[i] - lo[i]);
+        }
+        if let Some((fs, w)) = faces {
+            let total: f64 = w.iter().sum();
+            let mut pick = q[0] * total;
+            let mut k = fs.len() - 1;
+            for (j, wj) in w.iter().enumerate() {
+                if pick < *wj {
+                    k = j;
+                    break;
+                }
+                pick -= wj;
+            }
+            let f = fs[k];
+            // the face's free coordinates take u_1 … u_{d−1} in order
+            let mut next = 1;
+            for i in 0..d {
+                if i != f.coord {
+                    p[i] = lo[i] + q[next] * (hi[i] - lo[i]);
+                    next += 1;
+                }
+            }
+            p[f.coord] = if f.upper { hi[f.coord] } else { lo[f.coord] };
+        }
+        if initial {
+            p[0] = lo[0];
+        }
+    }
+}
+
 pub(crate) fn check_box(lo: &[f64], hi: &[f64]) -> Result<()> {
     if lo.len() != hi.len() || lo.is_empty() {
         return Err(Error::Shape(format!(
@@ -360,6 +406,34 @@ impl Problem for BoxSystem {
                 Region::Point(q) => p.copy_from_slice(q),
                 Region::Observed(_) => {} // filled above
             }
+        }
+        Ok(x)
+    }
+    fn sample_kind(
+        &self,
+        term: usize,
+        n: usize,
+        kind: PointKind,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Vec<f64>> {
+        let t = self.terms.get(term);
+        let fixed = matches!(
+            t.map(|t| &t.region),
+            Some(Region::Point(_) | Region::Observed(_)) | None
+        );
+        if kind == PointKind::Uniform || fixed {
+            return self.sample(term, n, rng);
+        }
+        let d = self.dim();
+        let u = unit_points(kind, n, d, rng)?;
+        let mut x = vec![0.0; n * d];
+        match &self.terms[term].region {
+            Region::Faces(fs) => {
+                let w: Vec<f64> = fs.iter().map(|&f| self.face_measure(f)).collect();
+                map_unit(&u, &self.lo, &self.hi, Some((fs, &w)), false, &mut x)
+            }
+            Region::Initial => map_unit(&u, &self.lo, &self.hi, None, true, &mut x),
+            _ => map_unit(&u, &self.lo, &self.hi, None, false, &mut x),
         }
         Ok(x)
     }

@@ -15,6 +15,7 @@ pub use log::{read as read_log, truncate_log, CsvLog, LogRepair, LogRow, HEADER 
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
+use crate::geometry::PointKind;
 use crate::loss::{Evaluator, L2Error, Objective};
 use crate::model::Mlp;
 use crate::optim::Optimizer;
@@ -38,6 +39,8 @@ pub struct TrainOptions {
     pub resample: usize,
     /// Points per term.
     pub points: Vec<usize>,
+    /// How training points are drawn (uniform, Sobol, Halton, Latin hypercube).
+    pub point_kind: PointKind,
     pub eval_points: usize,
     /// Seed of the data stream (model initialisation has its own seed).
     pub data_seed: u64,
@@ -62,6 +65,7 @@ impl Default for TrainOptions {
             log_every: 10,
             resample: 0,
             points: vec![],
+            point_kind: PointKind::Uniform,
             eval_points: 1000,
             data_seed: 0,
             chunk_rows: None,
@@ -241,7 +245,7 @@ impl<B: Backend, T: Real> Trainer<B, T> {
         };
         let eval = Evaluator::new(be.clone(), mlp, &ex, reference)?;
         for (t, &n) in opts.points.iter().enumerate() {
-            obj.set_points(t, problem.sample(t, n, &mut rng)?)?;
+            obj.set_points(t, problem.sample_kind(t, n, opts.point_kind, &mut rng)?)?;
         }
         let params = be.upload(&convert::<f64, T>(params))?;
         Ok(Trainer {
@@ -336,7 +340,9 @@ impl<B: Backend, T: Real> Trainer<B, T> {
 
     fn resample(&mut self) -> Result<()> {
         for (t, &n) in self.opts.points.clone().iter().enumerate() {
-            let x = self.problem.sample(t, n, &mut self.rng)?;
+            let x = self
+                .problem
+                .sample_kind(t, n, self.opts.point_kind, &mut self.rng)?;
             self.obj.set_points(t, x)?;
         }
         self.opt.points_changed();

@@ -728,7 +728,16 @@ impl Problem for CustomProblem {
         self.inner.terms()
     }
     fn sample(&self, term: usize, n: usize, rng: &mut ChaCha8Rng) -> Result<Vec<f64>> {
-        let x = self.inner.sample(term, n, rng)?;
+        self.sample_kind(term, n, crate::geometry::PointKind::Uniform, rng)
+    }
+    fn sample_kind(
+        &self,
+        term: usize,
+        n: usize,
+        kind: crate::geometry::PointKind,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Vec<f64>> {
+        let x = self.inner.sample_kind(term, n, kind, rng)?;
         match term {
             0 => {
                 if let Some(f) = &self.rhs {

@@ -241,7 +241,16 @@ impl Problem for CustomSystem {
         self.inner.terms()
     }
     fn sample(&self, term: usize, n: usize, rng: &mut ChaCha8Rng) -> Result<Vec<f64>> {
-        let x = self.inner.sample(term, n, rng)?;
+        self.sample_kind(term, n, crate::geometry::PointKind::Uniform, rng)
+    }
+    fn sample_kind(
+        &self,
+        term: usize,
+        n: usize,
+        kind: crate::geometry::PointKind,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Vec<f64>> {
+        let x = self.inner.sample_kind(term, n, kind, rng)?;
         for c in self.checks.get(term).into_iter().flatten() {
             c.run(&x, self.d)?;
         }

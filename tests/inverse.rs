@@ -87,11 +87,13 @@ fn exact_solution_satisfies_the_residuals_at_the_true_coefficient() {
                 }
             };
             let mut res = [0.0];
-            term.residual.eval_coef(pt, &y, &[truth], &mut res, None, None);
+            term.residual
+                .eval_coef(pt, &y, &[truth], &mut res, None, None);
             assert!(res[0].abs() < 1e-5, "term {}: {}", term.name, res[0]);
             // at another κ the PDE residual is not zero
             if t == 0 && pt[1] > 0.1 && pt[1] < 0.9 {
-                term.residual.eval_coef(pt, &y, &[2.0 * truth], &mut res, None, None);
+                term.residual
+                    .eval_coef(pt, &y, &[2.0 * truth], &mut res, None, None);
                 assert!(res[0].abs() > 1e-3, "{}", res[0]);
             }
         }
@@ -193,7 +195,11 @@ fn gramians_and_products_with_coefficient_columns_match_finite_differences() {
     let mut layer = Gramian::new(&Cpu, obj.mlp(), GramianKind::Layer, false).unwrap();
     layer.update(&mut obj, &p, 0.0, &mut grad).unwrap();
     let blocks = layer.blocks().to_vec();
-    assert_eq!(*blocks.last().unwrap(), (np - 1, 1), "coefficient block last");
+    assert_eq!(
+        *blocks.last().unwrap(),
+        (np - 1, 1),
+        "coefficient block last"
+    );
     let mut masked = vec![0.0; np * np];
     for &(off, n) in &blocks {
         for a in off..off + n {
@@ -214,7 +220,13 @@ fn gramians_and_products_with_coefficient_columns_match_finite_differences() {
     assert!(kk > 1e-6, "the coefficient block is not trivial: {kk}");
     let mut pass = KfacPass::new(obj.mlp(), 3).unwrap();
     pass.run(&mut obj, &p, &mut grad, None, None).unwrap();
-    assert_close("KFAC coefficient block", pass.coef_block(), &[kk], 1e-5, 1e-9);
+    assert_close(
+        "KFAC coefficient block",
+        pass.coef_block(),
+        &[kk],
+        1e-5,
+        1e-9,
+    );
     // G v and vᵀ G w with the coefficient entries
     let mut r = rng(2);
     let v = uniform(&mut r, np, -1.0, 1.0);
@@ -229,7 +241,13 @@ fn gramians_and_products_with_coefficient_columns_match_finite_differences() {
     let gram = jvp_gram(&mut obj, &p, &[&v, &w]).unwrap();
     let vgw: f64 = (0..np).map(|a| w[a] * gv_want[a]).sum();
     let vgv: f64 = (0..np).map(|a| v[a] * gv_want[a]).sum();
-    assert_close("vᵀGv, vᵀGw", &[gram[0], gram[1]], &[vgv, vgw], 1e-5, 1e-7 * gscale);
+    assert_close(
+        "vᵀGv, vᵀGw",
+        &[gram[0], gram[1]],
+        &[vgv, vgw],
+        1e-5,
+        1e-7 * gscale,
+    );
 }
 
 fn train(optimizer: &str, cfg: OptimizerConfig, steps: u64) -> kfac_pinn::train::Summary {
@@ -314,7 +332,10 @@ fn a_coefficient_without_observations_warns() {
     let prob: Arc<dyn Problem> = Arc::new(Unobserved(inverse_heat()));
     let w = coefficient_warnings(prob.as_ref());
     assert_eq!(w.len(), 1, "{w:?}");
-    assert!(w[0].contains("kappa") && w[0].contains("observation"), "{w:?}");
+    assert!(
+        w[0].contains("kappa") && w[0].contains("observation"),
+        "{w:?}"
+    );
     // and the run reports it
     let mlp = Mlp::new(&[2, 4, 1]).unwrap();
     let params: Vec<f64> = mlp.init(2);
@@ -328,7 +349,11 @@ fn a_coefficient_without_observations_warns() {
     let build = |obj: &Objective<Cpu, f64>| optim::build("adam", &cfg, obj);
     let mut t = Trainer::new(Cpu, prob, mlp, &params, build, opts).unwrap();
     let s = t.run(None, &AtomicBool::new(false)).unwrap();
-    assert!(s.warnings.iter().any(|x| x.contains("kappa")), "{:?}", s.warnings);
+    assert!(
+        s.warnings.iter().any(|x| x.contains("kappa")),
+        "{:?}",
+        s.warnings
+    );
 }
 
 #[test]
@@ -340,8 +365,9 @@ fn coefficients_round_trip_through_model_files_and_logs() {
     params[n - 1] = std::f64::consts::PI / 7.0;
     let names = ("kfac_pinn.coefficient_names", "kappa,nu".to_string());
     for f32 in [false, true] {
-        let bytes = kfac_pinn::model::io::to_bytes(&mlp, &params, f32, &[(names.0, names.1.clone())])
-            .unwrap();
+        let bytes =
+            kfac_pinn::model::io::to_bytes(&mlp, &params, f32, &[(names.0, names.1.clone())])
+                .unwrap();
         let m = kfac_pinn::model::io::from_bytes(std::path::Path::new("mem"), &bytes).unwrap();
         assert_eq!(m.mlp, mlp.network());
         assert_eq!(m.params.len(), mlp.num_net_params());
@@ -380,7 +406,10 @@ fn coefficients_round_trip_through_model_files_and_logs() {
     t.run(Some(&mut log), &AtomicBool::new(false)).unwrap();
     drop(log);
     let text = std::fs::read_to_string(&path).unwrap();
-    assert!(text.starts_with("step,seconds,loss,l2_abs,l2_rel,lr,coef:kappa\n"), "{text}");
+    assert!(
+        text.starts_with("step,seconds,loss,l2_abs,l2_rel,lr,coef:kappa\n"),
+        "{text}"
+    );
     let rows = kfac_pinn::train::read_log(&path).unwrap();
     assert_eq!(rows.iter().map(|r| r.step).collect::<Vec<_>>(), [0, 2, 4]);
     assert_eq!(rows[0].coefs, [1.0], "κ0 at step 0");
@@ -390,5 +419,35 @@ fn coefficients_round_trip_through_model_files_and_logs() {
     kfac_pinn::train::truncate_log(&path, 2, 2).unwrap();
     let rows = kfac_pinn::train::read_log(&path).unwrap();
     assert_eq!(rows.len(), 2);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn cli_reports_and_saves_the_coefficient() {
+    let dir = std::env::temp_dir().join(format!("kfac-inverse-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("m.safetensors");
+    let (code, out, err) = common::kfac_pinn(&[
+        "train",
+        "--preset",
+        "inverse-heat",
+        "--optimizer",
+        "kfac-star",
+        "--steps",
+        "5",
+        "--device",
+        "cpu",
+        "--json",
+        "--save",
+        model.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let k = &j["coefficients"]["kappa"];
+    assert_eq!(k["true"], 0.25);
+    let v = k["value"].as_f64().unwrap();
+    assert!(v.is_finite() && v != 1.0, "κ moved from its start: {v}");
+    let m = kfac_pinn::model::io::load(&model).unwrap();
+    assert_eq!(m.coefficients, [("kappa".to_string(), v)]);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -62,7 +62,10 @@ pub fn chunk_jacobian<B: Backend, T: Real>(
         let mut vals = vec![T::ZERO; k];
         for i in 0..rows {
             vals.fill(T::ZERO);
-            for (v, d) in vals.iter_mut().zip(dc.get(i * k..(i + 1) * k).unwrap_or(&[])) {
+            for (v, d) in vals
+                .iter_mut()
+                .zip(dc.get(i * k..(i + 1) * k).unwrap_or(&[]))
+            {
                 *v = T::from_f64(c * d);
             }
             be.upload_range(&vals, j, (row0 + i) * p + p - k)?;

@@ -140,7 +140,11 @@ impl<B: Backend, T: Real> ChunkPass<'_, B, T> {
     fn host(&mut self) -> Result<&(Vec<f64>, Vec<f64>, Vec<f64>)> {
         if self.host.is_none() {
             let (nr, sm, n) = (self.n_res, self.s_m, self.n);
-            let kc = if self.uses_coefs() { self.coefs.len() } else { 0 };
+            let kc = if self.uses_coefs() {
+                self.coefs.len()
+            } else {
+                0
+            };
             let d = self.x.len() / n.max(1);
             let y = self.engine.output()?;
             let mut r = vec![0.0; n * nr];
@@ -148,7 +152,10 @@ impl<B: Backend, T: Real> ChunkPass<'_, B, T> {
             let mut dc = vec![0.0; n * nr * kc];
             for i in 0..n {
                 let (x, y) = (&self.x[i * d..(i + 1) * d], &y[i * sm..(i + 1) * sm]);
-                let (r, jac) = (&mut r[i * nr..(i + 1) * nr], &mut jac[i * nr * sm..][..nr * sm]);
+                let (r, jac) = (
+                    &mut r[i * nr..(i + 1) * nr],
+                    &mut jac[i * nr * sm..][..nr * sm],
+                );
                 if kc > 0 {
                     let dc = &mut dc[i * nr * kc..][..nr * kc];
                     self.spec

@@ -255,7 +255,12 @@ fn read_coefficients(path: &Path, meta: &HashMap<String, String>) -> Result<Vec<
                 .parse::<f64>()
                 .ok()
                 .filter(|x| x.is_finite())
-                .ok_or_else(|| bad(path, format!("coefficient value `{v}` is not a finite number")))
+                .ok_or_else(|| {
+                    bad(
+                        path,
+                        format!("coefficient value `{v}` is not a finite number"),
+                    )
+                })
         })
         .collect::<Result<Vec<_>>>()?;
     let names: Vec<String> = match meta.get(COEF_NAMES_KEY) {

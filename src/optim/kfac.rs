@@ -25,10 +25,10 @@ use super::util::{
 };
 use super::{field, grid_line_search, only_fields, OptimizerConfig, State, StepInfo};
 use crate::backend::Backend;
+use crate::curvature::linalg::pinv_solve;
 use crate::curvature::{
     jvp_gram, DeviceFactors, JacobianStore, KfacFactors, KfacInverse, KfacPass, DEFAULT_STORE_BYTES,
 };
-use crate::curvature::linalg::pinv_solve;
 use crate::error::{check, Result};
 use crate::loss::Objective;
 use crate::scalar::{convert, Real};

@@ -75,7 +75,8 @@ struct InverseHeat {
 }
 
 fn inverse_heat() -> Result<InverseHeat> {
-    let exact: ScalarFn = Arc::new(|x: &[f64]| (-PI * PI * KAPPA_TRUE * x[0]).exp() * (PI * x[1]).sin());
+    let exact: ScalarFn =
+        Arc::new(|x: &[f64]| (-PI * PI * KAPPA_TRUE * x[0]).exp() * (PI * x[1]).sin());
     let heat = BoxProblem::new(
         "inverse-heat",
         "u_t = κ u_xx on (t,x) ∈ [0,1]², u = e^{-π²κt} sin(πx); κ = 0.25 unknown (starts at 1), from 200 interior observations of u",

@@ -55,7 +55,10 @@ impl CsvLog {
 
     /// [`Self::create`] with a column per unknown coefficient (`coef:<name>`).
     pub fn create_with(path: &Path, coefs: &[String]) -> Result<Self> {
-        if let Some(c) = coefs.iter().find(|c| c.is_empty() || c.contains([',', '\n'])) {
+        if let Some(c) = coefs
+            .iter()
+            .find(|c| c.is_empty() || c.contains([',', '\n']))
+        {
             return Err(Error::invalid(
                 "coefficient name",
                 c,
@@ -139,10 +142,7 @@ fn read_repairable(path: &Path) -> Result<(Vec<LogRow>, Option<TornRow>, String)
         Some(h) if h == HEADER => 0,
         Some(h)
             if h.strip_prefix(HEADER).is_some_and(|rest| {
-                rest.split(',')
-                    .skip(1)
-                    .all(|c| c.starts_with(COEF_PREFIX))
-                    && rest.starts_with(',')
+                rest.split(',').skip(1).all(|c| c.starts_with(COEF_PREFIX)) && rest.starts_with(',')
             }) =>
         {
             h[HEADER.len()..].split(',').count() - 1
@@ -207,7 +207,10 @@ fn parse_row(line: &str, extra: usize) -> std::result::Result<Option<LogRow>, St
         } else {
             Some(num(f[5])?)
         },
-        coefs: f[6..].iter().map(|s| num(s)).collect::<std::result::Result<_, _>>()?,
+        coefs: f[6..]
+            .iter()
+            .map(|s| num(s))
+            .collect::<std::result::Result<_, _>>()?,
     }))
 }
 

@@ -266,7 +266,10 @@ impl<B: Backend, T: Real> Trainer<B, T> {
         }
         let coefs = problem.coefficients();
         for c in &coefs {
-            crate::error::check::finite(&format!("initial value of coefficient `{}`", c.name), c.initial)?;
+            crate::error::check::finite(
+                &format!("initial value of coefficient `{}`", c.name),
+                c.initial,
+            )?;
         }
         let mlp = mlp.network().with_coefficients(coefs.len());
         let mut params = params.to_vec();

@@ -384,6 +384,19 @@ fn systems() -> Vec<Preset> {
             9000,
             1e-3,
         ),
+        // the inverse problem (design §7): κ with the solution; ENGD's damping 1e-6
+        // (smaller ones stalled on some seeds in 300-step runs)
+        Preset {
+            seconds: 60.0,
+            ..p(
+                "inverse-heat",
+                "inverse-heat",
+                &[2, 32, 1],
+                &[500, 100, 200],
+                5000,
+                1e-6,
+            )
+        },
     ]
 }
 
@@ -427,6 +440,7 @@ mod tests {
             "cavity-re100",
             "wave1d",
             "poisson-mixed-bc",
+            "inverse-heat",
         ] {
             let p = get(name).unwrap();
             let setup = crate::pde::problem(p.problem, &Default::default())

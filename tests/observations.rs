@@ -337,6 +337,7 @@ fn boundary_known_only_through_observations_trains() {
     let p = spec.build().unwrap();
     assert_eq!(p.terms().len(), 2);
     assert_eq!(p.terms()[1].name, "walls");
+    assert_eq!(p.observation_terms(), vec![1]);
     assert!(
         p.summary().contains("u observed at 160 points"),
         "{}",

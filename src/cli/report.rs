@@ -1,5 +1,6 @@
 //! The end-of-run report of `train`: one line (or `--json`), the per-field errors of
-//! systems and the comparison with published reference values. Checked by tests/cli.rs
+//! systems, the comparison with published reference values and the recovered
+//! coefficients of inverse problems. Checked by tests/cli.rs
 //! and tests/systems.rs (the JSON fields).
 
 use crate::train::{StopReason, Summary};
@@ -38,6 +39,19 @@ pub(super) fn report(s: &Summary, json: bool) -> anyhow::Result<()> {
                 "largest deviation from the reference values ({} points; {}): {:.3e}",
                 r.points, r.source, r.max_abs_error
             );
+        }
+        if !s.coefficients.is_empty() {
+            let per: Vec<String> = s
+                .coefficients
+                .iter()
+                .map(|(k, c)| match (c.truth, c.rel_error) {
+                    (Some(t), Some(e)) => {
+                        format!("{k} {:.6e} (true {t:e}, relative error {e:.3e})", c.value)
+                    }
+                    _ => format!("{k} {:.6e}", c.value),
+                })
+                .collect();
+            println!("recovered coefficients: {}", per.join(", "));
         }
         if !s.warnings.is_empty() {
             println!("{} warning(s): {}", s.warnings.len(), s.warnings.join("; "));

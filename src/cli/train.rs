@@ -845,8 +845,16 @@ fn train_on<B: crate::backend::Backend, T: Real>(
     let prob = r.problem()?;
     let mlp = Mlp::new(&r.widths)?;
     let params: Vec<f64> = match &r.init {
-        Some(path) => crate::model::io::load(path)?.params,
-        None => mlp.init(r.seed),
+        Some(path) => {
+            // a file of the same inverse problem starts from its recovered coefficients
+            let m = crate::model::io::load(path)?;
+            let mut p = m.params;
+            if !m.coefficients.is_empty() && m.coefficients.len() == prob.coefficients().len() {
+                p.extend(m.coefficients.iter().map(|c| c.1));
+            }
+            p
+        }
+        None => mlp.init(r.seed)[..mlp.num_net_params()].to_vec(),
     };
     // the optimizer is built for the trainer's objective; its settings are checked first
     optim::validate(&r.optimizer, &r.opt_cfg)
@@ -884,17 +892,24 @@ fn train_on<B: crate::backend::Backend, T: Real>(
             Some(CsvLog::append(path)?)
         }
         (None, Start::Resume(_)) => bail!("cannot resume without the run's log"),
-        (Some(path), Start::Fresh) => Some(CsvLog::create(path)?),
+        (Some(path), Start::Fresh) => {
+            let names: Vec<String> = prob.coefficients().into_iter().map(|c| c.name).collect();
+            Some(CsvLog::create_with(path, &names)?)
+        }
         (None, Start::Fresh) => None,
     };
     let summary = trainer.run(log.as_mut(), &signals.stop)?;
     if let Some(path) = &r.save {
-        let meta = [
+        let coef_names: Vec<String> = prob.coefficients().into_iter().map(|c| c.name).collect();
+        let mut meta = vec![
             ("problem", r.problem.clone()),
             ("optimizer", r.optimizer.clone()),
             ("steps", summary.steps.to_string()),
             ("l2_abs", format!("{:e}", summary.l2_abs)),
         ];
+        if !coef_names.is_empty() {
+            meta.push((crate::model::io::COEF_NAMES_KEY, coef_names.join(",")));
+        }
         crate::model::io::save(
             path,
             trainer.obj.mlp(),

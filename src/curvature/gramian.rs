@@ -19,7 +19,8 @@ use crate::scalar::{convert, Real};
 pub enum GramianKind {
     /// The whole `P × P` matrix.
     Full,
-    /// One block per layer (its weights and bias), zero elsewhere.
+    /// One block per layer (its weights and bias), and one for the coefficients of an
+    /// inverse problem; zero elsewhere.
     Layer,
     /// The diagonal.
     Diagonal,
@@ -27,7 +28,9 @@ pub enum GramianKind {
 
 /// Write the scaled Jacobian rows of one chunk into `j` (row-major, `p` columns) from row
 /// `row0` on: row `row0 + i·n_res + q` is `c · ∂r_{i,q}/∂θ`. One reverse pass per
-/// residual component. `scale` is scratch of at least `pass.n` elements.
+/// residual component. `scale` is scratch of at least `pass.n` elements. With
+/// coefficients (design §7) the last K columns are `c · ∂r/∂coef` (zero for a term that
+/// does not read them).
 pub fn chunk_jacobian<B: Backend, T: Real>(
     pass: &mut ChunkPass<'_, B, T>,
     c: f64,
@@ -51,6 +54,22 @@ pub fn chunk_jacobian<B: Backend, T: Real>(
             };
             be.jac_rows(v.a(), v.g, v.shape, v.layout.fan_out, scale, j, at)
         })?;
+    }
+    let k = pass.n_coef();
+    if k > 0 {
+        let rows = n * nr;
+        let dc = pass.coef_jac()?;
+        let mut vals = vec![T::ZERO; k];
+        for i in 0..rows {
+            vals.fill(T::ZERO);
+            for (v, d) in vals
+                .iter_mut()
+                .zip(dc.get(i * k..(i + 1) * k).unwrap_or(&[]))
+            {
+                *v = T::from_f64(c * d);
+            }
+            be.upload_range(&vals, j, (row0 + i) * p + p - k)?;
+        }
     }
     Ok(())
 }
@@ -76,7 +95,14 @@ impl<B: Backend, T: Real> Gramian<B, T> {
         let p = mlp.num_params();
         let blocks: Vec<(usize, usize)> = match kind {
             GramianKind::Full | GramianKind::Diagonal => vec![(0, p)],
-            GramianKind::Layer => mlp.layers().iter().map(|l| (l.off(), l.len())).collect(),
+            GramianKind::Layer => {
+                let mut b: Vec<_> = mlp.layers().iter().map(|l| (l.off(), l.len())).collect();
+                // the coefficients' dense block (design §7)
+                if mlp.num_coefs() > 0 {
+                    b.push((mlp.num_net_params(), mlp.num_coefs()));
+                }
+                b
+            }
         };
         let mut data_off = Vec::with_capacity(blocks.len());
         let mut len = 0;

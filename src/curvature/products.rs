@@ -4,7 +4,12 @@
 //! pass with seeds `w·∂r/∂y`, and `G v` by both in one sweep (one forward, one tangent and
 //! one backward pass per chunk). Nothing of size `M × P` or `P × P` is formed.
 //!
-//! Checked by `tests/curvature_kfac.rs` against the dense Jacobian and Gramian.
+//! With coefficients (design §7) the Jacobian has their K columns too: `J v` adds
+//! `(∂r/∂coef)·v_coef` and `Jᵀ w` gets the entries `Σ w·∂r/∂coef`, both on the host from
+//! the chunk's `∂r/∂coef` (such terms run on the host anyway).
+//!
+//! Checked by `tests/curvature_kfac.rs` against the dense Jacobian and Gramian, and by
+//! `tests/inverse.rs` with coefficients.
 
 use crate::backend::{Backend, Lay};
 use crate::error::Result;
@@ -33,6 +38,21 @@ pub fn combine_seeds<B: Backend, T: Real>(
     Ok(s)
 }
 
+/// `J v` of a chunk, un-scaled (`n × n_res`, host): the tangent pass, plus the
+/// coefficients' part `(∂r/∂coef)·v_coef` where the term reads them.
+fn tangent_with_coefs<B: Backend, T: Real>(
+    pass: &mut ChunkPass<'_, B, T>,
+    v: &B::Buf<T>,
+    v_coef: &[f64],
+) -> Result<Vec<f64>> {
+    let mut rt = pass.residual_tangent(v)?;
+    if pass.uses_coefs() {
+        let ct = pass.coef_tangent(v_coef)?;
+        rt.iter_mut().zip(&ct).for_each(|(a, b)| *a += b);
+    }
+    Ok(rt)
+}
+
 /// Scale `sqrt(w/N)` of the rows of term `t`.
 fn row_scale<B: Backend, T: Real>(obj: &Objective<B, T>, t: usize) -> f64 {
     (obj.term_spec(t).weight / obj.term_points(t).max(1) as f64).sqrt()
@@ -45,12 +65,13 @@ pub fn jvp<B: Backend, T: Real>(
     v: &B::Buf<T>,
 ) -> Result<Vec<f64>> {
     let mut out = vec![0.0; obj.num_residuals()];
+    let vc = obj.coef_part(v)?;
     let mut row0 = 0;
     for t in 0..obj.num_terms() {
         let c = row_scale(obj, t);
         let nr = obj.term_spec(t).residual.n_res();
         obj.sweep(params, t, |pass| {
-            let rt = pass.residual_tangent(v)?;
+            let rt = tangent_with_coefs(pass, v, &vc)?;
             let base = row0 + pass.first * nr;
             for (o, r) in out[base..base + rt.len()].iter_mut().zip(&rt) {
                 *o = c * r;
@@ -80,6 +101,7 @@ pub fn vjp<B: Backend, T: Real>(
     obj.mlp().check_params(be.len(out))?;
     let np = be.len(out);
     be.fill(out, 0, np, T::ZERO)?;
+    let mut oc = vec![0.0; obj.num_coefs()];
     let mut row0 = 0;
     for t in 0..obj.num_terms() {
         let c = row_scale(obj, t);
@@ -88,11 +110,13 @@ pub fn vjp<B: Backend, T: Real>(
             let base = row0 + pass.first * nr;
             let coef: Vec<f64> = w[base..base + pass.n * nr].iter().map(|x| c * x).collect();
             let seeds = combine_seeds(pass, &coef)?;
+            let vc = pass.coef_vjp(&coef)?;
+            oc.iter_mut().zip(&vc).for_each(|(a, b)| *a += b);
             pass.backward(&seeds, |be, v| accumulate_grad(be, &v, T::ONE, out))
         })?;
         row0 += obj.term_points(t) * nr;
     }
-    Ok(())
+    obj.set_coef_part(out, &oc)
 }
 
 /// `out = G v = Jᵀ J v`: per chunk one forward, one tangent and one backward pass. For
@@ -107,6 +131,8 @@ pub fn gvp<B: Backend, T: Real>(
     obj.mlp().check_params(be.len(out))?;
     let np = be.len(out);
     be.fill(out, 0, np, T::ZERO)?;
+    let vc = obj.coef_part(v)?;
+    let mut oc = vec![0.0; vc.len()];
     // J·v of a chunk, on the backend where the residuals are
     let mut jv = be.alloc(0)?;
     for t in 0..obj.num_terms() {
@@ -117,13 +143,15 @@ pub fn gvp<B: Backend, T: Real>(
                 return pass
                     .backward_weighted(&jv, c2, |be, v| accumulate_grad(be, &v, T::ONE, out));
             }
-            let mut rt = pass.residual_tangent(v)?;
+            let mut rt = tangent_with_coefs(pass, v, &vc)?;
             rt.iter_mut().for_each(|x| *x *= c2);
             let seeds = combine_seeds(pass, &rt)?;
+            let g = pass.coef_vjp(&rt)?;
+            oc.iter_mut().zip(&g).for_each(|(a, b)| *a += b);
             pass.backward(&seeds, |be, v| accumulate_grad(be, &v, T::ONE, out))
         })?;
     }
-    Ok(())
+    obj.set_coef_part(out, &oc)
 }
 
 /// The Gram matrix `[(J v_i)·(J v_j)]_{ij}` of a few directions (row-major `k × k`), i.e.
@@ -140,6 +168,10 @@ pub fn jvp_gram<B: Backend, T: Real>(
     // J·v_i of a chunk, on the backend where the residuals are
     let mut jv_dev = (0..k).map(|_| be.alloc(0)).collect::<Result<Vec<_>>>()?;
     let mut dot = be.alloc(1)?;
+    let vcs = vs
+        .iter()
+        .map(|v| obj.coef_part(v))
+        .collect::<Result<Vec<_>>>()?;
     for t in 0..obj.num_terms() {
         let c2 = row_scale(obj, t).powi(2);
         obj.sweep(params, t, |pass| {
@@ -162,7 +194,8 @@ pub fn jvp_gram<B: Backend, T: Real>(
             }
             let jv = vs
                 .iter()
-                .map(|v| pass.residual_tangent(v))
+                .zip(&vcs)
+                .map(|(v, vc)| tangent_with_coefs(pass, v, vc))
                 .collect::<Result<Vec<_>>>()?;
             for a in 0..k {
                 for b in a..k {

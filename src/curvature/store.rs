@@ -326,6 +326,11 @@ impl<B: Backend, T: Real> JacobianStore<B, T> {
     /// Bytes needed to store a pass over `obj`, or None if the store cannot be used
     /// (a residual with several components).
     pub fn bytes_needed(obj: &Objective<B, T>) -> Option<usize> {
+        if obj.num_coefs() > 0 {
+            // the coefficients' Jacobian columns are not kept: products of inverse
+            // problems come from tangent passes (design §7)
+            return None;
+        }
         let layers = obj.mlp().layers();
         let g_width = layers.iter().map(|l| l.fan_out).max().unwrap_or(0);
         let per_row: usize = layers.iter().map(|l| l.fan_in + g_width).sum();

@@ -15,6 +15,14 @@
 //! gradient sweep's workers accumulate into buffers of their own ([`WorkerAccs`], in
 //! [`accs`]), added together afterwards.
 //!
+//! Inverse problems (design §7): the parameter vector is `[network | coefficients]`
+//! ([`Mlp::num_coefs`]); every entry point reads the coefficients' current values from
+//! its tail. Terms whose residual reads them run on the host ([`crate::pde::Residual::
+//! eval_coef`]), which also gives `∂r/∂coef`: each chunk of a gradient sweep records its
+//! share of the coefficients' gradient and of their Gauss–Newton block
+//! ([`ChunkPass::record_coefs`]), summed afterwards in (term, sample) order, so the sum
+//! does not depend on the threads' timing ([`Objective::finish_coefs`]).
+//!
 //! Checked by `tests/gradient.rs`: the gradient against finite differences of the loss,
 //! the per-layer Z/G matrices against the gradient (∇W = Gᵀ Z with seeds r/N), and the
 //! backend residual path against the host path; `tests/curvature_kfac.rs` runs the KFAC
@@ -32,6 +40,13 @@ use crate::jet::{accumulate_grad, JetEngine, JetKind, LayerView};
 use crate::model::Mlp;
 use crate::pde::TermSpec;
 use crate::scalar::{convert, Real};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+/// One chunk's shares of the coefficients' gradient (`w/N Σ r ∂r/∂c`, K values) and of
+/// their Gauss–Newton block (`w/N Σ (∂r/∂c)ᵀ ∂r/∂c`, K × K), keyed by (term, first
+/// sample).
+type CoefShares = BTreeMap<(usize, usize), (Vec<f64>, Vec<f64>)>;
 
 /// One sweep worker: its jet engine and residual scratch (`r` holds a chunk's residuals,
 /// `ss` one squared sum).
@@ -82,6 +97,10 @@ pub struct Objective<B: Backend, T: Real> {
     grad_accs: WorkerAccs<B, T, ()>,
     /// Use the backend's residual kernels where a term has a quadratic form.
     backend_residuals: bool,
+    /// The coefficients' values, read from the parameters' tail by every entry point.
+    coefs: Vec<f64>,
+    /// Chunks' coefficient shares of the current sweep ([`ChunkPass::record_coefs`]).
+    coef_shares: Mutex<CoefShares>,
 }
 
 /// One chunk of one term during a sweep: its points, its residuals and their Jacobian with
@@ -103,8 +122,12 @@ pub struct ChunkPass<'a, B: Backend, T: Real> {
     /// The chunk's points (row-major).
     pub x: &'a [f64],
     spec: &'a TermSpec,
-    /// Host residuals (`n × n_res`) and `∂r/∂y` (`n × n_res × S·m`), once computed.
-    host: Option<(Vec<f64>, Vec<f64>)>,
+    /// Host residuals (`n × n_res`), `∂r/∂y` (`n × n_res × S·m`) and `∂r/∂coef`
+    /// (`n × n_res × K`, empty for a term without coefficients), once computed.
+    host: Option<(Vec<f64>, Vec<f64>, Vec<f64>)>,
+    /// The coefficients' values and where a chunk records its shares.
+    coefs: &'a [f64],
+    coef_shares: &'a Mutex<CoefShares>,
     /// The quadratic form, if the residuals are in `r_dev`.
     form: Option<QuadForm<'a, B, T>>,
     r_dev: &'a mut B::Buf<T>,
@@ -114,24 +137,104 @@ pub struct ChunkPass<'a, B: Backend, T: Real> {
 }
 
 impl<B: Backend, T: Real> ChunkPass<'_, B, T> {
-    fn host(&mut self) -> Result<&(Vec<f64>, Vec<f64>)> {
+    fn host(&mut self) -> Result<&(Vec<f64>, Vec<f64>, Vec<f64>)> {
         if self.host.is_none() {
             let (nr, sm, n) = (self.n_res, self.s_m, self.n);
+            let kc = if self.uses_coefs() {
+                self.coefs.len()
+            } else {
+                0
+            };
             let d = self.x.len() / n.max(1);
             let y = self.engine.output()?;
             let mut r = vec![0.0; n * nr];
             let mut jac = vec![0.0; n * nr * sm];
+            let mut dc = vec![0.0; n * nr * kc];
             for i in 0..n {
-                self.spec.residual.eval(
-                    &self.x[i * d..(i + 1) * d],
-                    &y[i * sm..(i + 1) * sm],
+                let (x, y) = (&self.x[i * d..(i + 1) * d], &y[i * sm..(i + 1) * sm]);
+                let (r, jac) = (
                     &mut r[i * nr..(i + 1) * nr],
-                    Some(&mut jac[i * nr * sm..(i + 1) * nr * sm]),
+                    &mut jac[i * nr * sm..][..nr * sm],
                 );
+                if kc > 0 {
+                    let dc = &mut dc[i * nr * kc..][..nr * kc];
+                    self.spec
+                        .residual
+                        .eval_coef(x, y, self.coefs, r, Some(jac), Some(dc));
+                } else {
+                    self.spec.residual.eval(x, y, r, Some(jac));
+                }
             }
-            self.host = Some((r, jac));
+            self.host = Some((r, jac, dc));
         }
         Ok(self.host.as_ref().expect("just computed"))
+    }
+    /// Whether this chunk's residuals read the problem's coefficients.
+    pub fn uses_coefs(&self) -> bool {
+        !self.coefs.is_empty() && self.spec.residual.n_coef() > 0
+    }
+    /// The number of coefficients of the objective (K; 0 for a forward problem).
+    pub fn n_coef(&self) -> usize {
+        self.coefs.len()
+    }
+    /// `∂r/∂coef` per sample (`n × n_res × K`) on the host; empty if the term's residual
+    /// does not read the coefficients (its columns of the Jacobian are zero).
+    pub fn coef_jac(&mut self) -> Result<&[f64]> {
+        if !self.uses_coefs() {
+            return Ok(&[]);
+        }
+        Ok(&self.host()?.2)
+    }
+    /// The coefficients' part of `J v` per residual (`n × n_res`, un-scaled):
+    /// `(∂r_{i,q}/∂coef)·v_coef`, zero for a term without coefficients.
+    pub fn coef_tangent(&mut self, v_coef: &[f64]) -> Result<Vec<f64>> {
+        let (n, nr, k) = (self.n, self.n_res, self.coefs.len());
+        let dc = self.coef_jac()?;
+        if dc.is_empty() {
+            return Ok(vec![0.0; n * nr]);
+        }
+        Ok(dc
+            .chunks(k)
+            .map(|row| row.iter().zip(v_coef).map(|(a, b)| a * b).sum())
+            .collect())
+    }
+    /// `Σ_{i,q} w[i·n_res + q] · ∂r_{i,q}/∂coef` (K values): the coefficients' part of
+    /// `Jᵀ w` for weights `w` of the chunk's residuals (zero without coefficients).
+    pub fn coef_vjp(&mut self, w: &[f64]) -> Result<Vec<f64>> {
+        let k = self.coefs.len();
+        let mut out = vec![0.0; k];
+        for (row, &wi) in self.coef_jac()?.chunks(k.max(1)).zip(w) {
+            for (o, &d) in out.iter_mut().zip(row) {
+                *o += wi * d;
+            }
+        }
+        Ok(out)
+    }
+    /// Record this chunk's share of the coefficients' gradient `w/N Σ r·∂r/∂coef` and of
+    /// their Gauss–Newton block `w/N Σ (∂r/∂coef)ᵀ(∂r/∂coef)` for
+    /// [`Objective::finish_coefs`]; nothing for a term without coefficients.
+    pub fn record_coefs(&mut self) -> Result<()> {
+        if !self.uses_coefs() {
+            return Ok(());
+        }
+        let k = self.coefs.len();
+        let scale = self.weight / self.n_total as f64;
+        let (r, _, dc) = self.host()?;
+        let (mut g, mut gram) = (vec![0.0; k], vec![0.0; k * k]);
+        for (row, &rv) in dc.chunks(k).zip(r) {
+            for a in 0..k {
+                g[a] += scale * rv * row[a];
+                for b in 0..k {
+                    gram[a * k + b] += scale * row[a] * row[b];
+                }
+            }
+        }
+        let key = (self.term, self.first);
+        self.coef_shares
+            .lock()
+            .map_err(|_| Error::Shape("a sweep worker panicked".into()))?
+            .insert(key, (g, gram));
+        Ok(())
     }
     /// Residuals per sample (`n × n_res`), on the host.
     pub fn r(&mut self) -> Result<&[f64]> {
@@ -288,7 +391,7 @@ impl<B: Backend, T: Real> ChunkPass<'_, B, T> {
     pub fn grad_seeds(&mut self) -> Result<Vec<f64>> {
         let scale = self.weight / self.n_total as f64;
         let (n, nr, sm) = (self.n, self.n_res, self.s_m);
-        let (r, jac) = self.host()?;
+        let (r, jac, _) = self.host()?;
         let mut s = vec![0.0; n * sm];
         for i in 0..n {
             for q in 0..nr {
@@ -324,6 +427,8 @@ impl<B: Backend, T: Real> ChunkPass<'_, B, T> {
 /// What a sweep over one term reads: the term's spec, points and residual form.
 struct TermInput<'a, B: Backend, T: Real> {
     t: usize,
+    coefs: &'a [f64],
+    coef_shares: &'a Mutex<CoefShares>,
     spec: &'a TermSpec,
     x: &'a B::Buf<T>,
     x_host: &'a [f64],
@@ -365,6 +470,8 @@ impl<B: Backend, T: Real> TermInput<'_, B, T> {
                 x: &self.x_host[first * d..(first + c) * d],
                 spec: self.spec,
                 host: None,
+                coefs: self.coefs,
+                coef_shares: self.coef_shares,
                 form: self.form,
                 r_dev: r,
                 ss_dev: ss,
@@ -382,14 +489,18 @@ impl<B: Backend, T: Real> TermInput<'_, B, T> {
     fn host_residuals(&self, first: usize, c: usize, y: &[f64], out: &mut [f64]) {
         let (d, nr) = (self.d, self.spec.residual.n_res());
         let sm = self.spec.kind.s() * self.m;
+        let coefs = self.spec.residual.n_coef() > 0 && !self.coefs.is_empty();
         for i in 0..c {
             let gi = first + i;
-            self.spec.residual.eval(
-                &self.x_host[gi * d..(gi + 1) * d],
-                &y[i * sm..(i + 1) * sm],
-                &mut out[i * nr..(i + 1) * nr],
-                None,
-            );
+            let (x, y) = (&self.x_host[gi * d..(gi + 1) * d], &y[i * sm..(i + 1) * sm]);
+            let r = &mut out[i * nr..(i + 1) * nr];
+            if coefs {
+                self.spec
+                    .residual
+                    .eval_coef(x, y, self.coefs, r, None, None);
+            } else {
+                self.spec.residual.eval(x, y, r, None);
+            }
         }
     }
 
@@ -429,9 +540,20 @@ impl<B: Backend, T: Real> TermInput<'_, B, T> {
 
 impl<B: Backend, T: Real> Objective<B, T> {
     /// `chunk_rows`: jet rows per chunk (None: the engine default).
+    /// `mlp` may carry coefficients ([`Mlp::with_coefficients`]): then every term's
+    /// residual reads none or all of them.
     pub fn new(be: B, mlp: Mlp, specs: Vec<TermSpec>, chunk_rows: Option<usize>) -> Result<Self> {
         let mut terms = Vec::with_capacity(specs.len());
+        let k = mlp.num_coefs();
         for spec in specs {
+            let kr = spec.residual.n_coef();
+            if kr != 0 && kr != k {
+                return Err(Error::invalid(
+                    format!("coefficients read by term `{}`", spec.name),
+                    kr,
+                    format!("0 or the problem's {k}"),
+                ));
+            }
             if !(spec.weight.is_finite() && spec.weight >= 0.0) {
                 return Err(Error::invalid(
                     format!("weight of term `{}`", spec.name),
@@ -458,7 +580,71 @@ impl<B: Backend, T: Real> Objective<B, T> {
             max_workers: None,
             grad_accs: WorkerAccs::default(),
             backend_residuals: true,
+            coefs: vec![0.0; k],
+            coef_shares: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// Number of unknown coefficients (the tail of the parameter vector).
+    pub fn num_coefs(&self) -> usize {
+        self.coefs.len()
+    }
+
+    /// The coefficients' values at the last call (the parameters' tail).
+    pub fn coefficients(&self) -> &[f64] {
+        &self.coefs
+    }
+
+    /// The tail of a parameter-length vector `v` (its coefficient entries), on the host.
+    pub fn coef_part(&self, v: &B::Buf<T>) -> Result<Vec<f64>> {
+        let k = self.coefs.len();
+        if k == 0 {
+            return Ok(vec![]);
+        }
+        let mut h = vec![T::ZERO; k];
+        self.be
+            .download_range(v, self.mlp.num_net_params(), &mut h)?;
+        Ok(convert(&h))
+    }
+
+    /// Write `vals` into the coefficient entries of a parameter-length vector.
+    pub fn set_coef_part(&self, v: &mut B::Buf<T>, vals: &[f64]) -> Result<()> {
+        if vals.is_empty() {
+            return Ok(());
+        }
+        self.be
+            .upload_range(&convert::<f64, T>(vals), v, self.mlp.num_net_params())
+    }
+
+    /// Forget the coefficient shares of an unfinished sweep (call before a sweep whose
+    /// chunks [`ChunkPass::record_coefs`]).
+    pub fn start_coefs(&self) {
+        if let Ok(mut m) = self.coef_shares.lock() {
+            m.clear();
+        }
+    }
+
+    /// After a sweep whose chunks recorded their coefficient shares: their sum in (term,
+    /// sample) order, the gradient written into `grad`'s coefficient entries (added to
+    /// what is there), and the coefficients' Gauss–Newton block (`K × K`) returned.
+    pub fn finish_coefs(&self, grad: &mut B::Buf<T>) -> Result<Vec<f64>> {
+        let k = self.coefs.len();
+        let shares = std::mem::take(
+            &mut *self
+                .coef_shares
+                .lock()
+                .map_err(|_| Error::Shape("a sweep worker panicked".into()))?,
+        );
+        if k == 0 {
+            return Ok(vec![]);
+        }
+        let (mut g, mut gram) = (self.coef_part(grad)?, vec![0.0; k * k]);
+        for (cg, cgram) in shares.values() {
+            g.iter_mut().zip(cg).for_each(|(a, b)| *a += b);
+            gram.iter_mut().zip(cgram).for_each(|(a, b)| *a += b);
+        }
+        self.set_coef_part(grad, &g)?;
+        Ok(gram)
     }
 
     pub fn backend(&self) -> &B {
@@ -522,7 +708,13 @@ impl<B: Backend, T: Real> Objective<B, T> {
             JetKind::Value => true,
             JetKind::Full(op) => op.is_identity(),
         };
-        if !self.backend_residuals || !axes || term.spec.residual.n_res() != 1 || term.n == 0 {
+        // residuals that read the coefficients run on the host (their ∂r/∂coef with them)
+        if !self.backend_residuals
+            || !axes
+            || term.spec.residual.n_res() != 1
+            || term.spec.residual.n_coef() > 0
+            || term.n == 0
+        {
             return Ok(());
         }
         let (mut a, mut b, mut dv) = (vec![0.0; term.n * c], vec![0.0; c], vec![0.0; term.n]);
@@ -572,8 +764,13 @@ impl<B: Backend, T: Real> Objective<B, T> {
         self.upload_form(t)
     }
 
-    fn check_params(&self, params: &B::Buf<T>) -> Result<()> {
-        self.mlp.check_params(self.be.len(params))
+    /// Check `params` against the network and read the coefficients from its tail.
+    fn check_params(&mut self, params: &B::Buf<T>) -> Result<()> {
+        self.mlp.check_params(self.be.len(params))?;
+        if !self.coefs.is_empty() {
+            self.coefs = self.coef_part(params)?;
+        }
+        Ok(())
     }
 
     /// Make sure term `t` has `workers` workers.
@@ -599,6 +796,7 @@ impl<B: Backend, T: Real> Objective<B, T> {
     )> {
         self.ensure_workers(t, workers)?;
         let (d, m) = (self.mlp.input_dim(), self.mlp.output_dim());
+        let (coefs, coef_shares) = (&self.coefs, &self.coef_shares);
         let term = &mut self.terms[t];
         let n = term.n;
         let form = term.quad.as_ref().map(|q| QuadForm {
@@ -608,6 +806,8 @@ impl<B: Backend, T: Real> Objective<B, T> {
         });
         let input = TermInput {
             t,
+            coefs,
+            coef_shares,
             spec: &term.spec,
             x: &term.x,
             x_host: &term.x_host,
@@ -780,12 +980,14 @@ impl<B: Backend, T: Real> Objective<B, T> {
     ) -> Result<f64> {
         let be = self.be.clone();
         accs.start(self, grad)?;
+        self.start_coefs();
         let mut per_term = Vec::with_capacity(self.terms.len());
         for t in 0..self.terms.len() {
             let workers = self.workers(t);
             let mut states = accs.term(&be, grad, workers, false, || Ok(()))?;
             self.sweep_par(params, t, &mut states, |acc, pass| {
                 acc.ss += pass.sum_sq()?;
+                pass.record_coefs()?;
                 pass.backward_grad(|be, v| accumulate_grad(be, &v, T::ONE, acc.grad))
             })?;
             let ss = WorkerAcc::total_sq(&states);
@@ -793,6 +995,7 @@ impl<B: Backend, T: Real> Objective<B, T> {
             accs.add_grads(&be, grad)?;
             per_term.push(self.term_loss(t, ss));
         }
+        self.finish_coefs(grad)?;
         self.total_loss(&per_term)
     }
 }

@@ -5,7 +5,12 @@
 //! prefix (`net.`, `model.`, `layers.`…) is accepted and the architecture is inferred from
 //! the tensor shapes when the metadata lacks it, so files written by PyTorch
 //! (`safetensors.torch.save_file(model.state_dict(), …)`) load too.
-//! Checked by `tests/model_io.rs` (bit-exact round trip, PyTorch-style names, bad files).
+//! An inverse problem's coefficients (design §7) are not tensors (PyTorch's
+//! `load_state_dict` would refuse an unknown key): their values go to the metadata
+//! (`kfac_pinn.coefficients`, comma-separated, printed so that they parse back to the
+//! same f64) with their names (`kfac_pinn.coefficient_names`, given by the caller).
+//! Checked by `tests/model_io.rs` (bit-exact round trip, PyTorch-style names, bad files)
+//! and `tests/inverse.rs` (coefficients).
 
 use super::Mlp;
 use crate::error::{Error, Result};
@@ -16,10 +21,19 @@ use std::path::Path;
 /// A network read from a file.
 #[derive(Clone, Debug)]
 pub struct ModelFile {
+    /// The network alone (no coefficients).
     pub mlp: Mlp,
+    /// The network's parameters.
     pub params: Vec<f64>,
     pub metadata: HashMap<String, String>,
+    /// Recovered coefficients of an inverse problem, by name (empty for most files).
+    pub coefficients: Vec<(String, f64)>,
 }
+
+/// Metadata key of the coefficients' values.
+pub const COEF_VALUES_KEY: &str = "kfac_pinn.coefficients";
+/// Metadata key of the coefficients' names (comma-separated).
+pub const COEF_NAMES_KEY: &str = "kfac_pinn.coefficient_names";
 
 fn bad(path: &Path, msg: impl Into<String>) -> Error {
     Error::Format {
@@ -28,9 +42,12 @@ fn bad(path: &Path, msg: impl Into<String>) -> Error {
     }
 }
 
-/// Serialise to safetensors bytes, in f64 or f32 (`f32 = true`).
+/// Serialise to safetensors bytes, in f64 or f32 (`f32 = true`). With coefficients
+/// (`mlp.num_coefs() > 0`, their values the tail of `params`) their values go to the
+/// metadata in full f64 precision; `extra` may name them ([`COEF_NAMES_KEY`]).
 pub fn to_bytes(mlp: &Mlp, params: &[f64], f32: bool, extra: &[(&str, String)]) -> Result<Vec<u8>> {
     mlp.check_params(params.len())?;
+    let coefs = &params[mlp.num_net_params()..];
     let mut bufs: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (l, lay) in mlp.layers().into_iter().enumerate() {
         let enc = |xs: &[f64]| -> Vec<u8> {
@@ -73,6 +90,11 @@ pub fn to_bytes(mlp: &Mlp, params: &[f64], f32: bool, extra: &[(&str, String)]) 
     meta.insert("kfac_pinn.activation".into(), "tanh".into());
     for (k, v) in extra {
         meta.insert((*k).to_string(), v.clone());
+    }
+    if !coefs.is_empty() {
+        // `{:e}` prints the shortest digits that parse back to the same f64
+        let vals = coefs.iter().map(|v| format!("{v:e}")).collect::<Vec<_>>();
+        meta.insert(COEF_VALUES_KEY.into(), vals.join(","));
     }
     safetensors::serialize(views, Some(meta)).map_err(|e| Error::Format {
         path: "model".into(),
@@ -212,11 +234,50 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<ModelFile> {
     if let Some(i) = params.iter().position(|v| !v.is_finite()) {
         return Err(bad(path, format!("parameter {i} is {}", params[i])));
     }
+    let coefficients = read_coefficients(path, &metadata)?;
     Ok(ModelFile {
         mlp,
         params,
         metadata,
+        coefficients,
     })
+}
+
+/// The coefficients recorded in the metadata (none if it records none).
+fn read_coefficients(path: &Path, meta: &HashMap<String, String>) -> Result<Vec<(String, f64)>> {
+    let Some(vals) = meta.get(COEF_VALUES_KEY) else {
+        return Ok(vec![]);
+    };
+    let vals = vals
+        .split(',')
+        .map(|v| {
+            v.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite())
+                .ok_or_else(|| {
+                    bad(
+                        path,
+                        format!("coefficient value `{v}` is not a finite number"),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let names: Vec<String> = match meta.get(COEF_NAMES_KEY) {
+        Some(n) => n.split(',').map(|s| s.trim().to_string()).collect(),
+        None => (0..vals.len()).map(|i| format!("c{i}")).collect(),
+    };
+    if names.len() != vals.len() {
+        return Err(bad(
+            path,
+            format!(
+                "{} coefficient names for {} values",
+                names.len(),
+                vals.len()
+            ),
+        ));
+    }
+    Ok(names.into_iter().zip(vals).collect())
 }
 
 fn decode(path: &Path, v: &TensorView<'_>) -> Result<Vec<f64>> {

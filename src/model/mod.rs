@@ -5,6 +5,10 @@
 //! bias `b` (out). That is exactly PyTorch's `state_dict` order for an `nn.Sequential` of
 //! `Linear`/`Tanh`, which keeps model files interchangeable.
 //!
+//! An inverse problem's unknown scalar coefficients (design §7) ride at the end of the
+//! same vector, after the last layer's bias ([`Mlp::with_coefficients`]): every layer
+//! offset is unchanged, and the vector the optimizers update is `[network | coefficients]`.
+//!
 //! Checked by the unit tests below (layout, counts from the paper) and by every test
 //! that differentiates through the network.
 
@@ -20,6 +24,14 @@ use rand::{Rng, SeedableRng};
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Mlp {
     widths: Vec<usize>,
+    /// Trainable scalar coefficients after the network's parameters (0 for a plain
+    /// network; absent from files written before they existed).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    coefs: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Where one layer's parameters sit in the flat vector.
@@ -66,6 +78,7 @@ impl Mlp {
         }
         Ok(Mlp {
             widths: widths.to_vec(),
+            coefs: 0,
         })
     }
 
@@ -131,8 +144,32 @@ impl Mlp {
         (0..self.num_layers()).map(|l| self.layer(l)).collect()
     }
 
+    /// Length of the trainable vector: the network's parameters and the coefficients.
     pub fn num_params(&self) -> usize {
+        self.num_net_params() + self.coefs
+    }
+
+    /// The network's own parameters (the offset of the first coefficient).
+    pub fn num_net_params(&self) -> usize {
         self.widths.windows(2).map(|w| w[1] * (w[0] + 1)).sum()
+    }
+
+    /// Number of trailing scalar coefficients (inverse problems; 0 otherwise).
+    pub fn num_coefs(&self) -> usize {
+        self.coefs
+    }
+
+    /// The same network with `k` trainable coefficients after its parameters.
+    pub fn with_coefficients(&self, k: usize) -> Self {
+        Mlp {
+            widths: self.widths.clone(),
+            coefs: k,
+        }
+    }
+
+    /// The network alone (no coefficients).
+    pub fn network(&self) -> Self {
+        self.with_coefficients(0)
     }
 
     /// "2→64→1"
@@ -145,7 +182,8 @@ impl Mlp {
     }
 
     /// PyTorch's default `Linear` initialisation: weights and biases uniform in
-    /// ±1/sqrt(fan_in), drawn from a ChaCha8 stream seeded with `seed`.
+    /// ±1/sqrt(fan_in), drawn from a ChaCha8 stream seeded with `seed`; coefficients
+    /// (if any) zero, for the caller to set to their initial values.
     pub fn init<T: Real>(&self, seed: u64) -> Vec<T> {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let mut p = Vec::with_capacity(self.num_params());
@@ -155,14 +193,19 @@ impl Mlp {
                 p.push(T::from_f64(rng.random_range(-bound..bound)));
             }
         }
+        p.resize(self.num_params(), T::ZERO);
         p
     }
 
     /// Check that a parameter vector fits this architecture.
     pub fn check_params(&self, len: usize) -> Result<()> {
         if len != self.num_params() {
+            let coefs = match self.coefs {
+                0 => String::new(),
+                k => format!(" ({} and {k} coefficients)", self.num_net_params()),
+            };
             return Err(Error::Shape(format!(
-                "network {} has {} parameters, got a vector of {len}",
+                "network {} has {} parameters{coefs}, got a vector of {len}",
                 self.describe(),
                 self.num_params()
             )));

@@ -11,6 +11,11 @@
 //!   the paper's code. The products reuse the layer inputs and cotangents of the
 //!   gradient pass ([`JacobianStore`]) when they fit in memory, else two tangent passes.
 //!
+//! Inverse problems (design §7): the coefficients get a dense block of their own,
+//! `G_cc = Σ w/N (∂r/∂c)ᵀ(∂r/∂c)` from the same pass, EMA'd like the factors, damped by
+//! λ and solved exactly (block-diagonal with the layers); KFAC*'s two-direction model
+//! runs over the whole vector.
+//!
 //! Checked by `tests/optim_second_order.rs` (the step against a dense reconstruction of
 //! the KFAC matrix and the 2×2 model, loss decrease, accuracy on Poisson 2d, state
 //! round trip, validation) and the curvature tests.
@@ -20,6 +25,7 @@ use super::util::{
 };
 use super::{field, grid_line_search, only_fields, OptimizerConfig, State, StepInfo};
 use crate::backend::Backend;
+use crate::curvature::linalg::pinv_solve;
 use crate::curvature::{
     jvp_gram, DeviceFactors, JacobianStore, KfacFactors, KfacInverse, KfacPass, DEFAULT_STORE_BYTES,
 };
@@ -117,6 +123,8 @@ pub struct Kfac<B: Backend, T: Real> {
     /// KFAC*: the pass's layer inputs and cotangents, for `JΔ` and `Jδ` (memory-limited;
     /// above the limit: tangent passes).
     store: JacobianStore<B, T>,
+    /// The coefficients' Gauss–Newton block, EMA'd (`K × K`; empty without coefficients).
+    coef_block: Vec<f64>,
 }
 
 /// Solve KFAC*'s 2×2 damped quadratic model for `(α, μ)`.
@@ -186,7 +194,30 @@ impl<B: Backend, T: Real> Kfac<B, T> {
             mom: be.alloc(p)?,
             trial: be.alloc(p)?,
             store: JacobianStore::new(be, DEFAULT_STORE_BYTES)?,
+            coef_block: {
+                let k = mlp.num_coefs();
+                let mut b = vec![0.0; k * k];
+                if s.identity {
+                    (0..k).for_each(|i| b[i * k + i] = 1.0);
+                }
+                b
+            },
         })
+    }
+
+    /// The coefficients' part of the direction: `−(G_cc + λI)⁻¹ ∇_c L` into `dir`'s
+    /// coefficient entries (nothing without coefficients).
+    fn coef_direction(&mut self, obj: &Objective<B, T>) -> Result<()> {
+        let k = obj.num_coefs();
+        if k == 0 {
+            return Ok(());
+        }
+        let mut m = self.coef_block.clone();
+        (0..k).for_each(|i| m[i * k + i] += self.damping);
+        let g = obj.coef_part(&self.grad)?;
+        let (x, _) = pinv_solve(k, &m, &g, None, "KFAC coefficient block")?;
+        let d: Vec<f64> = x.iter().map(|v| -v).collect();
+        obj.set_coef_part(&mut self.dir, &d)
     }
 
     /// Limit the memory KFAC* may use to keep the gradient pass's layer inputs and
@@ -225,6 +256,11 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for Kfac<B, T> {
         let loss = self.pass.run(obj, params, &mut self.grad, batch, keep)?;
         if update_factors {
             self.factors.ema(&be, &self.batch, self.ema)?;
+            let beta = self.ema;
+            let new = self.pass.coef_block();
+            for (x, &n) in self.coef_block.iter_mut().zip(new) {
+                *x = beta * *x + (1.0 - beta) * n;
+            }
         }
 
         // inverse of the damped Kronecker sum
@@ -240,6 +276,7 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for Kfac<B, T> {
 
         // direction Δ = −K⁻¹∇L
         self.inverse.apply(&be, &self.grad, &mut self.dir, -1.0)?;
+        self.coef_direction(obj)?;
         ensure_finite(&be, &self.dir, "KFAC direction")?;
 
         let lr = match self.mode {
@@ -326,6 +363,9 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for Kfac<B, T> {
         ];
         s.extend(self.factors.download(be)?.state("factor_"));
         s.extend(self.inverse.state(be, "inverse_")?);
+        if !self.coef_block.is_empty() {
+            s.push(("coef_block".into(), self.coef_block.clone()));
+        }
         Ok(s)
     }
 
@@ -339,6 +379,10 @@ impl<B: Backend, T: Real> super::Optimizer<B, T> for Kfac<B, T> {
         self.mom = be.upload(&convert::<f64, T>(m))?;
         self.step = count_get(s, "step")?;
         self.started = count_get(s, "started")? != 0;
+        if !self.coef_block.is_empty() {
+            let n = self.coef_block.len();
+            self.coef_block = super::state_get(s, "coef_block", n)?.to_vec();
+        }
         Ok(())
     }
 }

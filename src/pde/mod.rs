@@ -3,12 +3,19 @@
 //!
 //! A [`Residual`] maps the output jet of one sample to residual values and their
 //! Gauss–Newton seeds (the Jacobian of the residual with respect to the output jet).
+//! Inverse problems (design §7) declare unknown scalar coefficients
+//! ([`Problem::coefficients`]); residuals that read them say so ([`Residual::n_coef`]) and
+//! give their partial derivatives ([`Residual::eval_coef`]). Every other residual keeps
+//! the defaults and is untouched.
+//!
 //! Checked by `tests/problems.rs`: every problem's exact solution, pushed through its own
-//! residual with exact derivatives, gives residuals ≈ 0 on its own sampler's points.
+//! residual with exact derivatives, gives residuals ≈ 0 on its own sampler's points;
+//! `tests/inverse.rs`: `∂r/∂coef` against finite differences.
 
 mod book;
 pub mod custom;
 mod flows;
+mod inverse;
 pub mod observe;
 mod problems;
 pub mod system;
@@ -39,6 +46,7 @@ pub fn problem_names() -> Vec<&'static str> {
     let mut v = builtin_names().to_vec();
     v.extend_from_slice(flows::NAMES);
     v.extend_from_slice(book::NAMES);
+    v.extend_from_slice(inverse::NAMES);
     v
 }
 
@@ -56,6 +64,9 @@ pub fn problem(name: &str, opts: &ProblemOptions) -> Result<Arc<dyn Problem>> {
     }
     if let Some(p) = flows::build(name) {
         return Ok(Arc::new(p?));
+    }
+    if let Some(p) = inverse::build(name) {
+        return p;
     }
     builtin(name).map_err(|_| crate::Error::unknown("problem", name, &problem_names()))
 }
@@ -91,6 +102,40 @@ pub trait Residual: Send + Sync {
     fn quad_form(&self, _x: &[f64], _a: &mut [f64], _b: &mut [f64]) -> Option<f64> {
         None
     }
+    /// How many of the problem's unknown coefficients ([`Problem::coefficients`]) this
+    /// residual reads: 0 (the default) or all of them. A residual that reads them is
+    /// evaluated through [`Residual::eval_coef`] on the host.
+    fn n_coef(&self) -> usize {
+        0
+    }
+    /// [`Residual::eval`] at the coefficient values `coef`; `dcoef`, when given, receives
+    /// `∂r/∂coef` as `n_res() × n_coef()`, row-major. The default (no coefficients) is
+    /// `eval`. A residual with coefficients evaluates `eval` at its reference values (the
+    /// true ones where known), so that exact-solution checks hold.
+    fn eval_coef(
+        &self,
+        x: &[f64],
+        y: &[f64],
+        _coef: &[f64],
+        r: &mut [f64],
+        jac: Option<&mut [f64]>,
+        dcoef: Option<&mut [f64]>,
+    ) {
+        self.eval(x, y, r, jac);
+        if let Some(d) = dcoef {
+            d.fill(0.0);
+        }
+    }
+}
+
+/// An unknown scalar coefficient of an inverse problem, trained with the network.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Coefficient {
+    pub name: String,
+    /// The value training starts from.
+    pub initial: f64,
+    /// The true value, if known (reported as the recovery error).
+    pub truth: Option<f64>,
 }
 
 /// One term of a least-squares loss `Σ_terms w/(2N) Σ_n ‖r_n‖²`.
@@ -218,4 +263,13 @@ pub trait Problem: Send + Sync {
     /// The exact solution at `x` (`out_dim()` values), if known.
     fn exact(&self, x: &[f64], out: &mut [f64]) -> bool;
     fn setup(&self) -> Setup;
+    /// Unknown scalar coefficients, trained with the network (design §7); none by default.
+    fn coefficients(&self) -> Vec<Coefficient> {
+        vec![]
+    }
+    /// The terms that are observations of the solution (data inside the domain): without
+    /// one, an unknown coefficient is not determined and the run warns.
+    fn observation_terms(&self) -> Vec<usize> {
+        vec![]
+    }
 }

@@ -449,6 +449,11 @@ impl Problem for BoxSystem {
     fn setup(&self) -> Setup {
         self.setup.clone()
     }
+    fn observation_terms(&self) -> Vec<usize> {
+        (0..self.terms.len())
+            .filter(|&t| matches!(self.terms[t].region, Region::Observed(_)))
+            .collect()
+    }
 }
 
 // ---- conditions -------------------------------------------------------------------------

@@ -4,7 +4,10 @@
 //! holds every row up to the checkpoint's step. A resume repairs the log with
 //! [`truncate_log`]: a torn last row is dropped, rows after the checkpoint are dropped
 //! (the resumed run logs them again), so every logged step appears exactly once.
-//! Checked by `tests/train.rs` (format) and `tests/crash.rs` (kills and resumes).
+//! Inverse problems add one column per unknown coefficient after the fixed ones
+//! (`coef:kappa`, design §7): its value at the logged step.
+//! Checked by `tests/train.rs` (format), `tests/crash.rs` (kills and resumes) and
+//! `tests/inverse.rs` (coefficient columns).
 
 use crate::error::{Error, Result};
 use std::io::Write;
@@ -19,9 +22,25 @@ pub struct LogRow {
     pub l2_abs: f64,
     pub l2_rel: f64,
     pub lr: Option<f64>,
+    /// The unknown coefficients' values (inverse problems; empty otherwise).
+    pub coefs: Vec<f64>,
 }
 
 pub const HEADER: &str = "step,seconds,loss,l2_abs,l2_rel,lr";
+
+/// Prefix of a coefficient's column name.
+const COEF_PREFIX: &str = "coef:";
+
+/// The header with a column per coefficient.
+fn header_with(coefs: &[String]) -> String {
+    let mut h = HEADER.to_string();
+    for c in coefs {
+        h.push(',');
+        h.push_str(COEF_PREFIX);
+        h.push_str(c);
+    }
+    h
+}
 
 pub struct CsvLog {
     path: PathBuf,
@@ -31,13 +50,28 @@ pub struct CsvLog {
 impl CsvLog {
     /// Create (or truncate) a log file and write the header.
     pub fn create(path: &Path) -> Result<Self> {
+        Self::create_with(path, &[])
+    }
+
+    /// [`Self::create`] with a column per unknown coefficient (`coef:<name>`).
+    pub fn create_with(path: &Path, coefs: &[String]) -> Result<Self> {
+        if let Some(c) = coefs
+            .iter()
+            .find(|c| c.is_empty() || c.contains([',', '\n']))
+        {
+            return Err(Error::invalid(
+                "coefficient name",
+                c,
+                "a non-empty name without commas or line ends",
+            ));
+        }
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
             }
         }
         let mut file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-        writeln!(file, "{HEADER}").map_err(|e| Error::io(path, e))?;
+        writeln!(file, "{}", header_with(coefs)).map_err(|e| Error::io(path, e))?;
         Ok(CsvLog {
             path: path.to_path_buf(),
             file,
@@ -73,15 +107,19 @@ impl CsvLog {
 
 fn format_row(r: &LogRow) -> String {
     let lr = r.lr.map(|v| format!("{v:e}")).unwrap_or_default();
-    format!(
+    let mut s = format!(
         "{},{:.6},{:e},{:e},{:e},{lr}",
         r.step, r.seconds, r.loss, r.l2_abs, r.l2_rel
-    )
+    );
+    for c in &r.coefs {
+        s.push_str(&format!(",{c:e}"));
+    }
+    s
 }
 
 /// Read a log written by [`CsvLog`]; any malformed row is an error.
 pub fn read(path: &Path) -> Result<Vec<LogRow>> {
-    let (rows, torn) = read_repairable(path)?;
+    let (rows, torn, _) = read_repairable(path)?;
     match torn {
         None => Ok(rows),
         Some((line, msg)) => Err(Error::Format {
@@ -95,32 +133,43 @@ pub fn read(path: &Path) -> Result<Vec<LogRow>> {
 /// complete rows and, for a bad last row, its line number and what is wrong with it. A
 /// row is complete only with its newline, so a cut number that still parses (`0.1166`
 /// cut to `0.11`) is not taken. A bad row before the last is an error.
-fn read_repairable(path: &Path) -> Result<(Vec<LogRow>, Option<TornRow>)> {
+/// Also returns the header line (with its coefficient columns).
+fn read_repairable(path: &Path) -> Result<(Vec<LogRow>, Option<TornRow>, String)> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let mut lines: Vec<&str> = text.split_inclusive('\n').collect();
-    match lines.first().map(|h| h.trim()) {
-        Some(h) if h == HEADER => {}
+    let header = lines.first().map(|h| h.trim().to_string());
+    let extra = match header.as_deref() {
+        Some(h) if h == HEADER => 0,
+        Some(h)
+            if h.strip_prefix(HEADER).is_some_and(|rest| {
+                rest.split(',').skip(1).all(|c| c.starts_with(COEF_PREFIX)) && rest.starts_with(',')
+            }) =>
+        {
+            h[HEADER.len()..].split(',').count() - 1
+        }
         other => {
             return Err(Error::Format {
                 path: path.display().to_string(),
                 msg: format!("expected header `{HEADER}`, found {other:?}"),
             });
         }
-    }
+    };
     lines.remove(0);
     let last = lines.len();
     let mut rows = Vec::new();
     for (i, raw) in lines.into_iter().enumerate() {
         let line_no = i + 2;
         let parsed = if raw.ends_with('\n') {
-            parse_row(raw.trim_end())
+            parse_row(raw.trim_end(), extra)
         } else {
             Err("the row has no line end (cut off)".to_string())
         };
         match parsed {
             Ok(Some(r)) => rows.push(r),
             Ok(None) => {}
-            Err(msg) if i + 1 == last => return Ok((rows, Some((line_no, msg)))),
+            Err(msg) if i + 1 == last => {
+                return Ok((rows, Some((line_no, msg)), header.unwrap_or_default()))
+            }
             Err(msg) => {
                 return Err(Error::Format {
                     path: path.display().to_string(),
@@ -129,17 +178,17 @@ fn read_repairable(path: &Path) -> Result<(Vec<LogRow>, Option<TornRow>)> {
             }
         }
     }
-    Ok((rows, None))
+    Ok((rows, None, header.unwrap_or_default()))
 }
 
-/// One CSV row; `None` for a blank line.
-fn parse_row(line: &str) -> std::result::Result<Option<LogRow>, String> {
+/// One CSV row with `extra` coefficient columns; `None` for a blank line.
+fn parse_row(line: &str, extra: usize) -> std::result::Result<Option<LogRow>, String> {
     if line.trim().is_empty() {
         return Ok(None);
     }
     let f: Vec<&str> = line.split(',').collect();
-    if f.len() != 6 {
-        return Err(format!("{} fields, expected 6", f.len()));
+    if f.len() != 6 + extra {
+        return Err(format!("{} fields, expected {}", f.len(), 6 + extra));
     }
     let num = |s: &str| {
         s.parse::<f64>()
@@ -158,6 +207,10 @@ fn parse_row(line: &str) -> std::result::Result<Option<LogRow>, String> {
         } else {
             Some(num(f[5])?)
         },
+        coefs: f[6..]
+            .iter()
+            .map(|s| num(s))
+            .collect::<std::result::Result<_, _>>()?,
     }))
 }
 
@@ -178,8 +231,8 @@ pub struct LogRepair {
 /// `step` logs it again at its own end), and the row of step 0 when resuming at step 0
 /// (the trainer logs step 0 whenever it starts there). Rewritten atomically.
 pub fn truncate_log(path: &Path, step: u64, log_every: u64) -> Result<LogRepair> {
-    let (rows, torn) = read_repairable(path)?;
-    let mut text = String::from(HEADER);
+    let (rows, torn, header) = read_repairable(path)?;
+    let mut text = header;
     text.push('\n');
     let mut dropped = 0;
     for r in &rows {
@@ -206,6 +259,7 @@ mod tests {
             l2_abs: 0.1,
             l2_rel: 0.2,
             lr: Some(0.1166),
+            coefs: vec![],
         }
     }
 

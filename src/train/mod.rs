@@ -3,8 +3,13 @@
 //! row (so a stopped run keeps its log), a progress bar, and a clean stop on request
 //! (Ctrl-C sets the stop flag). Training time excludes evaluation and logging.
 //!
+//! Inverse problems (design §7): the trainer appends the problem's coefficients to the
+//! network's parameters (at their initial values unless given), warns when no
+//! observation constrains them, logs their values at every logged step and reports them
+//! with their recovery errors in the summary.
+//!
 //! Checked by `tests/train.rs` (Adam on Poisson 2d reaches L2 < 1e-2; budgets, stop flag,
-//! divergence handling, log format).
+//! divergence handling, log format) and `tests/inverse.rs` (coefficients).
 
 mod checkpoint;
 mod log;
@@ -117,6 +122,54 @@ pub struct Summary {
     /// Problems compared with published values: the largest deviation from them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reference: Option<ReferenceCheck>,
+    /// Inverse problems: the recovered coefficients by name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub coefficients: BTreeMap<String, CoefficientReport>,
+}
+
+/// A recovered coefficient: its value and, where the problem knows it, the true value
+/// and the relative error `|value − true| / |true|`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct CoefficientReport {
+    pub value: f64,
+    #[serde(rename = "true", skip_serializing_if = "Option::is_none")]
+    pub truth: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rel_error: Option<f64>,
+}
+
+/// Warnings about a problem's unknown coefficients that training cannot fix: none of its
+/// terms is an observation of the solution (the coefficient is then not determined by
+/// the data: any value fits the PDE with some solution), or no term reads a coefficient.
+pub fn coefficient_warnings(problem: &dyn Problem) -> Vec<String> {
+    let coefs = problem.coefficients();
+    if coefs.is_empty() {
+        return vec![];
+    }
+    let names = coefs
+        .iter()
+        .map(|c| format!("`{}`", c.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let terms = problem.terms();
+    let mut w = Vec::new();
+    let observed = problem
+        .observation_terms()
+        .iter()
+        .any(|&t| terms.get(t).is_some_and(|s| s.weight > 0.0));
+    if !observed {
+        w.push(format!(
+            "problem `{}` has unknown coefficient(s) {names} but no observation term constrains them: their recovered values are not determined by the data",
+            problem.name()
+        ));
+    }
+    if terms.iter().all(|t| t.residual.n_coef() == 0) {
+        w.push(format!(
+            "no term of problem `{}` reads its coefficient(s) {names}: they will not change",
+            problem.name()
+        ));
+    }
+    w
 }
 
 /// The network against a problem's published reference values.
@@ -145,12 +198,15 @@ pub struct Trainer<B: Backend, T: Real> {
     /// Training seconds so far (excluding evaluation and logging).
     pub elapsed: f64,
     last_loss: f64,
+    /// Warnings found when the run was set up (unconstrained coefficients).
+    setup_warnings: Vec<String>,
 }
 
 impl<B: Backend, T: Real> Trainer<B, T> {
     /// Set up a run: build the objective and the optimizer for it (`optimizer`, e.g.
     /// `|obj| optim::build(name, &cfg, obj)`), sample the points, build the evaluator.
-    /// `params` are host values.
+    /// `params` are host values: the network's, to which the problem's coefficients are
+    /// appended at their initial values, or network and coefficients.
     pub fn new(
         be: B,
         problem: Arc<dyn Problem>,
@@ -212,7 +268,23 @@ impl<B: Backend, T: Real> Trainer<B, T> {
         if let Some(s) = opts.checkpoint_seconds {
             crate::error::check::positive("checkpoint-seconds", s)?;
         }
+        let coefs = problem.coefficients();
+        for c in &coefs {
+            crate::error::check::finite(
+                &format!("initial value of coefficient `{}`", c.name),
+                c.initial,
+            )?;
+        }
+        let mlp = mlp.network().with_coefficients(coefs.len());
+        let mut params = params.to_vec();
+        if params.len() == mlp.num_net_params() {
+            params.extend(coefs.iter().map(|c| c.initial));
+        }
         mlp.check_params(params.len())?;
+        let setup_warnings = coefficient_warnings(problem.as_ref());
+        for w in &setup_warnings {
+            eprintln!("warning: {w}");
+        }
         let mut obj = Objective::new(be.clone(), mlp.clone(), terms, opts.chunk_rows)?;
         let opt = optimizer(&obj)?;
         let mut rng = ChaCha8Rng::seed_from_u64(opts.data_seed);
@@ -247,7 +319,7 @@ impl<B: Backend, T: Real> Trainer<B, T> {
         for (t, &n) in opts.points.iter().enumerate() {
             obj.set_points(t, problem.sample_kind(t, n, opts.point_kind, &mut rng)?)?;
         }
-        let params = be.upload(&convert::<f64, T>(params))?;
+        let params = be.upload(&convert::<f64, T>(&params))?;
         Ok(Trainer {
             problem,
             obj,
@@ -261,6 +333,7 @@ impl<B: Backend, T: Real> Trainer<B, T> {
             step: 0,
             elapsed: 0.0,
             last_loss: f64::NAN,
+            setup_warnings,
         })
     }
 
@@ -333,6 +406,31 @@ impl<B: Backend, T: Real> Trainer<B, T> {
         self.eval.l2(&self.params)
     }
 
+    /// The unknown coefficients' current values (empty for a forward problem).
+    pub fn coefficient_values(&self) -> Result<Vec<f64>> {
+        self.obj.coef_part(&self.params)
+    }
+
+    /// The recovered coefficients by name, with their true values and errors where known.
+    pub fn coefficient_report(&self) -> Result<BTreeMap<String, CoefficientReport>> {
+        let vals = self.coefficient_values()?;
+        Ok(self
+            .problem
+            .coefficients()
+            .into_iter()
+            .zip(vals)
+            .map(|(c, value)| {
+                let rel_error = c.truth.map(|t| (value - t).abs() / t.abs());
+                let r = CoefficientReport {
+                    value,
+                    truth: c.truth,
+                    rel_error,
+                };
+                (c.name, r)
+            })
+            .collect())
+    }
+
     /// Current parameters on the host.
     pub fn params_host(&self) -> Result<Vec<f64>> {
         Ok(convert(&self.obj.backend().download(&self.params)?))
@@ -379,6 +477,7 @@ impl<B: Backend, T: Real> Trainer<B, T> {
                 l2_abs: e.abs,
                 l2_rel: e.rel,
                 lr,
+                coefs: self.coefficient_values()?,
             })?;
         }
         Ok(e)
@@ -497,6 +596,8 @@ impl<B: Backend, T: Real> Trainer<B, T> {
         for w in &warnings {
             eprintln!("warning: {w}");
         }
+        // set-up warnings were printed when the run was set up; the summary keeps them
+        let warnings = [self.setup_warnings.clone(), warnings].concat();
         let l2_fields = self.field_errors()?;
         let reference = self.reference_check()?;
         Ok(Summary {
@@ -521,6 +622,7 @@ impl<B: Backend, T: Real> Trainer<B, T> {
             warnings,
             l2_fields,
             reference,
+            coefficients: self.coefficient_report()?,
         })
     }
 

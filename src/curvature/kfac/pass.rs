@@ -5,6 +5,9 @@
 //! with factors (KFAC, KFAC*); [`GradStorePass`] the same sweep for the gradient and the
 //! store alone (Hessian-free).
 //!
+//! With coefficients (design §7) every chunk also records its share of their gradient and
+//! Gauss–Newton block, summed after the sweep ([`KfacPass::coef_block`]).
+//!
 //! A pass reads as a list of stages: check the set-up, start the store, then per term
 //! sweep the chunks (each worker into its own accumulators, [`WorkerAccs`]) and commit
 //! the term's factors; last add the workers' gradients and finish the store.
@@ -90,6 +93,8 @@ struct Sweep<B: Backend, T: Real> {
     /// The layers the workers' factor shares are made for (none: a gradient-only pass).
     layers: Vec<LayerLayout>,
     accs: WorkerAccs<B, T, Share<B, T>>,
+    /// The coefficients' Gauss–Newton block of the last sweep (`K × K`; empty without).
+    coef_block: Vec<f64>,
 }
 
 impl<B: Backend, T: Real> Sweep<B, T> {
@@ -97,6 +102,7 @@ impl<B: Backend, T: Real> Sweep<B, T> {
         Sweep {
             layers,
             accs: WorkerAccs::default(),
+            coef_block: vec![],
         }
     }
 
@@ -113,6 +119,7 @@ impl<B: Backend, T: Real> Sweep<B, T> {
     ) -> Result<f64> {
         let be = obj.backend().clone();
         self.accs.start(obj, grad)?;
+        obj.start_coefs();
         let mut store = begin_store(obj, store)?;
         let mut per_term = vec![0.0; obj.num_terms()];
         for (g, terms) in factor_groups(obj.num_terms())?.iter().enumerate() {
@@ -138,6 +145,7 @@ impl<B: Backend, T: Real> Sweep<B, T> {
             }
         }
         self.accs.add_grads(&be, grad)?;
+        self.coef_block = obj.finish_coefs(grad)?;
         if let Some(st) = store {
             st.finish()?;
         }
@@ -274,6 +282,7 @@ fn sweep_chunk<B: Backend, T: Real>(
     pass: &mut ChunkPass<'_, B, T>,
 ) -> Result<()> {
     acc.ss += pass.sum_sq()?;
+    pass.record_coefs()?;
     let (n, first) = (pass.n, pass.first);
     let Share { scale, a, b } = &mut *acc.share;
     let grad = &mut *acc.grad;
@@ -371,6 +380,13 @@ impl<B: Backend, T: Real> KfacPass<B, T> {
     ) -> Result<f64> {
         self.check_setup(obj, factors.as_deref())?;
         self.sweep.run(obj, params, grad, factors, store)
+    }
+
+    /// The Gauss–Newton block of the coefficients from the last [`Self::run`]:
+    /// `Σ_t w_t/N_t Σ_n (∂r_n/∂coef)ᵀ(∂r_n/∂coef)`, `K × K` row-major (empty without
+    /// coefficients). Exact, not Kronecker-factored (design §7).
+    pub fn coef_block(&self) -> &[f64] {
+        &self.sweep.coef_block
     }
 
     /// The pass, the factors and the objective must be of one network and number of terms.

@@ -269,6 +269,9 @@ impl Problem for CustomSystem {
     fn setup(&self) -> Setup {
         self.inner.setup()
     }
+    fn observation_terms(&self) -> Vec<usize> {
+        self.inner.observation_terms()
+    }
 }
 
 /// Keys of the scalar problems that a system does not use.

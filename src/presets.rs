@@ -384,6 +384,39 @@ fn systems() -> Vec<Preset> {
             9000,
             1e-3,
         ),
+        // problems on shapes (issue 19; soft boundary conditions)
+        p(
+            "poisson-lshape",
+            "poisson-lshape",
+            &[2, 32, 32, 1],
+            &[2000, 400],
+            20000,
+            1e-6,
+        ),
+        p(
+            "poisson-annulus",
+            "poisson-annulus",
+            &[2, 32, 32, 1],
+            &[2000, 300, 150],
+            20000,
+            1e-6,
+        ),
+        p(
+            "plate-hole",
+            "plate-hole",
+            &[2, 32, 32, 1],
+            &[2000, 400, 100],
+            20000,
+            1e-6,
+        ),
+        p(
+            "poisson-ball5d",
+            "poisson-ball5d",
+            &[5, 64, 64, 1],
+            &[3000, 500],
+            20000,
+            1e-6,
+        ),
         // the inverse problem (design §7): κ with the solution; ENGD's damping 1e-6
         // (smaller ones stalled on some seeds in 300-step runs)
         Preset {
@@ -441,6 +474,10 @@ mod tests {
             "wave1d",
             "poisson-mixed-bc",
             "inverse-heat",
+            "poisson-lshape",
+            "poisson-annulus",
+            "plate-hole",
+            "poisson-ball5d",
         ] {
             let p = get(name).unwrap();
             let setup = crate::pde::problem(p.problem, &Default::default())

@@ -61,6 +61,7 @@ fn on_region(region: &Region, x: &[f64], lo: &[f64], hi: &[f64]) -> bool {
             Region::Initial => x[0] == lo[0],
             Region::Point(q) => x == &q[..],
             Region::Observed(o) => o.find(x).is_some(),
+            Region::Pieces(_) => false, // custom systems live on boxes
             Region::Faces(fs) => fs
                 .iter()
                 .any(|f: &Face| x[f.coord] == if f.upper { hi[f.coord] } else { lo[f.coord] }),

@@ -86,10 +86,22 @@ fn samplers_put_points_on_their_regions() {
                     );
                 }
                 match &term.region {
-                    Region::Interior => {}
+                    Region::Interior => {
+                        if let Some(shape) = p.domain() {
+                            assert!(shape.contains(pt), "{name}: {pt:?} outside its shape");
+                        }
+                    }
                     Region::Initial => assert_eq!(pt[0], lo[0]),
                     Region::Point(q) => assert_eq!(pt, &q[..]),
                     Region::Observed(o) => assert!(o.find(pt).is_some()),
+                    Region::Pieces(ps) => {
+                        let shape = p.domain().expect("pieces need a shape");
+                        let dist = ps
+                            .iter()
+                            .map(|&q| shape.piece_distance(q, pt))
+                            .fold(f64::INFINITY, f64::min);
+                        assert!(dist < 1e-9, "{name} {}: {pt:?} off its pieces", term.name);
+                    }
                     Region::Faces(fs) => {
                         let on: Vec<&Face> = fs
                             .iter()
@@ -305,4 +317,71 @@ fn json_reports_errors_per_field_and_the_reference() {
     // the lid's u = 1 is in the table: an untrained net cannot be within 1e-3 of all
     assert!(dev.is_finite() && dev > 1e-3, "{dev}");
     assert!(c["reference"]["source"].as_str().unwrap().contains("Ghia"));
+}
+
+/// Systems on shapes: box faces are refused, bad piece indices and points outside are
+/// named, pieces on a plain box system are refused, and quasi-random points say they
+/// need a box.
+#[test]
+fn shape_systems_check_their_regions() {
+    use kfac_pinn::geometry::{Ball, PointKind, ShapeRef};
+    let shape: ShapeRef = Arc::new(Ball::new(vec![0.0, 0.0], 1.0).unwrap());
+    let data = |region: Region| SystemTerm {
+        name: "data".into(),
+        region,
+        kind: JetKind::Value,
+        residual: Arc::new(FieldData {
+            fields: vec![0],
+            g: Arc::new(|_: &[f64], o: &mut [f64]| o[0] = 0.0),
+            m: 1,
+        }),
+        weight: 1.0,
+    };
+    let setup = Setup {
+        widths: vec![2, 4, 1],
+        points: vec![10],
+        resample: 0,
+        eval_points: 10,
+        budget_seconds: 1.0,
+    };
+    let on = |r: Region| {
+        BoxSystem::on_shape(
+            "s",
+            "",
+            shape.clone(),
+            &["u"],
+            vec![data(r)],
+            None,
+            setup.clone(),
+        )
+        .map(|_| ())
+        .unwrap_err()
+        .to_string()
+    };
+    let e = on(Region::Faces(vec![Face::lower(0)]));
+    assert!(e.contains("sphere"), "{e}");
+    let e = on(Region::Pieces(vec![3]));
+    assert!(e.contains("[3]") && e.contains("sphere"), "{e}");
+    let e = on(Region::Point(vec![2.0, 0.0]));
+    assert!(e.contains("point of the shape"), "{e}");
+    let e = BoxSystem::new(
+        "s",
+        "",
+        vec![0.0, 0.0],
+        vec![1.0, 1.0],
+        &["u"],
+        vec![data(Region::Pieces(vec![0]))],
+        None,
+        setup,
+    )
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("on_shape"), "{e}");
+    let p = system("plate-hole").unwrap();
+    let e = p
+        .sample_kind(0, 8, PointKind::Sobol, &mut rng(0))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("sobol") && e.contains("boxes"), "{e}");
 }

@@ -51,6 +51,11 @@ pub trait Shape: Send + Sync + std::fmt::Debug {
     fn pieces(&self) -> Vec<String>;
     /// Surface measure of piece `p`.
     fn piece_measure(&self, p: usize) -> f64;
+    /// Distance from `x` to piece `p` (0 on it; used to tell which piece a boundary
+    /// point lies on).
+    fn piece_distance(&self, p: usize, x: &[f64]) -> f64;
+    /// The outward unit normal of piece `p` at its point `x`.
+    fn normal(&self, p: usize, x: &[f64], out: &mut [f64]);
     /// `n` points uniform in the shape (`out`: `n × dim`).
     fn sample_interior(&self, rng: &mut ChaCha8Rng, out: &mut [f64]) -> Result<()>;
     /// `n` points uniform on piece `p` and their outward unit normals (`n × dim` each).
@@ -73,6 +78,18 @@ pub fn piece_index(shape: &dyn Shape, name: &str) -> Result<usize> {
         let list: Vec<&str> = names.iter().map(String::as_str).collect();
         Error::unknown("boundary piece", name, &list)
     })
+}
+
+/// The piece among `ps` that `x` lies on (the nearest one).
+pub fn nearest_piece(shape: &dyn Shape, ps: &[usize], x: &[f64]) -> usize {
+    let mut best = (f64::INFINITY, ps[0]);
+    for &p in ps {
+        let dist = shape.piece_distance(p, x);
+        if dist < best.0 {
+            best = (dist, p);
+        }
+    }
+    best.1
 }
 
 /// Boundary measure of the pieces `ps` together.

@@ -205,6 +205,17 @@ impl Shape for SetOp {
     fn piece_measure(&self, p: usize) -> f64 {
         self.measures[p]
     }
+    fn piece_distance(&self, p: usize, x: &[f64]) -> f64 {
+        let (owner, q) = self.operand(p);
+        owner.piece_distance(q, x)
+    }
+    fn normal(&self, p: usize, x: &[f64], out: &mut [f64]) {
+        let (owner, q) = self.operand(p);
+        owner.normal(q, x, out);
+        if self.op == Op::Difference && p >= self.na {
+            out.iter_mut().for_each(|v| *v = -*v);
+        }
+    }
     fn sample_interior(&self, rng: &mut ChaCha8Rng, out: &mut [f64]) -> Result<()> {
         let d = self.dim();
         let n = out.len() / d;
@@ -348,6 +359,12 @@ impl Shape for Prefixed {
     fn piece_measure(&self, p: usize) -> f64 {
         self.inner.piece_measure(p)
     }
+    fn piece_distance(&self, p: usize, x: &[f64]) -> f64 {
+        self.inner.piece_distance(p, x)
+    }
+    fn normal(&self, p: usize, x: &[f64], out: &mut [f64]) {
+        self.inner.normal(p, x, out)
+    }
     fn sample_interior(&self, rng: &mut ChaCha8Rng, out: &mut [f64]) -> Result<()> {
         self.inner.sample_interior(rng, out)
     }
@@ -413,6 +430,21 @@ impl Shape for TimeProduct {
             self.inner.volume()
         } else {
             (self.t1 - self.t0) * self.inner.piece_measure(p - 2)
+        }
+    }
+    fn piece_distance(&self, p: usize, x: &[f64]) -> f64 {
+        match p {
+            0 => (x[0] - self.t0).abs(),
+            1 => (x[0] - self.t1).abs(),
+            _ => self.inner.piece_distance(p - 2, &x[1..]),
+        }
+    }
+    fn normal(&self, p: usize, x: &[f64], out: &mut [f64]) {
+        out.fill(0.0);
+        match p {
+            0 => out[0] = -1.0,
+            1 => out[0] = 1.0,
+            _ => self.inner.normal(p - 2, &x[1..], &mut out[1..]),
         }
     }
     fn sample_interior(&self, rng: &mut ChaCha8Rng, out: &mut [f64]) -> Result<()> {

@@ -141,6 +141,15 @@ impl Polygon {
         (self.v[i], self.v[(i + 1) % self.v.len()])
     }
 
+    /// Outward unit normal of edge `i`.
+    fn edge_normal(&self, i: usize) -> [f64; 2] {
+        let (a, b) = self.edge(i);
+        let len = ((b[0] - a[0]).powi(2) + (b[1] - a[1]).powi(2)).sqrt();
+        // counter-clockwise: the outward normal is the edge turned clockwise
+        let s = self.orientation / len;
+        [s * (b[1] - a[1]), -s * (b[0] - a[0])]
+    }
+
     /// Crossing-number membership (boundary points count as inside through `sdf`).
     fn inside(&self, p: [f64; 2]) -> bool {
         let n = self.v.len();
@@ -204,16 +213,9 @@ impl Shape for Polygon {
     }
     fn sdf(&self, x: &[f64]) -> f64 {
         let p = [x[0], x[1]];
-        let mut best = f64::INFINITY;
-        for i in 0..self.v.len() {
-            let (a, b) = self.edge(i);
-            let ab = [b[0] - a[0], b[1] - a[1]];
-            let t = (((p[0] - a[0]) * ab[0] + (p[1] - a[1]) * ab[1])
-                / (ab[0] * ab[0] + ab[1] * ab[1]))
-                .clamp(0.0, 1.0);
-            let q = [a[0] + t * ab[0] - p[0], a[1] + t * ab[1] - p[1]];
-            best = best.min((q[0] * q[0] + q[1] * q[1]).sqrt());
-        }
+        let best = (0..self.v.len())
+            .map(|i| self.piece_distance(i, x))
+            .fold(f64::INFINITY, f64::min);
         if self.inside(p) {
             -best
         } else {
@@ -229,6 +231,17 @@ impl Shape for Polygon {
     fn piece_measure(&self, p: usize) -> f64 {
         let (a, b) = self.edge(p);
         ((b[0] - a[0]).powi(2) + (b[1] - a[1]).powi(2)).sqrt()
+    }
+    fn piece_distance(&self, i: usize, x: &[f64]) -> f64 {
+        let (a, b) = self.edge(i);
+        let ab = [b[0] - a[0], b[1] - a[1]];
+        let t = (((x[0] - a[0]) * ab[0] + (x[1] - a[1]) * ab[1]) / (ab[0] * ab[0] + ab[1] * ab[1]))
+            .clamp(0.0, 1.0);
+        let q = [a[0] + t * ab[0] - x[0], a[1] + t * ab[1] - x[1]];
+        (q[0] * q[0] + q[1] * q[1]).sqrt()
+    }
+    fn normal(&self, p: usize, _x: &[f64], out: &mut [f64]) {
+        out.copy_from_slice(&self.edge_normal(p));
     }
     fn sample_interior(&self, rng: &mut ChaCha8Rng, out: &mut [f64]) -> Result<()> {
         for p in out.chunks_mut(2) {
@@ -258,10 +271,7 @@ impl Shape for Polygon {
         normal: &mut [f64],
     ) -> Result<()> {
         let (a, b) = self.edge(p);
-        let len = self.piece_measure(p);
-        // counter-clockwise: the outward normal is the edge turned clockwise
-        let s = self.orientation / len;
-        let nrm = [s * (b[1] - a[1]), -s * (b[0] - a[0])];
+        let nrm = self.edge_normal(p);
         for (q, n) in x.chunks_mut(2).zip(normal.chunks_mut(2)) {
             let t: f64 = rng.random_range(0.0..1.0);
             q[0] = a[0] + t * (b[0] - a[0]);

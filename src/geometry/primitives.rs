@@ -70,6 +70,15 @@ impl Shape for BoxShape {
             .map(|i| self.hi[i] - self.lo[i])
             .product()
     }
+    fn piece_distance(&self, p: usize, x: &[f64]) -> f64 {
+        let (c, up) = self.face(p);
+        (x[c] - if up { self.hi[c] } else { self.lo[c] }).abs()
+    }
+    fn normal(&self, p: usize, _x: &[f64], out: &mut [f64]) {
+        let (c, up) = self.face(p);
+        out.fill(0.0);
+        out[c] = if up { 1.0 } else { -1.0 };
+    }
     fn sample_interior(&self, rng: &mut ChaCha8Rng, out: &mut [f64]) -> Result<()> {
         let d = self.dim();
         for p in out.chunks_mut(d) {
@@ -122,6 +131,15 @@ impl Ball {
     }
 }
 
+/// `sign · (x − c)/|x − c|`.
+fn radial_normal(c: &[f64], x: &[f64], sign: f64, out: &mut [f64]) {
+    for i in 0..c.len() {
+        out[i] = x[i] - c[i];
+    }
+    let r = norm(out);
+    out.iter_mut().for_each(|v| *v *= sign / r);
+}
+
 /// Point `c + ρ u` for a uniform direction `u`; writes the direction into `dir`.
 fn radial(c: &[f64], rho: f64, rng: &mut ChaCha8Rng, p: &mut [f64], dir: &mut [f64]) {
     unit_vector(rng, dir);
@@ -152,6 +170,12 @@ impl Shape for Ball {
     }
     fn piece_measure(&self, _p: usize) -> f64 {
         self.dim() as f64 * self.volume() / self.r
+    }
+    fn piece_distance(&self, _p: usize, x: &[f64]) -> f64 {
+        self.sdf(x).abs()
+    }
+    fn normal(&self, _p: usize, x: &[f64], out: &mut [f64]) {
+        radial_normal(&self.c, x, 1.0, out)
     }
     fn sample_interior(&self, rng: &mut ChaCha8Rng, out: &mut [f64]) -> Result<()> {
         let d = self.dim();
@@ -233,6 +257,13 @@ impl Shape for Shell {
         let d = self.dim();
         let r = if p == 0 { self.r_in } else { self.r_out };
         d as f64 * unit_ball_volume(d) * r.powi(d as i32 - 1)
+    }
+    fn piece_distance(&self, p: usize, x: &[f64]) -> f64 {
+        let d: Vec<f64> = x.iter().zip(&self.c).map(|(a, b)| a - b).collect();
+        (norm(&d) - if p == 0 { self.r_in } else { self.r_out }).abs()
+    }
+    fn normal(&self, p: usize, x: &[f64], out: &mut [f64]) {
+        radial_normal(&self.c, x, if p == 0 { -1.0 } else { 1.0 }, out)
     }
     fn sample_interior(&self, rng: &mut ChaCha8Rng, out: &mut [f64]) -> Result<()> {
         let d = self.dim();
@@ -357,6 +388,16 @@ impl Shape for Ellipsoid {
     }
     fn piece_measure(&self, _p: usize) -> f64 {
         self.area
+    }
+    fn piece_distance(&self, _p: usize, x: &[f64]) -> f64 {
+        self.sdf(x).abs()
+    }
+    fn normal(&self, _p: usize, x: &[f64], out: &mut [f64]) {
+        for i in 0..x.len() {
+            out[i] = (x[i] - self.c[i]) / (self.a[i] * self.a[i]);
+        }
+        let s = norm(out);
+        out.iter_mut().for_each(|v| *v /= s);
     }
     fn sample_interior(&self, rng: &mut ChaCha8Rng, out: &mut [f64]) -> Result<()> {
         // an affine image of the uniform ball is uniform
@@ -561,6 +602,14 @@ impl Shape for Simplex {
     }
     fn piece_measure(&self, p: usize) -> f64 {
         self.measures[p]
+    }
+    fn piece_distance(&self, p: usize, x: &[f64]) -> f64 {
+        // distance to the facet's hyperplane (the facet itself for points on the simplex)
+        let n = &self.normals[p * self.d..(p + 1) * self.d];
+        (n.iter().zip(x).map(|(a, b)| a * b).sum::<f64>() - self.offsets[p]).abs()
+    }
+    fn normal(&self, p: usize, _x: &[f64], out: &mut [f64]) {
+        out.copy_from_slice(&self.normals[p * self.d..(p + 1) * self.d]);
     }
     fn sample_interior(&self, rng: &mut ChaCha8Rng, out: &mut [f64]) -> Result<()> {
         let all: Vec<usize> = (0..=self.d).collect();

@@ -41,15 +41,20 @@ pub fn build(name: &str) -> Option<Result<BoxSystem>> {
     })
 }
 
-fn vf(f: impl Fn(&[f64], &mut [f64]) + Send + Sync + 'static) -> VecFn {
+pub(super) fn vf(f: impl Fn(&[f64], &mut [f64]) + Send + Sync + 'static) -> VecFn {
     Arc::new(f)
 }
 
-fn sf(f: impl Fn(&[f64]) -> f64 + Send + Sync + 'static) -> ScalarFn {
+pub(super) fn sf(f: impl Fn(&[f64]) -> f64 + Send + Sync + 'static) -> ScalarFn {
     Arc::new(f)
 }
 
-fn term(name: &str, region: Region, kind: JetKind, residual: Arc<dyn Residual>) -> SystemTerm {
+pub(super) fn term(
+    name: &str,
+    region: Region,
+    kind: JetKind,
+    residual: Arc<dyn Residual>,
+) -> SystemTerm {
     SystemTerm {
         name: name.into(),
         region,
@@ -91,7 +96,7 @@ fn steady_flow_terms(
     ]
 }
 
-fn setup(widths: &[usize], points: &[usize], eval_points: usize, budget: f64) -> Setup {
+pub(super) fn setup(widths: &[usize], points: &[usize], eval_points: usize, budget: f64) -> Setup {
     Setup {
         widths: widths.to_vec(),
         points: points.to_vec(),

@@ -18,19 +18,22 @@ mod flows;
 mod inverse;
 pub mod observe;
 mod problems;
+mod shapes;
 pub mod system;
 
 pub use problems::{builtin, builtin_names, Boundary, BoxProblem};
 
 /// Names of the built-in systems and boundary-condition problems (Navier–Stokes, Stokes,
 /// wave, mixed boundary conditions).
-pub fn system_names() -> &'static [&'static str] {
-    flows::NAMES
+pub fn system_names() -> Vec<&'static str> {
+    flows::NAMES.iter().chain(shapes::NAMES).copied().collect()
 }
 
 /// A built-in system by name (see [`system_names`]).
 pub fn system(name: &str) -> Result<system::BoxSystem> {
-    flows::build(name).unwrap_or_else(|| Err(crate::Error::unknown("system", name, flows::NAMES)))
+    flows::build(name)
+        .or_else(|| shapes::build(name))
+        .unwrap_or_else(|| Err(crate::Error::unknown("system", name, &system_names())))
 }
 
 /// Options that parameterise some problems (e.g. the HIG toy's λ).
@@ -45,6 +48,7 @@ pub struct ProblemOptions {
 pub fn problem_names() -> Vec<&'static str> {
     let mut v = builtin_names().to_vec();
     v.extend_from_slice(flows::NAMES);
+    v.extend_from_slice(shapes::NAMES);
     v.extend_from_slice(book::NAMES);
     v.extend_from_slice(inverse::NAMES);
     v
@@ -62,7 +66,7 @@ pub fn problem(name: &str, opts: &ProblemOptions) -> Result<Arc<dyn Problem>> {
             format!("unset for problem `{name}` (only toy-regression uses it)"),
         ));
     }
-    if let Some(p) = flows::build(name) {
+    if let Some(p) = flows::build(name).or_else(|| shapes::build(name)) {
         return Ok(Arc::new(p?));
     }
     if let Some(p) = inverse::build(name) {

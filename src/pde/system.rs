@@ -19,7 +19,7 @@ use super::problems::ScalarFn;
 use super::{Problem, ReferenceData, Residual, Setup, TermSpec};
 use crate::error::{Error, Result};
 use crate::geometry::qmc::unit_points;
-use crate::geometry::PointKind;
+use crate::geometry::{nearest_piece, sample_pieces, PointKind, ShapeRef};
 use crate::jet::{JetKind, Operator};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -100,6 +100,9 @@ pub enum Region {
     Point(Vec<f64>),
     /// The points of a set of observations (all of them, or a random subset).
     Observed(Arc<Observations>),
+    /// Uniform on these boundary pieces of the system's shape (each by its measure;
+    /// [`BoxSystem::on_shape`]).
+    Pieces(Vec<usize>),
 }
 
 /// One term of a system: a residual on a region, with the jet it needs.
@@ -125,9 +128,60 @@ pub struct BoxSystem {
     error_group: Option<(String, Vec<usize>)>,
     reference: Option<ReferenceData>,
     setup: Setup,
+    /// The domain when it is not the box `[lo, hi]` (then the box is its bounding box).
+    domain: Option<ShapeRef>,
 }
 
 impl BoxSystem {
+    /// A system on a shape (`lo`, `hi` its bounding box): terms on its interior
+    /// ([`Region::Interior`]), its boundary pieces ([`Region::Pieces`]), points inside it
+    /// and observations; box faces and the initial slice are refused (a time-dependent
+    /// shape is a [`crate::geometry::TimeProduct`] with pieces `initial` and `final`).
+    pub fn on_shape(
+        name: impl Into<String>,
+        summary: impl Into<String>,
+        shape: ShapeRef,
+        fields: &[&str],
+        terms: Vec<SystemTerm>,
+        exact: Option<VecFn>,
+        setup: Setup,
+    ) -> Result<Self> {
+        let pieces = shape.pieces();
+        for t in &terms {
+            match &t.region {
+                Region::Faces(_) | Region::Initial => {
+                    return Err(Error::invalid(
+                        format!("region of term `{}`", t.name),
+                        format!("{:?}", t.region),
+                        format!(
+                            "the shape's interior or boundary pieces ({})",
+                            pieces.join(", ")
+                        ),
+                    ))
+                }
+                Region::Pieces(ps) if ps.is_empty() || ps.iter().any(|&p| p >= pieces.len()) => {
+                    return Err(Error::invalid(
+                        format!("pieces of term `{}`", t.name),
+                        format!("{ps:?}"),
+                        format!("indices of the pieces {}", pieces.join(", ")),
+                    ));
+                }
+                Region::Point(p) if p.len() == shape.dim() && !shape.contains(p) => {
+                    return Err(Error::invalid(
+                        format!("point of term `{}`", t.name),
+                        format!("{p:?}"),
+                        "a point of the shape",
+                    ))
+                }
+                _ => {}
+            }
+        }
+        let (lo, hi) = shape.bounds();
+        let mut s = Self::build(name, summary, lo, hi, fields, terms, exact, setup, true)?;
+        s.domain = Some(shape);
+        Ok(s)
+    }
+
     /// A system from its parts; every face must lie on the box and every term's point
     /// count is in `setup.points` (same order).
     #[allow(clippy::too_many_arguments)]
@@ -140,6 +194,21 @@ impl BoxSystem {
         terms: Vec<SystemTerm>,
         exact: Option<VecFn>,
         setup: Setup,
+    ) -> Result<Self> {
+        Self::build(name, summary, lo, hi, fields, terms, exact, setup, false)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        name: impl Into<String>,
+        summary: impl Into<String>,
+        lo: Vec<f64>,
+        hi: Vec<f64>,
+        fields: &[&str],
+        terms: Vec<SystemTerm>,
+        exact: Option<VecFn>,
+        setup: Setup,
+        shape: bool,
     ) -> Result<Self> {
         let name = name.into();
         check_box(&lo, &hi)?;
@@ -212,7 +281,14 @@ impl BoxSystem {
                         )));
                     }
                 }
-                Region::Interior | Region::Initial => {}
+                Region::Pieces(_) if !shape => {
+                    return Err(Error::invalid(
+                        format!("region of term `{}`", t.name),
+                        "boundary pieces",
+                        "faces of the box (pieces need a shape: BoxSystem::on_shape)",
+                    ))
+                }
+                Region::Interior | Region::Initial | Region::Pieces(_) => {}
             }
         }
         Ok(BoxSystem {
@@ -226,6 +302,7 @@ impl BoxSystem {
             error_group: None,
             reference: None,
             setup,
+            domain: None,
         })
     }
 
@@ -239,6 +316,11 @@ impl BoxSystem {
     pub fn with_reference(mut self, r: ReferenceData) -> Self {
         self.reference = Some(r);
         self
+    }
+
+    /// The shape the system lives on, if it is not its box.
+    pub fn domain(&self) -> Option<&ShapeRef> {
+        self.domain.as_ref()
     }
 
     /// The terms with their regions.
@@ -391,9 +473,21 @@ impl Problem for BoxSystem {
             )
         })?;
         let mut x = vec![0.0; n * d];
-        if let Region::Observed(o) = &t.region {
-            o.sample(n, rng, &mut x)?;
-            return Ok(x);
+        match (&t.region, &self.domain) {
+            (Region::Observed(o), _) => {
+                o.sample(n, rng, &mut x)?;
+                return Ok(x);
+            }
+            (Region::Interior, Some(shape)) => {
+                shape.sample_interior(rng, &mut x)?;
+                return Ok(x);
+            }
+            (Region::Pieces(ps), Some(shape)) => {
+                let mut normals = vec![0.0; n * d];
+                sample_pieces(shape.as_ref(), ps, rng, &mut x, &mut normals)?;
+                return Ok(x);
+            }
+            _ => {}
         }
         for p in x.chunks_mut(d) {
             match &t.region {
@@ -404,7 +498,7 @@ impl Problem for BoxSystem {
                     p[0] = self.lo[0];
                 }
                 Region::Point(q) => p.copy_from_slice(q),
-                Region::Observed(_) => {} // filled above
+                Region::Observed(_) | Region::Pieces(_) => {} // filled above
             }
         }
         Ok(x)
@@ -423,6 +517,16 @@ impl Problem for BoxSystem {
         );
         if kind == PointKind::Uniform || fixed {
             return self.sample(term, n, rng);
+        }
+        if self.domain.is_some() {
+            return Err(Error::invalid(
+                "points",
+                kind.as_str(),
+                format!(
+                    "uniform for problem `{}` (quasi-random points are drawn on boxes only so far)",
+                    self.name
+                ),
+            ));
         }
         let d = self.dim();
         let u = unit_points(kind, n, d, rng)?;
@@ -558,6 +662,55 @@ impl Residual for FirstOrder {
     fn quad_form(&self, x: &[f64], a: &mut [f64], _b: &mut [f64]) -> Option<f64> {
         a[self.idx.val(self.field)] += self.alpha;
         a[self.idx.d(self.coord, self.field)] += self.beta * self.sign;
+        Some(-(self.g)(x))
+    }
+}
+
+/// A first-order condition on boundary pieces of a shape: `α u + β ∂u/∂n − g(x)` with
+/// `n` the outward unit normal of the piece the point lies on (the nearest of `pieces`).
+/// Needs a [`gradient_jet`] (coordinate directions); for a time-dependent shape the
+/// normal's time component is 0 on the spatial pieces.
+pub struct NormalCondition {
+    pub field: usize,
+    pub alpha: f64,
+    pub beta: f64,
+    pub g: ScalarFn,
+    pub idx: JetIdx,
+    pub shape: ShapeRef,
+    pub pieces: Vec<usize>,
+}
+
+impl NormalCondition {
+    fn normal(&self, x: &[f64]) -> Vec<f64> {
+        let mut n = vec![0.0; x.len()];
+        let p = nearest_piece(self.shape.as_ref(), &self.pieces, x);
+        self.shape.normal(p, x, &mut n);
+        n
+    }
+}
+
+impl Residual for NormalCondition {
+    fn eval(&self, x: &[f64], y: &[f64], r: &mut [f64], jac: Option<&mut [f64]>) {
+        let n = self.normal(x);
+        let iv = self.idx.val(self.field);
+        let dn: f64 = (0..n.len())
+            .map(|i| n[i] * y[self.idx.d(i, self.field)])
+            .sum();
+        r[0] = self.alpha * y[iv] + self.beta * dn - (self.g)(x);
+        if let Some(j) = jac {
+            j.fill(0.0);
+            j[iv] += self.alpha;
+            for (i, ni) in n.iter().enumerate() {
+                j[self.idx.d(i, self.field)] += self.beta * ni;
+            }
+        }
+    }
+    fn quad_form(&self, x: &[f64], a: &mut [f64], _b: &mut [f64]) -> Option<f64> {
+        let n = self.normal(x);
+        a[self.idx.val(self.field)] += self.alpha;
+        for (i, ni) in n.iter().enumerate() {
+            a[self.idx.d(i, self.field)] += self.beta * ni;
+        }
         Some(-(self.g)(x))
     }
 }

@@ -42,6 +42,10 @@ fn exact_solutions_satisfy_every_term() {
                         exact(pt, &mut o);
                         o
                     }
+                    JetKind::Set(set) => {
+                        let mats: Vec<_> = (0..set.ops()).map(|j| set.matrix(j)).collect();
+                        common::fd_jet_set(&exact, m, pt, set.dirs(), &mats)
+                    }
                 };
                 scale = scale.max(y.iter().fold(0.0f64, |a, v| a.max(v.abs())));
                 let mut res = vec![0.0; nr];

@@ -518,10 +518,7 @@ impl<B: Backend, T: Real> Objective<B, T> {
         let c = self.terms[t].spec.kind.s() * self.mlp.output_dim();
         let term = &mut self.terms[t];
         term.quad = None;
-        let axes = match &term.spec.kind {
-            JetKind::Value => true,
-            JetKind::Full(op) => op.is_identity(),
-        };
+        let axes = term.spec.kind.axes();
         if !self.backend_residuals || !axes || term.spec.residual.n_res() != 1 || term.n == 0 {
             return Ok(());
         }

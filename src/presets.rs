@@ -384,6 +384,14 @@ fn systems() -> Vec<Preset> {
             9000,
             1e-3,
         ),
+        p(
+            "elasticity",
+            "elasticity",
+            &[2, 30, 30, 30, 2],
+            &[1000, 200],
+            20000,
+            1e-5,
+        ),
     ]
 }
 
@@ -427,6 +435,7 @@ mod tests {
             "cavity-re100",
             "wave1d",
             "poisson-mixed-bc",
+            "elasticity",
         ] {
             let p = get(name).unwrap();
             let setup = crate::pde::problem(p.problem, &Default::default())

@@ -500,7 +500,7 @@ mod tests {
         );
         assert_eq!(
             msg(ad_tanh_rev(18, 18, sh)),
-            "ad_tanh_rev: the autodiff block has no Laplacian rows"
+            "ad_tanh_rev: the autodiff block has no operator rows"
         );
         assert_eq!(
             msg(quad_residual([18, 18, 9, 1, 2], 0, sh)),

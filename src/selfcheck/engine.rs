@@ -15,7 +15,6 @@ use crate::jet::{JetEngine, JetKind, Operator, OperatorSet};
 use crate::loss::Objective;
 use crate::model::Mlp;
 use crate::optim::{build, OptimizerConfig, State};
-use crate::pde::builtin;
 use crate::scalar::{convert, Real};
 use rand::{Rng, SeedableRng};
 
@@ -128,7 +127,7 @@ fn objective<B: Backend, T: Real>(
     widths: &[usize],
     n: &[usize],
 ) -> Result<Objective<B, T>> {
-    let p = builtin(problem)?;
+    let p = crate::pde::problem(problem, &Default::default())?;
     let mlp = Mlp::new(widths)?;
     let mut obj = Objective::<B, T>::new(be.clone(), mlp, p.terms(), Some(16))?;
     let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(3);
@@ -138,11 +137,13 @@ fn objective<B: Backend, T: Real>(
     Ok(obj)
 }
 
-/// Loss and gradient (reverse mode through the jet) on a linear and a nonlinear problem.
+/// Loss and gradient (reverse mode through the jet) on a linear and a nonlinear problem,
+/// and on a system whose jet carries three operators (elasticity: J = 3, a mixed term).
 pub fn gradient<B: Backend>(be: &B, ck: &mut Check) -> Result<()> {
     for (problem, widths) in [
         ("poisson2d", vec![2, 8, 6, 1]),
         ("log-fokker-planck9d", vec![10, 6, 1]),
+        ("elasticity", vec![2, 8, 6, 2]),
     ] {
         let mlp = Mlp::new(&widths)?;
         let p = mlp.init(9);

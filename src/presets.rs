@@ -430,6 +430,14 @@ fn systems() -> Vec<Preset> {
                 1e-6,
             )
         },
+        p(
+            "elasticity",
+            "elasticity",
+            &[2, 30, 30, 30, 2],
+            &[1000, 200],
+            20000,
+            1e-5,
+        ),
     ]
 }
 
@@ -478,6 +486,7 @@ mod tests {
             "poisson-annulus",
             "plate-hole",
             "poisson-ball5d",
+            "elasticity",
         ] {
             let p = get(name).unwrap();
             let setup = crate::pde::problem(p.problem, &Default::default())

@@ -4,7 +4,9 @@
 //! factors against a naive host computation and, for one sample of a value-only term,
 //! against the exact Gramian block; the Kronecker-sum inverse against a dense solve; the
 //! stored pass's products against the dense Jacobian, and the gradient-only pass
-//! (`GradStorePass`) against the KFAC pass.
+//! (`GradStorePass`) against the KFAC pass. A term whose residual reads several operator
+//! rows of one jet (an operator set): its factors against the naive computation, and for
+//! one sample the bound `G_l ⪯ |R|·S·(A ⊗ B)` of the exact Gramian block (design §6).
 
 mod common;
 
@@ -19,7 +21,7 @@ use kfac_pinn::curvature::{
     gvp, jacobian, jvp, jvp_gram, vjp, DeviceFactors, GradStorePass, Gramian, GramianKind,
     KfacFactors, KfacInverse, KfacPass,
 };
-use kfac_pinn::jet::{JetEngine, JetKind, Operator};
+use kfac_pinn::jet::{JetEngine, JetKind, Operator, OperatorSet};
 use kfac_pinn::loss::Objective;
 use kfac_pinn::model::Mlp;
 use kfac_pinn::pde::builtin;
@@ -74,6 +76,21 @@ fn tangent_matches_central_differences_of_the_output_jet() {
         ),
         (vec![3, 5, 4, 1], JetKind::Value),
         (vec![3, 2], JetKind::Full(Operator::laplacian(3))), // linear model
+        (vec![2, 5, 4, 2], JetKind::Set(lap_mixed())),
+        (
+            vec![3, 6, 3, 1],
+            JetKind::Set(
+                OperatorSet::from_matrices(
+                    3,
+                    &[
+                        vec![1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+                        vec![0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+                        vec![1.0, 0.3, -0.2, 0.3, 2.0, 0.1, -0.2, 0.1, 0.5],
+                    ],
+                )
+                .unwrap(),
+            ),
+        ),
     ];
     for (seed, (widths, kind)) in cases.into_iter().enumerate() {
         let mlp = Mlp::new(&widths).unwrap();
@@ -640,4 +657,180 @@ fn stored_pass_products_match_the_dense_jacobian() {
     assert!(!store.is_valid());
     assert!(store.jvp(&Cpu, &p).is_err());
     assert!(store.gvp(&Cpu, &p, &mut vec![0.0; p.len()]).is_err());
+}
+
+// ---- a residual that reads several operator rows ------------------------------------------------
+
+/// The Laplacian and the mixed `∂_0∂_1` on one jet in D = 2 (K = 3: e_0, e_1, e_0 + e_1).
+fn lap_mixed() -> OperatorSet {
+    OperatorSet::from_matrices(2, &[vec![1.0, 0.0, 0.0, 1.0], vec![0.0, 1.0, 1.0, 0.0]]).unwrap()
+}
+
+/// `r = Σ_c a_c y_c − f` over a few entries `c` of the output jet (an affine residual that
+/// reads the operator rows, and optionally more), with its quadratic form.
+struct Rows {
+    a: Vec<(usize, f64)>,
+    f: f64,
+}
+
+impl kfac_pinn::pde::Residual for Rows {
+    fn eval(&self, _x: &[f64], y: &[f64], r: &mut [f64], jac: Option<&mut [f64]>) {
+        r[0] = self.a.iter().map(|&(c, a)| a * y[c]).sum::<f64>() - self.f;
+        if let Some(j) = jac {
+            j.fill(0.0);
+            for &(c, a) in &self.a {
+                j[c] = a;
+            }
+        }
+    }
+    fn quad_form(&self, _x: &[f64], a: &mut [f64], _b: &mut [f64]) -> Option<f64> {
+        for &(c, v) in &self.a {
+            a[c] = v;
+        }
+        Some(-self.f)
+    }
+}
+
+/// An objective of one term on the set `lap_mixed` whose residual reads the given jet
+/// entries (sample layout `[u, ∂_0 u, ∂_1 u, ∂_{0+1} u, Δu, ∂_0∂_1 u]`).
+fn set_objective(widths: &[usize], rows: Vec<(usize, f64)>, x: Vec<f64>) -> Objective<Cpu, f64> {
+    let term = kfac_pinn::pde::TermSpec {
+        name: "interior".into(),
+        kind: JetKind::Set(lap_mixed()),
+        residual: std::sync::Arc::new(Rows { a: rows, f: 0.4 }),
+        weight: 1.0,
+    };
+    let mlp = Mlp::new(widths).unwrap();
+    let mut obj = Objective::<Cpu, f64>::new(Cpu, mlp, vec![term], Some(30)).unwrap();
+    obj.set_points(0, x).unwrap();
+    obj
+}
+
+#[test]
+fn kfac_factors_of_a_residual_on_several_operator_rows() {
+    // r = Δu + 2 ∂_0∂_1 u − 0.4 (two operator rows) and the same plus ∂_1 u: the factors
+    // are the naive ones over all S = 6 rows, and the pass's gradient is the loss gradient
+    for rows in [vec![(4, 1.0), (5, 2.0)], vec![(2, 0.5), (4, 1.0), (5, 2.0)]] {
+        let x = uniform(&mut rng(3), 2 * 13, -1.0, 1.0);
+        let mut obj = set_objective(&[2, 5, 4, 1], rows.clone(), x);
+        let mlp = obj.mlp().clone();
+        let p: Vec<f64> = mlp.init(8);
+        let naive = naive_factors(&mut obj, &p);
+        let mut pass = KfacPass::<Cpu, f64>::new(&mlp, 1).unwrap();
+        let mut fd = DeviceFactors::new(&Cpu, &mlp, 1, false).unwrap();
+        let mut grad = vec![0.0; p.len()];
+        pass.run(&mut obj, &p, &mut grad, Some(&mut fd), None)
+            .unwrap();
+        let f = fd.download(&Cpu).unwrap();
+        for (l, (na, nb)) in naive[0].iter().enumerate() {
+            assert_close(&format!("{rows:?} A[{l}]"), f.a(0, l), na, 1e-11, 1e-14);
+            assert_close(&format!("{rows:?} B[{l}]"), f.b(0, l), nb, 1e-11, 1e-14);
+        }
+        // the gradient against central differences of the loss
+        let h = 1e-6;
+        let fdg: Vec<f64> = (0..p.len())
+            .map(|q| {
+                let mut pp = p.clone();
+                pp[q] += h;
+                let lp = obj.loss(&pp).unwrap();
+                pp[q] -= 2.0 * h;
+                let lm = obj.loss(&pp).unwrap();
+                (lp - lm) / (2.0 * h)
+            })
+            .collect();
+        assert_close(&format!("{rows:?} gradient"), &grad, &fdg, 1e-6, 1e-9);
+        // the residual Jacobian against differences of the residuals, and the stored
+        // pass's J v (KFAC*'s products) against it
+        let (m, np, j) = dense_j(&mut obj, &p);
+        common::assert_jacobian_is_fd(&format!("{rows:?} J"), &mut obj, &p, &j, 1e-6, 1e-8);
+        let mut store =
+            kfac_pinn::curvature::JacobianStore::<Cpu, f64>::new(&Cpu, 1 << 30).unwrap();
+        pass.run(&mut obj, &p, &mut grad, None, Some(&mut store))
+            .unwrap();
+        let v = uniform(&mut rng(5), np, -1.0, 1.0);
+        let jv = store.jvp(&Cpu, &v).unwrap();
+        assert_close(
+            &format!("{rows:?} stored J v"),
+            &jv,
+            &matvec(m, np, &j, &v),
+            1e-10,
+            1e-12,
+        );
+        assert_close(
+            &format!("{rows:?} J v by the tangent pass"),
+            &jvp(&mut obj, &p, &v).unwrap(),
+            &jv,
+            1e-10,
+            1e-12,
+        );
+    }
+}
+
+#[test]
+fn kfac_bounds_the_exact_block_of_a_residual_on_several_operator_rows() {
+    // One sample, r = Δu + 2 ∂_0∂_1 u − 0.4. Per layer the exact block is G = j jᵀ with
+    // j = vec(Σ_s g_s z̃_sᵀ) over the S jet rows, and KFAC's is K = (1/S Σ_s z̃ z̃ᵀ) ⊗
+    // (Σ_s g gᵀ). By Cauchy–Schwarz over the |R| rows with non-zero cotangent,
+    // G ⪯ |R|·S·K, i.e. jᵀ K⁺ j ≤ |R|·S (j lies in the range of K). |R| = 2 at the output
+    // layer (the two operator rows), up to S below it. The blocks are not equal: weight
+    // sharing over S > 1 rows is an approximation even for one sample.
+    let widths = [2usize, 5, 3, 1];
+    let mut obj = set_objective(&widths, vec![(4, 1.0), (5, 2.0)], vec![0.3, -0.2]);
+    let mlp = obj.mlp().clone();
+    let p: Vec<f64> = mlp.init(4);
+    let (m, np, j) = dense_j(&mut obj, &p);
+    assert_eq!(m, 1);
+    let mut pass = KfacPass::<Cpu, f64>::new(&mlp, 1).unwrap();
+    let mut f = DeviceFactors::new(&Cpu, &mlp, 1, false).unwrap();
+    let mut grad = vec![0.0; np];
+    pass.run(&mut obj, &p, &mut grad, Some(&mut f), None)
+        .unwrap();
+    let dense = f.download(&Cpu).unwrap().to_dense(0.0);
+    let s = obj.term_spec(0).kind.s();
+    assert_eq!(s, 6);
+    let layers = mlp.layers();
+    for (li, l) in layers.iter().enumerate() {
+        let (o, n) = (l.off(), l.len());
+        let kb: Vec<f64> = (0..n * n)
+            .map(|e| dense[(o + e / n) * np + o + e % n])
+            .collect();
+        let jl = &j[o..o + n];
+        // jᵀ (K + εI)⁻¹ j ≤ jᵀ K⁺ j for j in the range of K: a one-sided check
+        let scale = (0..n).map(|a| kb[a * n + a]).fold(0.0f64, f64::max);
+        let mut reg = kb.clone();
+        for a in 0..n {
+            reg[a * n + a] += 1e-10 * scale;
+        }
+        let y = common::gauss_solve(n, &reg, jl);
+        let ratio: f64 = jl.iter().zip(&y).map(|(a, b)| a * b).sum();
+        let r_rows = if li + 1 == layers.len() {
+            2.0
+        } else {
+            s as f64
+        };
+        let bound = r_rows * s as f64;
+        assert!(
+            ratio <= bound * (1.0 + 1e-6),
+            "layer {li}: jᵀK⁺j = {ratio} exceeds |R|·S = {bound}"
+        );
+        // and on random directions v: (vᵀj)² ≤ |R|·S·vᵀKv
+        let mut r = rng(li as u64);
+        for _ in 0..20 {
+            let v = uniform(&mut r, n, -1.0, 1.0);
+            let vj: f64 = v.iter().zip(jl).map(|(a, b)| a * b).sum();
+            let vkv: f64 = (0..n)
+                .map(|a| v[a] * (0..n).map(|b| kb[a * n + b] * v[b]).sum::<f64>())
+                .sum();
+            assert!(vj * vj <= bound * vkv * (1.0 + 1e-9) + 1e-14, "layer {li}");
+        }
+        // not exact: the block differs from j jᵀ
+        let diff: f64 = (0..n * n)
+            .map(|e| (kb[e] - jl[e / n] * jl[e % n]).abs())
+            .fold(0.0, f64::max);
+        let size: f64 = jl.iter().map(|a| a * a).sum();
+        assert!(
+            diff > 1e-3 * size,
+            "layer {li}: KFAC block equals the exact block"
+        );
+    }
 }

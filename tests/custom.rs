@@ -91,6 +91,7 @@ fn operator_matrix(p: &dyn Problem) -> Vec<f64> {
     match &p.terms()[0].kind {
         JetKind::Full(op) => op.matrix(),
         JetKind::Value => panic!("interior term without a jet"),
+        JetKind::Set(_) => panic!("custom problems have one operator"),
     }
 }
 
@@ -216,6 +217,7 @@ fn exact_solutions_make_residuals_vanish() {
                 let y = match &term.kind {
                     JetKind::Full(_) => fd_jet(&u, pt, &c),
                     JetKind::Value => vec![u(pt)],
+                    JetKind::Set(_) => panic!("custom problems have one operator"),
                 };
                 scale = scale.max(y.iter().fold(0.0f64, |m, v| m.max(v.abs())));
                 let mut res = [0.0];

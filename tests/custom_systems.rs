@@ -50,6 +50,10 @@ fn term_jet(kind: &JetKind, u: &dyn Fn(&[f64], &mut [f64]), m: usize, x: &[f64])
             u(x, &mut o);
             o
         }
+        JetKind::Set(set) => {
+            let mats: Vec<_> = (0..set.ops()).map(|j| set.matrix(j)).collect();
+            common::fd_jet_set(u, m, x, set.dirs(), &mats)
+        }
     }
 }
 

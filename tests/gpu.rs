@@ -86,14 +86,16 @@ fn opening_the_gpu_works_or_says_why() {
 #[test]
 #[ignore = "needs an NVIDIA GPU"]
 fn gpu_forward_laplacian_matches_cpu() {
-    // 3 nets × 2 dtypes, and the autodiff baseline
-    check(&["forward", "autodiff"], 7);
+    // 4 nets (one with a set of two operators, J = 2) × 2 dtypes, and the autodiff
+    // baseline
+    check(&["forward", "autodiff"], 9);
 }
 
 #[test]
 #[ignore = "needs an NVIDIA GPU"]
 fn gpu_gradient_matches_cpu() {
-    check(&["gradient"], 4);
+    // loss and gradient of three problems, one with a three-operator jet
+    check(&["gradient"], 6);
 }
 
 #[test]

@@ -85,6 +85,7 @@ fn exact_solution_satisfies_the_residuals_at_the_true_coefficient() {
                     u(pt, &mut o);
                     o.to_vec()
                 }
+                JetKind::Set(_) => unreachable!("inverse-heat has one operator per jet"),
             };
             let mut res = [0.0];
             term.residual

@@ -1,7 +1,10 @@
 //! Forward Laplacian (jet) against the autodiff baseline (relative 1e-10 in f64) and
 //! against finite differences of the plain network (looser), on random nets: D = 1,
 //! widths of 1, several layers, a linear model, vector outputs, weighted and general
-//! operators, f32, and chunked evaluation.
+//! operators, f32, and chunked evaluation. Operator sets (J = 2 and 3 operators on one
+//! jet, mixed terms, D = 2 and 3): every row against autodiff and finite differences,
+//! the reverse mode against finite differences of a loss of all rows, and one-operator
+//! sets against the single-operator jet.
 
 mod common;
 
@@ -9,7 +12,7 @@ use common::{assert_close, rng, uniform};
 use kfac_pinn::autodiff::Autodiff;
 use kfac_pinn::backend::cpu::Cpu;
 use kfac_pinn::backend::Backend;
-use kfac_pinn::jet::{JetEngine, JetKind, Operator};
+use kfac_pinn::jet::{accumulate_grad, JetEngine, JetKind, Operator, OperatorSet};
 use kfac_pinn::model::Mlp;
 use kfac_pinn::scalar::{convert, Real};
 
@@ -239,4 +242,249 @@ fn a_taken_input_jet_ends_the_stored_chunk() {
     // a new forward pass stores again
     eng.forward_chunk(&p, &x, 0, 6, true).unwrap();
     eng.backward(&p, &seeds, |_, _| Ok(())).unwrap();
+}
+
+// ---- operator sets: several second-order rows on one jet ----------------------------------------
+
+/// Operator matrices (D × D, row-major) of the set cases: D = 2 with the Laplacian and the
+/// mixed `∂_0∂_1` (grad-div's cross term); D = 2 with three operators, one indefinite;
+/// D = 3 with the full and a spatial Laplacian and a general symmetric matrix coupling
+/// every pair.
+fn set_cases() -> Vec<(usize, Vec<Vec<f64>>)> {
+    vec![
+        (2, vec![vec![1.0, 0.0, 0.0, 1.0], vec![0.0, 1.0, 1.0, 0.0]]),
+        (
+            2,
+            vec![
+                vec![2.0, 0.0, 0.0, 1.0],
+                vec![0.0, 0.5, 0.5, 0.0],
+                vec![1.0, 0.9, 0.9, -1.0],
+            ],
+        ),
+        (
+            3,
+            vec![
+                vec![1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+                vec![0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+                vec![1.0, 0.3, -0.2, 0.3, 2.0, 0.1, -0.2, 0.1, 0.5],
+            ],
+        ),
+    ]
+}
+
+/// The output jet of `kind` at `x` (sample-major, `S·m` per sample).
+fn kind_eval<T: Real>(
+    mlp: &Mlp,
+    params: &[f64],
+    x: &[f64],
+    kind: &JetKind,
+    rows: Option<usize>,
+) -> Vec<f64> {
+    let be = Cpu;
+    let n = x.len() / mlp.input_dim();
+    let mut eng = JetEngine::<Cpu, T>::new(be, mlp.clone(), kind.clone(), rows).unwrap();
+    let p = be.upload(&convert::<f64, T>(params)).unwrap();
+    let xb = be.upload(&convert::<f64, T>(x)).unwrap();
+    eng.forward(&p, &xb, n).unwrap()
+}
+
+#[test]
+fn operator_set_rows_match_autodiff_and_finite_differences() {
+    for (ci, (d, mats)) in set_cases().into_iter().enumerate() {
+        let set = OperatorSet::from_matrices(d, &mats).unwrap();
+        let (k, nj) = (set.k(), mats.len());
+        assert_eq!(set.ops(), nj);
+        let s = 1 + k + nj;
+        for widths in [vec![d, 9, 7, 2], vec![d, 5, 1], vec![d, 12, 3, 6, 1]] {
+            let mlp = Mlp::new(&widths).unwrap();
+            let m = mlp.output_dim();
+            let params: Vec<f64> = mlp.init(40 + ci as u64);
+            let n = 6;
+            let x = uniform(&mut rng(50 + ci as u64), n * d, -1.0, 1.0);
+            // chunks of 4 samples: a ragged last chunk
+            let y = kind_eval::<f64>(&mlp, &params, &x, &JetKind::Set(set.clone()), Some(4 * s));
+            assert_eq!(y.len(), n * s * m);
+            let what = format!("case {ci} {widths:?}");
+            // autodiff: values, the gradient (first D directions) and every operator row
+            let mut ad = Autodiff::<Cpu, f64>::new(Cpu, mlp.clone()).unwrap();
+            let der = ad.derivatives(&params, &x, n).unwrap();
+            let row = |r: usize| -> Vec<f64> {
+                (0..n)
+                    .flat_map(|i| (0..m).map(move |f| (i, f)))
+                    .map(|(i, f)| y[(i * s + r) * m + f])
+                    .collect()
+            };
+            assert_close(&format!("{what} u"), &row(0), &der.u, 1e-12, 1e-14);
+            for a in 0..d {
+                let want: Vec<f64> = (0..n * m).map(|e| der.grad[e * d + a]).collect();
+                assert_close(&format!("{what} ∂_{a}"), &row(1 + a), &want, 1e-10, 1e-13);
+            }
+            for (j, c) in mats.iter().enumerate() {
+                let want = der.operator(c);
+                assert_close(
+                    &format!("{what} L_{j}"),
+                    &row(1 + k + j),
+                    &want,
+                    1e-10,
+                    1e-13,
+                );
+            }
+            // finite differences of the plain network: every entry, pair directions included
+            let u = |p: &[f64], o: &mut [f64]| o.copy_from_slice(&mlp.eval_host(&params, p));
+            for i in 0..n {
+                let fd = common::fd_jet_set(&u, m, &x[i * d..(i + 1) * d], set.dirs(), &mats);
+                let got = &y[i * s * m..(i + 1) * s * m];
+                assert_close(&format!("{what} sample {i} vs fd"), got, &fd, 1e-5, 1e-5);
+            }
+        }
+    }
+}
+
+#[test]
+fn operator_set_f32_and_chunks_agree_with_f64() {
+    let (d, mats) = set_cases().remove(2);
+    let kind = JetKind::Set(OperatorSet::from_matrices(d, &mats).unwrap());
+    let mlp = Mlp::new(&[3, 16, 16, 2]).unwrap();
+    let p: Vec<f64> = mlp
+        .init::<f64>(3)
+        .iter()
+        .map(|&v| v as f32 as f64)
+        .collect();
+    let x: Vec<f64> = uniform(&mut rng(4), 11 * 3, -1.0, 1.0)
+        .iter()
+        .map(|&v| v as f32 as f64)
+        .collect();
+    let whole = kind_eval::<f64>(&mlp, &p, &x, &kind, None);
+    let f32_ = kind_eval::<f32>(&mlp, &p, &x, &kind, None);
+    assert_close("set f32", &f32_, &whole, 1e-4, 1e-4);
+    // S = 1 + 6 + 3 = 10 rows per sample: chunks of 1 and 3 samples
+    for rows in [10, 30] {
+        let part = kind_eval::<f64>(&mlp, &p, &x, &kind, Some(rows));
+        assert_close("set chunked", &part, &whole, 1e-13, 1e-15);
+    }
+}
+
+/// `½ Σ_i Σ_e b_e y_ie² + Σ_i Σ_e a_e y_ie` over every entry of the output jet (all
+/// operator rows) and its gradient by the engine's reverse mode.
+fn set_loss_and_grad(
+    mlp: &Mlp,
+    kind: &JetKind,
+    params: &[f64],
+    x: &[f64],
+    ab: &(Vec<f64>, Vec<f64>),
+) -> (f64, Vec<f64>) {
+    let be = Cpu;
+    let n = x.len() / mlp.input_dim();
+    let mut eng = JetEngine::<Cpu, f64>::new(be, mlp.clone(), kind.clone(), None).unwrap();
+    let p = be.upload(params).unwrap();
+    let xb = be.upload(x).unwrap();
+    eng.forward_chunk(&p, &xb, 0, n, true).unwrap();
+    let y = eng.output().unwrap();
+    let (a, b) = ab;
+    let c = a.len();
+    let mut loss = 0.0;
+    let mut seeds = vec![0.0; y.len()];
+    for (e, (&v, sd)) in y.iter().zip(&mut seeds).enumerate() {
+        loss += 0.5 * b[e % c] * v * v + a[e % c] * v;
+        *sd = b[e % c] * v + a[e % c];
+    }
+    let mut grad = be.alloc::<f64>(params.len()).unwrap();
+    eng.backward(&p, &seeds, |be, v| accumulate_grad(be, &v, 1.0, &mut grad))
+        .unwrap();
+    (loss, grad)
+}
+
+#[test]
+fn operator_set_reverse_mode_matches_finite_differences() {
+    for (ci, (d, mats)) in set_cases().into_iter().enumerate() {
+        let kind = JetKind::Set(OperatorSet::from_matrices(d, &mats).unwrap());
+        let mlp = Mlp::new(&[d, 6, 5, 2]).unwrap();
+        let params: Vec<f64> = mlp.init(60 + ci as u64);
+        let n = 5;
+        let x = uniform(&mut rng(70 + ci as u64), n * d, -1.0, 1.0);
+        let c = kind.s() * mlp.output_dim();
+        let ab = (
+            uniform(&mut rng(80 + ci as u64), c, -1.0, 1.0),
+            uniform(&mut rng(90 + ci as u64), c, 0.2, 1.0),
+        );
+        let (_, grad) = set_loss_and_grad(&mlp, &kind, &params, &x, &ab);
+        let h = 1e-6;
+        let fd: Vec<f64> = (0..params.len())
+            .map(|q| {
+                let mut pp = params.clone();
+                pp[q] += h;
+                let lp = set_loss_and_grad(&mlp, &kind, &pp, &x, &ab).0;
+                pp[q] -= 2.0 * h;
+                let lm = set_loss_and_grad(&mlp, &kind, &pp, &x, &ab).0;
+                (lp - lm) / (2.0 * h)
+            })
+            .collect();
+        assert_close(&format!("set case {ci} gradient"), &grad, &fd, 1e-6, 1e-7);
+    }
+}
+
+#[test]
+fn one_operator_sets_are_the_single_operator_jet() {
+    let mlp = Mlp::new(&[3, 8, 6, 2]).unwrap();
+    let params: Vec<f64> = mlp.init(5);
+    let n = 9;
+    let x = uniform(&mut rng(6), n * 3, -1.0, 1.0);
+    // diagonal: the same directions and weights, hence the same numbers bit for bit, in the
+    // forward pass (both paths) and in the reverse mode
+    let w = vec![0.0, 0.25, 0.25];
+    let op = JetKind::Full(Operator::weighted(w.clone()).unwrap());
+    let set = JetKind::Set(OperatorSet::diagonal(3, &[w]).unwrap());
+    assert_eq!((set.k(), set.ops(), set.s()), (op.k(), op.ops(), op.s()));
+    assert_eq!(
+        kind_eval::<f64>(&mlp, &params, &x, &set, None),
+        kind_eval::<f64>(&mlp, &params, &x, &op, None)
+    );
+    assert_eq!(
+        kind_eval::<f32>(&mlp, &params, &x, &set, None),
+        kind_eval::<f32>(&mlp, &params, &x, &op, None)
+    );
+    let c = op.s() * 2;
+    let ab = (
+        uniform(&mut rng(7), c, -1.0, 1.0),
+        uniform(&mut rng(8), c, 0.2, 1.0),
+    );
+    let (ls, gs) = set_loss_and_grad(&mlp, &set, &params, &x, &ab);
+    let (lo, go) = set_loss_and_grad(&mlp, &op, &params, &x, &ab);
+    assert_eq!((ls, gs), (lo, go));
+    // a general matrix: the single operator takes eigen-directions, the set coordinate
+    // axes and pairs; the value, the gradient and the operator row agree
+    let cm = vec![1.0, 0.3, -0.2, 0.3, 2.0, 0.1, -0.2, 0.1, 0.5];
+    let op = JetKind::Full(Operator::from_matrix(3, &cm).unwrap());
+    let set = JetKind::Set(OperatorSet::from_matrices(3, &[cm]).unwrap());
+    let (yo, ys) = (
+        kind_eval::<f64>(&mlp, &params, &x, &op, None),
+        kind_eval::<f64>(&mlp, &params, &x, &set, None),
+    );
+    let (so, ss, m) = (op.s(), set.s(), 2);
+    for i in 0..n {
+        let pick = |y: &[f64], s: usize, rows: &[usize]| -> Vec<f64> {
+            rows.iter()
+                .flat_map(|&r| (0..m).map(move |f| (r, f)))
+                .map(|(r, f)| y[(i * s + r) * m + f])
+                .collect()
+        };
+        assert_close(
+            "general single operator as a set",
+            &pick(&ys, ss, &[0, 1, 2, 3, ss - 1]),
+            &pick(&yo, so, &[0, 1, 2, 3, so - 1]),
+            1e-10,
+            1e-12,
+        );
+    }
+}
+
+#[test]
+fn operator_set_of_another_dimension_is_refused() {
+    let mlp = Mlp::new(&[3, 4, 1]).unwrap();
+    let set = OperatorSet::diagonal(2, &[vec![1.0, 1.0], vec![0.0, 1.0]]).unwrap();
+    let e = JetEngine::<Cpu, f64>::new(Cpu, mlp, JetKind::Set(set), None)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("operator acts on 2 input dimensions"), "{e}");
 }

@@ -378,18 +378,23 @@ fn row_dot_kernel_matches_cpu() {
 
 // ---- jets --------------------------------------------------------------------------------------
 
-/// Jet shapes: empty, tiny, ragged, no directions, no Laplacian, and n·h above one grid.
+/// Jet shapes: empty, tiny, ragged, no directions, no operator row, one, two and three
+/// operator rows (the general path of the kernels), and n·h above one grid.
 fn shapes() -> Vec<JetShape> {
-    let s = |n, k, lap, h| JetShape { n, k, lap, h };
+    let s = |n, k, ops, h| JetShape { n, k, ops, h };
     vec![
-        s(0, 2, true, 5),
-        s(1, 1, true, 1),
-        s(37, 3, true, 5),
-        s(5, 0, false, 7),
-        s(5, 0, true, 7),
-        s(300, 2, true, 13),
-        s(20, 4, false, 300),
-        s(9, 3, true, 0),
+        s(0, 2, 1, 5),
+        s(1, 1, 1, 1),
+        s(37, 3, 1, 5),
+        s(5, 0, 0, 7),
+        s(5, 0, 1, 7),
+        s(300, 2, 1, 13),
+        s(20, 4, 0, 300),
+        s(9, 3, 1, 0),
+        s(23, 3, 2, 6),
+        s(40, 5, 3, 9),
+        s(3, 2, 2, 1),
+        s(0, 3, 2, 4),
     ]
 }
 
@@ -399,10 +404,11 @@ fn jet_ops<T: Real>() {
         let seed = 100 + 10 * si as u64;
         let len = sh.len();
         let nh = sh.n * sh.h;
-        let coef: Vec<T> = data(sh.k, seed, 0.2, 1.5);
+        // J × K weights of both signs (mixed operators have negative ones)
+        let coef: Vec<T> = data(sh.ops * sh.k, seed, -0.7, 1.5);
         let z: Vec<T> = data(len, seed + 1, -1.5, 1.5);
         let wv: Vec<T> = data(sh.k * sh.h, seed + 2, -1.0, 1.0);
-        let tag = |op: &str| format!("{op} n={} k={} lap={} h={}", sh.n, sh.k, sh.lap, sh.h);
+        let tag = |op: &str| format!("{op} n={} k={} ops={} h={}", sh.n, sh.k, sh.ops, sh.h);
 
         // add_bias on the value rows
         let bias: Vec<T> = data(sh.h + 2, seed + 3, -1.0, 1.0);
@@ -477,12 +483,35 @@ fn jet_ops<T: Real>() {
         same(&tag("scale_jet_rows_to (cpu)"), &c, &a);
         same(&tag("scale_jet_rows_to (emu)"), &d, &a);
         same(&tag("scale_jet_rows_to (formula)"), &c, &want);
+
+        // One operator row against the general path: the same operator twice (J = 2, the
+        // second row's cotangent zero) gives the one-row results, on both backends.
+        if sh.ops == 1 {
+            general_path_matches_one_row(sh, &z, &coef, &act, &g0, &tag("general path"));
+        }
     }
+    // J = 2 needs 2·K weights
+    let sh2 = JetShape {
+        n: 3,
+        k: 2,
+        ops: 2,
+        h: 4,
+    };
+    let mut full2 = vec![T::ZERO; sh2.len()];
+    assert!(e
+        .jet_tanh_inplace(&mut full2, &vec![T::ONE; 2], sh2)
+        .is_err());
+    assert!(Cpu
+        .jet_tanh_inplace(&mut full2, &vec![T::ONE; 2], sh2)
+        .is_err());
+    assert!(e
+        .jet_tanh_inplace(&mut full2, &vec![T::ONE; 4], sh2)
+        .is_ok());
     // short buffers are refused, like on the CPU
     let sh = JetShape {
         n: 3,
         k: 2,
-        lap: true,
+        ops: 1,
         h: 4,
     };
     let short = vec![T::ZERO; sh.len() - 1];
@@ -512,6 +541,86 @@ fn jet_ops<T: Real>() {
     assert!(e.add_bias(&mut full, 30, 2, &coef, 1).is_err());
 }
 
+/// [`jet_ops`]'s check of the general (any J) kernels against the one-row ones: `sh` has
+/// one operator row; the jets get a copy of it as a second row (`block2`), the
+/// coefficients a copy of their row, and cotangents a zero second row.
+fn general_path_matches_one_row<T: Real>(
+    sh: JetShape,
+    z: &Vec<T>,
+    coef: &Vec<T>,
+    act: &Vec<T>,
+    g0: &[T],
+    what: &str,
+) {
+    let e = emu();
+    let sh2 = JetShape { ops: 2, ..sh };
+    let blk = sh.n * sh.h;
+    let len = sh.len();
+    let block2 = |x: &[T], fill: Option<T>| -> Vec<T> {
+        let mut v = x[..len].to_vec();
+        match fill {
+            Some(f) => v.extend(std::iter::repeat_n(f, blk)),
+            None => v.extend_from_slice(&x[len - blk..len]),
+        }
+        v
+    };
+    let coef2: Vec<T> = coef.iter().chain(coef).copied().collect();
+    let z2 = block2(z, None);
+    let act2 = block2(act, None);
+    // forward: both rows equal the one-row result's operator row
+    let mut a2 = vec![T::ZERO; sh2.len()];
+    Cpu.jet_tanh(&z2, &mut a2, &coef2, sh2).unwrap();
+    same(&format!("{what} jet_tanh"), &a2, &block2(act, None));
+    let mut b2 = z2.clone();
+    e.jet_tanh_inplace(&mut b2, &coef2, sh2).unwrap();
+    same(&format!("{what} jet_tanh (emu)"), &b2, &a2);
+    // reverse: a zero cotangent on the second row
+    let mut g1 = g0.to_vec();
+    Cpu.jet_tanh_backward(z, act, &mut g1, coef, sh).unwrap();
+    let g2_in = block2(g0, Some(T::ZERO));
+    for (name, g2) in [("cpu", true), ("emu", false)] {
+        let mut g2v = g2_in.clone();
+        if g2 {
+            Cpu.jet_tanh_backward(&z2, &act2, &mut g2v, &coef2, sh2)
+                .unwrap();
+        } else {
+            e.jet_tanh_backward(&z2, &act2, &mut g2v, &coef2, sh2)
+                .unwrap();
+        }
+        same(
+            &format!("{what} jet_tanh_backward ({name})"),
+            &g2v,
+            &block2(&g1, Some(T::ZERO)),
+        );
+    }
+    // tangent: a copy of the operator row's tangent on the second row
+    let mut t1 = g0.to_vec();
+    Cpu.jet_tanh_tangent(z, act, &mut t1, coef, sh).unwrap();
+    for (name, cpu) in [("cpu", true), ("emu", false)] {
+        let mut t2 = block2(g0, None);
+        if cpu {
+            Cpu.jet_tanh_tangent(&z2, &act2, &mut t2, &coef2, sh2)
+                .unwrap();
+        } else {
+            e.jet_tanh_tangent(&z2, &act2, &mut t2, &coef2, sh2)
+                .unwrap();
+        }
+        same(
+            &format!("{what} jet_tanh_tangent ({name})"),
+            &t2,
+            &block2(&t1, None),
+        );
+    }
+    // the fused first layer
+    let wv: Vec<T> = (0..sh.k * sh.h)
+        .map(|i| T::from_f64((i as f64 * 0.37).sin()))
+        .collect();
+    let (mut i1, mut i2) = (z.to_vec(), z2.clone());
+    Cpu.jet_input_tanh(&mut i1, &wv, coef, sh).unwrap();
+    e.jet_input_tanh(&mut i2, &wv, &coef2, sh2).unwrap();
+    same(&format!("{what} jet_input_tanh"), &i2, &block2(&i1, None));
+}
+
 #[test]
 fn jet_kernels_match_cpu() {
     both!(jet_ops);
@@ -525,13 +634,13 @@ fn quad_ops<T: Real>() {
     shapes.push(JetShape {
         n: 0,
         k: 2,
-        lap: true,
+        ops: 1,
         h: 1,
     });
     for (si, sh) in shapes.into_iter().enumerate() {
         let seed = 500 + 10 * si as u64;
         let (n, m, c) = (sh.n, sh.h, sh.s() * sh.h);
-        let tag = |op: &str| format!("{op} n={n} k={} lap={} m={m}", sh.k, sh.lap);
+        let tag = |op: &str| format!("{op} n={n} k={} ops={} m={m}", sh.k, sh.ops);
         let y: Vec<T> = data(sh.len(), seed, -1.5, 1.5);
         let a: Vec<T> = data((first + n) * c, seed + 1, -1.0, 1.0);
         let b: Vec<T> = data(c, seed + 2, -1.0, 1.0);
@@ -637,7 +746,7 @@ fn residual_kernels_match_cpu() {
 fn autodiff_ops<T: Real>() {
     let e = emu();
     for (si, sh) in shapes().into_iter().enumerate() {
-        let sh = JetShape { lap: false, ..sh };
+        let sh = JetShape { ops: 0, ..sh };
         let seed = 300 + 10 * si as u64;
         let act: Vec<T> = data(sh.len(), seed, -0.9, 0.9);
         let g0: Vec<T> = data(sh.len(), seed + 1, -1.0, 1.0);
@@ -649,7 +758,7 @@ fn autodiff_ops<T: Real>() {
     let lap = JetShape {
         n: 2,
         k: 1,
-        lap: true,
+        ops: 1,
         h: 2,
     };
     assert!(e
@@ -662,7 +771,7 @@ fn autodiff_ops<T: Real>() {
             JetShape {
                 n: 0,
                 k: 2,
-                lap: true,
+                ops: 1,
                 h: 3,
             },
             2,
@@ -671,7 +780,7 @@ fn autodiff_ops<T: Real>() {
             JetShape {
                 n: 1,
                 k: 0,
-                lap: false,
+                ops: 0,
                 h: 1,
             },
             1,
@@ -680,7 +789,7 @@ fn autodiff_ops<T: Real>() {
             JetShape {
                 n: 13,
                 k: 2,
-                lap: true,
+                ops: 1,
                 h: 5,
             },
             4,
@@ -689,7 +798,7 @@ fn autodiff_ops<T: Real>() {
             JetShape {
                 n: 40,
                 k: 3,
-                lap: true,
+                ops: 1,
                 h: 9,
             },
             7,
@@ -698,7 +807,7 @@ fn autodiff_ops<T: Real>() {
             JetShape {
                 n: 7,
                 k: 1,
-                lap: false,
+                ops: 0,
                 h: 40,
             },
             30,
@@ -742,7 +851,7 @@ fn autodiff_ops<T: Real>() {
     let sh = JetShape {
         n: 2,
         k: 0,
-        lap: false,
+        ops: 0,
         h: 2,
     };
     let bad = JacRows {
@@ -1160,13 +1269,15 @@ fn emulated_selfcheck(groups: &[&str], min_pass: usize) {
 
 #[test]
 fn forward_laplacian_on_emulated_kernels_matches_cpu() {
-    // 3 nets × 2 dtypes, and the autodiff baseline
-    emulated_selfcheck(&["forward", "autodiff"], 7);
+    // 4 nets (one with a set of two operators, J = 2, with a mixed term) × 2 dtypes, and
+    // the autodiff baseline
+    emulated_selfcheck(&["forward", "autodiff"], 9);
 }
 
 #[test]
 fn gradient_on_emulated_kernels_matches_cpu() {
-    emulated_selfcheck(&["gradient"], 4);
+    // loss and gradient of three problems, one with a three-operator jet
+    emulated_selfcheck(&["gradient"], 6);
 }
 
 #[test]

@@ -49,6 +49,7 @@ fn exact_solutions_satisfy_their_residuals() {
                 let y = match &term.kind {
                     JetKind::Full(op) => fd_jet(&exact, pt, op.coef()),
                     JetKind::Value => vec![exact(pt)],
+                    JetKind::Set(_) => panic!("scalar problems have one operator"),
                 };
                 scale = scale.max(y.iter().fold(0.0f64, |m, v| m.max(v.abs())));
                 let mut res = [0.0];

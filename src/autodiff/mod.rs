@@ -124,12 +124,7 @@ impl<B: Backend, T: Real> Autodiff<B, T> {
         self.ensure(n)?;
         let nl = self.mlp.num_layers();
         let rows = (1 + d) * n;
-        let blk = |h: usize| JetShape {
-            n,
-            k: d,
-            lap: false,
-            h,
-        };
+        let blk = |h: usize| JetShape { n, k: d, ops: 0, h };
         // input block: primal x, tangent block d = e_d for every sample
         let mut eye = vec![T::ZERO; d * d];
         for i in 0..d {

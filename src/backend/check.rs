@@ -250,7 +250,7 @@ pub(crate) fn jet_input_tanh(z: usize, wv: usize, coef: usize, shape: JetShape) 
         [
             ("z", z, shape.len()),
             ("wv", wv, shape.k * shape.h),
-            ("coef", coef, shape.k),
+            ("coef", coef, shape.ops * shape.k),
         ],
     )
 }
@@ -262,7 +262,7 @@ pub(crate) fn jet_tanh(z: usize, a: usize, coef: usize, shape: JetShape) -> Resu
         [
             ("z", z, shape.len()),
             ("a", a, shape.len()),
-            ("coef", coef, shape.k),
+            ("coef", coef, shape.ops * shape.k),
         ],
     )
 }
@@ -271,7 +271,7 @@ pub(crate) fn jet_tanh(z: usize, a: usize, coef: usize, shape: JetShape) -> Resu
 pub(crate) fn jet_tanh_inplace(z: usize, coef: usize, shape: JetShape) -> Result<()> {
     lens(
         "jet_tanh_inplace",
-        [("z", z, shape.len()), ("coef", coef, shape.k)],
+        [("z", z, shape.len()), ("coef", coef, shape.ops * shape.k)],
     )
 }
 
@@ -289,7 +289,7 @@ pub(crate) fn jet_tanh_linear(
             ("z", z, shape.len()),
             ("a", a, shape.n * shape.h),
             (out_name, out, shape.len()),
-            ("coef", coef, shape.k),
+            ("coef", coef, shape.ops * shape.k),
         ],
     )
 }
@@ -319,9 +319,9 @@ pub(crate) fn ad_tanh_rev(a: usize, g: usize, shape: JetShape) -> Result<()> {
         "ad_tanh_rev",
         [("a", a, shape.len()), ("g", g, shape.len())],
     )?;
-    if shape.lap {
+    if shape.ops > 0 {
         return Err(Error::Shape(
-            "ad_tanh_rev: the autodiff block has no Laplacian rows".into(),
+            "ad_tanh_rev: the autodiff block has no operator rows".into(),
         ));
     }
     Ok(())
@@ -486,7 +486,7 @@ mod tests {
         let sh = JetShape {
             n: 2,
             k: 1,
-            lap: true,
+            ops: 1,
             h: 3,
         };
         assert!(jet_tanh(18, 18, 1, sh).is_ok());
@@ -500,7 +500,7 @@ mod tests {
         );
         assert_eq!(
             msg(ad_tanh_rev(18, 18, sh)),
-            "ad_tanh_rev: the autodiff block has no Laplacian rows"
+            "ad_tanh_rev: the autodiff block has no operator rows"
         );
         assert_eq!(
             msg(quad_residual([18, 18, 9, 1, 2], 0, sh)),

@@ -13,7 +13,7 @@
 //! Conventions: all matrices are row-major; a [`Lay`] describes a (possibly strided)
 //! view into a buffer. Jet matrices use the block layout of design §1: for a chunk of `n`
 //! samples with `S` jet rows each, row `s·n + i` holds jet component `s` of sample `i`
-//! (s = 0 value, s = 1..=K directions, s = K+1 weighted Laplacian when present).
+//! (s = 0 value, s = 1..=K directions, s = K+1..=K+J the J operator rows, if any).
 //!
 //! Checked by tests/kernels.rs (every op of the emulated CUDA backend against the CPU
 //! backend, bad arguments included), tests/jet.rs (the CPU's jets against autodiff and
@@ -84,13 +84,16 @@ impl Tr {
     }
 }
 
-/// Shape of a chunk of jets: `n` samples, `k` first-order directions, an optional
-/// (weighted) Laplacian row, `h` columns. Rows = n · S with S = 1 + k + lap.
+/// Shape of a chunk of jets: `n` samples, `k` first-order directions, `ops` second-order
+/// operator rows `L_j = Σ_k c_jk ∂²_k` (0 for values and gradients only, 1 for the
+/// weighted Laplacian of one operator, more for an operator set), `h` columns.
+/// Rows = n · S with S = 1 + k + ops; the kernels' coefficients are `ops × k` (row j =
+/// the weights of `L_j`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct JetShape {
     pub n: usize,
     pub k: usize,
-    pub lap: bool,
+    pub ops: usize,
     pub h: usize,
 }
 
@@ -101,13 +104,13 @@ impl JetShape {
         JetShape {
             n: rows,
             k: 0,
-            lap: false,
+            ops: 0,
             h: cols,
         }
     }
     /// Jet rows per sample.
     pub fn s(&self) -> usize {
-        1 + self.k + usize::from(self.lap)
+        1 + self.k + self.ops
     }
     pub fn rows(&self) -> usize {
         self.n * self.s()
@@ -324,7 +327,7 @@ pub trait Backend: Clone + Send + Sync + 'static {
         bias_off: usize,
     ) -> Result<()>;
     /// Input jet `A₀` of a chunk: value rows = the points `x` (`shape.n × shape.h`, at
-    /// `x_off`), direction row k of every sample = `dirs[k]` (a `k × h` matrix), Laplacian rows = 0.
+    /// `x_off`), direction row k of every sample = `dirs[k]` (a `k × h` matrix), operator rows = 0.
     fn jet_input<T: Real>(
         &self,
         x: &Self::Buf<T>,
@@ -334,7 +337,7 @@ pub trait Backend: Clone + Send + Sync + 'static {
         shape: JetShape,
     ) -> Result<()>;
     /// First linear layer of the jet: value rows already hold `x Wᵀ + b`; writes direction
-    /// row k of every sample = `wv[k]` (row k of `V Wᵀ`) and zero Laplacian rows.
+    /// row k of every sample = `wv[k]` (row k of `V Wᵀ`) and zero operator rows.
     fn jet_broadcast_dirs<T: Real>(
         &self,
         z: &mut Self::Buf<T>,
@@ -342,7 +345,7 @@ pub trait Backend: Clone + Send + Sync + 'static {
         shape: JetShape,
     ) -> Result<()>;
     /// Fused first layer + tanh, in place: value rows hold `x Wᵀ + b`; writes the tanh jet
-    /// with directions `s1 · wv[k]` and Laplacian `s2 · Σ_k c_k wv[k]²` without forming
+    /// with directions `s1 · wv[k]` and operator rows `s2 · Σ_k c_jk wv[k]²` without forming
     /// the pre-activation jet.
     fn jet_input_tanh<T: Real>(
         &self,
@@ -351,7 +354,8 @@ pub trait Backend: Clone + Send + Sync + 'static {
         coef: &Self::Buf<T>,
         shape: JetShape,
     ) -> Result<()>;
-    /// `a = tanh` jet of the pre-activation jet `z` (design §1), out of place.
+    /// `a = tanh` jet of the pre-activation jet `z` (design §1), out of place: per operator
+    /// row j, `L_j a = s1 L_j z + s2 Σ_k c_jk (∂_k z)²` with `coef` the `ops × k` weights.
     fn jet_tanh<T: Real>(
         &self,
         z: &Self::Buf<T>,
@@ -384,7 +388,8 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// recomputing tanh), and `t` holds the tangent of `z` on entry and the tangent of `a`
     /// on exit. With `s1 = 1 − a²`, `s2 = −2a·s1`, `s3 = s1(6a² − 2)` and `ż` the entry values:
     /// `ȧ = s1 ż`; `∂_d ȧ = s1 ∂_d ż + s2 ż ∂_d z`;
-    /// `Δȧ = s1 Δż + s2 ż Δz + s3 ż Σ_d c_d (∂_d z)² + 2 s2 Σ_d c_d ∂_d z ∂_d ż`.
+    /// `L_j ȧ = s1 L_j ż + s2 ż L_j z + s3 ż Σ_d c_jd (∂_d z)² + 2 s2 Σ_d c_jd ∂_d z ∂_d ż`
+    /// for each operator row j (`coef` is `ops × k`).
     /// CPU twin: `cpu::tanh_tangent_samples`.
     fn jet_tanh_tangent<T: Real>(
         &self,

@@ -142,10 +142,10 @@ impl<B: Backend, T: Real> Slot<B, T> {
 pub struct StorePiece<B: Backend, T: Real> {
     /// Row scale `sqrt(w/N)` (N of the whole term).
     c: f64,
-    /// Jet rows per sample, and the jet's directions and Laplacian row (`s = 1 + k + lap`).
+    /// Jet rows per sample, and the jet's directions and operator rows (`s = 1 + k + ops`).
     s: usize,
     k: usize,
-    lap: bool,
+    ops: usize,
     /// Samples.
     n: usize,
     /// The piece's first sample within the term.
@@ -211,7 +211,7 @@ impl<B: Backend, T: Real> StorePiece<B, T> {
                 let shape = JetShape {
                     n,
                     k: self.k,
-                    lap: self.lap,
+                    ops: self.ops,
                     h: lay.fan_out,
                 };
                 be.scale_jet_rows_to(&slot.g[l], w, shape, tmp)?;
@@ -379,7 +379,7 @@ impl<B: Backend, T: Real> JacobianStore<B, T> {
                     c,
                     s,
                     k: spec.kind.k(),
-                    lap: spec.kind.lap(),
+                    ops: spec.kind.ops(),
                     n: 0,
                     first: 0,
                     layers: self.layers.len(),
@@ -391,7 +391,7 @@ impl<B: Backend, T: Real> JacobianStore<B, T> {
             for (w, p) in pieces.iter_mut().enumerate() {
                 let (first, end) = (n_t * w / workers, n_t * (w + 1) / workers);
                 (p.c, p.s, p.n, p.first) = (c, s, end - first, first);
-                (p.k, p.lap) = (spec.kind.k(), spec.kind.lap());
+                (p.k, p.ops) = (spec.kind.k(), spec.kind.ops());
                 p.used = 0;
                 p.filled = 0;
             }

@@ -1,6 +1,7 @@
 //! The forward Laplacian: a Taylor-mode pass that carries, per sample, the value, the K
-//! directional derivatives and the weighted Laplacian of every hidden vector through the
-//! tanh MLP in one sweep (design §1), and its reverse mode.
+//! directional derivatives and J weighted second-order rows `L_j = Σ_k c_jk ∂²_k` (one
+//! [`Operator`], or an [`OperatorSet`]) of every hidden vector through the tanh MLP in
+//! one sweep (design §1), and its reverse mode.
 //!
 //! Jets of a chunk of `n` samples are `(n·S) × h` matrices in block layout (rows
 //! `s·n + i`), so each linear layer is one matrix product. The batch is processed in
@@ -8,12 +9,14 @@
 //!
 //! Checked by `tests/jet.rs`: against the independent autodiff baseline
 //! (`crate::autodiff`), against finite differences, in f32 and f64, for D = 1, widths of
-//! 1 and several layers; the reverse mode against finite differences of the loss.
+//! 1 and several layers; the reverse mode against finite differences of the loss;
+//! operator sets (J = 2, 3, mixed terms) row by row against finite differences and
+//! autodiff, and J = 1 sets against the single-operator jet.
 
 mod operator;
 mod tangent;
 
-pub use operator::Operator;
+pub use operator::{Operator, OperatorSet};
 
 use crate::backend::{Backend, JetShape, Lay, Tr};
 use crate::error::{Error, Result};
@@ -25,27 +28,61 @@ use crate::scalar::Real;
 /// slower than the same work in chunks; docs/design.md §1).
 pub const DEFAULT_CHUNK_ROWS: usize = 2048;
 
-/// What the output jet carries: values only, or values, K directional derivatives and
-/// the weighted second-order term of an [`Operator`].
+/// What the output jet carries: values only; values, K directional derivatives and the
+/// weighted second-order term of an [`Operator`]; or values, the K shared directions and
+/// the J second-order terms of an [`OperatorSet`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum JetKind {
     Value,
     Full(Operator),
+    Set(OperatorSet),
 }
 
 impl JetKind {
+    /// Number of directions K.
     pub fn k(&self) -> usize {
         match self {
             JetKind::Value => 0,
             JetKind::Full(op) => op.k(),
+            JetKind::Set(set) => set.k(),
         }
     }
-    pub fn lap(&self) -> bool {
-        matches!(self, JetKind::Full(_))
+    /// Number of second-order operator rows J.
+    pub fn ops(&self) -> usize {
+        match self {
+            JetKind::Value => 0,
+            JetKind::Full(_) => 1,
+            JetKind::Set(set) => set.ops(),
+        }
     }
-    /// Jet rows per sample.
+    /// Jet rows per sample, `1 + K + J`.
     pub fn s(&self) -> usize {
-        1 + self.k() + usize::from(self.lap())
+        1 + self.k() + self.ops()
+    }
+    /// The input dimension the operators act on (None for values only).
+    pub fn dim(&self) -> Option<usize> {
+        match self {
+            JetKind::Value => None,
+            JetKind::Full(op) => Some(op.dim()),
+            JetKind::Set(set) => Some(set.dim()),
+        }
+    }
+    /// The directions are the coordinate axes, or begin with them: the output jet's first
+    /// derivative rows need no rotation (false only for an [`Operator`] factorised by
+    /// its eigendecomposition).
+    pub fn axes(&self) -> bool {
+        match self {
+            JetKind::Full(op) => op.is_identity(),
+            JetKind::Value | JetKind::Set(_) => true,
+        }
+    }
+    /// The `K × D` directions and the `J × K` weights (empty for values only).
+    fn dirs_coef(&self) -> (&[f64], &[f64]) {
+        match self {
+            JetKind::Value => (&[], &[]),
+            JetKind::Full(op) => (op.dirs(), op.coef()),
+            JetKind::Set(set) => (set.dirs(), set.coef()),
+        }
     }
 }
 
@@ -171,11 +208,11 @@ pub struct JetEngine<B: Backend, T: Real> {
 impl<B: Backend, T: Real> JetEngine<B, T> {
     /// `chunk_rows`: target jet rows per chunk (None: [`DEFAULT_CHUNK_ROWS`]).
     pub fn new(be: B, mlp: Mlp, kind: JetKind, chunk_rows: Option<usize>) -> Result<Self> {
-        if let JetKind::Full(op) = &kind {
-            if op.dim() != mlp.input_dim() {
+        if let Some(dim) = kind.dim() {
+            if dim != mlp.input_dim() {
                 return Err(Error::Shape(format!(
                     "operator acts on {} input dimensions, the network {} has {}",
-                    op.dim(),
+                    dim,
                     mlp.describe(),
                     mlp.input_dim()
                 )));
@@ -192,10 +229,13 @@ impl<B: Backend, T: Real> JetEngine<B, T> {
         let chunk = (rows / kind.s()).max(1);
         let (coef, dirs) = match &kind {
             JetKind::Value => (be.alloc(0)?, be.alloc(0)?),
-            JetKind::Full(op) => (
-                be.upload(&crate::scalar::convert::<f64, T>(op.coef()))?,
-                be.upload(&crate::scalar::convert::<f64, T>(op.dirs()))?,
-            ),
+            _ => {
+                let (d, c) = kind.dirs_coef();
+                (
+                    be.upload(&crate::scalar::convert::<f64, T>(c))?,
+                    be.upload(&crate::scalar::convert::<f64, T>(d))?,
+                )
+            }
         };
         let wv = be.alloc(kind.k() * mlp.widths()[1])?;
         let y = be.alloc(chunk * kind.s() * mlp.output_dim())?;
@@ -245,7 +285,7 @@ impl<B: Backend, T: Real> JetEngine<B, T> {
         JetShape {
             n,
             k: self.kind.k(),
-            lap: self.kind.lap(),
+            ops: self.kind.ops(),
             h,
         }
     }
@@ -382,8 +422,8 @@ impl<B: Backend, T: Real> JetEngine<B, T> {
         let rows = n * self.kind.s();
         let x_lay = Lay::at(first * d, n, d);
         let l0 = self.mlp.layer(0);
-        let (kk, lap) = (self.kind.k(), self.kind.lap());
-        let shape = move |n: usize, h: usize| JetShape { n, k: kk, lap, h };
+        let (kk, ops) = (self.kind.k(), self.kind.ops());
+        let shape = move |n: usize, h: usize| JetShape { n, k: kk, ops, h };
         self.n_cur = n;
         self.stored = store;
         if nl == 1 {
@@ -447,8 +487,10 @@ impl<B: Backend, T: Real> JetEngine<B, T> {
     }
 
     /// The output jet of the last forward chunk on the host, sample-major: per sample
-    /// `S·m` values `[u (m), ∂_1 u (m), …, ∂_K u (m), Δ_C u (m)]`, the derivatives along
-    /// the coordinate axes (rotated back if the operator's directions are not).
+    /// `S·m` values `[u (m), ∂_1 u (m), …, ∂_K u (m), L_1 u (m), …, L_J u (m)]`, the
+    /// derivatives along the coordinate axes (rotated back if the operator's directions
+    /// are not; an operator set's first D directions are the axes, its pair directions
+    /// `e_i + e_j` follow as they are).
     pub fn output(&self) -> Result<Vec<f64>> {
         self.output_block_to_host(&self.y)
     }

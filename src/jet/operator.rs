@@ -1,9 +1,20 @@
-//! The constant-coefficient second-order operator `Σ_ij C_ij ∂_ij u` that the jet carries,
-//! as directions `v_k` and weights `c_k` with `C = Σ_k c_k v_k v_kᵀ` (design §1).
+//! The constant-coefficient second-order operators that the jet carries (design §1):
+//! one [`Operator`] `Σ_ij C_ij ∂_ij u` as directions `v_k` and weights `c_k` with
+//! `C = Σ_k c_k v_k v_kᵀ`, or an [`OperatorSet`] of J operators that share their
+//! directions (weights `c_jk`, a J × K matrix), for systems that need several operator
+//! terms of one field (a full and a spatial Laplacian, mixed terms such as `∂_x∂_y v`).
 //!
-//! The Laplacian is `V = I`, `c = 1`; the heat equation zeroes the weight of the time
-//! direction; a general symmetric `C` is factorised by its eigendecomposition, so the
-//! directions are orthonormal and the gradient is recovered as `∇u = Vᵀ ∂_V u`.
+//! For one operator the Laplacian is `V = I`, `c = 1`; the heat equation zeroes the weight
+//! of the time direction; a general symmetric `C` is factorised by its
+//! eigendecomposition, so the directions are orthonormal and the gradient is recovered as
+//! `∇u = Vᵀ ∂_V u`. A set keeps the D coordinate axes as its first directions (so the
+//! first D derivatives are the gradient) and adds `e_i + e_j` only for the pairs that some
+//! `C` couples, by polarisation:
+//! `Σ_ij C_ij ∂_ij = Σ_i (C_ii − Σ_{j≠i} C_ij) ∂²_{e_i} + Σ_{i<j} C_ij ∂²_{e_i+e_j}`.
+//!
+//! Checked by the unit tests below (factorisations reproduce `C`, bad input is refused
+//! with messages that name it) and by `tests/jet.rs` (the jet's operator rows against
+//! finite differences and the autodiff baseline).
 
 use crate::error::{Error, Result};
 
@@ -47,30 +58,7 @@ impl Operator {
 
     /// `Σ_ij C_ij ∂_ij` for a symmetric `dim × dim` matrix `c` (row-major).
     pub fn from_matrix(dim: usize, c: &[f64]) -> Result<Self> {
-        if c.len() != dim * dim {
-            return Err(Error::Shape(format!(
-                "operator matrix has {} entries, expected {dim}x{dim} = {}",
-                c.len(),
-                dim * dim
-            )));
-        }
-        for i in 0..dim {
-            for j in 0..dim {
-                let (a, b) = (c[i * dim + j], c[j * dim + i]);
-                if !a.is_finite() {
-                    return Err(Error::invalid(format!("C[{i}][{j}]"), a, "a finite number"));
-                }
-                if (a - b).abs() > 1e-12 * (1.0 + a.abs().max(b.abs())) {
-                    return Err(Error::invalid(
-                        format!("C[{i}][{j}]"),
-                        a,
-                        format!(
-                            "equal to C[{j}][{i}] = {b} (the coefficient matrix must be symmetric)"
-                        ),
-                    ));
-                }
-            }
-        }
+        check_symmetric(dim, c, "")?;
         // Diagonal matrices keep coordinate directions (exact, and the cheap path).
         let diagonal = (0..dim).all(|i| (0..dim).all(|j| i == j || c[i * dim + j] == 0.0));
         if diagonal {
@@ -130,9 +118,232 @@ impl Operator {
     }
 }
 
+/// Checks that `c` is a finite symmetric `dim × dim` matrix; `what` prefixes the names
+/// in messages (`"operator 1: "` for the second matrix of a set).
+fn check_symmetric(dim: usize, c: &[f64], what: &str) -> Result<()> {
+    if c.len() != dim * dim {
+        return Err(Error::Shape(format!(
+            "{what}operator matrix has {} entries, expected {dim}x{dim} = {}",
+            c.len(),
+            dim * dim
+        )));
+    }
+    for i in 0..dim {
+        for j in 0..dim {
+            let (a, b) = (c[i * dim + j], c[j * dim + i]);
+            if !a.is_finite() {
+                return Err(Error::invalid(
+                    format!("{what}C[{i}][{j}]"),
+                    a,
+                    "a finite number",
+                ));
+            }
+            if (a - b).abs() > 1e-12 * (1.0 + a.abs().max(b.abs())) {
+                return Err(Error::invalid(
+                    format!("{what}C[{i}][{j}]"),
+                    a,
+                    format!(
+                        "equal to C[{j}][{i}] = {b} (the coefficient matrix must be symmetric)"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// J second-order operators `L_j u = Σ_k c_jk ∂²_{v_k} u` on one jet, sharing the K
+/// directions `v_k`: the D coordinate axes first, then `e_i + e_j` for each pair `i < j`
+/// that some operator couples (module header). The jet of a sample is then
+/// `[u, ∂_1 u, …, ∂_K u, L_1 u, …, L_J u]`, its first D derivatives the gradient.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OperatorSet {
+    dim: usize,
+    /// K × D, row k = direction v_k.
+    dirs: Vec<f64>,
+    /// J × K, row j = the weights of operator j.
+    coef: Vec<f64>,
+    /// The coordinate pairs `(i, j)`, `i < j`, of directions D.. (`e_i + e_j`).
+    pairs: Vec<(usize, usize)>,
+}
+
+impl OperatorSet {
+    /// The operators `Σ_ij C_ij ∂_ij` of the symmetric `dim × dim` matrices `mats`
+    /// (row-major), in that order. Any number of matrices, none included (a jet of values
+    /// and gradients).
+    pub fn from_matrices<M: AsRef<[f64]>>(dim: usize, mats: &[M]) -> Result<Self> {
+        if dim == 0 {
+            return Err(Error::invalid(
+                "operator set dimension",
+                0,
+                "at least one input dimension",
+            ));
+        }
+        for (j, c) in mats.iter().enumerate() {
+            check_symmetric(dim, c.as_ref(), &format!("operator {j}: "))?;
+        }
+        // pairs coupled by some operator, in lexicographic order
+        let mut pairs = vec![];
+        for i in 0..dim {
+            for j in i + 1..dim {
+                if mats.iter().any(|c| c.as_ref()[i * dim + j] != 0.0) {
+                    pairs.push((i, j));
+                }
+            }
+        }
+        let k = dim + pairs.len();
+        let mut dirs = vec![0.0; k * dim];
+        for d in 0..dim {
+            dirs[d * dim + d] = 1.0;
+        }
+        for (p, &(i, j)) in pairs.iter().enumerate() {
+            dirs[(dim + p) * dim + i] = 1.0;
+            dirs[(dim + p) * dim + j] = 1.0;
+        }
+        // polarisation: Σ_ij C_ij ∂_ij = Σ_i (C_ii − Σ_{j≠i} C_ij) ∂²_{e_i} + Σ_{i<j} C_ij ∂²_{e_i+e_j}
+        let mut coef = vec![0.0; mats.len() * k];
+        for (jo, c) in mats.iter().enumerate() {
+            let c = c.as_ref();
+            let row = &mut coef[jo * k..(jo + 1) * k];
+            for i in 0..dim {
+                let off: f64 = (0..dim).filter(|&j| j != i).map(|j| c[i * dim + j]).sum();
+                row[i] = c[i * dim + i] - off;
+            }
+            for (p, &(i, j)) in pairs.iter().enumerate() {
+                row[dim + p] = c[i * dim + j];
+            }
+        }
+        Ok(OperatorSet {
+            dim,
+            dirs,
+            coef,
+            pairs,
+        })
+    }
+
+    /// Diagonal operators `Σ_d w_jd ∂_dd`, one per row of `weights` (each of `dim`
+    /// entries): e.g. the full and the spatial Laplacian of a time-dependent problem.
+    pub fn diagonal<W: AsRef<[f64]>>(dim: usize, weights: &[W]) -> Result<Self> {
+        let mut mats = vec![];
+        for (j, w) in weights.iter().enumerate() {
+            let w = w.as_ref();
+            if w.len() != dim {
+                return Err(Error::Shape(format!(
+                    "operator {j}: {} weights for {dim} dimensions",
+                    w.len()
+                )));
+            }
+            let mut c = vec![0.0; dim * dim];
+            for d in 0..dim {
+                c[d * dim + d] = w[d];
+            }
+            mats.push(c);
+        }
+        Self::from_matrices(dim, &mats)
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+    /// Number of directions K (D coordinate axes, then the coupled pairs).
+    pub fn k(&self) -> usize {
+        self.dim + self.pairs.len()
+    }
+    /// Number of operators J.
+    pub fn ops(&self) -> usize {
+        self.coef.len() / self.k()
+    }
+    /// K × D directions, row-major.
+    pub fn dirs(&self) -> &[f64] {
+        &self.dirs
+    }
+    /// J × K weights, row-major (row j = operator j).
+    pub fn coef(&self) -> &[f64] {
+        &self.coef
+    }
+    /// The coordinate pairs `(i, j)` of the directions after the first D (`e_i + e_j`).
+    pub fn pairs(&self) -> &[(usize, usize)] {
+        &self.pairs
+    }
+    /// The coefficient matrix of operator `j`, `C_j = Σ_k c_jk v_k v_kᵀ`.
+    pub fn matrix(&self, j: usize) -> Vec<f64> {
+        let (d, k) = (self.dim, self.k());
+        let mut c = vec![0.0; d * d];
+        for kk in 0..k {
+            let w = self.coef[j * k + kk];
+            for a in 0..d {
+                for b in 0..d {
+                    c[a * d + b] += w * self.dirs[kk * d + a] * self.dirs[kk * d + b];
+                }
+            }
+        }
+        c
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn operator_set_polarisation_round_trips() {
+        let lap = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0];
+        let mixed = [0.0, 0.5, 0.0, 0.5, 2.0, -0.3, 0.0, -0.3, 0.0];
+        let set = OperatorSet::from_matrices(3, &[&lap[..], &mixed[..]]).unwrap();
+        assert_eq!(set.ops(), 2);
+        assert_eq!(set.pairs(), &[(0, 1), (1, 2)]);
+        assert_eq!(set.k(), 5);
+        for (j, c) in [&lap[..], &mixed[..]].into_iter().enumerate() {
+            for (a, b) in set.matrix(j).iter().zip(c) {
+                assert!((a - b).abs() < 1e-14, "{j}: {a} vs {b}");
+            }
+        }
+        // coordinate axes first, then e_0 + e_1 and e_1 + e_2
+        assert_eq!(&set.dirs()[..9], &lap[..]);
+        assert_eq!(&set.dirs()[9..], &[1.0, 1.0, 0.0, 0.0, 1.0, 1.0]);
+        // the Laplacian needs no pair direction
+        assert_eq!(&set.coef()[..5], &[1.0, 1.0, 1.0, 0.0, 0.0]);
+        // diagonal operators only: no pairs, J rows of the weights
+        let d = OperatorSet::diagonal(2, &[vec![1.0, 1.0], vec![0.0, 1.0]]).unwrap();
+        assert_eq!((d.k(), d.ops()), (2, 2));
+        assert_eq!(d.coef(), &[1.0, 1.0, 0.0, 1.0]);
+        // no operators at all: a gradient jet
+        let g = OperatorSet::from_matrices::<Vec<f64>>(2, &[]).unwrap();
+        assert_eq!((g.k(), g.ops()), (2, 0));
+    }
+
+    #[test]
+    fn operator_set_rejects_bad_input() {
+        let msg = |r: Result<OperatorSet>| r.unwrap_err().to_string();
+        let e = msg(OperatorSet::from_matrices(
+            2,
+            &[vec![1.0; 4], vec![1.0, 2.0, 0.0, 1.0]],
+        ));
+        assert!(
+            e.contains("operator 1: C[0][1]") && e.contains("symmetric"),
+            "{e}"
+        );
+        let e = msg(OperatorSet::from_matrices(2, &[vec![1.0; 3]]));
+        assert!(
+            e.contains("operator 0") && e.contains("3 entries") && e.contains("2x2"),
+            "{e}"
+        );
+        let e = msg(OperatorSet::from_matrices(
+            2,
+            &[vec![1.0, f64::NAN, f64::NAN, 1.0]],
+        ));
+        assert!(
+            e.contains("operator 0: C[0][1]") && e.contains("finite"),
+            "{e}"
+        );
+        let e = msg(OperatorSet::from_matrices::<Vec<f64>>(0, &[]));
+        assert!(e.contains("dimension") && e.contains("Got 0"), "{e}");
+        let e = msg(OperatorSet::diagonal(3, &[vec![1.0, 1.0]]));
+        assert!(
+            e.contains("operator 0") && e.contains("2 weights for 3"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn matrix_factorisation_round_trips() {

@@ -704,10 +704,7 @@ impl<B: Backend, T: Real> Objective<B, T> {
         let c = self.terms[t].spec.kind.s() * self.mlp.output_dim();
         let term = &mut self.terms[t];
         term.quad = None;
-        let axes = match &term.spec.kind {
-            JetKind::Value => true,
-            JetKind::Full(op) => op.is_identity(),
-        };
+        let axes = term.spec.kind.axes();
         // residuals that read the coefficients run on the host (their ∂r/∂coef with them)
         if !self.backend_residuals
             || !axes

@@ -1,7 +1,9 @@
 //! Built-in systems and boundary-condition problems (issue 18), each with an exact or
 //! manufactured solution: Kovasznay flow (steady 2d Navier–Stokes, Re = 20), Stokes flow
 //! (manufactured), the Taylor–Green vortex (2+1d Navier–Stokes), the 1+1d wave equation
-//! (initial value and rate), and Poisson with Dirichlet, Neumann and Robin faces.
+//! (initial value and rate), Poisson with Dirichlet, Neumann and Robin faces, and 2d
+//! linear elasticity (Navier–Cauchy, manufactured; its jet carries three operators,
+//! `∂_xx`, `∂_yy` and the mixed `∂_x∂_y`).
 //!
 //! Sources and boundary data are written in closed form from the solutions; checked by
 //! `tests/systems.rs`, which pushes each solution through every term with derivatives by
@@ -14,7 +16,7 @@ use super::system::{
 };
 use super::{ReferenceData, Residual, Setup};
 use crate::error::{Error, Result};
-use crate::jet::{JetKind, Operator};
+use crate::jet::{JetKind, Operator, OperatorSet};
 use std::f64::consts::PI;
 use std::sync::Arc;
 
@@ -26,6 +28,7 @@ pub const NAMES: &[&str] = &[
     "cavity-re100",
     "wave1d",
     "poisson-mixed-bc",
+    "elasticity",
 ];
 
 /// A built-in system by name, or None if `name` is not one.
@@ -37,6 +40,7 @@ pub fn build(name: &str) -> Option<Result<BoxSystem>> {
         "cavity-re100" => cavity(),
         "wave1d" => wave1d(),
         "poisson-mixed-bc" => poisson_mixed(),
+        "elasticity" => elasticity(),
         _ => return None,
     })
 }
@@ -406,4 +410,117 @@ fn cavity() -> Result<BoxSystem> {
     )?
     .with_error_group("velocity", vec![0, 1])
     .with_reference(ghia_re100()?))
+}
+
+/// The Navier–Cauchy equations of 2d linear elasticity, `μΔu + (λ+μ)∇(∇·u) + f = 0` for
+/// the displacement `u = (u₁, u₂)`, on a jet with the operators `∂_xx`, `∂_yy`, `∂_x∂_y`
+/// (an [`OperatorSet`]: directions e_x, e_y, e_x + e_y):
+/// `r₁ = (λ+2μ) ∂_xx u₁ + μ ∂_yy u₁ + (λ+μ) ∂_x∂_y u₂ + f₁`,
+/// `r₂ = μ ∂_xx u₂ + (λ+2μ) ∂_yy u₂ + (λ+μ) ∂_x∂_y u₁ + f₂`. Linear; evaluated on the
+/// host (two components).
+struct NavierCauchy {
+    lambda: f64,
+    mu: f64,
+    source: VecFn,
+}
+
+impl NavierCauchy {
+    /// Two fields, K = 3 directions, operators 0 = ∂_xx, 1 = ∂_yy, 2 = ∂_x∂_y.
+    const IDX: JetIdx = JetIdx { m: 2, k: 3 };
+    const OPS: usize = 3;
+
+    fn jet() -> Result<OperatorSet> {
+        OperatorSet::from_matrices(
+            2,
+            &[
+                [1.0, 0.0, 0.0, 0.0],
+                [0.0, 0.0, 0.0, 1.0],
+                [0.0, 0.5, 0.5, 0.0],
+            ],
+        )
+    }
+
+    /// The coefficients `(entry, weight)` of component `q`'s residual in the jet.
+    fn terms(&self, q: usize) -> [(usize, f64); 3] {
+        let (l2m, m, lm) = (self.lambda + 2.0 * self.mu, self.mu, self.lambda + self.mu);
+        let ix = Self::IDX;
+        let (xx, yy) = if q == 0 { (l2m, m) } else { (m, l2m) };
+        [
+            (ix.op_j(0, q), xx),
+            (ix.op_j(1, q), yy),
+            (ix.op_j(2, 1 - q), lm),
+        ]
+    }
+}
+
+impl Residual for NavierCauchy {
+    fn n_res(&self) -> usize {
+        2
+    }
+    fn eval(&self, x: &[f64], y: &[f64], r: &mut [f64], jac: Option<&mut [f64]>) {
+        let mut f = [0.0; 2];
+        (self.source)(x, &mut f);
+        for (q, rq) in r.iter_mut().enumerate().take(2) {
+            *rq = self.terms(q).iter().map(|&(c, w)| w * y[c]).sum::<f64>() + f[q];
+        }
+        if let Some(jac) = jac {
+            let w = Self::IDX.len_ops(Self::OPS);
+            jac.fill(0.0);
+            for q in 0..2 {
+                for (c, v) in self.terms(q) {
+                    jac[q * w + c] = v;
+                }
+            }
+        }
+    }
+}
+
+/// 2d linear elasticity (Navier–Cauchy) `μΔu + (λ+μ)∇(∇·u) + f = 0` on [0,1]² with λ = 1.5,
+/// μ = 1 and the manufactured displacement `u₁ = sin(πx) cos(πy)`,
+/// `u₂ = sin(2πx) sin(πy)` (not divergence-free, so the grad-div term and its mixed
+/// derivatives matter); Dirichlet data on every face.
+fn elasticity() -> Result<BoxSystem> {
+    let (lambda, mu) = (1.5f64, 1.0f64);
+    let exact = vf(|x, o| {
+        o[0] = (PI * x[0]).sin() * (PI * x[1]).cos();
+        o[1] = (2.0 * PI * x[0]).sin() * (PI * x[1]).sin();
+    });
+    let pi2 = PI * PI;
+    // second derivatives of the solution, then f = −(μΔu + (λ+μ)∇(∇·u))
+    let source = vf(move |x, o| {
+        let (sx, cx, sy, cy) = (
+            (PI * x[0]).sin(),
+            (PI * x[0]).cos(),
+            (PI * x[1]).sin(),
+            (PI * x[1]).cos(),
+        );
+        let (s2x, c2x) = ((2.0 * PI * x[0]).sin(), (2.0 * PI * x[0]).cos());
+        let u1_xx = -pi2 * sx * cy;
+        let u1_yy = -pi2 * sx * cy;
+        let u1_xy = -pi2 * cx * sy;
+        let u2_xx = -4.0 * pi2 * s2x * sy;
+        let u2_yy = -pi2 * s2x * sy;
+        let u2_xy = 2.0 * pi2 * c2x * cy;
+        o[0] = -((lambda + 2.0 * mu) * u1_xx + mu * u1_yy + (lambda + mu) * u2_xy);
+        o[1] = -(mu * u2_xx + (lambda + 2.0 * mu) * u2_yy + (lambda + mu) * u1_xy);
+    });
+    let nc = NavierCauchy { lambda, mu, source };
+    BoxSystem::new(
+        "elasticity",
+        "2d linear elasticity (Navier–Cauchy) μΔu + (λ+μ)∇(∇·u) + f = 0, λ = 1.5, μ = 1, on [0,1]², manufactured: u₁ = sin(πx) cos(πy), u₂ = sin(2πx) sin(πy); displacement on the faces",
+        vec![0.0, 0.0],
+        vec![1.0, 1.0],
+        &["u1", "u2"],
+        vec![
+            term("interior", Region::Interior, JetKind::Set(NavierCauchy::jet()?), Arc::new(nc)),
+            term(
+                "displacement-faces",
+                Region::Faces(all_faces(0..2)),
+                JetKind::Value,
+                Arc::new(FieldData { fields: vec![0, 1], g: exact.clone(), m: 2 }),
+            ),
+        ],
+        Some(exact),
+        setup(&[2, 30, 30, 30, 2], &[1000, 200], 20000, 600.0),
+    )
 }

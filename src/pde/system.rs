@@ -28,7 +28,9 @@ use std::sync::Arc;
 /// A vector function of a point (exact solutions of systems, vector data).
 pub type VecFn = Arc<dyn Fn(&[f64], &mut [f64]) + Send + Sync>;
 
-/// Index of the entries of one sample's output jet (`m` fields, `k` directions).
+/// Index of the entries of one sample's output jet (`m` fields, `k` directions, then the
+/// operator rows). The number of operator rows is not a field: the index of an entry does
+/// not depend on it (the operator rows come last), and [`Self::len_ops`] takes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct JetIdx {
     pub m: usize,
@@ -44,13 +46,21 @@ impl JetIdx {
     pub fn d(self, d: usize, f: usize) -> usize {
         (1 + d) * self.m + f
     }
-    /// The operator term of field `f`.
+    /// The operator term of field `f` (operator 0 of a set).
     pub fn op(self, f: usize) -> usize {
-        (1 + self.k) * self.m + f
+        self.op_j(0, f)
     }
-    /// Entries per sample (`S · m`).
+    /// Operator `j`'s term of field `f` (a jet of an [`crate::jet::OperatorSet`]).
+    pub fn op_j(self, j: usize, f: usize) -> usize {
+        (1 + self.k + j) * self.m + f
+    }
+    /// Entries per sample (`S · m`) with one operator row or none.
     pub fn len(self, with_op: bool) -> usize {
-        (1 + self.k + usize::from(with_op)) * self.m
+        self.len_ops(usize::from(with_op))
+    }
+    /// Entries per sample (`S · m`) with `ops` operator rows.
+    pub fn len_ops(self, ops: usize) -> usize {
+        (1 + self.k + ops) * self.m
     }
 }
 
@@ -224,12 +234,11 @@ impl BoxSystem {
             )));
         }
         for t in &terms {
-            if let JetKind::Full(op) = &t.kind {
-                if op.dim() != d {
+            if let Some(od) = t.kind.dim() {
+                if od != d {
                     return Err(Error::Shape(format!(
-                        "term `{}`: operator dimension {} but the box has {d}",
+                        "term `{}`: operator dimension {od} but the box has {d}",
                         t.name,
-                        op.dim()
                     )));
                 }
             }

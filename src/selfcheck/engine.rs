@@ -1,5 +1,6 @@
 //! The whole engine on a backend against the CPU backend: the forward Laplacian (f64 and
-//! f32, chunk sizes that leave a ragged last chunk, a weighted operator), the autodiff
+//! f32, chunk sizes that leave a ragged last chunk, a weighted operator, an operator set
+//! with a mixed term), the autodiff
 //! baseline, loss and gradient on a linear and a nonlinear problem, and one step of every
 //! second-order optimizer in f64 and f32 from the same start (the new parameters and the
 //! whole optimizer state: KFAC's Kronecker factors, their inverses and the momentum,
@@ -10,11 +11,10 @@ use crate::autodiff::Autodiff;
 use crate::backend::cpu::Cpu;
 use crate::backend::Backend;
 use crate::error::Result;
-use crate::jet::{JetEngine, JetKind, Operator};
+use crate::jet::{JetEngine, JetKind, Operator, OperatorSet};
 use crate::loss::Objective;
 use crate::model::Mlp;
 use crate::optim::{build, OptimizerConfig, State};
-use crate::pde::builtin;
 use crate::scalar::{convert, Real};
 use rand::{Rng, SeedableRng};
 
@@ -33,33 +33,58 @@ fn forward_on<B: Backend, T: Real>(
     widths: &[usize],
     n: usize,
     chunk: Option<usize>,
-    op: &Operator,
+    kind: &JetKind,
 ) -> Result<Vec<f64>> {
     let mlp = Mlp::new(widths)?;
     let p = be.upload(&convert::<f64, T>(&mlp.init(7)))?;
     let x = be.upload(&convert::<f64, T>(&points(widths[0], n, 11)))?;
-    let mut eng = JetEngine::<B, T>::new(be.clone(), mlp, JetKind::Full(op.clone()), chunk)?;
+    let mut eng = JetEngine::<B, T>::new(be.clone(), mlp, kind.clone(), chunk)?;
     eng.forward(&p, &x, n)
 }
 
 /// Forward Laplacian (value, gradient and Laplacian of every output) of a few nets, with
-/// chunk sizes that leave a ragged last chunk, and a weighted operator (heat-like).
+/// chunk sizes that leave a ragged last chunk, a weighted operator (heat-like), and a set
+/// of two operators (the Laplacian and a mixed `∂_0∂_1`) on one jet.
 pub fn forward_laplacian<B: Backend>(be: &B, ck: &mut Check) -> Result<()> {
-    let cases: [(Vec<usize>, usize, Option<usize>, Operator); 3] = [
-        (vec![3, 7, 5, 1], 23, Some(10), Operator::laplacian(3)),
-        (vec![2, 16, 16, 2], 70, None, Operator::laplacian(2)),
+    let full = |op: Operator| JetKind::Full(op);
+    let mixed = [0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+    let lap3 = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0];
+    // widths, points, chunk rows, the jet, a tag for the report
+    type Case = (Vec<usize>, usize, Option<usize>, JetKind, &'static str);
+    let cases: [Case; 4] = [
+        (
+            vec![3, 7, 5, 1],
+            23,
+            Some(10),
+            full(Operator::laplacian(3)),
+            "",
+        ),
+        (
+            vec![2, 16, 16, 2],
+            70,
+            None,
+            full(Operator::laplacian(2)),
+            "",
+        ),
         (
             vec![4, 9, 1],
             31,
             Some(8),
-            Operator::weighted(vec![0.0, 0.25, 0.25, 0.25])?,
+            full(Operator::weighted(vec![0.0, 0.25, 0.25, 0.25])?),
+            " weighted",
+        ),
+        (
+            vec![3, 8, 6, 2],
+            29,
+            Some(40),
+            JetKind::Set(OperatorSet::from_matrices(3, &[&lap3[..], &mixed[..]])?),
+            " two operators",
         ),
     ];
-    for (widths, n, chunk, op) in cases {
+    for (widths, n, chunk, op, tag) in cases {
         let what = format!(
-            "{widths:?} n={n} chunk={}{}",
+            "{widths:?} n={n} chunk={}{tag}",
             chunk.map_or("all".into(), |c| c.to_string()),
-            if widths[0] == 4 { " weighted" } else { "" }
         );
         let want = ck.reference(|| forward_on::<Cpu, f64>(&Cpu, &widths, n, chunk, &op))?;
         let got = forward_on::<B, f64>(be, &widths, n, chunk, &op)?;
@@ -102,7 +127,7 @@ fn objective<B: Backend, T: Real>(
     widths: &[usize],
     n: &[usize],
 ) -> Result<Objective<B, T>> {
-    let p = builtin(problem)?;
+    let p = crate::pde::problem(problem, &Default::default())?;
     let mlp = Mlp::new(widths)?;
     let mut obj = Objective::<B, T>::new(be.clone(), mlp, p.terms(), Some(16))?;
     let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(3);
@@ -112,11 +137,13 @@ fn objective<B: Backend, T: Real>(
     Ok(obj)
 }
 
-/// Loss and gradient (reverse mode through the jet) on a linear and a nonlinear problem.
+/// Loss and gradient (reverse mode through the jet) on a linear and a nonlinear problem,
+/// and on a system whose jet carries three operators (elasticity: J = 3, a mixed term).
 pub fn gradient<B: Backend>(be: &B, ck: &mut Check) -> Result<()> {
     for (problem, widths) in [
         ("poisson2d", vec![2, 8, 6, 1]),
         ("log-fokker-planck9d", vec![10, 6, 1]),
+        ("elasticity", vec![2, 8, 6, 2]),
     ] {
         let mlp = Mlp::new(&widths)?;
         let p = mlp.init(9);

@@ -140,6 +140,67 @@ pub fn fd_jet_fields(
     y
 }
 
+/// Output jet `[fields (m), ∂_{v_1} fields, …, ∂_{v_K} fields, L_1 fields, …, L_J fields]`
+/// of `u` at `x` by central differences, for directions `dirs` (K × D) and operators
+/// `L_j = Σ_ab C_ab ∂_ab` given by their matrices (`mats`, D × D each): the Hessian
+/// entries by central differences at a larger step, independent of how a jet factorises
+/// the operators.
+pub fn fd_jet_set(
+    u: &dyn Fn(&[f64], &mut [f64]),
+    m: usize,
+    x: &[f64],
+    dirs: &[f64],
+    mats: &[Vec<f64>],
+) -> Vec<f64> {
+    let d = x.len();
+    let (h1, h2) = (1e-6, 1e-4);
+    let at = |shift: &[(usize, f64)]| {
+        let mut p = x.to_vec();
+        for &(a, h) in shift {
+            p[a] += h;
+        }
+        let mut o = vec![0.0; m];
+        u(&p, &mut o);
+        o
+    };
+    let mut y = at(&[]);
+    let u0 = y.clone();
+    for v in dirs.chunks(d) {
+        let shift = |s: f64| {
+            v.iter()
+                .enumerate()
+                .map(|(a, &c)| (a, s * c * h1))
+                .collect::<Vec<_>>()
+        };
+        let (p, q) = (at(&shift(1.0)), at(&shift(-1.0)));
+        y.extend((0..m).map(|f| (p[f] - q[f]) / (2.0 * h1)));
+    }
+    // the Hessian of every field, D × D
+    let mut hess = vec![vec![0.0; d * d]; m];
+    for a in 0..d {
+        for b in a..d {
+            for f in 0..m {
+                let v = if a == b {
+                    (at(&[(a, h2)])[f] - 2.0 * u0[f] + at(&[(a, -h2)])[f]) / (h2 * h2)
+                } else {
+                    (at(&[(a, h2), (b, h2)])[f]
+                        - at(&[(a, h2), (b, -h2)])[f]
+                        - at(&[(a, -h2), (b, h2)])[f]
+                        + at(&[(a, -h2), (b, -h2)])[f])
+                        / (4.0 * h2 * h2)
+                };
+                hess[f][a * d + b] = v;
+                hess[f][b * d + a] = v;
+            }
+        }
+    }
+    for c in mats {
+        assert_eq!(c.len(), d * d);
+        y.extend((0..m).map(|f| c.iter().zip(&hess[f]).map(|(a, b)| a * b).sum::<f64>()));
+    }
+    y
+}
+
 /// Every term's residuals scaled by `1/√N_t` (the rows of the library's Jacobian).
 pub fn scaled_residuals(obj: &mut Objective<Cpu, f64>, q: &Vec<f64>) -> Vec<f64> {
     let mut all = vec![];

@@ -369,7 +369,7 @@ impl Backend for Cpu {
         out: &mut Vec<T>,
         shape: JetShape,
     ) -> Result<()> {
-        let JetShape { n, k, lap, h } = shape;
+        let JetShape { n, k, ops, h } = shape;
         check::jet_input(x.len(), x_off, dirs.len(), out.len(), shape)?;
         out[..n * h].copy_from_slice(&x[x_off..x_off + n * h]);
         for d in 0..k {
@@ -379,9 +379,7 @@ impl Backend for Cpu {
                     .for_each(|r| r.copy_from_slice(&dirs[d * h..(d + 1) * h]));
             }
         }
-        if lap {
-            out[(1 + k) * n * h..(2 + k) * n * h].fill(T::ZERO);
-        }
+        out[(1 + k) * n * h..(1 + k + ops) * n * h].fill(T::ZERO);
         Ok(())
     }
 
@@ -391,7 +389,7 @@ impl Backend for Cpu {
         wv: &Vec<T>,
         shape: JetShape,
     ) -> Result<()> {
-        let JetShape { n, k, lap, h } = shape;
+        let JetShape { n, k, ops, h } = shape;
         check::jet_broadcast_dirs(z.len(), wv.len(), shape)?;
         if h == 0 {
             return Ok(());
@@ -401,9 +399,7 @@ impl Backend for Cpu {
                 .par_chunks_mut(h)
                 .for_each(|r| r.copy_from_slice(&wv[d * h..(d + 1) * h]));
         }
-        if lap {
-            z[(1 + k) * n * h..(2 + k) * n * h].fill(T::ZERO);
-        }
+        z[(1 + k) * n * h..(1 + k + ops) * n * h].fill(T::ZERO);
         Ok(())
     }
 
@@ -415,13 +411,16 @@ impl Backend for Cpu {
         shape: JetShape,
     ) -> Result<()> {
         check::jet_input_tanh(z.len(), wv.len(), coef.len(), shape)?;
-        // Σ_k c_k wv[k]² does not depend on the sample.
-        let h = shape.h;
-        let mut q = vec![T::ZERO; h];
-        for d in 0..shape.k {
-            for j in 0..h {
-                let w = wv[d * h + j];
-                q[j] += coef[d] * w * w;
+        // Σ_k c_jk wv[k]² (per operator row j) does not depend on the sample.
+        let (h, k) = (shape.h, shape.k);
+        let mut q = vec![T::ZERO; shape.ops * h];
+        for (jj, qj) in q.chunks_exact_mut(h.max(1)).enumerate() {
+            for d in 0..k {
+                let c = coef[jj * k + d];
+                for j in 0..h {
+                    let w = wv[d * h + j];
+                    qj[j] += c * w * w;
+                }
             }
         }
         let p = SharedPtr(z.as_mut_ptr());

@@ -119,7 +119,7 @@ mod tests {
             JetShape {
                 n: 2,
                 k: 1,
-                lap: false,
+                ops: 0,
                 h: 2,
             },
         )

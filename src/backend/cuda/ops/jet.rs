@@ -2,10 +2,10 @@
 //! `backend/cpu/jet.rs` and the CPU backend): the input jet, the first layer, the tanh jet
 //! forward, backward and tangent, bias rows and per-sample row scaling. One thread per
 //! (sample, column) of the chunk, grid-stride; the jet shape goes to every kernel as
-//! `(n, k, lap, h)`.
+//! `(n, k, ops, h)`.
 //!
 //! Checked by tests/kernels.rs through the emulation (against the CPU backend, with and
-//! without Laplacian rows, ragged and empty chunks, bad lengths) and tests/jet.rs; the
+//! without operator rows (one and several), ragged and empty chunks, bad lengths) and tests/jet.rs; the
 //! argument checks are `backend::check`'s.
 
 use super::{launch_linear, Dev};
@@ -15,12 +15,12 @@ use crate::backend::JetShape;
 use crate::error::Result;
 use crate::scalar::Real;
 
-/// The jet shape as the kernels take it: `n, k, lap, h`.
+/// The jet shape as the kernels take it: `n, k, ops, h` (all `i64`).
 fn jet_args(shape: JetShape) -> [KArg; 4] {
     [
         KArg::len(shape.n),
         KArg::len(shape.k),
-        KArg::flag(shape.lap),
+        KArg::len(shape.ops),
         KArg::len(shape.h),
     ]
 }
@@ -69,7 +69,7 @@ pub fn jet_input<L: Launcher + ?Sized, T: Real>(
     launch_linear::<L, T>(l, "jet_input", shape.n * shape.h, &args)
 }
 
-/// Direction rows `wv[k]` and zero Laplacian rows of the first layer.
+/// Direction rows `wv[k]` and zero operator rows of the first layer.
 pub fn jet_broadcast_dirs<L: Launcher + ?Sized, T: Real>(
     l: &L,
     z: Dev<T>,

@@ -13,6 +13,7 @@
 //! `tests/inverse.rs`: `∂r/∂coef` against finite differences.
 
 mod book;
+pub mod burgers;
 pub mod custom;
 mod flows;
 mod inverse;
@@ -24,15 +25,21 @@ pub mod system;
 pub use problems::{builtin, builtin_names, Boundary, BoxProblem};
 
 /// Names of the built-in systems and boundary-condition problems (Navier–Stokes, Stokes,
-/// wave, mixed boundary conditions).
+/// wave, mixed boundary conditions, problems on shapes, Burgers).
 pub fn system_names() -> Vec<&'static str> {
-    flows::NAMES.iter().chain(shapes::NAMES).copied().collect()
+    flows::NAMES
+        .iter()
+        .chain(shapes::NAMES)
+        .chain(burgers::NAMES)
+        .copied()
+        .collect()
 }
 
 /// A built-in system by name (see [`system_names`]).
 pub fn system(name: &str) -> Result<system::BoxSystem> {
     flows::build(name)
         .or_else(|| shapes::build(name))
+        .or_else(|| burgers::build(name))
         .unwrap_or_else(|| Err(crate::Error::unknown("system", name, &system_names())))
 }
 
@@ -49,6 +56,7 @@ pub fn problem_names() -> Vec<&'static str> {
     let mut v = builtin_names().to_vec();
     v.extend_from_slice(flows::NAMES);
     v.extend_from_slice(shapes::NAMES);
+    v.extend_from_slice(burgers::NAMES);
     v.extend_from_slice(book::NAMES);
     v.extend_from_slice(inverse::NAMES);
     v
@@ -66,7 +74,10 @@ pub fn problem(name: &str, opts: &ProblemOptions) -> Result<Arc<dyn Problem>> {
             format!("unset for problem `{name}` (only toy-regression uses it)"),
         ));
     }
-    if let Some(p) = flows::build(name).or_else(|| shapes::build(name)) {
+    if let Some(p) = flows::build(name)
+        .or_else(|| shapes::build(name))
+        .or_else(|| burgers::build(name))
+    {
         return Ok(Arc::new(p?));
     }
     if let Some(p) = inverse::build(name) {

@@ -164,6 +164,10 @@ pub struct CustomSpec {
     pub equations: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sources: Option<std::collections::BTreeMap<String, String>>,
+    /// Named second-order operators `op(name, u)` = `Σ_ij C_ij ∂_ij u`: a symmetric
+    /// `dim × dim` matrix per name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operators: Option<std::collections::BTreeMap<String, Vec<Vec<f64>>>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub derive_sources: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -437,6 +441,7 @@ fn check_keys(spec: &CustomSpec) -> Result<Boundary> {
         ("equations", spec.equations.is_some()),
         ("conditions", spec.conditions.is_some()),
         ("sources", spec.sources.is_some()),
+        ("operators", spec.operators.is_some()),
         ("derive-sources", spec.derive_sources.is_some()),
         ("interior-points", spec.interior_points.is_some()),
         ("free-faces", spec.free_faces.is_some()),
@@ -479,32 +484,34 @@ fn scalar_solution(spec: &CustomSpec) -> Result<Option<&str>> {
 /// The operator's coefficient matrix C: `coefficients` (square, symmetric, finite), or the
 /// (spatial) identity.
 fn coefficients(spec: &CustomSpec) -> Result<Vec<f64>> {
-    let d = spec.dim;
     Ok(match &spec.coefficients {
-        Some(rows) => {
-            if rows.len() != d || rows.iter().any(|r| r.len() != d) {
-                return Err(Error::Shape(format!(
-                    "`custom.coefficients` must be {d}x{d} (`custom.dim` = {d}); got rows of lengths {:?}",
-                    rows.iter().map(Vec::len).collect::<Vec<_>>()
-                )));
-            }
-            for (i, row) in rows.iter().enumerate() {
-                for (j, &a) in row.iter().enumerate() {
-                    let b = rows[j][i];
-                    check::finite(&format!("custom.coefficients[{i}][{j}]"), a)?;
-                    if (a - b).abs() > 1e-12 * (1.0 + a.abs().max(b.abs())) {
-                        return Err(Error::invalid(
-                            format!("custom.coefficients[{i}][{j}]"),
-                            a,
-                            format!("equal to coefficients[{j}][{i}] = {b} (C must be symmetric)"),
-                        ));
-                    }
-                }
-            }
-            rows.concat()
-        }
-        None => identity_like(d, spec.time),
+        Some(rows) => sym_matrix("coefficients", rows, spec.dim)?,
+        None => identity_like(spec.dim, spec.time),
     })
+}
+
+/// The `d × d` matrix of key `custom.{key}` (row-major): square, finite and symmetric.
+fn sym_matrix(key: &str, rows: &[Vec<f64>], d: usize) -> Result<Vec<f64>> {
+    if rows.len() != d || rows.iter().any(|r| r.len() != d) {
+        return Err(Error::Shape(format!(
+            "`custom.{key}` must be {d}x{d} (`custom.dim` = {d}); got rows of lengths {:?}",
+            rows.iter().map(Vec::len).collect::<Vec<_>>()
+        )));
+    }
+    for (i, row) in rows.iter().enumerate() {
+        for (j, &a) in row.iter().enumerate() {
+            let b = rows[j][i];
+            check::finite(&format!("custom.{key}[{i}][{j}]"), a)?;
+            if (a - b).abs() > 1e-12 * (1.0 + a.abs().max(b.abs())) {
+                return Err(Error::invalid(
+                    format!("custom.{key}[{i}][{j}]"),
+                    a,
+                    format!("equal to {key}[{j}][{i}] = {b} (C must be symmetric)"),
+                ));
+            }
+        }
+    }
+    Ok(rows.concat())
 }
 
 /// An expression key as a one-term combination.

@@ -1,9 +1,16 @@
 //! The equations of a custom system: the variables of its expressions (fields by name,
-//! `u_x0`, `lap(u)`, named sources), name rules, the equations' residual with symbolic
-//! Gauss–Newton seeds, and the jet of a manufactured solution (derived sources).
+//! `u_x0`, `lap(u)`, `op(name, u)`, named sources), name rules, the equations' residual
+//! with symbolic Gauss–Newton seeds, and the jet of a manufactured solution (derived
+//! sources).
+//!
+//! With named operators the interior jet is an [`crate::jet::OperatorSet`]: operator row 0
+//! is `lap`, row `1 + i` the i-th name of `operators`; its directions are the D axes and
+//! then `e_a + e_b` for the coupled pairs, whose derivatives no expression reads (zero
+//! seeds) but the jet carries.
 //!
 //! Checked by `tests/custom_systems.rs` (custom equations reproduce the built-in systems'
-//! residuals and seeds; derived sources reproduce hand-written ones).
+//! residuals and seeds, elasticity written with `op(…)` among them; derived sources
+//! reproduce hand-written ones; seeds against finite differences).
 
 use super::{Builder, Check, Exprs};
 use crate::error::Result;
@@ -18,12 +25,17 @@ use std::sync::Arc;
 // names and variables
 
 /// The variables of a system's expressions: coordinates, and with `jet` the fields, their
-/// derivatives, `lap(field)` and the named sources (appended after the jet's entries).
+/// derivatives, `lap(field)`, `op(name, field)` and the named sources (appended after the
+/// jet's entries).
 pub(super) struct SysScope<'a> {
     pub(super) d: usize,
     pub(super) time: bool,
     pub(super) fields: &'a [String],
     pub(super) sources: &'a [String],
+    /// The names of `operators` (operator rows 1, 2, … of the interior jet).
+    pub(super) ops: &'a [String],
+    /// Directions of the interior jet (D, or more with mixed operators).
+    pub(super) k: usize,
     pub(super) jet: bool,
 }
 
@@ -31,8 +43,12 @@ impl SysScope<'_> {
     fn idx(&self) -> JetIdx {
         JetIdx {
             m: self.fields.len(),
-            k: self.d,
+            k: self.k,
         }
+    }
+    /// Entries of the interior jet: `lap` and the named operators as rows.
+    pub(super) fn width(&self) -> usize {
+        self.idx().len_ops(1 + self.ops.len())
     }
     fn coord(&self, s: &str) -> Option<usize> {
         // canonical decimal only, so `x01` is not a second name for `x1`
@@ -60,10 +76,15 @@ impl Vars for SysScope<'_> {
             return Some(Src::Y(idx.val(f)));
         }
         if let Some(k) = self.sources.iter().position(|s| s == name) {
-            return Some(Src::Y(idx.len(true) + k));
+            return Some(Src::Y(self.width() + k));
         }
         if let Some(arg) = name.strip_prefix("lap(").and_then(|s| s.strip_suffix(')')) {
             return self.field(arg.trim()).map(|f| Src::Y(idx.op(f)));
+        }
+        if let Some(args) = name.strip_prefix("op(").and_then(|s| s.strip_suffix(')')) {
+            let (op, arg) = args.split_once(',')?;
+            let j = self.ops.iter().position(|o| o == op.trim())?;
+            return self.field(arg.trim()).map(|f| Src::Y(idx.op_j(1 + j, f)));
         }
         let (base, wrt) = name.split_once('_')?;
         let f = self.field(base)?;
@@ -96,6 +117,9 @@ impl Vars for SysScope<'_> {
                     String::new()
                 }
             );
+            if let Some(o) = self.ops.first() {
+                s += &format!("; op({o}, {u}) … (operators: {})", self.ops.join(", "));
+            }
             if !self.sources.is_empty() {
                 s += &format!("; the sources {}", self.sources.join(", "));
             }
@@ -128,23 +152,26 @@ pub(super) fn check_ident(key: &str, name: &str) -> Result<()> {
         .map(|o| o.repr())
         .collect();
     if coordinate
-        || ["t", "lap", "e"].contains(&name)
+        || ["t", "lap", "op", "e"].contains(&name)
         || constants.contains(&name)
         || functions().contains(&name)
     {
         return Err(field_err(
             key,
-            format!("`{name}` is reserved (a coordinate, `t`, `lap`, a constant or a function)"),
+            format!(
+                "`{name}` is reserved (a coordinate, `t`, `lap`, `op`, a constant or a function)"
+            ),
         ));
     }
     Ok(())
 }
 
-/// `lap(name)` → `{lap(name)}` (an exmex variable, looked up by [`SysScope`]); other
-/// arguments of `lap` are errors.
-fn rewrite_lap(key: &str, text: &str) -> Result<String> {
+/// `lap(u)` → `{lap(u)}` and `op(name, u)` → `{op(name,u)}` (exmex variables, looked up by
+/// [`SysScope`]); other arguments, and operator names not in `operators`, are errors.
+fn rewrite_ops(key: &str, text: &str, scope: &SysScope) -> Result<String> {
     let c: Vec<char> = text.chars().collect();
     let ident = |ch: char| ch.is_alphanumeric() || ch == '_';
+    let simple = |a: &str| !a.is_empty() && a.chars().all(ident);
     let mut out = String::with_capacity(text.len() + 8);
     let mut i = 0;
     while i < c.len() {
@@ -170,7 +197,7 @@ fn rewrite_lap(key: &str, text: &str) -> Result<String> {
         while j < c.len() && c[j].is_whitespace() {
             j += 1;
         }
-        if word != "lap" || j >= c.len() || c[j] != '(' {
+        if !(word == "lap" || word == "op") || j >= c.len() || c[j] != '(' {
             out.push_str(&word);
             continue;
         }
@@ -180,22 +207,58 @@ fn rewrite_lap(key: &str, text: &str) -> Result<String> {
             None => c[j + 1..].iter().collect(),
         };
         let arg = arg.trim();
-        let simple = !arg.is_empty() && arg.chars().all(ident) && !arg.contains('(');
-        match close {
-            Some(k) if simple => {
-                out.push_str(&format!("{{lap({arg})}}"));
-                i = k + 1;
+        if word == "lap" {
+            match close {
+                Some(k) if simple(arg) => {
+                    out.push_str(&format!("{{lap({arg})}}"));
+                    i = k + 1;
+                }
+                _ => {
+                    return Err(field_err(
+                        key,
+                        format!(
+                            "`lap(…)` takes one field name, as in `2*lap(u)`; got `lap({arg}…` \
+                             in `{text}`"
+                        ),
+                    ))
+                }
             }
-            _ => {
-                return Err(field_err(
-                    key,
-                    format!(
-                        "`lap(…)` takes one field name, as in `2*lap(u)`; got `lap({arg}…` in \
-                         `{text}`"
-                    ),
-                ))
-            }
+            continue;
         }
+        let parts: Vec<&str> = arg.split(',').map(str::trim).collect();
+        let (Some(k), [name, field]) = (close, parts.as_slice()) else {
+            return Err(field_err(
+                key,
+                format!(
+                    "`op(…)` takes an operator's name and a field, as in `op(dxy, u)`; got \
+                     `op({arg}…` in `{text}`"
+                ),
+            ));
+        };
+        if !scope.ops.iter().any(|o| o == name) {
+            let known = if scope.ops.is_empty() {
+                "none declared: name them in `custom.operators`, e.g. operators = { dxy = \
+                 [[0, 0.5], [0.5, 0]] }"
+                    .to_string()
+            } else {
+                format!("`custom.operators` has {}", scope.ops.join(", "))
+            };
+            return Err(field_err(
+                key,
+                format!("unknown operator `{name}` in `op({arg})` of `{text}`; {known}"),
+            ));
+        }
+        if !scope.fields.iter().any(|f| f == field) {
+            return Err(field_err(
+                key,
+                format!(
+                    "`{field}` in `op({arg})` of `{text}` is not a field; fields: {}",
+                    scope.fields.join(", ")
+                ),
+            ));
+        }
+        out.push_str(&format!("{{op({name},{field})}}"));
+        i = k + 1;
     }
     Ok(out)
 }
@@ -334,10 +397,12 @@ impl Builder<'_> {
         }
     }
 
-    /// Entry `j` of the solution's jet as a combination of symbolic derivatives.
+    /// Entry `j` of the solution's interior jet as a combination of symbolic derivatives
+    /// (rows: the value, the K directions, the operators `lap`, then `operators`).
     pub(super) fn solution_entry(&self, u: &[Expr], j: usize, label: &str) -> Result<Combo> {
         let (m, d, xs) = (self.fields.len(), self.d, self.x_scope());
         let (row, f) = (j / m, j % m);
+        let k = self.jet_scope().k;
         let mut terms = Vec::new();
         let mut add = |coef: f64, wrt: &[Src]| -> Result<()> {
             if coef != 0.0 {
@@ -351,8 +416,13 @@ impl Builder<'_> {
             terms.push((1.0, u[f].clone()));
         } else if row <= d {
             add(1.0, &[Src::X(row - 1)])?;
+        } else if row <= k {
+            // the direction e_a + e_b of a coupled pair
+            let (a, b) = self.pairs[row - 1 - d];
+            add(1.0, &[Src::X(a)])?;
+            add(1.0, &[Src::X(b)])?;
         } else {
-            let c = &self.c;
+            let c = &self.mats[row - 1 - k];
             for a in 0..d {
                 add(c[a * d + a], &[Src::X(a), Src::X(a)])?;
                 for b in a + 1..d {
@@ -379,13 +449,13 @@ impl Builder<'_> {
             return Err(field_err("equations", "empty: give at least one equation"));
         }
         let scope = self.jet_scope();
-        let width = self.idx().len(true);
+        let width = scope.width();
         let (mut eqs, mut seeds, mut used) = (Vec::new(), Vec::new(), vec![false; width]);
         let mut linear = true;
         for (k, text) in texts.iter().enumerate() {
             let key = format!("equations[{k}]");
-            let exmex_form = rewrite_lap(&key, text)?;
-            let f = Expr::parse_rewritten(&key, text, &exmex_form, &["lap"], &scope)?;
+            let exmex_form = rewrite_ops(&key, text, &scope)?;
+            let f = Expr::parse_rewritten(&key, text, &exmex_form, &["lap", "op"], &scope)?;
             let mut row = Vec::new();
             for (j, u) in used.iter_mut().enumerate() {
                 if let Some(e) = f.partial(&[Src::Y(j)], &scope)? {

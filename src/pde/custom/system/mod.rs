@@ -16,6 +16,7 @@
 //! derive-sources = true                 # optional: F_k(x, y) − F_k(x, y*(x)) = 0
 //! sources = { f = "…" }                 # optional: named functions of x for `equations`
 //! coefficients = [[1, 0], [0, 1]]       # optional: the matrix C of `lap`
+//! operators = { dxy = [[0, 0.5], [0.5, 0]] }   # optional: named C's, `op(dxy, u)`
 //! interior-points = 2000                # optional (default 2000)
 //! free-faces = ["x1=max"]               # optional: faces left without a condition
 //! error-group = { name = "velocity", fields = ["u", "v"] }   # optional: also their error
@@ -43,9 +44,14 @@
 //! Variables of `equations`: `x0…` (and `t` = `x0` with `time = true`), every field by
 //! name, its first derivatives `u_x0, u_x1, …` (`u_t` = `u_x0`), `lap(u)` = `Σ_ij C_ij
 //! ∂_ij u` with `C` = `coefficients` (default the identity, or the spatial identity with
-//! time), and the names in `sources`. Data (`value`, `sources`, `solution`) use `x0…`/`t`.
-//! Field and source names are letters and digits starting with a letter, no `_` (it
-//! starts a derivative), not `t`, `x0…`, `lap`, a constant or a function.
+//! time), `op(name, u)` = `Σ_ij C_ij ∂_ij u` with `C` = `operators.name`, and the names in
+//! `sources`. Data (`value`, `sources`, `solution`) use `x0…`/`t`. Field, source and
+//! operator names are letters and digits starting with a letter, no `_` (it starts a
+//! derivative), not `t`, `x0…`, `lap`, `op`, a constant or a function, and distinct.
+//!
+//! With `operators` the interior jet is an [`OperatorSet`] of `lap`'s C (row 0) and the
+//! named matrices (rows 1…, in name order), its directions the D axes and `e_i + e_j` for
+//! the pairs some matrix couples; without, one [`Operator`] for `lap` as before.
 //!
 //! Without `value` the data come from `solution` (symbolic derivatives where needed):
 //! Dirichlet `u*`, Neumann `∂u*/∂n`, Robin `α u* + β ∂u*/∂n`, initial rate `∂_t u*`.
@@ -55,7 +61,9 @@
 //!
 //! Checked by `tests/custom_systems.rs`: custom systems written as expressions reproduce
 //! every built-in system's residuals and seeds (Kovasznay, Stokes with derived sources,
-//! Taylor–Green, the wave equation, Poisson with mixed conditions); each condition kind
+//! Taylor–Green, the wave equation, Poisson with mixed conditions, elasticity written with
+//! `op(…)`: operator sets compared through the fields' values, gradients and Hessians,
+//! whatever the order of their rows); each condition kind
 //! and the equations against finite differences of a test function; data derived from a
 //! manufactured solution make every term vanish; the custom Stokes system trains step for
 //! step like the built-in one, a mixed-condition Poisson system to a small error; every
@@ -67,9 +75,9 @@ mod equations;
 use self::conditions::{check_coverage, Built};
 use self::equations::{check_ident, SysScope};
 use super::expr::{field_err, Combo, Expr};
-use super::{check_name_and_dim, coefficients, domain, fmt_matrix, CustomSpec};
+use super::{check_name_and_dim, coefficients, domain, fmt_matrix, sym_matrix, CustomSpec};
 use crate::error::{check, Error, Result};
-use crate::jet::{JetKind, Operator};
+use crate::jet::{JetKind, Operator, OperatorSet};
 use crate::pde::observe::{observation_term, Observations};
 use crate::pde::problems::ScalarFn;
 use crate::pde::system::{BoxSystem, JetIdx, Region, SystemTerm, VecFn, MAX_FIELDS};
@@ -327,6 +335,14 @@ struct Builder<'a> {
     fields: Vec<String>,
     source_names: Vec<String>,
     c: Vec<f64>,
+    /// The names of `operators`, in order (operator rows 1, 2, … of the interior jet).
+    ops: Vec<String>,
+    /// The interior jet's operator matrices: `lap`'s C, then each of `operators`.
+    mats: Vec<Vec<f64>>,
+    /// With `operators`, the interior jet's operator set (else one operator, `lap`).
+    set: Option<OperatorSet>,
+    /// The coordinate pairs of the set's directions after the first D.
+    pairs: Vec<(usize, usize)>,
     lo: Vec<f64>,
     hi: Vec<f64>,
     /// The solution per field.
@@ -340,15 +356,20 @@ impl Builder<'_> {
             time: self.time,
             fields: &self.fields,
             sources: &self.source_names,
+            ops: &self.ops,
+            k: self.d,
             jet: false,
         }
     }
+    /// The variables of `equations`: the interior jet (with an operator set's directions).
     fn jet_scope(&self) -> SysScope<'_> {
         SysScope {
             jet: true,
+            k: self.set.as_ref().map_or(self.d, OperatorSet::k),
             ..self.x_scope()
         }
     }
+    /// The index of a condition's jet (gradient jets: the D coordinate directions).
     fn idx(&self) -> JetIdx {
         JetIdx {
             m: self.fields.len(),
@@ -504,6 +525,31 @@ fn source_names(spec: &CustomSpec, fields: &[String]) -> Result<Vec<String>> {
     Ok(map.keys().cloned().collect())
 }
 
+/// `operators`: named symmetric `dim × dim` matrices (in name order), each name valid
+/// and not a field's or a source's.
+fn operators(
+    spec: &CustomSpec,
+    fields: &[String],
+    sources: &[String],
+) -> Result<Vec<(String, Vec<f64>)>> {
+    let Some(map) = &spec.operators else {
+        return Ok(vec![]);
+    };
+    let mut out = Vec::new();
+    for (n, rows) in map {
+        let key = format!("operators.{n}");
+        check_ident(&key, n)?;
+        if fields.contains(n) {
+            return Err(field_err(&key, format!("`{n}` is also a field")));
+        }
+        if sources.contains(n) {
+            return Err(field_err(&key, format!("`{n}` is also a source")));
+        }
+        out.push((n.clone(), sym_matrix(&key, rows, spec.dim)?));
+    }
+    Ok(out)
+}
+
 impl CustomSystem {
     /// Build a custom system from its spec; every error names its key.
     pub fn new(spec: &CustomSpec) -> Result<Self> {
@@ -514,6 +560,14 @@ impl CustomSystem {
         let source_names = source_names(spec, &fields)?;
         let c = coefficients(spec)?;
         let op = Operator::from_matrix(d, &c)?;
+        let named = operators(spec, &fields, &source_names)?;
+        let ops: Vec<String> = named.iter().map(|(n, _)| n.clone()).collect();
+        let mut mats = vec![c.clone()];
+        mats.extend(named.into_iter().map(|(_, m)| m));
+        let set = (!ops.is_empty())
+            .then(|| OperatorSet::from_matrices(d, &mats))
+            .transpose()?;
+        let pairs = set.as_ref().map(|s| s.pairs().to_vec()).unwrap_or_default();
         let mut b = Builder {
             spec,
             d,
@@ -521,6 +575,10 @@ impl CustomSystem {
             fields,
             source_names,
             c,
+            ops,
+            mats,
+            set,
+            pairs,
             lo: lo.clone(),
             hi: hi.clone(),
             solution: None,
@@ -573,7 +631,10 @@ impl CustomSystem {
         let mut terms = vec![SystemTerm {
             name: "interior".into(),
             region: Region::Interior,
-            kind: JetKind::Full(op),
+            kind: match &b.set {
+                Some(set) => JetKind::Set(set.clone()),
+                None => JetKind::Full(op),
+            },
             residual: eq,
             weight: 1.0,
         }];
@@ -650,6 +711,9 @@ fn system_summary(b: &Builder, eqs: &[String], built: &[Built]) -> String {
         .collect();
     if b.c != identity {
         s += &format!(", lap = Σ C_ij ∂_ij, C = {}", fmt_matrix(&b.c, d));
+    }
+    for (n, c) in b.ops.iter().zip(&b.mats[1..]) {
+        s += &format!(", op({n}, ·) = Σ C_ij ∂_ij, C = {}", fmt_matrix(c, d));
     }
     if let Some(m) = &b.spec.sources {
         for (k, v) in m {

@@ -131,6 +131,23 @@ impl Ball {
     }
 }
 
+/// The box `c ± r` around a ball or shell.
+fn cube_around(c: &[f64], r: f64) -> (Vec<f64>, Vec<f64>) {
+    (
+        c.iter().map(|v| v - r).collect(),
+        c.iter().map(|v| v + r).collect(),
+    )
+}
+
+/// `|x − c|`.
+fn dist(c: &[f64], x: &[f64]) -> f64 {
+    x.iter()
+        .zip(c)
+        .map(|(a, b)| (a - b) * (a - b))
+        .sum::<f64>()
+        .sqrt()
+}
+
 /// `sign · (x − c)/|x − c|`.
 fn radial_normal(c: &[f64], x: &[f64], sign: f64, out: &mut [f64]) {
     for i in 0..c.len() {
@@ -153,14 +170,10 @@ impl Shape for Ball {
         self.c.len()
     }
     fn bounds(&self) -> (Vec<f64>, Vec<f64>) {
-        (
-            self.c.iter().map(|v| v - self.r).collect(),
-            self.c.iter().map(|v| v + self.r).collect(),
-        )
+        cube_around(&self.c, self.r)
     }
     fn sdf(&self, x: &[f64]) -> f64 {
-        let d: Vec<f64> = x.iter().zip(&self.c).map(|(a, b)| a - b).collect();
-        norm(&d) - self.r
+        dist(&self.c, x) - self.r
     }
     fn volume(&self) -> f64 {
         unit_ball_volume(self.dim()) * self.r.powi(self.dim() as i32)
@@ -236,14 +249,10 @@ impl Shape for Shell {
         self.c.len()
     }
     fn bounds(&self) -> (Vec<f64>, Vec<f64>) {
-        (
-            self.c.iter().map(|v| v - self.r_out).collect(),
-            self.c.iter().map(|v| v + self.r_out).collect(),
-        )
+        cube_around(&self.c, self.r_out)
     }
     fn sdf(&self, x: &[f64]) -> f64 {
-        let d: Vec<f64> = x.iter().zip(&self.c).map(|(a, b)| a - b).collect();
-        let rho = norm(&d);
+        let rho = dist(&self.c, x);
         (rho - self.r_out).max(self.r_in - rho)
     }
     fn volume(&self) -> f64 {
@@ -259,8 +268,7 @@ impl Shape for Shell {
         d as f64 * unit_ball_volume(d) * r.powi(d as i32 - 1)
     }
     fn piece_distance(&self, p: usize, x: &[f64]) -> f64 {
-        let d: Vec<f64> = x.iter().zip(&self.c).map(|(a, b)| a - b).collect();
-        (norm(&d) - if p == 0 { self.r_in } else { self.r_out }).abs()
+        (dist(&self.c, x) - if p == 0 { self.r_in } else { self.r_out }).abs()
     }
     fn normal(&self, p: usize, x: &[f64], out: &mut [f64]) {
         radial_normal(&self.c, x, if p == 0 { -1.0 } else { 1.0 }, out)

@@ -63,6 +63,7 @@ fn heat_maps_and_errors() {
         values: v,
         x_label: "x0".into(),
         y_label: "x1".into(),
+        outline: vec![],
     };
     heat_maps(&tmp("h.png"), &[m.clone(), m.clone()]).unwrap();
     let bad = HeatMap {

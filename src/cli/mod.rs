@@ -1,11 +1,12 @@
 //! The command-line interface (clap + anyhow live only here and in main.rs).
 //!
 //! `train`, `eval`, `plot`, `plot-solution`, `compare`, `devices`, `selfcheck`, `problems`,
-//! `presets`, `laplacian`. Each subcommand validates its input and turns library errors
+//! `presets`, `laplacian`, `export`. Each subcommand validates its input and turns library errors
 //! into messages that name the bad value.
 
 mod compare;
 pub mod eval;
+pub mod export;
 mod laplacian;
 pub mod plot;
 mod report;
@@ -34,6 +35,8 @@ pub enum Command {
     Train(Box<train::TrainArgs>),
     /// Evaluate a model file at points: u, ∇u and Δu (NumPy .npy in and out).
     Eval(eval::EvalArgs),
+    /// Write a model's fields (u, ∇u, residuals, error) on a grid for ParaView (.vtu/.vti).
+    Export(export::ExportArgs),
     /// Plot training curves (L2 error or loss versus time and steps) from run logs.
     Plot(plot::PlotArgs),
     /// Heat maps of a trained model, the exact solution and the error on a 2-d slice.
@@ -70,6 +73,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Laplacian(a) => laplacian::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Export(a) => export::run(a),
         Command::Plot(a) => plot::run(a),
         Command::PlotSolution(a) => plot::run_solution(a),
         Command::Compare(a) => compare::run(a),

@@ -1,5 +1,6 @@
 //! `kfac-pinn plot` (training curves from run logs) and `kfac-pinn plot-solution` (heat
-//! maps of the network, the exact solution and the error on a 2-d slice).
+//! maps of the network, the exact solution and the error on a 2-d slice of the domain;
+//! points outside a shape are blank and its boundary is drawn).
 
 use crate::backend::cpu::Cpu;
 use crate::backend::Backend;
@@ -7,7 +8,7 @@ use crate::jet::{JetEngine, JetKind};
 use crate::model::io as model_io;
 use crate::plot::{self, Chart, HeatMap, Legend, Series};
 use crate::train::{read_log, LogRow};
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Args;
 use std::path::{Path, PathBuf};
 
@@ -157,21 +158,7 @@ pub struct SolutionArgs {
 pub fn run_solution(a: SolutionArgs) -> anyhow::Result<()> {
     crate::plot::check_plot_path("--out", &a.out, a.force)?;
     let model = model_io::load(&a.model)?;
-    let problem = match (&a.problem, &a.config) {
-        (Some(_), Some(_)) => bail!("give either --problem or --config, not both"),
-        (Some(p), None) => crate::pde::problem(p, &Default::default())?,
-        (None, Some(c)) => {
-            let text =
-                std::fs::read_to_string(c).with_context(|| format!("reading {}", c.display()))?;
-            crate::pde::custom::parse_spec(&text)?.build()?
-        }
-        (None, None) => match model.metadata.get("problem") {
-            Some(p) => crate::pde::problem(p, &Default::default()).with_context(|| {
-                format!("the model's problem `{p}` (give --problem or --config)")
-            })?,
-            None => bail!("give --problem or --config (the model file does not name its problem)"),
-        },
-    };
+    let problem = super::export::problem_for(&model, a.problem.as_deref(), a.config.as_deref())?;
     let d = problem.dim();
     if model.mlp.input_dim() != d {
         bail!(
@@ -197,27 +184,8 @@ pub fn run_solution(a: SolutionArgs) -> anyhow::Result<()> {
     if a.resolution < 2 || a.resolution > 2000 {
         bail!("`--resolution` must be in 2..=2000. Got {}.", a.resolution);
     }
-    // the domain's bounding box from the interior sampler (exact for the box problems)
-    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
-    let sample = problem.sample(0, 4096, &mut rng)?;
-    let mut lo = vec![f64::INFINITY; d];
-    let mut hi = vec![f64::NEG_INFINITY; d];
-    for p in sample.chunks(d) {
-        for i in 0..d {
-            lo[i] = lo[i].min(p[i]);
-            hi[i] = hi[i].max(p[i]);
-        }
-    }
-    let base: Vec<f64> = match &a.at {
-        Some(s) => {
-            let v: Vec<f64> = super::parse_list("at", s)?;
-            if v.len() != d {
-                bail!("`--at` needs {d} values. Got {}.", v.len());
-            }
-            v
-        }
-        None => (0..d).map(|i| 0.5 * (lo[i] + hi[i])).collect(),
-    };
+    let (lo, hi) = super::export::domain_box(problem.as_ref())?;
+    let base = super::export::base_point(a.at.as_deref(), &lo, &hi)?;
     let n = a.resolution;
     let (ax, ay) = (axes[0], axes[1]);
     let mut x = Vec::with_capacity(n * n * d);
@@ -229,6 +197,29 @@ pub fn run_solution(a: SolutionArgs) -> anyhow::Result<()> {
             x.extend(p);
         }
     }
+    // points outside the domain are blank, its boundary is drawn (a box's is the frame)
+    let shape = problem.shape();
+    let inside: Vec<bool> = x
+        .chunks(d)
+        .map(|p| shape.as_ref().is_none_or(|s| s.contains(p)))
+        .collect();
+    let outline = match &shape {
+        Some(s) if inside.iter().any(|b| !b) => {
+            let mut p = base.clone();
+            crate::plot::zero_contour(2 * n, 2 * n, (lo[ax], hi[ax], lo[ay], hi[ay]), |u, v| {
+                p[ax] = u;
+                p[ay] = v;
+                s.sdf(&p)
+            })
+        }
+        _ => vec![],
+    };
+    let mask = |v: Vec<f64>| -> Vec<f64> {
+        v.into_iter()
+            .zip(&inside)
+            .map(|(v, &k)| if k { v } else { f64::NAN })
+            .collect()
+    };
     let mut eng = JetEngine::<Cpu, f64>::new(Cpu, model.mlp.clone(), JetKind::Value, None)?;
     let u = eng.forward(&Cpu.upload(&model.params)?, &Cpu.upload(&x)?, n * n)?;
     let extent = (lo[ax], hi[ax], lo[ay], hi[ay]);
@@ -241,7 +232,9 @@ pub fn run_solution(a: SolutionArgs) -> anyhow::Result<()> {
         values,
         x_label: name(ax),
         y_label: name(ay),
+        outline: outline.clone(),
     };
+    let u = mask(u);
     let mut maps = vec![map("network u", u.clone())];
     let mut exact = vec![0.0; n * n];
     let mut have = true;
@@ -252,7 +245,7 @@ pub fn run_solution(a: SolutionArgs) -> anyhow::Result<()> {
     }
     if have {
         let err: Vec<f64> = u.iter().zip(&exact).map(|(a, b)| (a - b).abs()).collect();
-        maps.push(map("exact u*", exact));
+        maps.push(map("exact u*", mask(exact)));
         maps.push(map("|u - u*|", err));
     }
     plot::heat_maps(&a.out, &maps)?;

@@ -1,8 +1,9 @@
-//! File formats and safe writing: NumPy `.npy` arrays, atomic writes that never leave a
+//! File formats and safe writing: NumPy `.npy` arrays, VTK XML files for ParaView, atomic writes that never leave a
 //! half-written file under the final name, and the no-overwrite rule (`--force`).
 
 pub mod lock;
 pub mod npy;
+pub mod vtk;
 
 use crate::error::{Error, Result};
 use std::io::Write;

@@ -113,6 +113,12 @@ impl Problem for InverseHeat {
     fn bounds(&self) -> Option<(Vec<f64>, Vec<f64>)> {
         self.heat.bounds()
     }
+    fn shape(&self) -> Option<crate::geometry::ShapeRef> {
+        self.heat.shape()
+    }
+    fn interior_terms(&self) -> Vec<usize> {
+        self.heat.interior_terms()
+    }
     fn terms(&self) -> Vec<TermSpec> {
         let mut t = self.heat.terms();
         t.push(TermSpec {

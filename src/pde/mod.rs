@@ -244,6 +244,18 @@ pub trait Problem: Send + Sync {
     fn bounds(&self) -> Option<(Vec<f64>, Vec<f64>)> {
         None
     }
+    /// The domain as a shape (masks in plots, cells of exports): a box problem's box by
+    /// default, None for problems without a domain (regression).
+    fn shape(&self) -> Option<crate::geometry::ShapeRef> {
+        let (lo, hi) = self.bounds()?;
+        let b = crate::geometry::BoxShape::new(lo, hi).ok()?;
+        Some(Arc::new(b))
+    }
+    /// The terms that hold the equations in the interior (their residuals are what
+    /// `export` writes): the first term by default.
+    fn interior_terms(&self) -> Vec<usize> {
+        vec![0]
+    }
     /// Published reference values at points, for problems without a closed-form
     /// solution (the lid-driven cavity's centre-line velocities).
     fn reference_data(&self) -> Option<ReferenceData> {

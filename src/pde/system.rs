@@ -458,6 +458,20 @@ impl Problem for BoxSystem {
     fn bounds(&self) -> Option<(Vec<f64>, Vec<f64>)> {
         Some((self.lo.clone(), self.hi.clone()))
     }
+    fn shape(&self) -> Option<ShapeRef> {
+        match &self.domain {
+            Some(s) => Some(s.clone()),
+            None => {
+                let b = crate::geometry::BoxShape::new(self.lo.clone(), self.hi.clone()).ok()?;
+                Some(Arc::new(b))
+            }
+        }
+    }
+    fn interior_terms(&self) -> Vec<usize> {
+        (0..self.terms.len())
+            .filter(|&i| self.terms[i].region == Region::Interior)
+            .collect()
+    }
     fn reference_data(&self) -> Option<ReferenceData> {
         self.reference.clone()
     }

@@ -60,6 +60,68 @@ pub struct HeatMap {
     pub values: Vec<f64>,
     pub x_label: String,
     pub y_label: String,
+    /// Line segments drawn over the map (a domain's boundary, see [`zero_contour`]).
+    pub outline: Vec<[(f64, f64); 2]>,
+}
+
+/// The zero level set of `f` on the rectangle `extent` as line segments (marching
+/// squares on an `nx × ny` grid of vertices, crossings by linear interpolation; a saddle
+/// cell is resolved by the value at its centre). Used to draw a shape's boundary from
+/// its signed distance.
+pub fn zero_contour(
+    nx: usize,
+    ny: usize,
+    extent: (f64, f64, f64, f64),
+    mut f: impl FnMut(f64, f64) -> f64,
+) -> Vec<[(f64, f64); 2]> {
+    let (x0, x1, y0, y1) = extent;
+    if nx < 2 || ny < 2 {
+        return vec![];
+    }
+    let xs = |i: usize| x0 + (x1 - x0) * i as f64 / (nx - 1) as f64;
+    let ys = |j: usize| y0 + (y1 - y0) * j as f64 / (ny - 1) as f64;
+    let mut v = Vec::with_capacity(nx * ny);
+    for j in 0..ny {
+        for i in 0..nx {
+            v.push(f(xs(i), ys(j)));
+        }
+    }
+    let mut segs = Vec::new();
+    for j in 0..ny - 1 {
+        for i in 0..nx - 1 {
+            // corners counter-clockwise from (i, j)
+            let c = [
+                (xs(i), ys(j), v[j * nx + i]),
+                (xs(i + 1), ys(j), v[j * nx + i + 1]),
+                (xs(i + 1), ys(j + 1), v[(j + 1) * nx + i + 1]),
+                (xs(i), ys(j + 1), v[(j + 1) * nx + i]),
+            ];
+            let mut cross = Vec::with_capacity(4);
+            for e in 0..4 {
+                let (a, b) = (c[e], c[(e + 1) % 4]);
+                if (a.2 < 0.0) != (b.2 < 0.0) {
+                    let t = a.2 / (a.2 - b.2);
+                    cross.push((a.0 + t * (b.0 - a.0), a.1 + t * (b.1 - a.1)));
+                }
+            }
+            match cross.len() {
+                2 => segs.push([cross[0], cross[1]]),
+                4 => {
+                    let centre = f(0.5 * (c[0].0 + c[2].0), 0.5 * (c[0].1 + c[2].1));
+                    // pair the crossings so the centre's side stays connected
+                    if (centre < 0.0) == (c[0].2 < 0.0) {
+                        segs.push([cross[0], cross[1]]);
+                        segs.push([cross[2], cross[3]]);
+                    } else {
+                        segs.push([cross[0], cross[3]]);
+                        segs.push([cross[1], cross[2]]);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    segs
 }
 
 fn draw_err(path: &Path, e: impl std::fmt::Display) -> Error {
@@ -337,17 +399,27 @@ fn draw_heat_map<DB: DrawingBackend>(
         .map_err(|e| e.to_string())?;
     let (dx, dy) = ((x1 - x0) / h.nx as f64, (y1 - y0) / h.ny as f64);
     let span = if hi > lo { hi - lo } else { 1.0 };
+    // non-finite values (points outside the domain) are left blank
     chart
         .draw_series((0..h.ny).flat_map(|j| {
-            (0..h.nx).map(move |i| {
+            (0..h.nx).filter_map(move |i| {
                 let v = h.values[j * h.nx + i];
                 let (xa, ya) = (x0 + i as f64 * dx, y0 + j as f64 * dy);
-                Rectangle::new(
-                    [(xa, ya), (xa + dx, ya + dy)],
-                    colormap((v - lo) / span).filled(),
-                )
+                v.is_finite().then(|| {
+                    Rectangle::new(
+                        [(xa, ya), (xa + dx, ya + dy)],
+                        colormap((v - lo) / span).filled(),
+                    )
+                })
             })
         }))
+        .map_err(|e| e.to_string())?;
+    chart
+        .draw_series(
+            h.outline
+                .iter()
+                .map(|s| PathElement::new(vec![s[0], s[1]], BLACK.stroke_width(2))),
+        )
         .map_err(|e| e.to_string())?;
     Ok(())
 }

@@ -242,6 +242,12 @@ impl Problem for CustomSystem {
     fn bounds(&self) -> Option<(Vec<f64>, Vec<f64>)> {
         self.inner.bounds()
     }
+    fn shape(&self) -> Option<crate::geometry::ShapeRef> {
+        self.inner.shape()
+    }
+    fn interior_terms(&self) -> Vec<usize> {
+        self.inner.interior_terms()
+    }
     fn reference_data(&self) -> Option<ReferenceData> {
         None
     }

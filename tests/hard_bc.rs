@@ -12,8 +12,8 @@ use kfac_pinn::backend::cpu::Cpu;
 use kfac_pinn::backend::Backend;
 use kfac_pinn::geometry::distance::{named_pieces_phi, with_line};
 use kfac_pinn::geometry::{
-    pieces_phi, Ball, BoxShape, Difference, Dual2, Ellipsoid, Intersection, Phi, Polygon,
-    Prefixed, ShapeRef, Shell, Simplex, TimeProduct, Union,
+    pieces_phi, Ball, BoxShape, Difference, Dual2, Ellipsoid, Intersection, Phi, Polygon, Prefixed,
+    ShapeRef, Shell, Simplex, TimeProduct, Union,
 };
 use kfac_pinn::jet::{JetEngine, JetKind, Operator};
 use kfac_pinn::loss::Objective;
@@ -42,9 +42,8 @@ fn lshape() -> ShapeRef {
 
 fn plate() -> ShapeRef {
     let sq: ShapeRef = Arc::new(BoxShape::new(vec![0.0, 0.0], vec![1.0, 1.0]).unwrap());
-    let hole: ShapeRef = Arc::new(
-        Prefixed::new(Arc::new(Ball::new(vec![0.5, 0.5], 0.2).unwrap()), "hole").unwrap(),
-    );
+    let hole: ShapeRef =
+        Arc::new(Prefixed::new(Arc::new(Ball::new(vec![0.5, 0.5], 0.2).unwrap()), "hole").unwrap());
     Arc::new(Difference::new(sq, hole).unwrap())
 }
 
@@ -55,14 +54,19 @@ fn shapes() -> Vec<(&'static str, ShapeRef)> {
     let cap: ShapeRef = Arc::new(
         Intersection::new(
             Arc::new(BoxShape::new(vec![-1.0, -1.0], vec![1.0, 0.4]).unwrap()),
-            Arc::new(Prefixed::new(Arc::new(Ball::new(vec![0.0, 0.0], 0.9).unwrap()), "b").unwrap()),
+            Arc::new(
+                Prefixed::new(Arc::new(Ball::new(vec![0.0, 0.0], 0.9).unwrap()), "b").unwrap(),
+            ),
         )
         .unwrap(),
     );
     vec![
         ("box3", b3),
         ("ball5", Arc::new(Ball::new(vec![0.1; 5], 1.5).unwrap())),
-        ("shell2", Arc::new(Shell::new(vec![0.0, 0.0], 0.5, 1.0).unwrap())),
+        (
+            "shell2",
+            Arc::new(Shell::new(vec![0.0, 0.0], 0.5, 1.0).unwrap()),
+        ),
         ("lshape", lshape()),
         ("plate", plate()),
         ("cap", cap),
@@ -78,7 +82,10 @@ fn shapes() -> Vec<(&'static str, ShapeRef)> {
                 .unwrap(),
             ),
         ),
-        ("ball-time", Arc::new(TimeProduct::new(ball, 0.0, 2.0).unwrap())),
+        (
+            "ball-time",
+            Arc::new(TimeProduct::new(ball, 0.0, 2.0).unwrap()),
+        ),
     ]
 }
 
@@ -122,10 +129,7 @@ fn phi_vanishes_on_its_pieces_and_is_positive_inside() {
             if np > 1 {
                 let others: Vec<usize> = (0..np).filter(|&q| q != p).collect();
                 let phi_o = pieces_phi(s.as_ref(), &others).unwrap();
-                let pos = x
-                    .chunks(d)
-                    .filter(|pt| phi_o.value(pt) > 1e-6)
-                    .count();
+                let pos = x.chunks(d).filter(|pt| phi_o.value(pt) > 1e-6).count();
                 assert!(pos > 150, "{name} piece {p}: other pieces vanish at {pos}");
             }
         }
@@ -191,16 +195,24 @@ fn dual_derivatives_match_finite_differences() {
 fn pieces_without_a_distance_function_are_refused_by_name() {
     let e: ShapeRef = Arc::new(Ellipsoid::new(vec![0.0, 0.0], vec![1.0, 2.0]).unwrap());
     let msg = pieces_phi(e.as_ref(), &[0]).unwrap_err().to_string();
-    assert!(msg.contains("surface") && msg.contains("distance function"), "{msg}");
+    assert!(
+        msg.contains("surface") && msg.contains("distance function"),
+        "{msg}"
+    );
     let u: ShapeRef = Arc::new(
         Union::new(
             Arc::new(Ball::new(vec![0.0, 0.0], 1.0).unwrap()),
-            Arc::new(Prefixed::new(Arc::new(Ball::new(vec![1.0, 0.0], 1.0).unwrap()), "b").unwrap()),
+            Arc::new(
+                Prefixed::new(Arc::new(Ball::new(vec![1.0, 0.0], 1.0).unwrap()), "b").unwrap(),
+            ),
         )
         .unwrap(),
     );
     let msg = pieces_phi(u.as_ref(), &[1]).unwrap_err().to_string();
-    assert!(msg.contains("distance function") && msg.contains("Got b."), "{msg}");
+    assert!(
+        msg.contains("distance function") && msg.contains("Got b."),
+        "{msg}"
+    );
     let msg = pieces_phi(lshape().as_ref(), &[6]).unwrap_err().to_string();
     assert!(msg.contains('6') && msg.contains("edge5"), "{msg}");
     let msg = named_pieces_phi(lshape().as_ref(), &["edge9"])
@@ -312,7 +324,13 @@ fn wrapped_jet_is_the_jet_of_g_plus_phi_n() {
         .copied()
         .collect();
     assert_eq!(x.len(), 12);
-    check_transform("lshape Laplacian", hard.clone(), JetKind::Full(Operator::laplacian(2)), &x, 2);
+    check_transform(
+        "lshape Laplacian",
+        hard.clone(),
+        JetKind::Full(Operator::laplacian(2)),
+        &x,
+        2,
+    );
     // rotated directions: an operator with a mixed term (eigen-directions)
     let op = Operator::from_matrix(2, &[1.0, 0.4, 0.4, 2.0]).unwrap();
     assert!(!op.is_identity());
@@ -475,7 +493,10 @@ fn transfinite_g_interpolates_plane_data() {
         for q in x.chunks(2) {
             let got = with_line(q, None, |y| g(y)).v;
             let want = with_line(q, None, data).v;
-            assert!((got - want).abs() < 1e-12, "face {p} at {q:?}: {got} vs {want}");
+            assert!(
+                (got - want).abs() < 1e-12,
+                "face {p} at {q:?}: {got} vs {want}"
+            );
         }
     }
     let bad = kfac_pinn::pde::hard::transfinite(vec![Phi::All(vec![])], vec![None]);
@@ -484,3 +505,56 @@ fn transfinite_g_interpolates_plane_data() {
 }
 
 use rand::SeedableRng;
+
+#[test]
+fn hard_bc_flag_picks_the_hard_problem_and_refuses_bad_input() {
+    let (code, out, err) = common::kfac_pinn(&[
+        "train",
+        "--preset",
+        "plate-hole",
+        "--hard-bc",
+        "--optimizer",
+        "kfac-star",
+        "--points",
+        "50,10",
+        "--eval-points",
+        "200",
+        "--steps",
+        "3",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"problem\":\"plate-hole-hard\""), "{out}");
+    // the soft preset's three counts do not fit the two remaining terms
+    let (code, _, err) = common::kfac_pinn(&[
+        "train",
+        "--problem",
+        "plate-hole",
+        "--hard-bc",
+        "--points",
+        "50,10,10",
+        "--steps",
+        "1",
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("interior, hole") && err.contains("3 counts"),
+        "{err}"
+    );
+    let (code, _, err) = common::kfac_pinn(&[
+        "train",
+        "--problem",
+        "poisson2d",
+        "--hard-bc",
+        "--steps",
+        "1",
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("poisson2d") && err.contains("poisson-annulus"),
+        "{err}"
+    );
+}

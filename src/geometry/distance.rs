@@ -41,7 +41,11 @@ impl Dual2 {
     }
     /// The coordinate `x_i + s v_i`: value `x_i`, slope `v_i`.
     pub const fn var(x: f64, v: f64) -> Self {
-        Dual2 { v: x, d: v, dd: 0.0 }
+        Dual2 {
+            v: x,
+            d: v,
+            dd: 0.0,
+        }
     }
     /// `F(self)` given `F`, `F'` and `F''` at the value (the chain rule to second order).
     #[inline]
@@ -140,7 +144,11 @@ impl Div for Dual2 {
     type Output = Dual2;
     #[inline]
     fn div(self, o: Dual2) -> Dual2 {
-        self * o.recip()
+        // q = a/b: q' = (a' − q b')/b, q'' = (a'' − 2 q' b' − q b'')/b
+        let v = self.v / o.v;
+        let d = (self.d - v * o.d) / o.v;
+        let dd = (self.dd - 2.0 * d * o.d - v * o.dd) / o.v;
+        Dual2 { v, d, dd }
     }
 }
 impl Neg for Dual2 {
@@ -189,7 +197,11 @@ impl Div<f64> for Dual2 {
     type Output = Dual2;
     #[inline]
     fn div(self, o: f64) -> Dual2 {
-        self * (1.0 / o)
+        Dual2 {
+            v: self.v / o,
+            d: self.d / o,
+            dd: self.dd / o,
+        }
     }
 }
 impl Add<Dual2> for f64 {

@@ -21,10 +21,10 @@ mod polygon;
 mod primitives;
 pub mod qmc;
 
+pub use distance::{pieces_phi, Dual2, DualFn, Phi};
 pub use ops::{Difference, Intersection, Prefixed, SetOp, TimeProduct, Union};
 pub use polygon::Polygon;
 pub use primitives::{Ball, BoxShape, Ellipsoid, Shell, Simplex};
-pub use distance::{pieces_phi, Dual2, DualFn, Phi};
 pub use qmc::PointKind;
 
 use crate::error::{Error, Result};

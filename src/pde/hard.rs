@@ -53,7 +53,10 @@ impl std::fmt::Debug for HardBc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HardBc")
             .field("m", &self.m)
-            .field("fields", &self.fields.iter().map(|h| h.field).collect::<Vec<_>>())
+            .field(
+                "fields",
+                &self.fields.iter().map(|h| h.field).collect::<Vec<_>>(),
+            )
             .field("note", &self.note)
             .finish()
     }
@@ -119,8 +122,18 @@ impl HardBc {
                 }
                 (eye, op.dirs().to_vec(), op.coef().to_vec(), d)
             }
-            JetKind::Full(op) => (op.dirs().to_vec(), op.dirs().to_vec(), op.coef().to_vec(), op.dim()),
-            JetKind::Set(set) => (set.dirs().to_vec(), set.dirs().to_vec(), set.coef().to_vec(), set.dim()),
+            JetKind::Full(op) => (
+                op.dirs().to_vec(),
+                op.dirs().to_vec(),
+                op.coef().to_vec(),
+                op.dim(),
+            ),
+            JetKind::Set(set) => (
+                set.dirs().to_vec(),
+                set.dirs().to_vec(),
+                set.coef().to_vec(),
+                set.dim(),
+            ),
         };
         let same = rows == opd;
         let (nr, nk) = (rows.len() / dim.max(1), opd.len() / dim.max(1));
@@ -246,7 +259,11 @@ impl HardResidual {
         let (pl, gl) = (self.phi_len(), self.g_len());
         u.copy_from_slice(y);
         for (q, h) in self.hard.fields.iter().enumerate() {
-            let (p, gq, f) = (&phi[q * pl..(q + 1) * pl], &g[q * gl..(q + 1) * gl], h.field);
+            let (p, gq, f) = (
+                &phi[q * pl..(q + 1) * pl],
+                &g[q * gl..(q + 1) * gl],
+                h.field,
+            );
             let n = y[f];
             u[f] = gq[0] + p[0] * n;
             for rr in 0..r {

@@ -417,6 +417,40 @@ fn systems() -> Vec<Preset> {
             20000,
             1e-6,
         ),
+        // the same with exact Dirichlet conditions (u = g + φN; the Dirichlet terms are
+        // dropped, Neumann terms stay): the soft presets' settings
+        p(
+            "poisson-lshape-hard",
+            "poisson-lshape-hard",
+            &[2, 32, 32, 1],
+            &[2000],
+            20000,
+            1e-6,
+        ),
+        p(
+            "poisson-annulus-hard",
+            "poisson-annulus-hard",
+            &[2, 32, 32, 1],
+            &[2000, 150],
+            20000,
+            1e-6,
+        ),
+        p(
+            "plate-hole-hard",
+            "plate-hole-hard",
+            &[2, 32, 32, 1],
+            &[2000, 100],
+            20000,
+            1e-6,
+        ),
+        p(
+            "poisson-ball5d-hard",
+            "poisson-ball5d-hard",
+            &[5, 64, 64, 1],
+            &[3000],
+            20000,
+            1e-6,
+        ),
         // the inverse problem (design §7): κ with the solution; ENGD's damping 1e-6
         // (smaller ones stalled on some seeds in 300-step runs)
         Preset {
@@ -499,6 +533,10 @@ mod tests {
             "poisson-annulus",
             "plate-hole",
             "poisson-ball5d",
+            "poisson-lshape-hard",
+            "poisson-annulus-hard",
+            "plate-hole-hard",
+            "poisson-ball5d-hard",
             "elasticity",
             "burgers",
         ] {

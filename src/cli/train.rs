@@ -110,6 +110,10 @@ pub struct TrainArgs {
     /// Scale λ of the second output in `toy-regression`.
     #[arg(long)]
     pub lambda: Option<f64>,
+    /// Exact (hard) Dirichlet conditions: train `u = g + φN` on the problem's `-hard`
+    /// variant (its Dirichlet terms dropped; `--points` counts the remaining terms).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub hard_bc: Option<bool>,
     /// Budget in optimizer steps (with --resume: this many more steps).
     #[arg(long)]
     pub steps: Option<u64>,
@@ -213,6 +217,7 @@ impl TrainArgs {
             tau,
             kappa,
             lambda,
+            hard_bc,
             steps,
             seconds,
             points,
@@ -367,6 +372,24 @@ fn overlay(base: &mut OptimizerConfig, a: &TrainArgs) {
     crate::for_each_optimizer_field!(set);
 }
 
+/// `NAME-hard` for `--hard-bc` on problem `NAME` (a `-hard` name is kept), or an error
+/// listing the problems that have exact conditions.
+fn hard_variant(name: &str) -> anyhow::Result<String> {
+    let hard = crate::pde::hard_names();
+    if hard.contains(&name) {
+        return Ok(name.to_string());
+    }
+    let h = format!("{name}-hard");
+    if hard.contains(&h.as_str()) {
+        return Ok(h);
+    }
+    let bases: Vec<&str> = hard.iter().map(|n| n.trim_end_matches("-hard")).collect();
+    bail!(
+        "`--hard-bc`: problem `{name}` has no exact-condition variant (problems with one: {})",
+        bases.join(", ")
+    )
+}
+
 pub fn resolve(a: &TrainArgs) -> anyhow::Result<Resolved> {
     let bare = a.preset.is_none() && a.problem.is_none() && a.custom.is_none();
     let preset = match (&a.preset, bare) {
@@ -385,10 +408,22 @@ pub fn resolve(a: &TrainArgs) -> anyhow::Result<Resolved> {
         (None, None) => "poisson2d".to_string(),
     };
     let problem_opts = ProblemOptions { lambda: a.lambda };
+    let hard = a.hard_bc == Some(true);
+    let problem_name = if hard && a.custom.is_none() {
+        hard_variant(&problem_name)?
+    } else {
+        problem_name
+    };
     let (problem_name, prob) = match &a.custom {
         Some(spec) => {
             if a.problem.is_some() || preset.is_some() {
                 bail!("a `[custom]` problem conflicts with `problem`/`preset`; give one of them");
+            }
+            if hard {
+                bail!(
+                    "`--hard-bc` applies to the built-in problems {} only, not to a `[custom]` problem",
+                    crate::pde::hard_names().join(", ")
+                );
             }
             let p = spec.build()?;
             (p.name().to_string(), p)
@@ -416,7 +451,10 @@ pub fn resolve(a: &TrainArgs) -> anyhow::Result<Resolved> {
     let mut eval_points = setup.eval_points;
     if let Some(p) = &preset {
         widths = p.widths.to_vec();
-        points = p.points.to_vec();
+        // a soft preset's counts include the Dirichlet terms that --hard-bc drops
+        if p.problem == problem_name {
+            points = p.points.to_vec();
+        }
         resample = p.resample;
         eval_points = p.eval_points;
         match p.optimizer(&optimizer) {
@@ -444,6 +482,15 @@ pub fn resolve(a: &TrainArgs) -> anyhow::Result<Resolved> {
             point_kind = k;
         }
         if let Some(c) = counts {
+            let terms = prob.terms();
+            if prob.hard_bc().is_some() && c.len() != terms.len() {
+                bail!(
+                    "`--points` gives {} counts, but `{problem_name}` (exact Dirichlet conditions, whose terms are dropped) has {} terms: {}; give one count per remaining term",
+                    c.len(),
+                    terms.len(),
+                    terms.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
+                );
+            }
             points = c;
         }
     }

@@ -15,11 +15,13 @@
 //! closed forms, normals against finite differences of the signed distance, samples in
 //! the shape and on its boundary, uniformity, and every bad input as a clear error.
 
+pub mod distance;
 mod ops;
 mod polygon;
 mod primitives;
 pub mod qmc;
 
+pub use distance::{pieces_phi, Dual2, DualFn, Phi};
 pub use ops::{Difference, Intersection, Prefixed, SetOp, TimeProduct, Union};
 pub use polygon::Polygon;
 pub use primitives::{Ball, BoxShape, Ellipsoid, Shell, Simplex};
@@ -56,6 +58,11 @@ pub trait Shape: Send + Sync + std::fmt::Debug {
     fn piece_distance(&self, p: usize, x: &[f64]) -> f64;
     /// The outward unit normal of piece `p` at its point `x`.
     fn normal(&self, p: usize, x: &[f64], out: &mut [f64]);
+    /// A distance function of piece `p` for exact boundary conditions: zero on the
+    /// piece, positive inside the shape ([`distance`]); None if the shape has none.
+    fn piece_phi(&self, _p: usize) -> Option<Phi> {
+        None
+    }
     /// `n` points uniform in the shape (`out`: `n × dim`).
     fn sample_interior(&self, rng: &mut ChaCha8Rng, out: &mut [f64]) -> Result<()>;
     /// `n` points uniform on piece `p` and their outward unit normals (`n × dim` each).

@@ -11,7 +11,7 @@
 //! zero an error only when it is sampled. Rejection loops are capped: a region too small
 //! to sample in reasonable time is an error saying so. Checked by `tests/geometry.rs`.
 
-use super::{Shape, ShapeRef};
+use super::{Phi, Shape, ShapeRef};
 use crate::error::{Error, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -209,6 +209,19 @@ impl Shape for SetOp {
         let (owner, q) = self.operand(p);
         owner.piece_distance(q, x)
     }
+    fn piece_phi(&self, p: usize) -> Option<Phi> {
+        let (owner, q) = self.operand(p);
+        let phi = owner.piece_phi(q)?;
+        match self.op {
+            // an operand's φ is positive inside it, hence inside an intersection
+            Op::Intersection => Some(phi),
+            // A's pieces as they are; B's turned to be positive outside B
+            Op::Difference if p < self.na => Some(phi),
+            Op::Difference => flipped(phi),
+            // A's φ vanishes on A's boundary inside B, which is inside the union
+            Op::Union => None,
+        }
+    }
     fn normal(&self, p: usize, x: &[f64], out: &mut [f64]) {
         let (owner, q) = self.operand(p);
         owner.normal(q, x, out);
@@ -362,6 +375,9 @@ impl Shape for Prefixed {
     fn piece_distance(&self, p: usize, x: &[f64]) -> f64 {
         self.inner.piece_distance(p, x)
     }
+    fn piece_phi(&self, p: usize) -> Option<Phi> {
+        self.inner.piece_phi(p)
+    }
     fn normal(&self, p: usize, x: &[f64], out: &mut [f64]) {
         self.inner.normal(p, x, out)
     }
@@ -439,6 +455,25 @@ impl Shape for TimeProduct {
             _ => self.inner.piece_distance(p - 2, &x[1..]),
         }
     }
+    fn piece_phi(&self, p: usize) -> Option<Phi> {
+        let d = self.dim();
+        let mut n = vec![0.0; d];
+        match p {
+            // t − t0 (an exact initial value), t1 − t
+            0 => {
+                n[0] = 1.0;
+                Some(Phi::Plane { n, b: self.t0 })
+            }
+            1 => {
+                n[0] = -1.0;
+                Some(Phi::Plane { n, b: -self.t1 })
+            }
+            _ => Some(Phi::Shift {
+                offset: 1,
+                inner: Box::new(self.inner.piece_phi(p - 2)?),
+            }),
+        }
+    }
     fn normal(&self, p: usize, x: &[f64], out: &mut [f64]) {
         out.fill(0.0);
         match p {
@@ -485,4 +520,27 @@ impl Shape for TimeProduct {
         }
         Ok(())
     }
+}
+
+/// `phi` turned to be positive on the other side of its piece, where that is a sign
+/// change (planes, spheres, shifted ones); the trimmed segment is positive on both sides
+/// already. None for combinations and user expressions.
+fn flipped(phi: Phi) -> Option<Phi> {
+    Some(match phi {
+        Phi::Plane { n, b } => Phi::Plane {
+            n: n.iter().map(|v| -v).collect(),
+            b: -b,
+        },
+        Phi::Sphere { c, r, inside } => Phi::Sphere {
+            c,
+            r,
+            inside: !inside,
+        },
+        s @ Phi::Segment { .. } => s,
+        Phi::Shift { offset, inner } => Phi::Shift {
+            offset,
+            inner: Box::new(flipped(*inner)?),
+        },
+        Phi::All(_) | Phi::Custom(_) => return None,
+    })
 }

@@ -3,7 +3,7 @@
 //! interior sampler; pieces `edge{i}` from vertex `i` to vertex `i + 1`. Checked by
 //! `tests/geometry.rs` (an L-shape's area, perimeter, normals and membership).
 
-use super::Shape;
+use super::{Phi, Shape};
 use crate::error::{Error, Result};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -239,6 +239,10 @@ impl Shape for Polygon {
             .clamp(0.0, 1.0);
         let q = [a[0] + t * ab[0] - x[0], a[1] + t * ab[1] - x[1]];
         (q[0] * q[0] + q[1] * q[1]).sqrt()
+    }
+    fn piece_phi(&self, p: usize) -> Option<Phi> {
+        let (a, b) = self.edge(p);
+        Some(Phi::Segment { a, b })
     }
     fn normal(&self, p: usize, _x: &[f64], out: &mut [f64]) {
         out.copy_from_slice(&self.edge_normal(p));

@@ -6,7 +6,7 @@
 // Coordinates index the point, the centre and the axes at once: index loops read best.
 #![allow(clippy::needless_range_loop)]
 
-use super::{check_point, norm, unit_ball_volume, unit_vector, Shape};
+use super::{check_point, norm, unit_ball_volume, unit_vector, Phi, Shape};
 use crate::error::{Error, Result};
 use rand::Rng;
 use rand::SeedableRng;
@@ -73,6 +73,14 @@ impl Shape for BoxShape {
     fn piece_distance(&self, p: usize, x: &[f64]) -> f64 {
         let (c, up) = self.face(p);
         (x[c] - if up { self.hi[c] } else { self.lo[c] }).abs()
+    }
+    fn piece_phi(&self, p: usize) -> Option<Phi> {
+        let (c, up) = self.face(p);
+        let mut n = vec![0.0; self.dim()];
+        // x_c − lo_c on the lower face, hi_c − x_c on the upper one
+        n[c] = if up { -1.0 } else { 1.0 };
+        let b = if up { -self.hi[c] } else { self.lo[c] };
+        Some(Phi::Plane { n, b })
     }
     fn normal(&self, p: usize, _x: &[f64], out: &mut [f64]) {
         let (c, up) = self.face(p);
@@ -187,6 +195,13 @@ impl Shape for Ball {
     fn piece_distance(&self, _p: usize, x: &[f64]) -> f64 {
         self.sdf(x).abs()
     }
+    fn piece_phi(&self, _p: usize) -> Option<Phi> {
+        Some(Phi::Sphere {
+            c: self.c.clone(),
+            r: self.r,
+            inside: true,
+        })
+    }
     fn normal(&self, _p: usize, x: &[f64], out: &mut [f64]) {
         radial_normal(&self.c, x, 1.0, out)
     }
@@ -269,6 +284,14 @@ impl Shape for Shell {
     }
     fn piece_distance(&self, p: usize, x: &[f64]) -> f64 {
         (dist(&self.c, x) - if p == 0 { self.r_in } else { self.r_out }).abs()
+    }
+    fn piece_phi(&self, p: usize) -> Option<Phi> {
+        // positive outside the inner sphere and inside the outer one
+        Some(Phi::Sphere {
+            c: self.c.clone(),
+            r: if p == 0 { self.r_in } else { self.r_out },
+            inside: p == 1,
+        })
     }
     fn normal(&self, p: usize, x: &[f64], out: &mut [f64]) {
         radial_normal(&self.c, x, if p == 0 { -1.0 } else { 1.0 }, out)
@@ -615,6 +638,14 @@ impl Shape for Simplex {
         // distance to the facet's hyperplane (the facet itself for points on the simplex)
         let n = &self.normals[p * self.d..(p + 1) * self.d];
         (n.iter().zip(x).map(|(a, b)| a * b).sum::<f64>() - self.offsets[p]).abs()
+    }
+    fn piece_phi(&self, p: usize) -> Option<Phi> {
+        // off − n·x, positive inside
+        let n = &self.normals[p * self.d..(p + 1) * self.d];
+        Some(Phi::Plane {
+            n: n.iter().map(|v| -v).collect(),
+            b: -self.offsets[p],
+        })
     }
     fn normal(&self, p: usize, _x: &[f64], out: &mut [f64]) {
         out.copy_from_slice(&self.normals[p * self.d..(p + 1) * self.d]);

@@ -1,7 +1,9 @@
 //! The error of a network against known values on fixed evaluation points: the
 //! relative and absolute L2 errors over all outputs (reduced on the backend, one scalar
 //! per chunk comes back), and for systems per field and per named group of fields (on
-//! the host from the downloaded outputs).
+//! the host from the downloaded outputs). With exact boundary conditions the network's
+//! outputs are `N` and the solution is `u = g + φN` ([`crate::pde::hard`]): the evaluator
+//! then holds `g` and `φ` at its points and measures every error on `u`, on the host.
 //!
 //! Checked by `tests/train.rs` (errors against a host computation from the network's
 //! values) and the unit tests below (per-field and group errors of known outputs).
@@ -22,6 +24,8 @@ pub struct Evaluator<B: Backend, T: Real> {
     ref_sq: f64,
     /// The reference on the host (`N × m`), for per-field errors.
     reference: Vec<f64>,
+    /// `(g, φ)` at the points (`N × m` each) when outputs are `N` of `u = g + φN`.
+    transform: Option<(Vec<f64>, Vec<f64>)>,
 }
 
 /// Absolute and relative L2 errors: `sqrt(mean (u − u*)²)` and that over `sqrt(mean u*²)`.
@@ -54,16 +58,48 @@ impl<B: Backend, T: Real> Evaluator<B, T> {
             reference_dev,
             ref_sq,
             reference,
+            transform: None,
         })
     }
-    /// Network outputs at the points (`N × m`).
-    pub fn values(&mut self, params: &B::Buf<T>) -> Result<Vec<f64>> {
-        self.engine.forward(params, &self.x, self.n)
+    /// Measure errors on `u = g + φN` with `g`, `φ` given at the points (`N × m` each,
+    /// `g = 0`, `φ = 1` for fields without an exact condition).
+    pub fn set_output_transform(&mut self, g: Vec<f64>, phi: Vec<f64>) -> Result<()> {
+        let len = self.reference.len();
+        if g.len() != len || phi.len() != len {
+            return Err(Error::Shape(format!(
+                "output transform has {} and {} values for {len} outputs",
+                g.len(),
+                phi.len()
+            )));
+        }
+        self.transform = Some((g, phi));
+        Ok(())
     }
-    /// The errors, reduced where the values are (one scalar per chunk comes back).
+    /// The solution at the points (`N × m`): the network's outputs, or `g + φN` with an
+    /// output transform.
+    pub fn values(&mut self, params: &B::Buf<T>) -> Result<Vec<f64>> {
+        let mut y = self.engine.forward(params, &self.x, self.n)?;
+        if let Some((g, phi)) = &self.transform {
+            for ((yi, gi), pi) in y.iter_mut().zip(g).zip(phi) {
+                *yi = gi + pi * *yi;
+            }
+        }
+        Ok(y)
+    }
+    /// The errors, reduced where the values are (one scalar per chunk comes back; on the
+    /// host from [`Self::values`] with an output transform).
     pub fn l2(&mut self, params: &B::Buf<T>) -> Result<L2Error> {
-        let be = self.engine.backend().clone();
         let m = self.engine.mlp().output_dim();
+        if self.transform.is_some() {
+            let y = self.values(params)?;
+            let se: f64 = y
+                .iter()
+                .zip(&self.reference)
+                .map(|(a, b)| (a - b).powi(2))
+                .sum();
+            return Ok(L2Error::from_sums(se, self.ref_sq, self.n * m));
+        }
+        let be = self.engine.backend().clone();
         let mut se = 0.0;
         let mut first = 0;
         while first < self.n {

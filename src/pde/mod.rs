@@ -16,6 +16,7 @@ mod book;
 pub mod burgers;
 pub mod custom;
 mod flows;
+pub mod hard;
 mod inverse;
 pub mod observe;
 mod problems;
@@ -33,6 +34,12 @@ pub fn system_names() -> Vec<&'static str> {
         .chain(burgers::NAMES)
         .copied()
         .collect()
+}
+
+/// The problems with exact (hard) Dirichlet conditions: `NAME-hard` is `NAME` with
+/// `u = g + φN` (`train --hard-bc` on `NAME`).
+pub fn hard_names() -> Vec<&'static str> {
+    shapes::HARD_NAMES.to_vec()
 }
 
 /// A built-in system by name (see [`system_names`]).
@@ -56,6 +63,7 @@ pub fn problem_names() -> Vec<&'static str> {
     let mut v = builtin_names().to_vec();
     v.extend_from_slice(flows::NAMES);
     v.extend_from_slice(shapes::NAMES);
+    v.extend_from_slice(shapes::HARD_NAMES);
     v.extend_from_slice(burgers::NAMES);
     v.extend_from_slice(book::NAMES);
     v.extend_from_slice(inverse::NAMES);
@@ -293,6 +301,11 @@ pub trait Problem: Send + Sync {
     /// Unknown scalar coefficients, trained with the network (design §7); none by default.
     fn coefficients(&self) -> Vec<Coefficient> {
         vec![]
+    }
+    /// Exact conditions `u = g + φN` (issue 19): the network's outputs are `N`, and
+    /// every error is measured on `u` ([`hard::HardBc::apply`]). None by default.
+    fn hard_bc(&self) -> Option<Arc<hard::HardBc>> {
+        None
     }
     /// The terms that are observations of the solution (data inside the domain): without
     /// one, an unknown coefficient is not determined and the run warns.

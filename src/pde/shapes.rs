@@ -10,11 +10,13 @@
 //! seeds against finite differences; points on their regions.
 
 use super::flows::{setup, sf, term, vf};
+use super::hard::{transfinite, HardBc, HardField};
 use super::problems::{DataResidual, LinearResidual, ScalarFn};
 use super::system::{gradient_jet, BoxSystem, JetIdx, NormalCondition, Region};
 use crate::error::Result;
 use crate::geometry::{
-    piece_index, Ball, BoxShape, Difference, Polygon, Prefixed, ShapeRef, Shell,
+    piece_index, pieces_phi, Ball, BoxShape, Difference, Dual2, DualFn, Phi, Polygon, Prefixed,
+    ShapeRef, Shell,
 };
 use crate::jet::{JetKind, Operator};
 use std::f64::consts::PI;
@@ -28,6 +30,15 @@ pub const NAMES: &[&str] = &[
     "poisson-ball5d",
 ];
 
+/// The same problems with exact Dirichlet conditions (`u = g + φN`, [`super::hard`]):
+/// the Dirichlet terms are dropped, the Neumann terms stay soft.
+pub const HARD_NAMES: &[&str] = &[
+    "poisson-lshape-hard",
+    "poisson-annulus-hard",
+    "plate-hole-hard",
+    "poisson-ball5d-hard",
+];
+
 /// A built-in problem on a shape by name, or None if `name` is not one.
 pub fn build(name: &str) -> Option<Result<BoxSystem>> {
     Some(match name {
@@ -35,8 +46,134 @@ pub fn build(name: &str) -> Option<Result<BoxSystem>> {
         "poisson-annulus" => annulus(),
         "plate-hole" => plate_hole(),
         "poisson-ball5d" => ball5d(),
+        "poisson-lshape-hard" => lshape().and_then(lshape_hard),
+        "poisson-annulus-hard" => annulus().and_then(annulus_hard),
+        "plate-hole-hard" => plate_hole().and_then(plate_hole_hard),
+        "poisson-ball5d-hard" => ball5d().and_then(ball5d_hard),
         _ => return None,
     })
+}
+
+fn dfn(f: impl Fn(&[Dual2]) -> Dual2 + Send + Sync + 'static) -> DualFn {
+    Arc::new(f)
+}
+
+/// One scalar field with φ of `pieces` and data `g`.
+fn one_field(shape: &ShapeRef, pieces: &[usize], g: DualFn, note: &str) -> Result<HardBc> {
+    Ok(HardBc {
+        m: 1,
+        fields: vec![HardField {
+            field: 0,
+            phi: Arc::new(pieces_phi(shape.as_ref(), pieces)?),
+            g: Some(g),
+        }],
+        note: note.into(),
+    })
+}
+
+/// `r^{2/3} sin(2θ/3)` at `p` with `θ` from `atan2` in `(−π, π]`, shifted by 2π below
+/// the x axis when `wrap` (the L-shape's branch, cut along the positive x axis).
+fn lshape_u(p: &[Dual2], wrap: bool) -> Dual2 {
+    let r = (p[0].sq() + p[1].sq()).sqrt();
+    let mut t = p[1].atan2(p[0]);
+    if wrap && t.v < 0.0 {
+        t = t + 2.0 * PI;
+    }
+    r.powf(2.0 / 3.0) * (t * (2.0 / 3.0)).sin()
+}
+
+/// Exact conditions on every edge: φ the R-equivalence of the six trimmed-segment
+/// functions; `g` the transfinite interpolation of the edge data, each edge's data
+/// `r^{2/3} sin(2θ/3)` continued along its carrier line with the branch of θ that is
+/// smooth there (zero on the two edges at the re-entrant corner).
+fn lshape_hard(sys: BoxSystem) -> Result<BoxSystem> {
+    let shape = sys.domain().expect("a shape").clone();
+    let n = shape.pieces().len();
+    let phis: Vec<Phi> = (0..n)
+        .map(|p| shape.piece_phi(p).expect("polygon edges have φ"))
+        .collect();
+    // edges 1 (x = 0, y ≤ 0) and 2 (y = 0, x ≥ 0) carry zero data; edge 3 (x = 1) needs
+    // θ ∈ (−π, π] to be smooth across y = 0, the others θ ∈ [0, 2π)
+    let data: Vec<Option<DualFn>> = (0..n)
+        .map(|p| match p {
+            1 | 2 => None,
+            3 => Some(dfn(|q| lshape_u(q, false))),
+            _ => Some(dfn(|q| lshape_u(q, true))),
+        })
+        .collect();
+    let g = transfinite(phis, data)?;
+    let all: Vec<usize> = (0..n).collect();
+    let hard = one_field(
+        &shape,
+        &all,
+        g,
+        "u = g + φN on every edge (φ: R-equivalence of trimmed segments; g: transfinite interpolation of the edge data)",
+    )?;
+    sys.with_hard_bc(hard, &["edges"])
+}
+
+/// Exact conditions on the outer circle: φ = (1 − r²)/2, `g(x) = u*(x/|x|)` (the data
+/// continued radially; the centre is outside the annulus). The inner Neumann term stays.
+fn annulus_hard(sys: BoxSystem) -> Result<BoxSystem> {
+    let shape = sys.domain().expect("a shape").clone();
+    let outer = piece_index(shape.as_ref(), "outer")?;
+    let g = dfn(|x| {
+        let r = (x[0].sq() + x[1].sq()).sqrt();
+        let (p0, p1) = (x[0] / r, x[1] / r);
+        p0.exp() * (p1 * PI).sin() + p0.sq()
+    });
+    let hard = one_field(
+        &shape,
+        &[outer],
+        g,
+        "u = g + φN on r = 1 (φ = (1 − r²)/2; g = u*(x/|x|))",
+    )?;
+    sys.with_hard_bc(hard, &["outer"])
+}
+
+/// Exact conditions on the square's edges: φ the R-equivalence of the four face
+/// distances, `g` the transfinite interpolation of `u*` projected onto each face's
+/// line. The hole's Neumann term stays.
+fn plate_hole_hard(sys: BoxSystem) -> Result<BoxSystem> {
+    let shape = sys.domain().expect("a shape").clone();
+    let h = piece_index(shape.as_ref(), "hole")?;
+    let edges: Vec<usize> = (0..shape.pieces().len()).filter(|&p| p != h).collect();
+    let phis: Vec<Phi> = edges
+        .iter()
+        .map(|&p| shape.piece_phi(p).expect("box faces have φ"))
+        .collect();
+    let u = dfn(|x| (x[0] * PI).cos() * (x[1] * PI).sin() + x[0] * x[1]);
+    let g = transfinite(phis, vec![Some(u); edges.len()])?;
+    let hard = one_field(
+        &shape,
+        &edges,
+        g,
+        "u = g + φN on the square's edges (φ: R-equivalence of face distances; g: transfinite interpolation of the face data)",
+    )?;
+    sys.with_hard_bc(hard, &["edges"])
+}
+
+/// Exact conditions on the sphere: φ = (1 − |x|²)/2 and `g = |x|²·(Σ sin(π x_i/2) +
+/// 1/10)`, the data's expression on the sphere (where `|x|² = 1`) faded towards the
+/// centre; then `u* − g = φ·2Σ sin(π x_i/2)`, so the network has a non-trivial `N`.
+fn ball5d_hard(sys: BoxSystem) -> Result<BoxSystem> {
+    let shape = sys.domain().expect("a shape").clone();
+    let g = dfn(|x| {
+        let mut s = Dual2::c(0.1);
+        let mut r2 = Dual2::c(0.0);
+        for xi in x {
+            s = s + (*xi * (PI / 2.0)).sin();
+            r2 = r2 + xi.sq();
+        }
+        r2 * s
+    });
+    let hard = one_field(
+        &shape,
+        &[0],
+        g,
+        "u = g + φN on the sphere (φ = (1 − |x|²)/2; g = |x|²(Σ sin(πx_i/2) + 1/10))",
+    )?;
+    sys.with_hard_bc(hard, &["sphere"])
 }
 
 /// `−Δu = f` in the interior (the Laplacian's jet).

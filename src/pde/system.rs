@@ -14,6 +14,7 @@
 //! every term (derivatives by finite differences of the solution), and the samplers
 //! against their regions.
 
+use super::hard::HardBc;
 use super::observe::Observations;
 use super::problems::ScalarFn;
 use super::{Problem, ReferenceData, Residual, Setup, TermSpec};
@@ -140,6 +141,8 @@ pub struct BoxSystem {
     setup: Setup,
     /// The domain when it is not the box `[lo, hi]` (then the box is its bounding box).
     domain: Option<ShapeRef>,
+    /// Exact conditions `u = g + φN` ([`BoxSystem::with_hard_bc`]).
+    hard: Option<Arc<HardBc>>,
 }
 
 impl BoxSystem {
@@ -312,7 +315,56 @@ impl BoxSystem {
             reference: None,
             setup,
             domain: None,
+            hard: None,
         })
+    }
+
+    /// The same system with exact conditions `u_f = g + φ N_f` ([`super::hard`]): the
+    /// terms named in `drop` (the conditions that became exact) are removed with their
+    /// point counts, and every other term's residual is wrapped so that it sees `u`. A
+    /// name that is not a term, or a field out of range, is an error naming it.
+    pub fn with_hard_bc(mut self, hard: HardBc, drop: &[&str]) -> Result<Self> {
+        let names: Vec<String> = self.terms.iter().map(|t| t.name.clone()).collect();
+        if let Some(n) = drop.iter().find(|n| !names.iter().any(|m| m == *n)) {
+            return Err(Error::invalid(
+                "exact-condition term",
+                n,
+                format!("one of the terms {}", names.join(", ")),
+            ));
+        }
+        if let Some(h) = hard.fields.iter().find(|h| h.field >= self.fields.len()) {
+            return Err(Error::invalid(
+                "exact-condition field",
+                h.field,
+                format!("an index below {} (the system's fields)", self.fields.len()),
+            ));
+        }
+        if hard.m != self.fields.len() {
+            return Err(Error::Shape(format!(
+                "exact conditions for {} fields on a system with {}",
+                hard.m,
+                self.fields.len()
+            )));
+        }
+        let hard = Arc::new(hard);
+        let keep: Vec<bool> = names.iter().map(|n| !drop.contains(&n.as_str())).collect();
+        let mut terms = vec![];
+        let mut points = vec![];
+        for (i, t) in std::mem::take(&mut self.terms).into_iter().enumerate() {
+            if keep[i] {
+                let residual = hard.wrap(&t.kind, t.residual.clone());
+                terms.push(SystemTerm { residual, ..t });
+                if let Some(&p) = self.setup.points.get(i) {
+                    points.push(p);
+                }
+            }
+        }
+        self.terms = terms;
+        self.setup.points = points;
+        self.name = format!("{}-hard", self.name);
+        self.summary = format!("{}; exact conditions: {}", self.summary, hard.note);
+        self.hard = Some(hard);
+        Ok(self)
     }
 
     /// Also report the error over these fields together, under `name`.
@@ -575,6 +627,9 @@ impl Problem for BoxSystem {
     }
     fn setup(&self) -> Setup {
         self.setup.clone()
+    }
+    fn hard_bc(&self) -> Option<Arc<HardBc>> {
+        self.hard.clone()
     }
     fn observation_terms(&self) -> Vec<usize> {
         (0..self.terms.len())

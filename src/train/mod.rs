@@ -315,7 +315,12 @@ impl<B: Backend, T: Real> Trainer<B, T> {
             }
             None => None,
         };
-        let eval = Evaluator::new(be.clone(), mlp, &ex, reference)?;
+        let mut eval = Evaluator::new(be.clone(), mlp, &ex, reference)?;
+        if let Some(h) = problem.hard_bc() {
+            // the network gives N; errors are those of u = g + φN
+            let (g, phi) = h.tables(&ex, d);
+            eval.set_output_transform(g, phi)?;
+        }
         for (t, &n) in opts.points.iter().enumerate() {
             obj.set_points(t, problem.sample_kind(t, n, opts.point_kind, &mut rng)?)?;
         }
@@ -656,6 +661,10 @@ impl<B: Backend, T: Real> Trainer<B, T> {
         let zeros = vec![0.0; r.len() * m];
         let be = self.obj.backend().clone();
         let mut ev = Evaluator::new(be, mlp, &r.x, zeros)?;
+        if let Some(h) = self.problem.hard_bc() {
+            let (g, phi) = h.tables(&r.x, self.problem.dim());
+            ev.set_output_transform(g, phi)?;
+        }
         let y = ev.values(&self.params)?;
         Ok(Some(ReferenceCheck {
             source: r.source.clone(),

@@ -14,9 +14,11 @@
 //! autodiff, and J = 1 sets against the single-operator jet.
 
 mod operator;
+mod random;
 mod tangent;
 
 pub use operator::{Operator, OperatorSet};
+pub use random::{Direction, Estimator, RandomOperator};
 
 use crate::backend::{Backend, JetShape, Lay, Tr};
 use crate::error::{Error, Result};
@@ -67,12 +69,13 @@ impl JetKind {
             JetKind::Set(set) => Some(set.dim()),
         }
     }
-    /// The directions are the coordinate axes, or begin with them: the output jet's first
-    /// derivative rows need no rotation (false only for an [`Operator`] factorised by
-    /// its eigendecomposition).
+    /// The output jet's derivative rows need no rotation: the directions are the
+    /// coordinate axes, begin with them, or were drawn at random (a residual built for
+    /// drawn directions reads them as they are). False only for an [`Operator`]
+    /// factorised by its eigendecomposition.
     pub fn axes(&self) -> bool {
         match self {
-            JetKind::Full(op) => op.is_identity(),
+            JetKind::Full(op) => !op.rotates(),
             JetKind::Value | JetKind::Set(_) => true,
         }
     }
@@ -253,6 +256,40 @@ impl<B: Backend, T: Real> JetEngine<B, T> {
             train: None,
             eval: None,
         })
+    }
+
+    /// Replace the operator's directions and weights by those of `op`, which must have the
+    /// dimension and number of directions of the engine's operator (the buffers keep their
+    /// sizes): a fresh draw of a randomized operator before a step. Stored jets are
+    /// invalidated (they belong to the old directions).
+    pub fn set_operator(&mut self, op: &Operator) -> Result<()> {
+        match &self.kind {
+            JetKind::Full(cur) if cur.dim() == op.dim() && cur.k() == op.k() => {}
+            kind => {
+                return Err(Error::Shape(format!(
+                    "set_operator: an operator of {} directions in {} dimensions for a jet \
+                     of {} directions in {:?} dimensions (one operator of the same shape \
+                     expected)",
+                    op.k(),
+                    op.dim(),
+                    kind.k(),
+                    kind.dim()
+                )))
+            }
+        }
+        self.be.upload_range(
+            &crate::scalar::convert::<f64, T>(op.dirs()),
+            &mut self.dirs,
+            0,
+        )?;
+        self.be.upload_range(
+            &crate::scalar::convert::<f64, T>(op.coef()),
+            &mut self.coef,
+            0,
+        )?;
+        self.kind = JetKind::Full(op.clone());
+        self.stored = false;
+        Ok(())
     }
 
     pub fn backend(&self) -> &B {
@@ -512,7 +549,7 @@ impl<B: Backend, T: Real> JetEngine<B, T> {
             }
         }
         if let JetKind::Full(op) = &self.kind {
-            if !op.is_identity() {
+            if op.rotates() {
                 rotate_dirs(op, &mut out, n, m, s, false);
             }
         }
@@ -542,7 +579,7 @@ impl<B: Backend, T: Real> JetEngine<B, T> {
         }
         let mut sd = seeds.to_vec();
         if let JetKind::Full(op) = &self.kind {
-            if !op.is_identity() {
+            if op.rotates() {
                 rotate_dirs(op, &mut sd, n, m, s, true);
             }
         }

@@ -26,6 +26,9 @@ pub struct Operator {
     /// K weights.
     coef: Vec<f64>,
     identity: bool,
+    /// Directions drawn at random ([`super::RandomOperator`]): the jet's derivative rows
+    /// stay along them (never rotated back to the axes; K may differ from D).
+    sampled: bool,
 }
 
 impl Operator {
@@ -53,6 +56,7 @@ impl Operator {
             dirs,
             coef,
             identity: true,
+            sampled: false,
         })
     }
 
@@ -83,13 +87,33 @@ impl Operator {
             dirs,
             coef,
             identity: false,
+            sampled: false,
         })
+    }
+
+    /// An operator of `k = coef.len()` drawn directions (`dirs`, `k × dim`), whose jet
+    /// rows stay along them: [`super::RandomOperator`] makes these.
+    pub(crate) fn sampled(dim: usize, dirs: Vec<f64>, coef: Vec<f64>) -> Self {
+        debug_assert_eq!(dirs.len(), dim * coef.len());
+        Operator {
+            dim,
+            dirs,
+            coef,
+            identity: false,
+            sampled: true,
+        }
+    }
+
+    /// The directions and weights of a sampled operator, to be overwritten in place by
+    /// the next draw.
+    pub(crate) fn sampled_parts_mut(&mut self) -> (&mut [f64], &mut [f64]) {
+        (&mut self.dirs, &mut self.coef)
     }
 
     pub fn dim(&self) -> usize {
         self.dim
     }
-    /// Number of directions K (= D).
+    /// Number of directions K (= D unless sampled).
     pub fn k(&self) -> usize {
         self.coef.len()
     }
@@ -102,6 +126,16 @@ impl Operator {
     /// Directions are the coordinate axes.
     pub fn is_identity(&self) -> bool {
         self.identity
+    }
+    /// Directions were drawn at random (an unbiased estimator of an operator).
+    pub fn is_sampled(&self) -> bool {
+        self.sampled
+    }
+    /// The jet's derivative rows are rotated back to the coordinate axes on output
+    /// (orthonormal eigen-directions of a full matrix `C`); false for the axes and for
+    /// drawn directions, whose rows the residual reads as they are.
+    pub fn rotates(&self) -> bool {
+        !self.identity && !self.sampled
     }
     /// The coefficient matrix `C = Σ_k c_k v_k v_kᵀ`.
     pub fn matrix(&self) -> Vec<f64> {

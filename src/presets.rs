@@ -306,7 +306,32 @@ pub fn all() -> Vec<Preset> {
     ]
     .into_iter()
     .chain(systems())
+    .chain(highdim())
     .collect()
+}
+
+/// The high-dimensional two-body Poisson problems (issue 20, design §9) with the
+/// randomized Laplacian of 64 directions; nets sized for two CPU cores, points resampled
+/// every step (as STDE does). Settings chosen on short runs, not tuned.
+fn highdim() -> Vec<Preset> {
+    let p = |name, widths| Preset {
+        name,
+        problem: name,
+        widths,
+        points: &[1024, 256],
+        resample: 1,
+        eval_points: 2000,
+        seconds: 1800.0,
+        laplacian: Some("random:64"),
+        optimizers: vec![
+            opt("kfac-star", kfac_star(1e-3, 0.95), None, None),
+            opt("adam", lr(1e-3), None, None),
+        ],
+    };
+    vec![
+        p("highdim-1k", &[1000, 128, 128, 1]),
+        p("highdim-10k", &[10000, 64, 64, 1]),
+    ]
 }
 
 /// Every optimizer with settings for a system of the issue-18 problems: starting points

@@ -16,6 +16,7 @@ mod book;
 pub mod burgers;
 pub mod custom;
 mod flows;
+pub mod highdim;
 mod inverse;
 pub mod observe;
 mod problems;
@@ -122,6 +123,7 @@ pub fn problem_names() -> Vec<&'static str> {
     v.extend_from_slice(burgers::NAMES);
     v.extend_from_slice(book::NAMES);
     v.extend_from_slice(inverse::NAMES);
+    v.extend_from_slice(highdim::NAMES);
     v
 }
 
@@ -145,6 +147,9 @@ pub fn problem(name: &str, opts: &ProblemOptions) -> Result<Arc<dyn Problem>> {
     }
     if let Some(p) = inverse::build(name) {
         return p;
+    }
+    if let Some(p) = highdim::build(name) {
+        return Ok(Arc::new(p?));
     }
     builtin(name).map_err(|_| crate::Error::unknown("problem", name, &problem_names()))
 }

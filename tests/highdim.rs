@@ -111,6 +111,9 @@ fn randomized_kfac_star_trains_highdim_100d() {
     let mut t = Trainer::with_estimator(Cpu, prob, mlp, &params, o, opts, est).unwrap();
     let start = t.l2().unwrap().rel;
     let s = t.run(None, &AtomicBool::new(false)).unwrap();
-    eprintln!("highdim-100d random:16: l2_rel {start:.3} -> {:.3e}", s.l2_rel);
+    eprintln!(
+        "highdim-100d random:16: l2_rel {start:.3} -> {:.3e}",
+        s.l2_rel
+    );
     assert!(s.l2_rel < 0.5 * start, "l2_rel {start} -> {}", s.l2_rel);
 }

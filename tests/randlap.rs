@@ -25,6 +25,7 @@ use std::sync::atomic::AtomicBool;
 
 /// Per point: the draws' mean and variance of the estimated operator term, and the
 /// largest deviation of the derivative rows from `w·∇u`.
+#[allow(clippy::too_many_arguments)]
 fn draw_stats(
     mlp: &Mlp,
     params: &[f64],
@@ -55,7 +56,11 @@ fn draw_stats(
             sq[i] += l * l;
             for kk in 0..k {
                 let w = &op.dirs()[kk * d..(kk + 1) * d];
-                let want: f64 = w.iter().zip(&grad[i * d..(i + 1) * d]).map(|(a, b)| a * b).sum();
+                let want: f64 = w
+                    .iter()
+                    .zip(&grad[i * d..(i + 1) * d])
+                    .map(|(a, b)| a * b)
+                    .sum();
                 dev = dev.max((y[i * s + 1 + kk] - want).abs());
             }
         }
@@ -86,8 +91,7 @@ fn estimate_is_unbiased_with_the_closed_form_variance() {
         let mut var_by_k = vec![];
         for k in [1, 4] {
             let lap = Operator::laplacian(d);
-            let (mean, var, dev) =
-                draw_stats(&mlp, &params, &x, &lap, k, dist, draws, &der.grad);
+            let (mean, var, dev) = draw_stats(&mlp, &params, &x, &lap, k, dist, draws, &der.grad);
             assert!(dev < 1e-12, "{dist:?} K={k}: derivative rows off by {dev}");
             for i in 0..n {
                 let h = &der.hess[i * d * d..(i + 1) * d * d];
@@ -119,8 +123,8 @@ fn estimate_is_unbiased_with_the_closed_form_variance() {
             var_by_k.push(var);
         }
         // variance ∝ 1/K: K = 1 vs K = 4
-        for i in 0..n {
-            let ratio = var_by_k[0][i] / var_by_k[1][i];
+        for (i, (v1, v4)) in var_by_k[0].iter().zip(&var_by_k[1]).enumerate() {
+            let ratio = v1 / v4;
             assert!(
                 (3.0..5.3).contains(&ratio),
                 "{dist:?} point {i}: Var(K=1)/Var(K=4) = {ratio}"
@@ -129,9 +133,8 @@ fn estimate_is_unbiased_with_the_closed_form_variance() {
     }
     // a full coefficient matrix (eigen-factorised): the mean is Σ C_ij ∂_ij u
     let c = [
-        2.0, 0.5, 0.0, 0.0, 0.0, 0.1, 0.5, 1.0, -0.3, 0.0, 0.0, 0.0, 0.0, -0.3, 0.7, 0.0, 0.0,
-        0.0, 0.0, 0.0, 0.0, 1.0, 0.2, 0.0, 0.0, 0.0, 0.0, 0.2, 1.5, 0.0, 0.1, 0.0, 0.0, 0.0,
-        0.0, 0.4,
+        2.0, 0.5, 0.0, 0.0, 0.0, 0.1, 0.5, 1.0, -0.3, 0.0, 0.0, 0.0, 0.0, -0.3, 0.7, 0.0, 0.0, 0.0,
+        0.0, 0.0, 0.0, 1.0, 0.2, 0.0, 0.0, 0.0, 0.0, 0.2, 1.5, 0.0, 0.1, 0.0, 0.0, 0.0, 0.0, 0.4,
     ];
     let op = Operator::from_matrix(d, &c).unwrap();
     let want = der.operator(&c);
@@ -267,9 +270,7 @@ fn heat_keeps_its_time_axis_and_trains() {
 fn resumed_randomized_run_matches_uninterrupted_run() {
     for opt in ["adam", "kfac-star"] {
         let cfg = || OptimizerConfig::default();
-        let run = |steps| {
-            trainer("poisson5d", &[5, 12, 1], opt, cfg(), "random:3", steps).unwrap()
-        };
+        let run = |steps| trainer("poisson5d", &[5, 12, 1], opt, cfg(), "random:3", steps).unwrap();
         let mut full = run(10);
         full.run(None, &AtomicBool::new(false)).unwrap();
         let mut first = run(6);
@@ -288,8 +289,7 @@ fn resumed_randomized_run_matches_uninterrupted_run() {
         };
         assert_eq!(bits(&full), bits(&second), "{opt}");
         // and the draws matter: an exact run ends elsewhere
-        let mut exact =
-            trainer("poisson5d", &[5, 12, 1], opt, cfg(), "exact", 10).unwrap();
+        let mut exact = trainer("poisson5d", &[5, 12, 1], opt, cfg(), "exact", 10).unwrap();
         exact.run(None, &AtomicBool::new(false)).unwrap();
         assert_ne!(bits(&full), bits(&exact), "{opt}");
     }

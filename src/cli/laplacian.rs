@@ -301,12 +301,8 @@ pub fn measure<B: Backend, T: Real>(
     let mut times = Vec::with_capacity(repeats);
     let flop = match method {
         "forward" => {
-            let mut eng = JetEngine::<B, T>::new(
-                be.clone(),
-                mlp.clone(),
-                JetKind::Full(op),
-                chunk_rows,
-            )?;
+            let mut eng =
+                JetEngine::<B, T>::new(be.clone(), mlp.clone(), JetKind::Full(op), chunk_rows)?;
             for i in 0..=repeats {
                 let t = Instant::now();
                 let y = eng.forward(&params, &x, n)?;

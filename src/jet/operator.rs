@@ -121,7 +121,10 @@ impl Operator {
     /// The directions and weights of a sampled operator, to be overwritten in place by
     /// the next draw.
     pub(crate) fn sampled_parts_mut(&mut self) -> (&mut [f64], &mut [f64]) {
-        let dirs = self.dirs.get_mut().expect("a sampled operator holds its directions");
+        let dirs = self
+            .dirs
+            .get_mut()
+            .expect("a sampled operator holds its directions");
         (dirs, &mut self.coef)
     }
 

@@ -40,7 +40,10 @@ pub enum Direction {
 pub enum Estimator {
     #[default]
     Exact,
-    Random { k: usize, dist: Direction },
+    Random {
+        k: usize,
+        dist: Direction,
+    },
 }
 
 const EXPECTED: &str =
@@ -138,8 +141,7 @@ impl RandomOperator {
         }
         let dim = base.dim();
         let coef = base.coef();
-        if lead > 0 && (!base.is_identity() || coef[..lead.min(dim)].iter().any(|&c| c != 0.0))
-        {
+        if lead > 0 && (!base.is_identity() || coef[..lead.min(dim)].iter().any(|&c| c != 0.0)) {
             return Err(Error::invalid(
                 "laplacian",
                 est,
@@ -316,9 +318,19 @@ mod tests {
         let g = Estimator::parse("random:8:gauss").unwrap();
         assert_eq!(g.to_string(), "random:8:gauss");
         assert_eq!(Estimator::parse(&g.to_string()).unwrap(), g);
-        for bad in ["random:0", "random:", "random:x", "rand:4", "random:4:cauchy", ""] {
+        for bad in [
+            "random:0",
+            "random:",
+            "random:x",
+            "rand:4",
+            "random:4:cauchy",
+            "",
+        ] {
             let e = Estimator::parse(bad).unwrap_err().to_string();
-            assert!(e.contains("laplacian") && e.contains("random:K"), "{bad}: {e}");
+            assert!(
+                e.contains("laplacian") && e.contains("random:K"),
+                "{bad}: {e}"
+            );
         }
         let e = Estimator::parse("random:0").unwrap_err().to_string();
         assert!(e.contains("K ≥ 1"), "{e}");

@@ -28,6 +28,8 @@ pub struct Preset {
     pub eval_points: usize,
     /// The paper's wall-clock budget.
     pub seconds: f64,
+    /// The operator estimator (`--laplacian`) unless the run names one; None: exact.
+    pub laplacian: Option<&'static str>,
     pub optimizers: Vec<PresetOptimizer>,
 }
 
@@ -129,6 +131,7 @@ pub fn all() -> Vec<Preset> {
             resample: 0,
             eval_points: 9000,
             seconds: 1000.0,
+            laplacian: None,
             optimizers: vec![
                 opt("sgd", sgd(0.018050148049887416, 0.99), None, Some(3.62e-5)),
                 opt("adam", lr(0.0016923389183852923), None, Some(9.40e-5)),
@@ -164,6 +167,7 @@ pub fn all() -> Vec<Preset> {
             resample: 0,
             eval_points: 9000,
             seconds: 1000.0,
+            laplacian: None,
             optimizers: vec![
                 opt("adam", lr(0.0008629006288964788), None, None),
                 opt("engd", engd(1e-12, 0.9, false), None, Some(3.05e-8)),
@@ -193,6 +197,7 @@ pub fn all() -> Vec<Preset> {
             resample: 100,
             eval_points: 30000,
             seconds: 3000.0,
+            laplacian: None,
             optimizers: vec![
                 opt("engd", engd(1e-11, 0.6, true), Some(1), Some(5.58e-8)),
                 opt(
@@ -221,6 +226,7 @@ pub fn all() -> Vec<Preset> {
             resample: 1,
             eval_points: 30000,
             seconds: 3000.0,
+            laplacian: None,
             optimizers: vec![
                 opt("sgd", sgd(0.009357973200535634, 0.9), None, Some(4.88e-3)),
                 opt("adam", lr(0.0007801747845089487), None, Some(8.93e-4)),
@@ -255,6 +261,7 @@ pub fn all() -> Vec<Preset> {
             resample: 100,
             eval_points: 30000,
             seconds: 6000.0,
+            laplacian: None,
             optimizers: vec![
                 opt("adam", lr(0.0002387087719189822), Some(1), None),
                 opt(
@@ -279,6 +286,7 @@ pub fn all() -> Vec<Preset> {
             resample: 10,
             eval_points: 30000,
             seconds: 6000.0,
+            laplacian: None,
             optimizers: vec![
                 opt("adam", lr(0.0001049615336527784), Some(1), Some(1.83e-1)),
                 opt(
@@ -298,7 +306,32 @@ pub fn all() -> Vec<Preset> {
     ]
     .into_iter()
     .chain(systems())
+    .chain(highdim())
     .collect()
+}
+
+/// The high-dimensional two-body Poisson problems (issue 20, design §9) with the
+/// randomized Laplacian of 64 directions; nets sized for two CPU cores, points resampled
+/// every step (as STDE does). Settings chosen on short runs, not tuned.
+fn highdim() -> Vec<Preset> {
+    let p = |name, widths| Preset {
+        name,
+        problem: name,
+        widths,
+        points: &[1024, 256],
+        resample: 1,
+        eval_points: 2000,
+        seconds: 1800.0,
+        laplacian: Some("random:64"),
+        optimizers: vec![
+            opt("kfac-star", kfac_star(1e-3, 0.95), None, None),
+            opt("adam", lr(1e-3), None, None),
+        ],
+    };
+    vec![
+        p("highdim-1k", &[1000, 128, 128, 1]),
+        p("highdim-10k", &[10000, 64, 64, 1]),
+    ]
 }
 
 /// Every optimizer with settings for a system of the issue-18 problems: starting points
@@ -333,6 +366,7 @@ fn systems() -> Vec<Preset> {
         resample: 0,
         eval_points,
         seconds: 600.0,
+        laplacian: None,
         optimizers: system_optimizers(engd_damping),
     };
     vec![

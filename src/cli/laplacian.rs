@@ -8,7 +8,7 @@
 use super::parse_list;
 use crate::autodiff::Autodiff;
 use crate::backend::{Backend, Lay, Tr};
-use crate::jet::{JetEngine, JetKind, Operator, DEFAULT_CHUNK_ROWS};
+use crate::jet::{Estimator, JetEngine, JetKind, Operator, RandomOperator, DEFAULT_CHUNK_ROWS};
 use crate::mem;
 use crate::model::Mlp;
 use crate::scalar::{convert, DType, Real};
@@ -58,11 +58,18 @@ pub struct LaplacianArgs {
     /// Overwrite an existing --plot file.
     #[arg(long)]
     pub force: bool,
+    /// The operator: `exact` (D directions) or `random:K` (K random ±1 directions, an
+    /// unbiased estimate; `random:K:gauss` for normal ones). Applies to forward and gemm.
+    #[arg(long, default_value = "exact")]
+    pub laplacian: String,
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Measurement {
     pub method: String,
+    /// The operator estimator: `exact` or `random:K`.
+    #[serde(default = "exact_name")]
+    pub estimator: String,
     pub dim: usize,
     pub batch: usize,
     pub widths: Vec<usize>,
@@ -80,6 +87,10 @@ pub struct Measurement {
 
 const METHODS: &[&str] = &["forward", "autodiff", "gemm"];
 
+fn exact_name() -> String {
+    "exact".into()
+}
+
 pub fn run(a: LaplacianArgs) -> anyhow::Result<()> {
     let dims: Vec<usize> = match (&a.dim, &a.dims) {
         (Some(_), Some(_)) => bail!("give either --dim or --dims, not both"),
@@ -90,11 +101,26 @@ pub fn run(a: LaplacianArgs) -> anyhow::Result<()> {
     if let Some(d) = dims.iter().find(|&&d| d == 0) {
         bail!("`--dims` entries must be positive. Got {d}.");
     }
+    let est = Estimator::parse(&a.laplacian)?;
     let methods: Vec<&str> = match a.method.as_str() {
+        // the autodiff baseline computes the exact Hessian only
+        "all" if !est.is_exact() => vec!["forward", "gemm"],
         "all" => METHODS.to_vec(),
+        "autodiff" if !est.is_exact() => bail!(
+            "`--method autodiff` computes the exact Laplacian only; `--laplacian {est}` \
+             needs forward or gemm"
+        ),
         m if METHODS.contains(&m) => vec![m],
         m => bail!("`--method` must be one of forward, autodiff, gemm, all. Got `{m}`."),
     };
+    if let Estimator::Random { k, .. } = est {
+        if let Some(d) = dims.iter().find(|&&d| d < k) {
+            bail!(
+                "`--laplacian {est}` draws K = {k} directions, more than D = {d} (the exact \
+                 operator needs only {d}: use `exact`)"
+            );
+        }
+    }
     let hidden: Vec<usize> = parse_list("widths", &a.widths)?;
     if let Some(p) = &a.plot {
         // before the benchmark, which can take minutes
@@ -130,16 +156,16 @@ pub fn run(a: LaplacianArgs) -> anyhow::Result<()> {
                 let (n, rep, ch, sd) = (a.batch, a.repeats, a.chunk_rows, a.seed);
                 match (b, dtype) {
                     (AnyBackend::Cpu(be), DType::F64) => {
-                        measure::<_, f64>(be, m, &widths, n, rep, ch, sd)?
+                        measure::<_, f64>(be, m, est, &widths, n, rep, ch, sd)?
                     }
                     (AnyBackend::Cpu(be), DType::F32) => {
-                        measure::<_, f32>(be, m, &widths, n, rep, ch, sd)?
+                        measure::<_, f32>(be, m, est, &widths, n, rep, ch, sd)?
                     }
                     (AnyBackend::Cuda(be), DType::F64) => {
-                        measure::<_, f64>(be, m, &widths, n, rep, ch, sd)?
+                        measure::<_, f64>(be, m, est, &widths, n, rep, ch, sd)?
                     }
                     (AnyBackend::Cuda(be), DType::F32) => {
-                        measure::<_, f32>(be, m, &widths, n, rep, ch, sd)?
+                        measure::<_, f32>(be, m, est, &widths, n, rep, ch, sd)?
                     }
                 }
             };
@@ -148,13 +174,14 @@ pub fn run(a: LaplacianArgs) -> anyhow::Result<()> {
             } else {
                 if results.is_empty() {
                     println!(
-                        "{:<9} {:>5} {:>6} {:>11} {:>11} {:>12} {:>9}",
-                        "method", "D", "N", "seconds", "min s", "peak MiB", "GFLOP/s"
+                        "{:<9} {:<10} {:>5} {:>6} {:>11} {:>11} {:>12} {:>9}",
+                        "method", "operator", "D", "N", "seconds", "min s", "peak MiB", "GFLOP/s"
                     );
                 }
                 println!(
-                    "{:<9} {:>5} {:>6} {:>11.4} {:>11.4} {:>12.1} {:>9.1}",
+                    "{:<9} {:<10} {:>5} {:>6} {:>11.4} {:>11.4} {:>12.1} {:>9.1}",
                     r.method,
+                    r.estimator,
                     r.dim,
                     r.batch,
                     r.seconds,
@@ -200,6 +227,8 @@ fn measure_in_child(a: &LaplacianArgs, dim: usize, method: &str) -> anyhow::Resu
         &a.device,
         "--seed",
         &a.seed.to_string(),
+        "--laplacian",
+        &a.laplacian,
     ]);
     if let Some(c) = a.chunk_rows {
         cmd.args(["--chunk-rows", &c.to_string()]);
@@ -219,10 +248,11 @@ fn measure_in_child(a: &LaplacianArgs, dim: usize, method: &str) -> anyhow::Resu
     Ok(serde_json::from_str(line)?)
 }
 
-/// Matrix-product FLOPs of the forward Laplacian for a batch (first layer as values only).
-fn forward_flop(widths: &[usize], n: usize) -> f64 {
+/// Matrix-product FLOPs of the forward Laplacian with `k` directions for a batch (first
+/// layer as values only).
+fn forward_flop(widths: &[usize], k: usize, n: usize) -> f64 {
     let d = widths[0];
-    let s = d + 2;
+    let s = k + 2;
     let mut f = 2.0 * (n * d * widths[1]) as f64;
     for l in 1..widths.len() - 1 {
         f += 2.0 * (n * s * widths[l] * widths[l + 1]) as f64;
@@ -238,9 +268,11 @@ fn autodiff_flop(widths: &[usize], n: usize) -> f64 {
     2.0 * 2.0 * (rows * per) as f64
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn measure<B: Backend, T: Real>(
     be: &B,
     method: &str,
+    est: Estimator,
     widths: &[usize],
     n: usize,
     repeats: usize,
@@ -254,17 +286,23 @@ pub fn measure<B: Backend, T: Real>(
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xda7a);
     let x: Vec<f64> = (0..n * d).map(|_| rng.random::<f64>()).collect();
     let x = be.upload(&convert::<f64, T>(&x))?;
+    // the operator: exact, or one draw of K random directions (a pass costs the same for
+    // every draw)
+    let op = match est {
+        Estimator::Exact => Operator::laplacian(d),
+        Estimator::Random { k, dist } => {
+            let mut ro = RandomOperator::new(&Operator::laplacian(d), 0, k, dist)?;
+            ro.draw(&mut rng).clone()
+        }
+    };
+    let k = op.k();
     mem::reset_peak();
     be.reset_peak_memory();
     let mut times = Vec::with_capacity(repeats);
     let flop = match method {
         "forward" => {
-            let mut eng = JetEngine::<B, T>::new(
-                be.clone(),
-                mlp.clone(),
-                JetKind::Full(Operator::laplacian(d)),
-                chunk_rows,
-            )?;
+            let mut eng =
+                JetEngine::<B, T>::new(be.clone(), mlp.clone(), JetKind::Full(op), chunk_rows)?;
             for i in 0..=repeats {
                 let t = Instant::now();
                 let y = eng.forward(&params, &x, n)?;
@@ -273,7 +311,7 @@ pub fn measure<B: Backend, T: Real>(
                     times.push(t.elapsed().as_secs_f64());
                 }
             }
-            forward_flop(widths, n)
+            forward_flop(widths, k, n)
         }
         "autodiff" => {
             let mut ad = Autodiff::<B, T>::new(be.clone(), mlp.clone())?;
@@ -289,7 +327,7 @@ pub fn measure<B: Backend, T: Real>(
         }
         "gemm" => {
             // exactly the products of the forward Laplacian, same chunking, no jet kernels
-            let s = d + 2;
+            let s = k + 2;
             let chunk = (chunk_rows.unwrap_or(DEFAULT_CHUNK_ROWS) / s).max(1);
             let hmax = *widths[1..].iter().max().unwrap();
             let mut b0 = be.alloc::<T>(chunk * s * hmax)?;
@@ -339,7 +377,7 @@ pub fn measure<B: Backend, T: Real>(
                     times.push(t.elapsed().as_secs_f64());
                 }
             }
-            forward_flop(widths, n)
+            forward_flop(widths, k, n)
         }
         m => bail!("unknown method `{m}`"),
     };
@@ -353,6 +391,7 @@ pub fn measure<B: Backend, T: Real>(
     let min = times.iter().cloned().fold(f64::INFINITY, f64::min);
     Ok(Measurement {
         method: method.to_string(),
+        estimator: est.to_string(),
         dim: d,
         batch: n,
         widths: widths.to_vec(),

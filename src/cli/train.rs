@@ -7,6 +7,7 @@ use crate::backend::cpu::Cpu;
 use crate::backend::device::DeviceKind;
 use crate::geometry::PointKind;
 use crate::io::lock::DirLock;
+use crate::jet::Estimator;
 use crate::loss::Objective;
 use crate::model::Mlp;
 use crate::optim::{self, OptimizerConfig};
@@ -160,6 +161,11 @@ pub struct TrainArgs {
     /// Jet rows per chunk (memory/speed trade-off of the forward Laplacian).
     #[arg(long)]
     pub chunk_rows: Option<usize>,
+    /// The second-order operator: `exact` (default) or `random:K`, an unbiased estimate
+    /// from K random ±1 directions drawn afresh every step (`random:K:gauss`: normal
+    /// directions). Poisson- and heat-type problems only; K at most D.
+    #[arg(long)]
+    pub laplacian: Option<String>,
     /// Log mean and standard deviation of each hidden layer's activations (CSV) at every
     /// logged step (the HIG chapter's saturation diagnostic). With --out: neurons.csv.
     #[arg(long)]
@@ -233,6 +239,7 @@ impl TrainArgs {
             dtype,
             device,
             chunk_rows,
+            laplacian,
             save,
             init,
             custom
@@ -297,6 +304,8 @@ pub struct Resolved {
     pub force: bool,
     pub out: Option<PathBuf>,
     pub custom: Option<crate::pde::custom::CustomSpec>,
+    /// The operator estimator (`--laplacian`).
+    pub laplacian: Estimator,
 }
 
 impl Resolved {
@@ -358,6 +367,7 @@ impl Resolved {
             dtype: Some(self.dtype.name().into()),
             device: Some(format!("{:?}", self.device).to_lowercase()),
             chunk_rows: self.opts.chunk_rows,
+            laplacian: (!self.laplacian.is_exact()).then(|| self.laplacian.to_string()),
             init: self.init.clone(),
             custom: self.custom.clone(),
             ..Default::default()
@@ -530,6 +540,14 @@ pub fn resolve(a: &TrainArgs) -> anyhow::Result<Resolved> {
     if !(checkpoint_seconds.is_finite() && checkpoint_seconds > 0.0) {
         bail!("`--checkpoint-seconds` must be a finite number > 0. Got {checkpoint_seconds}.");
     }
+    let laplacian = match (&a.laplacian, &preset) {
+        (Some(l), _) => Estimator::parse(l)?,
+        (None, Some(p)) => match p.laplacian {
+            Some(l) => Estimator::parse(l)?,
+            None => Estimator::Exact,
+        },
+        (None, None) => Estimator::Exact,
+    };
     let out = a.out.clone();
     let in_out = |name: &str| out.as_ref().map(|d| d.join(name));
     Ok(Resolved {
@@ -563,6 +581,7 @@ pub fn resolve(a: &TrainArgs) -> anyhow::Result<Resolved> {
         force: a.force,
         out,
         custom: a.custom.clone(),
+        laplacian,
     })
 }
 
@@ -907,7 +926,15 @@ fn train_on<B: crate::backend::Backend, T: Real>(
     optim::validate(&r.optimizer, &r.opt_cfg)
         .with_context(|| format!("optimizer `{}`", r.optimizer))?;
     let opt = |obj: &Objective<B, T>| optim::build(&r.optimizer, &r.opt_cfg, obj);
-    let mut trainer = Trainer::new(be, Arc::clone(&prob), mlp, &params, opt, r.opts.clone())?;
+    let mut trainer = Trainer::with_estimator(
+        be,
+        Arc::clone(&prob),
+        mlp,
+        &params,
+        opt,
+        r.opts.clone(),
+        r.laplacian,
+    )?;
     if let Start::Resume(ck) = &p.start {
         trainer.restore(ck)?;
     }

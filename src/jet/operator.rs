@@ -17,15 +17,37 @@
 //! finite differences and the autodiff baseline).
 
 use crate::error::{Error, Result};
+use std::sync::OnceLock;
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Operator {
     dim: usize,
-    /// K × D, row k = direction v_k.
-    dirs: Vec<f64>,
+    /// K × D, row k = direction v_k. The coordinate axes (D × D) are made on first use
+    /// only: a randomized estimator of a Laplacian at D = 10,000 never needs them.
+    dirs: OnceLock<Vec<f64>>,
     /// K weights.
     coef: Vec<f64>,
     identity: bool,
+    /// Directions drawn at random ([`super::RandomOperator`]): the jet's derivative rows
+    /// stay along them (never rotated back to the axes; K may differ from D).
+    sampled: bool,
+}
+
+impl PartialEq for Operator {
+    fn eq(&self, o: &Self) -> bool {
+        // the axes' directions are implied (and perhaps not made yet)
+        self.dim == o.dim
+            && self.coef == o.coef
+            && self.identity == o.identity
+            && self.sampled == o.sampled
+            && (self.identity || self.dirs() == o.dirs())
+    }
+}
+
+fn filled(dirs: Vec<f64>) -> OnceLock<Vec<f64>> {
+    let l = OnceLock::new();
+    let _ = l.set(dirs);
+    l
 }
 
 impl Operator {
@@ -43,16 +65,12 @@ impl Operator {
                 "a finite number",
             ));
         }
-        let dim = coef.len();
-        let mut dirs = vec![0.0; dim * dim];
-        for d in 0..dim {
-            dirs[d * dim + d] = 1.0;
-        }
         Ok(Operator {
-            dim,
-            dirs,
+            dim: coef.len(),
+            dirs: OnceLock::new(),
             coef,
             identity: true,
+            sampled: false,
         })
     }
 
@@ -80,21 +98,53 @@ impl Operator {
         }
         Ok(Operator {
             dim,
-            dirs,
+            dirs: filled(dirs),
             coef,
             identity: false,
+            sampled: false,
         })
+    }
+
+    /// An operator of `k = coef.len()` drawn directions (`dirs`, `k × dim`), whose jet
+    /// rows stay along them: [`super::RandomOperator`] makes these.
+    pub(crate) fn sampled(dim: usize, dirs: Vec<f64>, coef: Vec<f64>) -> Self {
+        debug_assert_eq!(dirs.len(), dim * coef.len());
+        Operator {
+            dim,
+            dirs: filled(dirs),
+            coef,
+            identity: false,
+            sampled: true,
+        }
+    }
+
+    /// The directions and weights of a sampled operator, to be overwritten in place by
+    /// the next draw.
+    pub(crate) fn sampled_parts_mut(&mut self) -> (&mut [f64], &mut [f64]) {
+        let dirs = self
+            .dirs
+            .get_mut()
+            .expect("a sampled operator holds its directions");
+        (dirs, &mut self.coef)
     }
 
     pub fn dim(&self) -> usize {
         self.dim
     }
-    /// Number of directions K (= D).
+    /// Number of directions K (= D unless sampled).
     pub fn k(&self) -> usize {
         self.coef.len()
     }
+    /// K × D directions, row-major (the axes are made on the first call).
     pub fn dirs(&self) -> &[f64] {
-        &self.dirs
+        self.dirs.get_or_init(|| {
+            let dim = self.dim;
+            let mut dirs = vec![0.0; dim * dim];
+            for d in 0..dim {
+                dirs[d * dim + d] = 1.0;
+            }
+            dirs
+        })
     }
     pub fn coef(&self) -> &[f64] {
         &self.coef
@@ -103,14 +153,25 @@ impl Operator {
     pub fn is_identity(&self) -> bool {
         self.identity
     }
+    /// Directions were drawn at random (an unbiased estimator of an operator).
+    pub fn is_sampled(&self) -> bool {
+        self.sampled
+    }
+    /// The jet's derivative rows are rotated back to the coordinate axes on output
+    /// (orthonormal eigen-directions of a full matrix `C`); false for the axes and for
+    /// drawn directions, whose rows the residual reads as they are.
+    pub fn rotates(&self) -> bool {
+        !self.identity && !self.sampled
+    }
     /// The coefficient matrix `C = Σ_k c_k v_k v_kᵀ`.
     pub fn matrix(&self) -> Vec<f64> {
         let d = self.dim;
         let mut c = vec![0.0; d * d];
+        let v = self.dirs();
         for k in 0..self.k() {
             for i in 0..d {
                 for j in 0..d {
-                    c[i * d + j] += self.coef[k] * self.dirs[k * d + i] * self.dirs[k * d + j];
+                    c[i * d + j] += self.coef[k] * v[k * d + i] * v[k * d + j];
                 }
             }
         }

@@ -735,6 +735,22 @@ impl<B: Backend, T: Real> Objective<B, T> {
         Ok(())
     }
 
+    /// Replace the operator of term `t` (a term of one operator) by `op` of the same
+    /// dimension and number of directions, in the term and in every worker's jet engine:
+    /// a fresh draw of a randomized estimator before a step (design §9). The residual's
+    /// backend data do not depend on the directions and stay.
+    pub fn set_operator(&mut self, t: usize, op: &crate::jet::Operator) -> Result<()> {
+        let term = self
+            .terms
+            .get_mut(t)
+            .ok_or_else(|| Error::invalid("term", t, "an existing term index"))?;
+        for w in &mut term.workers {
+            w.engine.set_operator(op)?;
+        }
+        term.spec.kind = JetKind::Full(op.clone());
+        Ok(())
+    }
+
     /// Replace the points of term `t` (row-major, input-dimension columns).
     pub fn set_points(&mut self, t: usize, x: Vec<f64>) -> Result<()> {
         let d = self.mlp.input_dim();

@@ -17,6 +17,7 @@ pub mod burgers;
 pub mod custom;
 mod flows;
 pub mod hard;
+pub mod highdim;
 mod inverse;
 pub mod observe;
 mod problems;
@@ -50,6 +51,69 @@ pub fn system(name: &str) -> Result<system::BoxSystem> {
         .unwrap_or_else(|| Err(crate::Error::unknown("system", name, &system_names())))
 }
 
+/// The terms of a problem for a run with the operator estimator `est`: unchanged for
+/// `exact`; for `random:K` every term with one second-order operator gets a
+/// [`RandomOperator`] (returned with the term's index; the terms hold its first, all-zero
+/// draw until the caller draws) and the residual for its jet. Value terms stay as they
+/// are. Refused, naming the term: operator sets, residuals that read the gradient
+/// ([`Residual::sampled`]), operators the estimator cannot draw for, and a problem
+/// without any operator term.
+#[allow(clippy::type_complexity)]
+pub fn randomize_terms(
+    mut terms: Vec<TermSpec>,
+    est: Estimator,
+) -> Result<(Vec<TermSpec>, Vec<(usize, RandomOperator)>)> {
+    let Estimator::Random { k, dist } = est else {
+        return Ok((terms, vec![]));
+    };
+    let mut ops = vec![];
+    for (t, spec) in terms.iter_mut().enumerate() {
+        let refuse = |why: &str| {
+            crate::Error::invalid(
+                "laplacian",
+                est,
+                format!("`exact` for term `{}`: {why}", spec.name),
+            )
+        };
+        match &spec.kind {
+            JetKind::Value => {}
+            JetKind::Set(_) => {
+                return Err(refuse(
+                    "it carries a set of operators on shared directions (the randomized \
+                     estimator supports one operator per term)",
+                ))
+            }
+            JetKind::Full(op) => {
+                let Some((lead, residual)) = spec.residual.sampled(k) else {
+                    return Err(refuse(
+                        "its residual reads the gradient or other exact directions (the \
+                         randomized estimator supports residuals of u, the operator term \
+                         and u_t)",
+                    ));
+                };
+                let ro = RandomOperator::new(op, lead, k, dist).map_err(|e| {
+                    crate::Error::invalid(
+                        "laplacian",
+                        est,
+                        format!("`exact` for term `{}`: {e}", spec.name),
+                    )
+                })?;
+                spec.kind = JetKind::Full(ro.operator().clone());
+                spec.residual = residual;
+                ops.push((t, ro));
+            }
+        }
+    }
+    if ops.is_empty() {
+        return Err(crate::Error::invalid(
+            "laplacian",
+            est,
+            "`exact`: the problem has no term with a second-order operator to estimate",
+        ));
+    }
+    Ok((terms, ops))
+}
+
 /// Options that parameterise some problems (e.g. the HIG toy's λ).
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,6 +131,7 @@ pub fn problem_names() -> Vec<&'static str> {
     v.extend_from_slice(burgers::NAMES);
     v.extend_from_slice(book::NAMES);
     v.extend_from_slice(inverse::NAMES);
+    v.extend_from_slice(highdim::NAMES);
     v
 }
 
@@ -91,12 +156,15 @@ pub fn problem(name: &str, opts: &ProblemOptions) -> Result<Arc<dyn Problem>> {
     if let Some(p) = inverse::build(name) {
         return p;
     }
+    if let Some(p) = highdim::build(name) {
+        return Ok(Arc::new(p?));
+    }
     builtin(name).map_err(|_| crate::Error::unknown("problem", name, &problem_names()))
 }
 
 use crate::error::Result;
 use crate::geometry::PointKind;
-use crate::jet::JetKind;
+use crate::jet::{Estimator, JetKind, RandomOperator};
 use rand_chacha::ChaCha8Rng;
 use std::sync::Arc;
 
@@ -123,6 +191,15 @@ pub trait Residual: Send + Sync {
     /// without a round trip to the host. Checked against [`Residual::eval`] in
     /// tests/problems.rs.
     fn quad_form(&self, _x: &[f64], _a: &mut [f64], _b: &mut [f64]) -> Option<f64> {
+        None
+    }
+    /// For a randomized operator estimator ([`crate::jet::RandomOperator`], design §9):
+    /// how many leading coordinate directions this residual reads besides `u` and the
+    /// operator row (kept exact with weight 0, e.g. 1 for `u_t`), and a copy of the
+    /// residual for a jet of `k` directions (those axes, then the drawn ones). None (the
+    /// default): the residual reads the gradient or otherwise needs the exact directions,
+    /// and the randomized estimator is refused for it.
+    fn sampled(&self, _drawn: usize) -> Option<(usize, Arc<dyn Residual>)> {
         None
     }
     /// How many of the problem's unknown coefficients ([`Problem::coefficients`]) this

@@ -58,6 +58,20 @@ impl Residual for LinearResidual {
             }
         }
     }
+    /// Reads `u`, the operator row and (time-dependent) `u_t`: the time axis is kept
+    /// exact, the operator may be drawn.
+    fn sampled(&self, drawn: usize) -> Option<(usize, Arc<dyn Residual>)> {
+        let lead = usize::from(self.time.is_some());
+        Some((
+            lead,
+            Arc::new(LinearResidual {
+                time: self.time,
+                op_coef: self.op_coef,
+                k: lead + drawn,
+                f: self.f.clone(),
+            }),
+        ))
+    }
     fn quad_form(&self, x: &[f64], a: &mut [f64], _b: &mut [f64]) -> Option<f64> {
         a[1 + self.k] = -self.op_coef;
         if let Some(t) = self.time {

@@ -21,6 +21,7 @@ pub use log::{read as read_log, truncate_log, CsvLog, LogRepair, LogRow, HEADER 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::geometry::PointKind;
+use crate::jet::{Estimator, RandomOperator};
 use crate::loss::{Evaluator, L2Error, Objective};
 use crate::model::Mlp;
 use crate::optim::Optimizer;
@@ -108,6 +109,9 @@ pub struct Summary {
     pub l2_abs: f64,
     pub l2_rel: f64,
     pub mean_step_ms: f64,
+    /// The operator estimator (`random:K`); absent for the exact operator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub laplacian: Option<String>,
     pub stop: StopReason,
     /// Set when the run diverged: what was non-finite.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -200,6 +204,10 @@ pub struct Trainer<B: Backend, T: Real> {
     last_loss: f64,
     /// Warnings found when the run was set up (unconstrained coefficients).
     setup_warnings: Vec<String>,
+    /// The operator estimator, and the randomized terms' direction samplers (term index
+    /// and sampler; empty for `exact`), drawn afresh before every step from `rng`.
+    estimator: Estimator,
+    random_ops: Vec<(usize, RandomOperator)>,
 }
 
 impl<B: Backend, T: Real> Trainer<B, T> {
@@ -214,6 +222,23 @@ impl<B: Backend, T: Real> Trainer<B, T> {
         params: &[f64],
         optimizer: impl FnOnce(&Objective<B, T>) -> Result<Box<dyn Optimizer<B, T>>>,
         opts: TrainOptions,
+    ) -> Result<Self> {
+        Self::with_estimator(be, problem, mlp, params, optimizer, opts, Estimator::Exact)
+    }
+
+    /// [`Self::new`] with the second-order operators estimated by `estimator`: for
+    /// `random:K` the problem's operator terms get K random directions, drawn afresh
+    /// before every step from the run's data stream (so checkpoints carry them and a
+    /// resumed run draws the same ones; design §9). Problems whose residuals need exact
+    /// directions are refused with an error naming the term.
+    pub fn with_estimator(
+        be: B,
+        problem: Arc<dyn Problem>,
+        mlp: Mlp,
+        params: &[f64],
+        optimizer: impl FnOnce(&Objective<B, T>) -> Result<Box<dyn Optimizer<B, T>>>,
+        opts: TrainOptions,
+        estimator: Estimator,
     ) -> Result<Self> {
         if mlp.input_dim() != problem.dim() {
             return Err(Error::Shape(format!(
@@ -233,7 +258,7 @@ impl<B: Backend, T: Real> Trainer<B, T> {
                 mlp.output_dim()
             )));
         }
-        let terms = problem.terms();
+        let (terms, random_ops) = crate::pde::randomize_terms(problem.terms(), estimator)?;
         if opts.points.len() != terms.len() {
             return Err(Error::invalid(
                 "points",
@@ -325,7 +350,7 @@ impl<B: Backend, T: Real> Trainer<B, T> {
             obj.set_points(t, problem.sample_kind(t, n, opts.point_kind, &mut rng)?)?;
         }
         let params = be.upload(&convert::<f64, T>(&params))?;
-        Ok(Trainer {
+        let mut trainer = Trainer {
             problem,
             obj,
             params,
@@ -339,7 +364,26 @@ impl<B: Backend, T: Real> Trainer<B, T> {
             elapsed: 0.0,
             last_loss: f64::NAN,
             setup_warnings,
-        })
+            estimator,
+            random_ops,
+        };
+        trainer.draw_operators()?;
+        Ok(trainer)
+    }
+
+    /// The run's operator estimator.
+    pub fn estimator(&self) -> Estimator {
+        self.estimator
+    }
+
+    /// Fresh directions for every randomized term (nothing for `exact`), from the data
+    /// stream.
+    fn draw_operators(&mut self) -> Result<()> {
+        for (t, ro) in &mut self.random_ops {
+            let op = ro.draw(&mut self.rng);
+            self.obj.set_operator(*t, op)?;
+        }
+        Ok(())
     }
 
     /// Everything needed to continue this run later.
@@ -528,6 +572,7 @@ impl<B: Backend, T: Real> Trainer<B, T> {
             {
                 self.resample()?;
             }
+            self.draw_operators()?;
             let res = self.opt.step(&mut self.obj, &mut self.params);
             self.elapsed += t0.elapsed().as_secs_f64();
             match res {
@@ -538,13 +583,22 @@ impl<B: Backend, T: Real> Trainer<B, T> {
                     health.loss(info.loss);
                     if !info.loss.is_finite() {
                         reason = StopReason::Diverged;
-                        message = Some(format!("loss became {} at step {}", info.loss, self.step));
+                        message = Some(format!(
+                            "loss became {} at step {}{}",
+                            info.loss,
+                            self.step,
+                            self.estimator_note()
+                        ));
                         break;
                     }
                 }
                 Err(Error::NonFinite(m)) => {
                     reason = StopReason::Diverged;
-                    message = Some(format!("{m} at step {}", self.step + 1));
+                    message = Some(format!(
+                        "{m} at step {}{}",
+                        self.step + 1,
+                        self.estimator_note()
+                    ));
                     break;
                 }
                 Err(e) => return Err(e),
@@ -622,6 +676,7 @@ impl<B: Backend, T: Real> Trainer<B, T> {
             } else {
                 0.0
             },
+            laplacian: (!self.estimator.is_exact()).then(|| self.estimator.to_string()),
             stop: reason,
             message,
             warnings,
@@ -629,6 +684,20 @@ impl<B: Backend, T: Real> Trainer<B, T> {
             reference,
             coefficients: self.coefficient_report()?,
         })
+    }
+
+    /// For a message about a non-finite loss: which estimate it came from (empty for the
+    /// exact operator).
+    fn estimator_note(&self) -> String {
+        if self.estimator.is_exact() {
+            String::new()
+        } else {
+            format!(
+                " (with the randomized Laplacian `{}`: an estimate of the operator term was \
+                 not finite)",
+                self.estimator
+            )
+        }
     }
 
     /// Per-field errors (and the problem's group's) for systems; empty for one field.

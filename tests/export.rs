@@ -12,8 +12,9 @@ use kfac_pinn::model::{io as model_io, Mlp};
 use std::f64::consts::PI;
 use std::path::PathBuf;
 
+/// A fresh directory per file (tests run in parallel; nothing is shared between them).
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("kfac-pinn-export-{}", std::process::id()));
+    let d = std::env::temp_dir().join(format!("kfac-pinn-export-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d.join(name)
 }

@@ -151,76 +151,7 @@ pub fn accumulate_grad<B: Backend, T: Real>(
     alpha: T,
     grad: &mut B::Buf<T>,
 ) -> Result<()> {
-    accumulate_grad_layer(be, v.index, v.layout, v.shape, v.g, v.a, alpha, grad)
-}
-
-/// [`accumulate_grad_from`] for layer `index`. The first layer's input jet is the points'
-/// jet: n value rows `x_i`, then K blocks of n rows that all equal the direction `v_k`,
-/// then zero operator rows. So `Gᵀ A = G_valᵀ X + Σ_k (Σ_i g_{k,i}) v_kᵀ`: column sums of
-/// each direction block and products over n + K rows instead of n·S (at D = 1,000 with
-/// 66 rows per sample the full product dominated a randomized step).
-#[allow(clippy::too_many_arguments)]
-pub fn accumulate_grad_layer<B: Backend, T: Real>(
-    be: &B,
-    index: usize,
-    l: LayerLayout,
-    shape: JetShape,
-    g: &B::Buf<T>,
-    a: &B::Buf<T>,
-    alpha: T,
-    grad: &mut B::Buf<T>,
-) -> Result<()> {
-    let (n, k) = (shape.n, shape.k);
-    if index != 0 || k == 0 || n == 0 {
-        return accumulate_grad_from(be, l, shape, g, a, alpha, grad);
-    }
-    let (fi, fo) = (l.fan_in, l.fan_out);
-    let w = Lay::at(l.w_off, fo, fi);
-    be.gemm(
-        alpha,
-        g,
-        Lay::dense(n, fo),
-        Tr::T,
-        a,
-        Lay::dense(n, fi),
-        Tr::N,
-        T::ONE,
-        grad,
-        w,
-    )?;
-    // per chunk, not per sample: K × fan_out column sums
-    let mut sums = be.alloc::<T>(k * fo)?;
-    for kk in 0..k {
-        be.col_sum(
-            T::ONE,
-            g,
-            (1 + kk) * n * fo,
-            n,
-            fo,
-            T::ZERO,
-            &mut sums,
-            kk * fo,
-        )?;
-    }
-    let dirs = Lay {
-        off: n * fi,
-        rows: k,
-        cols: fi,
-        ld: n * fi,
-    };
-    be.gemm(
-        alpha,
-        &sums,
-        Lay::dense(k, fo),
-        Tr::T,
-        a,
-        dirs,
-        Tr::N,
-        T::ONE,
-        grad,
-        w,
-    )?;
-    be.col_sum(alpha, g, 0, n, fo, T::ONE, grad, l.b_off)
+    accumulate_grad_from(be, v.layout, v.shape, v.g, v.a, alpha, grad)
 }
 
 /// [`accumulate_grad`] for a layer's cotangent `g` and input jet `a` held anywhere (chunk

@@ -20,7 +20,7 @@ use super::super::store::{JacobianStore, StorePiece};
 use super::factors::{factor_groups, DeviceFactors};
 use crate::backend::{Backend, Lay};
 use crate::error::{Error, Result};
-use crate::jet::{accumulate_grad, accumulate_grad_layer, LayerView};
+use crate::jet::{accumulate_grad, accumulate_grad_from, LayerView};
 use crate::loss::{ChunkPass, Objective, WorkerAcc, WorkerAccs, WorkerShare};
 use crate::model::{LayerLayout, Mlp};
 use crate::scalar::Real;
@@ -358,7 +358,7 @@ fn add_scaled_grad<B: Backend, T: Real>(
         Some(st) => {
             let (a, g) = st.record(be, first, n, v)?;
             be.scale_jet_rows_to(g, scale, sh, v.g)?;
-            accumulate_grad_layer(be, v.index, v.layout, v.shape, v.g, a, T::ONE, grad)
+            accumulate_grad_from(be, v.layout, v.shape, v.g, a, T::ONE, grad)
         }
         None => {
             be.scale_jet_rows(v.g, scale, sh)?;

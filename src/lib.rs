@@ -21,6 +21,7 @@ pub mod optim;
 pub mod pde;
 pub mod plot;
 pub mod presets;
+pub mod rng;
 pub mod scalar;
 pub mod selfcheck;
 pub mod train;

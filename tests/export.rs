@@ -303,3 +303,182 @@ fn the_contour_of_a_circle_lies_on_it() {
         "{length}"
     );
 }
+
+/// A model trained with exact conditions (`poisson-annulus-hard`: `u = g + φN`, φ = 0 on
+/// the outer circle) is read as the solution by `eval`, `export` and `plot-solution`:
+/// on the outer circle `u` is the exact solution whatever the network; inside it is
+/// `g + φN` with `N` evaluated by hand, and eval's ∇u, Δu are finite differences of it.
+#[test]
+fn hard_bc_models_are_read_as_g_plus_phi_n() {
+    let mlp = Mlp::new(&[2, 10, 10, 1]).unwrap();
+    let p: Vec<f64> = mlp.init(11);
+    let m = tmp("hard.safetensors");
+    model_io::save(
+        &m,
+        &mlp,
+        &p,
+        false,
+        &[
+            ("problem", "poisson-annulus-hard".into()),
+            ("kfac_pinn.hard_bc", "true".into()),
+        ],
+        true,
+    )
+    .unwrap();
+    let prob = kfac_pinn::pde::problem("poisson-annulus-hard", &Default::default()).unwrap();
+    let hard = prob.hard_bc().unwrap();
+    let u_hand = |x: &[f64]| {
+        let (g, phi) = hard.values(&hard.fields[0], x);
+        g + phi * forward(&mlp, &p, x)
+    };
+    // points on the outer circle, then inside with their ±h stencils
+    let fd = 1e-4;
+    let mut pts = Vec::new();
+    for k in 0..8 {
+        let a = 0.3 + k as f64 * 0.7;
+        pts.extend([a.cos(), a.sin()]);
+    }
+    let inner = [[0.7, 0.1], [-0.2, 0.6], [0.0, -0.8], [0.55, 0.55]];
+    for x in inner {
+        pts.extend(x);
+        for a in 0..2 {
+            for s in [1.0, -1.0] {
+                let mut y = x;
+                y[a] += s * fd;
+                pts.extend(y);
+            }
+        }
+    }
+    let n = pts.len() / 2;
+    let xin = tmp("hard-points.npy");
+    std::fs::write(&xin, kfac_pinn::io::npy::encode(n, 2, &pts)).unwrap();
+    let eval = |extra: &[&str], name: &str| {
+        let out = tmp(name);
+        let mut args = vec![
+            "eval",
+            "--model",
+            m.to_str().unwrap(),
+            "--points",
+            xin.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--force",
+        ];
+        args.extend(extra);
+        let (code, _, err) = run(&args);
+        (code, err, out)
+    };
+    let (code, err, out) = eval(&[], "hard-eval.npy");
+    assert_eq!(code, 0, "{err}");
+    let y = kfac_pinn::io::npy::read(&out).unwrap();
+    assert_eq!((y.rows, y.cols), (n, 4));
+    let col = |i: usize, c: usize| y.data[i * 4 + c];
+    let mut exact = [0.0];
+    for i in 0..8 {
+        let x = &pts[2 * i..2 * i + 2];
+        assert!(prob.exact(x, &mut exact));
+        assert!(
+            (col(i, 0) - exact[0]).abs() < 1e-12,
+            "u on the outer circle at {x:?}: {} vs exact {}",
+            col(i, 0),
+            exact[0]
+        );
+    }
+    for (q, x) in inner.iter().enumerate() {
+        let i = 8 + 5 * q;
+        assert!((col(i, 0) - u_hand(x)).abs() < 1e-12, "u at {x:?}");
+        let mut lap = 0.0;
+        for a in 0..2 {
+            let (up, um) = (col(i + 1 + 2 * a, 0), col(i + 2 + 2 * a, 0));
+            let g = (up - um) / (2.0 * fd);
+            assert!(
+                (col(i, 1 + a) - g).abs() < 1e-6,
+                "∂{a}u at {x:?}: {} vs {g}",
+                col(i, 1 + a)
+            );
+            lap += (up - 2.0 * col(i, 0) + um) / (fd * fd);
+        }
+        assert!(
+            (col(i, 3) - lap).abs() < 1e-4 * (1.0 + lap.abs()),
+            "Δu at {x:?}: {} vs {lap}",
+            col(i, 3)
+        );
+    }
+    // --network-output: the bare network
+    let (code, err, out) = eval(&["--network-output"], "hard-raw.npy");
+    assert_eq!(code, 0, "{err}");
+    let raw = kfac_pinn::io::npy::read(&out).unwrap();
+    for i in 0..n {
+        let x = &pts[2 * i..2 * i + 2];
+        assert!((raw.data[i * 4] - forward(&mlp, &p, x)).abs() < 1e-12);
+    }
+    // against a problem without exact conditions: refused, naming the reason
+    let (code, err, _) = eval(&["--problem", "poisson-annulus"], "hard-bad.npy");
+    assert_ne!(code, 0);
+    assert!(err.contains("exact boundary conditions"), "{err}");
+
+    // export: u and the residual are those of g + φN
+    let vtu = tmp("hard.vtu");
+    let (code, _, err) = run(&[
+        "export",
+        "--model",
+        m.to_str().unwrap(),
+        "--out",
+        vtu.to_str().unwrap(),
+        "--resolution",
+        "21",
+        "--force",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let f = read(&vtu);
+    let Mesh::Unstructured { points, .. } = &f.mesh else {
+        panic!("a .vtu holds an unstructured grid");
+    };
+    let (u, res) = (f.field("u").unwrap(), f.field("residual_interior").unwrap());
+    for (i, q) in points.iter().enumerate().step_by(7) {
+        let x = [q[0], q[1]];
+        assert!(
+            (u.data[i] - u_hand(&x)).abs() < 1e-12,
+            "exported u at {x:?}"
+        );
+        let mut lap = 0.0;
+        for a in 0..2 {
+            let (mut xp, mut xm) = (x, x);
+            xp[a] += fd;
+            xm[a] -= fd;
+            lap += (u_hand(&xp) - 2.0 * u_hand(&x) + u_hand(&xm)) / (fd * fd);
+        }
+        let src = -(x[0].exp() * (PI * x[1]).sin() * (1.0 - PI * PI) + 2.0);
+        assert!(
+            (res.data[i] - (-lap - src)).abs() < 1e-4 * (1.0 + lap.abs()),
+            "exported residual at {x:?}: {} vs {}",
+            res.data[i],
+            -lap - src
+        );
+    }
+    // export and plot-solution refuse the soft problem for this model
+    let (code, _, err) = run(&[
+        "export",
+        "--model",
+        m.to_str().unwrap(),
+        "--problem",
+        "poisson-annulus",
+        "--out",
+        vtu.to_str().unwrap(),
+        "--force",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("exact boundary conditions"), "{err}");
+    let png = tmp("hard.png");
+    let (code, _, err) = run(&[
+        "plot-solution",
+        "--model",
+        m.to_str().unwrap(),
+        "--out",
+        png.to_str().unwrap(),
+        "--resolution",
+        "30",
+        "--force",
+    ]);
+    assert_eq!(code, 0, "{err}");
+}

@@ -508,6 +508,9 @@ use rand::SeedableRng;
 
 #[test]
 fn hard_bc_flag_picks_the_hard_problem_and_refuses_bad_input() {
+    let dir = std::env::temp_dir().join(format!("kfac-pinn-hardflag-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("m.safetensors");
     let (code, out, err) = common::kfac_pinn(&[
         "train",
         "--preset",
@@ -525,9 +528,24 @@ fn hard_bc_flag_picks_the_hard_problem_and_refuses_bad_input() {
         "cpu",
         "--quiet",
         "--json",
+        "--save",
+        model.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("\"problem\":\"plate-hole-hard\""), "{out}");
+    // the saved file says its network is N of u = g + φN (eval/export/plot apply it)
+    let file = kfac_pinn::model::io::load(&model).unwrap();
+    assert_eq!(
+        file.metadata.get("problem").map(String::as_str),
+        Some("plate-hole-hard")
+    );
+    assert_eq!(
+        file.metadata
+            .get(kfac_pinn::cli::source::HARD_BC_KEY)
+            .map(String::as_str),
+        Some("true")
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
     // the soft preset's three counts do not fit the two remaining terms
     let (code, _, err) = common::kfac_pinn(&[
         "train",

@@ -1,6 +1,8 @@
 //! `kfac-pinn eval`: a model file and points (.npy, N × D) in; u, ∇u and Δu out (.npy).
 //! For a scalar network the output is N × (D + 2) with columns u, ∂₁u … ∂_Du, Δu. For m
 //! outputs it is N × m(D + 2): the same D + 2 columns for output 0, then output 1, ….
+//! A model trained with exact boundary conditions gives `u = g + φN` (its problem's
+//! transform applied to the jets), or `N` itself with `--network-output`.
 
 use crate::backend::Backend;
 use crate::io::npy;
@@ -24,6 +26,13 @@ pub struct EvalArgs {
     /// Overwrite an existing output file.
     #[arg(long)]
     pub force: bool,
+    /// The problem whose exact boundary conditions turn the network's output `N` into
+    /// `u = g + φN` (default: the model file's, when it was trained with them).
+    #[command(flatten)]
+    pub source: super::source::ProblemArgs,
+    /// Write the network's own output `N` (no exact-condition transform).
+    #[arg(long, conflicts_with_all = ["problem", "config"])]
+    pub network_output: bool,
     #[arg(long, default_value = "auto")]
     pub device: String,
 }
@@ -34,20 +43,20 @@ pub fn evaluate<B: Backend>(
     mlp: &crate::model::Mlp,
     params: &[f64],
     x: &[f64],
+    hard: Option<&std::sync::Arc<crate::pde::hard::HardBc>>,
 ) -> crate::Result<Vec<f64>> {
     let be = be.clone();
     let d = mlp.input_dim();
     let m = mlp.output_dim();
     let n = x.len() / d;
-    let mut eng = JetEngine::<B, f64>::new(
-        be.clone(),
-        mlp.clone(),
-        JetKind::Full(Operator::laplacian(d)),
-        None,
-    )?;
+    let kind = JetKind::Full(Operator::laplacian(d));
+    let mut eng = JetEngine::<B, f64>::new(be.clone(), mlp.clone(), kind.clone(), None)?;
     let p = be.upload(params)?;
     let xb = be.upload(x)?;
-    let y = eng.forward(&p, &xb, n)?;
+    let mut y = eng.forward(&p, &xb, n)?;
+    if let Some(h) = hard {
+        h.apply_jets(&kind, x, &mut y);
+    }
     let s = d + 2;
     let mut out = vec![0.0; n * m * s];
     for i in 0..n {
@@ -81,9 +90,29 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
             pts.data[i]
         );
     }
+    let hard = if a.network_output || !(a.source.given() || super::source::trained_hard(&model)) {
+        None
+    } else {
+        let problem = a.source.resolve(&model).context(
+            "the model was trained with exact boundary conditions (u = g + φN): name its problem, or give --network-output for N",
+        )?;
+        if problem.dim() != d || problem.out_dim() != model.mlp.output_dim() {
+            bail!(
+                "the model {} does not fit problem `{}` ({} inputs, {} outputs)",
+                model.mlp,
+                problem.name(),
+                problem.dim(),
+                problem.out_dim()
+            );
+        }
+        super::source::output_transform(&model, problem.as_ref())?
+    };
+    let h = hard.as_ref();
     let out = match super::train::backend_for(a.device.parse()?)? {
-        super::train::AnyBackend::Cpu(be) => evaluate(&be, &model.mlp, &model.params, &pts.data),
-        super::train::AnyBackend::Cuda(be) => evaluate(&be, &model.mlp, &model.params, &pts.data),
+        super::train::AnyBackend::Cpu(be) => evaluate(&be, &model.mlp, &model.params, &pts.data, h),
+        super::train::AnyBackend::Cuda(be) => {
+            evaluate(&be, &model.mlp, &model.params, &pts.data, h)
+        }
     }
     .context("evaluating the model")?;
     let cols = model.mlp.output_dim() * (d + 2);

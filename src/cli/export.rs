@@ -18,7 +18,7 @@ use crate::io::vtk::{self, Field, Mesh, VtkFile};
 use crate::jet::JetEngine;
 use crate::model::io::ModelFile;
 use crate::pde::Problem;
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -27,13 +27,8 @@ pub struct ExportArgs {
     /// Model file (safetensors).
     #[arg(long)]
     pub model: PathBuf,
-    /// The problem (domain, residuals, exact solution); default: the one the model file
-    /// names.
-    #[arg(long)]
-    pub problem: Option<String>,
-    /// A run config with a `[custom]` problem instead of --problem.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: super::source::ProblemArgs,
     /// vtu (cells inside the shape) or vti (the whole bounding box, with an `inside`
     /// mask); default: from the extension of --out.
     #[arg(long)]
@@ -167,29 +162,6 @@ pub(super) fn base_point(at: Option<&str>, lo: &[f64], hi: &[f64]) -> anyhow::Re
     }
 }
 
-/// The model's problem: `--problem`, `--config`, or the one its metadata names.
-pub(super) fn problem_for(
-    model: &ModelFile,
-    problem: Option<&str>,
-    config: Option<&std::path::Path>,
-) -> anyhow::Result<std::sync::Arc<dyn Problem>> {
-    Ok(match (problem, config) {
-        (Some(_), Some(_)) => bail!("give either --problem or --config, not both"),
-        (Some(p), None) => crate::pde::problem(p, &Default::default())?,
-        (None, Some(c)) => {
-            let text =
-                std::fs::read_to_string(c).with_context(|| format!("reading {}", c.display()))?;
-            crate::pde::custom::parse_spec(&text)?.build()?
-        }
-        (None, None) => match model.metadata.get("problem") {
-            Some(p) => crate::pde::problem(p, &Default::default()).with_context(|| {
-                format!("the model's problem `{p}` (give --problem or --config)")
-            })?,
-            None => bail!("give --problem or --config (the model file does not name its problem)"),
-        },
-    })
-}
-
 /// Build the grid from the flags.
 fn grid(a: &ExportArgs, problem: &dyn Problem) -> anyhow::Result<Grid> {
     let d = problem.dim();
@@ -235,7 +207,8 @@ pub fn fields(problem: &dyn Problem, model: &ModelFile, x: &[f64]) -> crate::Res
     let m = problem.out_dim();
     let n = x.len() / d;
     let names = problem.field_names();
-    let jets = super::eval::evaluate(&Cpu, &model.mlp, &model.params, x)?;
+    let hard = problem.hard_bc();
+    let jets = super::eval::evaluate(&Cpu, &model.mlp, &model.params, x, hard.as_ref())?;
     let s = d + 2;
     let mut out = Vec::new();
     for (j, name) in names.iter().enumerate() {
@@ -441,7 +414,8 @@ pub fn run(a: ExportArgs) -> anyhow::Result<()> {
     let format = format_of(&a)?;
     crate::io::check_output("--out", &a.out, a.force)?;
     let model = crate::model::io::load(&a.model)?;
-    let problem = problem_for(&model, a.problem.as_deref(), a.config.as_deref())?;
+    let problem = a.source.resolve(&model)?;
+    super::source::output_transform(&model, problem.as_ref())?;
     let d = problem.dim();
     if model.mlp.input_dim() != d || model.mlp.output_dim() != problem.out_dim() {
         bail!(

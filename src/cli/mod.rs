@@ -12,6 +12,7 @@ pub mod plot;
 mod report;
 mod selfcheck;
 mod signals;
+pub mod source;
 mod train;
 
 use clap::{Parser, Subcommand};

@@ -132,12 +132,8 @@ pub struct SolutionArgs {
     /// Model file (safetensors).
     #[arg(long)]
     pub model: PathBuf,
-    /// The problem (for the exact solution and the domain); see `kfac-pinn problems`.
-    #[arg(long)]
-    pub problem: Option<String>,
-    /// A run config with a `[custom]` problem instead of --problem.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: super::source::ProblemArgs,
     /// The two input coordinates on the axes, e.g. 0,1.
     #[arg(long, default_value = "0,1")]
     pub axes: String,
@@ -158,7 +154,8 @@ pub struct SolutionArgs {
 pub fn run_solution(a: SolutionArgs) -> anyhow::Result<()> {
     crate::plot::check_plot_path("--out", &a.out, a.force)?;
     let model = model_io::load(&a.model)?;
-    let problem = super::export::problem_for(&model, a.problem.as_deref(), a.config.as_deref())?;
+    let problem = a.source.resolve(&model)?;
+    let hard = super::source::output_transform(&model, problem.as_ref())?;
     let d = problem.dim();
     if model.mlp.input_dim() != d {
         bail!(
@@ -221,7 +218,10 @@ pub fn run_solution(a: SolutionArgs) -> anyhow::Result<()> {
             .collect()
     };
     let mut eng = JetEngine::<Cpu, f64>::new(Cpu, model.mlp.clone(), JetKind::Value, None)?;
-    let u = eng.forward(&Cpu.upload(&model.params)?, &Cpu.upload(&x)?, n * n)?;
+    let mut u = eng.forward(&Cpu.upload(&model.params)?, &Cpu.upload(&x)?, n * n)?;
+    if let Some(h) = &hard {
+        h.apply(&x, &mut u);
+    }
     let extent = (lo[ax], hi[ax], lo[ay], hi[ay]);
     let name = |i: usize| format!("x{i}");
     let map = |title: &str, values: Vec<f64>| HeatMap {

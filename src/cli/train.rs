@@ -984,6 +984,9 @@ fn train_on<B: crate::backend::Backend, T: Real>(
         if !coef_names.is_empty() {
             meta.push((crate::model::io::COEF_NAMES_KEY, coef_names.join(",")));
         }
+        if prob.hard_bc().is_some() {
+            meta.push((super::source::HARD_BC_KEY, "true".into()));
+        }
         crate::model::io::save(
             path,
             trainer.obj.mlp(),

@@ -168,18 +168,11 @@ pub fn sample_pieces(
     Ok(())
 }
 
-/// A standard normal variate (Box–Muller).
-pub(crate) fn gaussian(rng: &mut ChaCha8Rng) -> f64 {
-    let u1: f64 = 1.0 - rng.random_range(0.0..1.0); // (0, 1]
-    let u2: f64 = rng.random_range(0.0..1.0);
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-}
-
 /// A uniform point on the unit sphere `S^{d-1}`.
 pub(crate) fn unit_vector(rng: &mut ChaCha8Rng, out: &mut [f64]) {
     loop {
         for o in out.iter_mut() {
-            *o = gaussian(rng);
+            *o = crate::rng::gaussian(rng);
         }
         let r = out.iter().map(|v| v * v).sum::<f64>().sqrt();
         if r > 1e-300 {

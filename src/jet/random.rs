@@ -282,19 +282,7 @@ fn fill_unit<R: Rng + ?Sized>(dist: Direction, rng: &mut R, z: &mut [f64]) {
                 }
             }
         }
-        Direction::Gaussian => {
-            // Box–Muller: two normals from two uniforms (1 − U keeps the log finite)
-            for pair in z.chunks_mut(2) {
-                let u1 = 1.0 - rng.random::<f64>();
-                let u2: f64 = rng.random();
-                let r = (-2.0 * u1.ln()).sqrt();
-                let a = 2.0 * std::f64::consts::PI * u2;
-                pair[0] = r * a.cos();
-                if let Some(v) = pair.get_mut(1) {
-                    *v = r * a.sin();
-                }
-            }
-        }
+        Direction::Gaussian => crate::rng::normals(rng, z),
     }
 }
 

@@ -109,6 +109,54 @@ impl HardBc {
 
     /// `inner` (a residual of `u` on the jet `kind`) as a residual of the network's jet.
     pub fn wrap(self: &Arc<Self>, kind: &JetKind, inner: Arc<dyn Residual>) -> Arc<dyn Residual> {
+        Arc::new(HardResidual {
+            map: JetMap::new(self, kind),
+            inner,
+        })
+    }
+
+    /// Network output jets to solution jets in place: `y` holds `n` samples' jets of
+    /// kind `kind` (`S·m` entries each, row-major `row · m + field`, as
+    /// [`crate::jet::JetEngine::forward`] returns them) at the points `x` (`n × d`).
+    pub fn apply_jets(self: &Arc<Self>, kind: &JetKind, x: &[f64], y: &mut [f64]) {
+        let map = JetMap::new(self, kind);
+        let sm = kind.s() * self.m;
+        let n = y.len() / sm.max(1);
+        if n == 0 {
+            return;
+        }
+        let d = x.len() / n;
+        let nf = self.fields.len();
+        let (mut phi, mut g) = (vec![0.0; nf * map.phi_len()], vec![0.0; nf * map.g_len()]);
+        let mut u = vec![0.0; sm];
+        for (xi, yi) in x.chunks(d).zip(y.chunks_mut(sm)) {
+            map.jets(xi, &mut phi, &mut g);
+            map.to_u(yi, &phi, &g, &mut u);
+            yi.copy_from_slice(&u);
+        }
+    }
+}
+
+/// The affine map from the network's output jet to the jet of `u = g + φN` along a jet
+/// kind's rows (module header): the rows' and operators' directions and weights.
+struct JetMap {
+    hard: Arc<HardBc>,
+    /// R × D directions of the jet's derivative rows, K × D directions of the operators
+    /// and their J × K weights, and M (K × R) with `∂_{v_k} = Σ_r M_kr ∂_{row r}`.
+    rows: Vec<f64>,
+    opd: Vec<f64>,
+    coef: Vec<f64>,
+    mix: Vec<f64>,
+    /// The rows are the operators' directions (M = I).
+    same: bool,
+    dim: usize,
+    r: usize,
+    kop: usize,
+    j: usize,
+}
+
+impl JetMap {
+    fn new(hard: &Arc<HardBc>, kind: &JetKind) -> Self {
         // the jet's derivative rows run along the operator's directions, except for an
         // operator factorised by its eigendecomposition, whose rows are rotated back to
         // the coordinate axes (the gradient); `mix` writes ∂_{v_k} in terms of the rows
@@ -146,9 +194,8 @@ impl HardBc {
                 mix[k * nr..(k + 1) * nr].copy_from_slice(&opd[k * dim..(k + 1) * dim]);
             }
         }
-        Arc::new(HardResidual {
-            hard: self.clone(),
-            inner,
+        JetMap {
+            hard: hard.clone(),
             rows,
             opd,
             coef,
@@ -158,26 +205,14 @@ impl HardBc {
             r: kind.k(),
             kop: nk,
             j: kind.ops(),
-        })
+        }
     }
 }
 
 /// A residual of `u = g + φN` as a residual of the network's output jet (module header).
 pub struct HardResidual {
-    hard: Arc<HardBc>,
+    map: JetMap,
     inner: Arc<dyn Residual>,
-    /// R × D directions of the jet's derivative rows, K × D directions of the operators
-    /// and their J × K weights, and M (K × R) with `∂_{v_k} = Σ_r M_kr ∂_{row r}`.
-    rows: Vec<f64>,
-    opd: Vec<f64>,
-    coef: Vec<f64>,
-    mix: Vec<f64>,
-    /// The rows are the operators' directions (M = I).
-    same: bool,
-    dim: usize,
-    r: usize,
-    kop: usize,
-    j: usize,
 }
 
 /// Per-thread scratch (the `u` jet, the jets of `g` and `φ`): residuals run per sample,
@@ -193,7 +228,7 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
-impl HardResidual {
+impl JetMap {
     /// Entries of `φ`'s per-field block: `[φ, ∂_r φ (R), L_j φ (J), w_jr (J × R)]` with
     /// `w_jr = 2 Σ_k c_jk (∂_{v_k} φ) M_kr` (the cross term's weight of `∂_r N`).
     fn phi_len(&self) -> usize {
@@ -310,7 +345,9 @@ impl HardResidual {
             row[f] = val;
         }
     }
+}
 
+impl HardResidual {
     /// Runs `inner` on the `u` jet of `y` and maps its Jacobian rows back.
     fn with_u(
         &self,
@@ -322,17 +359,17 @@ impl HardResidual {
         SCRATCH.with(|sc| {
             let mut sc = sc.borrow_mut();
             let sc = &mut *sc;
-            let nf = self.hard.fields.len();
-            sc.phi.resize(nf * self.phi_len(), 0.0);
-            sc.g.resize(nf * self.g_len(), 0.0);
+            let nf = self.map.hard.fields.len();
+            sc.phi.resize(nf * self.map.phi_len(), 0.0);
+            sc.g.resize(nf * self.map.g_len(), 0.0);
             sc.u.resize(y.len(), 0.0);
-            self.jets(x, &mut sc.phi, &mut sc.g);
-            self.to_u(y, &sc.phi, &sc.g, &mut sc.u);
+            self.map.jets(x, &mut sc.phi, &mut sc.g);
+            self.map.to_u(y, &sc.phi, &sc.g, &mut sc.u);
             match jac {
                 Some(jm) => {
                     inner(&sc.u, Some(&mut *jm));
                     for row in jm.chunks_mut(y.len()) {
-                        self.row_to_n(&sc.phi, row);
+                        self.map.row_to_n(&sc.phi, row);
                     }
                 }
                 None => inner(&sc.u, None),
@@ -375,14 +412,17 @@ impl Residual for HardResidual {
         if bu.iter().any(|&v| v != 0.0) {
             return None;
         }
-        let nf = self.hard.fields.len();
-        let (mut phi, mut g) = (vec![0.0; nf * self.phi_len()], vec![0.0; nf * self.g_len()]);
-        self.jets(x, &mut phi, &mut g);
+        let nf = self.map.hard.fields.len();
+        let (mut phi, mut g) = (
+            vec![0.0; nf * self.map.phi_len()],
+            vec![0.0; nf * self.map.g_len()],
+        );
+        self.map.jets(x, &mut phi, &mut g);
         // G: the jet of u at N = 0
         let mut big_g = vec![0.0; c];
-        self.to_u(&vec![0.0; c], &phi, &g, &mut big_g);
+        self.map.to_u(&vec![0.0; c], &phi, &g, &mut big_g);
         let shift: f64 = au.iter().zip(&big_g).map(|(p, q)| p * q).sum();
-        self.row_to_n(&phi, &mut au);
+        self.map.row_to_n(&phi, &mut au);
         for (ai, v) in a.iter_mut().zip(&au) {
             *ai += v;
         }

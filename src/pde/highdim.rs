@@ -42,20 +42,6 @@ pub struct TwoBody {
     setup: Setup,
 }
 
-/// Standard normal draws (Box–Muller; 1 − U keeps the logarithm finite).
-fn normals(rng: &mut ChaCha8Rng, out: &mut [f64]) {
-    for pair in out.chunks_mut(2) {
-        let u1 = 1.0 - rng.random::<f64>();
-        let u2: f64 = rng.random();
-        let r = (-2.0 * u1.ln()).sqrt();
-        let a = 2.0 * std::f64::consts::PI * u2;
-        pair[0] = r * a.cos();
-        if let Some(v) = pair.get_mut(1) {
-            *v = r * a.sin();
-        }
-    }
-}
-
 /// The exact solution `u(x)` of the module header.
 pub fn two_body_u(c: &[f64], x: &[f64]) -> f64 {
     c.iter()
@@ -89,7 +75,7 @@ impl TwoBody {
             ));
         }
         let mut c = vec![0.0; d - 1];
-        normals(&mut ChaCha8Rng::seed_from_u64(COEF_SEED), &mut c);
+        crate::rng::normals(&mut ChaCha8Rng::seed_from_u64(COEF_SEED), &mut c);
         let scale = 1.0 / ((d - 1) as f64).sqrt();
         c.iter_mut().for_each(|v| *v *= scale);
         Ok(TwoBody {
@@ -150,7 +136,7 @@ impl Problem for TwoBody {
             return Err(Error::invalid("term", term, "0 (interior) or 1 (boundary)"));
         }
         for p in x.chunks_mut(d) {
-            normals(rng, p);
+            crate::rng::normals(rng, p);
             let norm = p.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-300);
             let r = if term == 0 {
                 rng.random::<f64>().powf(1.0 / d as f64)

@@ -96,15 +96,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         let problem = a.source.resolve(&model).context(
             "the model was trained with exact boundary conditions (u = g + φN): name its problem, or give --network-output for N",
         )?;
-        if problem.dim() != d || problem.out_dim() != model.mlp.output_dim() {
-            bail!(
-                "the model {} does not fit problem `{}` ({} inputs, {} outputs)",
-                model.mlp,
-                problem.name(),
-                problem.dim(),
-                problem.out_dim()
-            );
-        }
+        super::source::check_fits(&model, problem.as_ref())?;
         super::source::output_transform(&model, problem.as_ref())?
     };
     let h = hard.as_ref();

@@ -416,17 +416,7 @@ pub fn run(a: ExportArgs) -> anyhow::Result<()> {
     let model = crate::model::io::load(&a.model)?;
     let problem = a.source.resolve(&model)?;
     super::source::output_transform(&model, problem.as_ref())?;
-    let d = problem.dim();
-    if model.mlp.input_dim() != d || model.mlp.output_dim() != problem.out_dim() {
-        bail!(
-            "the model {} ({} inputs, {} outputs) does not fit problem `{}` ({d} inputs, {} outputs)",
-            model.mlp,
-            model.mlp.input_dim(),
-            model.mlp.output_dim(),
-            problem.name(),
-            problem.out_dim()
-        );
-    }
+    super::source::check_fits(&model, problem.as_ref())?;
     let g = grid(&a, problem.as_ref())?;
     let file = build(problem.as_ref(), &model, &g, format)?;
     let xml = file.to_xml()?;

@@ -59,6 +59,21 @@ impl ProblemArgs {
     }
 }
 
+/// Refuses a model whose inputs or outputs do not match the problem's.
+pub fn check_fits(model: &ModelFile, problem: &dyn Problem) -> anyhow::Result<()> {
+    let (d, m) = (problem.dim(), problem.out_dim());
+    if model.mlp.input_dim() != d || model.mlp.output_dim() != m {
+        bail!(
+            "the model {} ({} inputs, {} outputs) does not fit problem `{}` ({d} inputs, {m} outputs)",
+            model.mlp,
+            model.mlp.input_dim(),
+            model.mlp.output_dim(),
+            problem.name()
+        );
+    }
+    Ok(())
+}
+
 /// Whether the model file says its network is `N` of `u = g + φN`.
 pub fn trained_hard(model: &ModelFile) -> bool {
     model.metadata.get(HARD_BC_KEY).is_some_and(|v| v == "true")
